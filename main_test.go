@@ -1,0 +1,1051 @@
+// main_test.go tests the service through its real handler against a real PostgreSQL.
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/big"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+	"github.com/jackc/pgx/v5"
+)
+
+const testSecret = "test-secret-0123456789-abcdefghijklmnop"
+
+// testURL points at a schema of its own, created for this run and dropped after it;
+// testDB is the one pool the handler tests share, so the run stays far below max_connections.
+var (
+	testURL string
+	testDB  *store
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(runTests(m))
+}
+
+func runTests(m *testing.M) int {
+	base := orDefault(os.Getenv("TEST_DATABASE_URL"), "postgres://postgres@127.0.0.1:5432/test?sslmode=disable")
+	schema := fmt.Sprintf("tasks_test_%d", time.Now().UnixNano())
+	ctx := context.Background()
+	admin, err := pgx.Connect(ctx, base)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "tests need PostgreSQL at TEST_DATABASE_URL:", err)
+		return 1
+	}
+	defer admin.Close(ctx)
+	if _, err := admin.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer admin.Exec(ctx, "DROP SCHEMA "+schema+" CASCADE")
+	testURL = withSearchPath(base, schema)
+	testDB, err = openStore(testURL)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer testDB.pool.Close()
+	if err := testDB.migrate(ctx, func(int, error) {}); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	return m.Run()
+}
+
+// withSearchPath adds search_path to a PostgreSQL URL; pgx sends it as a runtime parameter.
+func withSearchPath(base, schema string) string {
+	u, err := url.Parse(base)
+	if err != nil {
+		panic(err)
+	}
+	q := u.Query()
+	q.Set("search_path", schema)
+	u.RawQuery = q.Encode()
+	return u.String()
+}
+
+// newUser returns a user id no other test uses.
+func newUser(t *testing.T) string {
+	return fmt.Sprintf("u-%s-%s", strings.ReplaceAll(t.Name(), "/", "-"), rand.Text()[:10])
+}
+
+// env is one running handler with its own auth settings.
+type env struct {
+	t   *testing.T
+	srv *httptest.Server
+}
+
+func newEnv(t *testing.T, auth authConfig) *env {
+	return newEnvDB(t, auth, testDB)
+}
+
+func newEnvDB(t *testing.T, auth authConfig, db *store) *env {
+	t.Helper()
+	log := slog.New(slog.NewJSONHandler(io.Discard, nil))
+	v := newVerifier(auth, http.DefaultClient, log)
+	srv := httptest.NewServer(newServer(log, db, v, map[string]bool{"http://localhost:3000": true}))
+	t.Cleanup(srv.Close)
+	return &env{t: t, srv: srv}
+}
+
+func hsAuth() authConfig { return authConfig{Secret: []byte(testSecret)} }
+
+// result is a response, read whole.
+type result struct {
+	status int
+	header http.Header
+	body   []byte
+}
+
+func (r result) String() string { return fmt.Sprintf("%d %s", r.status, r.body) }
+
+// do sends a request; body is raw when a string, JSON otherwise; header holds name, value pairs.
+func (e *env) do(method, path, token string, body any, header ...string) result {
+	e.t.Helper()
+	var rd io.Reader
+	switch b := body.(type) {
+	case nil:
+	case string:
+		rd = strings.NewReader(b)
+	default:
+		j, err := json.Marshal(b)
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		rd = bytes.NewReader(j)
+		header = append([]string{"Content-Type", "application/json"}, header...)
+	}
+	req, err := http.NewRequest(method, e.srv.URL+path, rd)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	resp, err := e.srv.Client().Do(req)
+	if err != nil {
+		e.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return result{resp.StatusCode, resp.Header, b}
+}
+
+// want fails the test unless the response has status.
+func (e *env) want(r result, status int, what string) {
+	e.t.Helper()
+	if r.status != status {
+		e.t.Fatalf("%s = %s, want %d", what, r, status)
+	}
+}
+
+func hsToken(t *testing.T, claims jwt.MapClaims) string {
+	t.Helper()
+	s, err := jwt.NewWithClaims(jwt.SigningMethodHS256, claims).SignedString([]byte(testSecret))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func tokenFor(t *testing.T, userID string) string {
+	return hsToken(t, jwt.MapClaims{"sub": userID, "exp": time.Now().Add(time.Hour).Unix()})
+}
+
+func decode[T any](t *testing.T, r result) T {
+	t.Helper()
+	var v T
+	if err := json.Unmarshal(r.body, &v); err != nil {
+		t.Fatalf("decode %s: %v", r, err)
+	}
+	return v
+}
+
+// create makes a task for user and returns it.
+func (e *env) create(user string, body map[string]any) Task {
+	e.t.Helper()
+	r := e.do("POST", "/api/"+user+"/tasks", tokenFor(e.t, user), body)
+	e.want(r, 201, "POST create")
+	return decode[Task](e.t, r)
+}
+
+func (e *env) list(user, query string) ([]Task, int) {
+	e.t.Helper()
+	r := e.do("GET", "/api/"+user+"/tasks"+query, tokenFor(e.t, user), nil)
+	e.want(r, 200, "GET list"+query)
+	total, err := strconv.Atoi(r.header.Get("X-Total-Count"))
+	if err != nil {
+		e.t.Fatalf("X-Total-Count = %q", r.header.Get("X-Total-Count"))
+	}
+	return decode[[]Task](e.t, r), total
+}
+
+// wantLoc fails unless r is a 422 whose detail names loc.
+func wantLoc(t *testing.T, r result, loc ...any) {
+	t.Helper()
+	if r.status != 422 {
+		t.Fatalf("got %s, want 422 at %v", r, loc)
+	}
+	var body struct{ Detail []fieldError }
+	if err := json.Unmarshal(r.body, &body); err != nil {
+		t.Fatalf("422 body %s: %v", r.body, err)
+	}
+	want := fmt.Sprintf("%v", loc)
+	for _, d := range body.Detail {
+		if fmt.Sprintf("%v", d.Loc) == want && d.Msg != "" && d.Type != "" {
+			return
+		}
+	}
+	t.Fatalf("422 detail %s does not name %v", r.body, want)
+}
+
+func TestTaskLifecycle(t *testing.T) {
+	e := newEnv(t, hsAuth())
+	user := newUser(t)
+	tok := tokenFor(t, user)
+	base := "/api/" + user + "/tasks"
+
+	r := e.do("POST", base, tok, map[string]any{"title": "  Buy milk  ", "description": "2 litres",
+		"priority": "high", "due_date": "2026-12-01T10:00:00+02:00", "tags": []string{"home", "shop", "home"}})
+	e.want(r, 201, "POST")
+	created := decode[Task](t, r)
+	if loc := r.header.Get("Location"); loc != fmt.Sprintf("%s/%d", base, created.ID) {
+		t.Errorf("Location = %q, want %s/%d", loc, base, created.ID)
+	}
+	if created.Title != "Buy milk" || *created.Description != "2 litres" || created.Completed || created.Priority != "high" ||
+		!created.DueDate.Equal(time.Date(2026, 12, 1, 8, 0, 0, 0, time.UTC)) || !slices.Equal(created.Tags, []string{"home", "shop"}) ||
+		created.UserID != user || created.CreatedAt.IsZero() || !created.UpdatedAt.Equal(created.CreatedAt) {
+		t.Fatalf("created %+v", created)
+	}
+	var raw map[string]any
+	json.Unmarshal(r.body, &raw)
+	if raw["created_at"] != created.CreatedAt.Format(time.RFC3339Nano) || !strings.HasSuffix(raw["due_date"].(string), "Z") {
+		t.Errorf("timestamps not RFC 3339 UTC: %s", r.body)
+	}
+	item := fmt.Sprintf("%s/%d", base, created.ID)
+
+	got := decode[Task](t, e.do("GET", item, tok, nil))
+	if got.ID != created.ID || got.Title != created.Title || !got.CreatedAt.Equal(created.CreatedAt) {
+		t.Fatalf("GET = %+v, want %+v", got, created)
+	}
+
+	// Partial update: absent fields stay, title changes, updated_at moves.
+	r = e.do("PUT", item, tok, map[string]any{"title": "Buy oat milk"})
+	e.want(r, 200, "PUT title")
+	upd := decode[Task](t, r)
+	if upd.Title != "Buy oat milk" || upd.Description == nil || *upd.Description != "2 litres" || upd.Priority != "high" ||
+		upd.DueDate == nil || !slices.Equal(upd.Tags, created.Tags) || !upd.UpdatedAt.After(created.UpdatedAt) || !upd.CreatedAt.Equal(created.CreatedAt) {
+		t.Fatalf("PUT title gave %+v", upd)
+	}
+	// null clears description and due_date; a task read back can be sent as is.
+	sent := upd
+	sent.Completed = true
+	sent.Description, sent.DueDate = nil, nil
+	r = e.do("PATCH", item, tok, sent)
+	e.want(r, 200, "PATCH with a task read back")
+	upd2 := decode[Task](t, r)
+	if upd2.Description != nil || upd2.DueDate != nil || !upd2.Completed || upd2.Title != "Buy oat milk" || !upd2.UpdatedAt.After(upd.UpdatedAt) {
+		t.Fatalf("PATCH gave %+v", upd2)
+	}
+
+	for _, want := range []bool{false, true} {
+		r = e.do("PATCH", item+"/complete", tok, "ignored body", "Content-Type", "text/plain")
+		e.want(r, 200, "PATCH complete")
+		if c := decode[Task](t, r).Completed; c != want {
+			t.Fatalf("toggle: completed = %v, want %v", c, want)
+		}
+	}
+
+	tasks, total := e.list(user, "")
+	if len(tasks) != 1 || total != 1 || tasks[0].ID != created.ID {
+		t.Fatalf("list = %+v (total %d)", tasks, total)
+	}
+
+	r = e.do("DELETE", item, tok, nil)
+	e.want(r, 204, "DELETE")
+	if len(r.body) != 0 {
+		t.Errorf("204 body = %q", r.body)
+	}
+	e.want(e.do("GET", item, tok, nil), 404, "GET after DELETE")
+	e.want(e.do("DELETE", item, tok, nil), 404, "DELETE again")
+	e.want(e.do("PUT", item, tok, map[string]any{"title": "x"}), 404, "PUT deleted")
+	e.want(e.do("PATCH", item+"/complete", tok, nil), 404, "toggle deleted")
+	if r := e.do("GET", base, tok, nil); string(bytes.TrimSpace(r.body)) != "[]" || r.header.Get("X-Total-Count") != "0" {
+		t.Fatalf("empty list = %s, X-Total-Count %q", r, r.header.Get("X-Total-Count"))
+	}
+}
+
+func TestIsolation(t *testing.T) {
+	e := newEnv(t, hsAuth())
+	a, b := newUser(t), newUser(t)
+	ta, tb := tokenFor(t, a), tokenFor(t, b)
+	task := e.create(a, map[string]any{"title": "A's secret", "description": "only A"})
+	aItem := fmt.Sprintf("/api/%s/tasks/%d", a, task.ID)
+	bItem := fmt.Sprintf("/api/%s/tasks/%d", b, task.ID)
+	body := map[string]any{"title": "hijacked"}
+
+	routes := []struct {
+		method, suffix string
+		body           any
+	}{
+		{"GET", "", nil}, {"PUT", "", body}, {"PATCH", "", body}, {"DELETE", "", nil}, {"PATCH", "/complete", nil},
+	}
+	for _, rt := range routes {
+		// B's token on A's path: 403, whatever the id.
+		e.want(e.do(rt.method, aItem+rt.suffix, tb, rt.body), 403, rt.method+" A's path with B's token")
+		// B's own path with A's task id: 404, the same answer as a missing id.
+		r := e.do(rt.method, bItem+rt.suffix, tb, rt.body)
+		missing := e.do(rt.method, fmt.Sprintf("/api/%s/tasks/%d%s", b, int64(1)<<62, rt.suffix), tb, rt.body)
+		if r.status != 404 || !bytes.Equal(r.body, missing.body) {
+			t.Fatalf("%s A's task under B's path = %s, want the same 404 as a missing id (%s)", rt.method, r, missing)
+		}
+	}
+	e.want(e.do("GET", "/api/"+a+"/tasks", tb, nil), 403, "list A's path with B's token")
+	e.want(e.do("POST", "/api/"+a+"/tasks", tb, body), 403, "create on A's path with B's token")
+	if tasks, total := e.list(b, ""); len(tasks) != 0 || total != 0 {
+		t.Fatalf("B lists %d tasks (total %d)", len(tasks), total)
+	}
+	got := decode[Task](t, e.do("GET", aItem, ta, nil))
+	if got.Title != task.Title || got.Completed || !got.UpdatedAt.Equal(task.UpdatedAt) {
+		t.Fatalf("A's task changed by B's requests: %+v", got)
+	}
+	if tasks, total := e.list(a, ""); total != 1 || len(tasks) != 1 {
+		t.Fatalf("A's list after B's attempts: %d tasks, total %d", len(tasks), total)
+	}
+}
+
+func TestValidation(t *testing.T) {
+	e := newEnv(t, hsAuth())
+	cases := []struct {
+		name   string
+		body   string
+		ctype  string
+		status int
+		loc    []any // for 422
+	}{
+		{"200 multi-byte characters", `{"title":"` + strings.Repeat("日", 200) + `"}`, "", 201, nil},
+		{"201 multi-byte characters", `{"title":"` + strings.Repeat("日", 201) + `"}`, "", 422, []any{"body", "title"}},
+		{"whitespace title", `{"title":"  \t "}`, "", 422, []any{"body", "title"}},
+		{"empty title", `{"title":""}`, "", 422, []any{"body", "title"}},
+		{"missing title", `{"description":"x"}`, "", 422, []any{"body", "title"}},
+		{"null title", `{"title":null}`, "", 422, []any{"body", "title"}},
+		{"numeric title", `{"title":5}`, "", 422, []any{"body", "title"}},
+		{"NUL in title", `{"title":"a\u0000b"}`, "", 422, []any{"body", "title"}},
+		{"NUL in description", `{"title":"a","description":"\u0000"}`, "", 422, []any{"body", "description"}},
+		{"1000 characters", `{"title":"a","description":"` + strings.Repeat("é", 1000) + `"}`, "", 201, nil},
+		{"1001 characters", `{"title":"a","description":"` + strings.Repeat("é", 1001) + `"}`, "", 422, []any{"body", "description"}},
+		{"unknown field", `{"title":"a","titel":"b"}`, "", 422, []any{"body", "titel"}},
+		{"bad priority", `{"title":"a","priority":"urgent"}`, "", 422, []any{"body", "priority"}},
+		{"bad due_date", `{"title":"a","due_date":"next week"}`, "", 422, []any{"body", "due_date"}},
+		{"due_date year 0", `{"title":"a","due_date":"0000-01-01T00:00:00Z"}`, "", 422, []any{"body", "due_date"}},
+		{"11 tags", `{"title":"a","tags":["1","2","3","4","5","6","7","8","9","10","11"]}`, "", 422, []any{"body", "tags"}},
+		{"empty tag", `{"title":"a","tags":["ok"," "]}`, "", 422, []any{"body", "tags", 1}},
+		{"33-character tag", `{"title":"a","tags":["` + strings.Repeat("t", 33) + `"]}`, "", 422, []any{"body", "tags", 0}},
+		{"tags not a list", `{"title":"a","tags":"x"}`, "", 422, []any{"body", "tags"}},
+		{"malformed JSON", `{"title": `, "", 422, []any{"body"}},
+		{"two JSON values", `{"title":"a"} {"title":"b"}`, "", 422, []any{"body"}},
+		{"array body", `[{"title":"a"}]`, "", 422, []any{"body"}},
+		{"empty body", ``, "", 422, []any{"body"}},
+		{"invalid UTF-8", "{\"title\":\"a\xff\"}", "", 422, []any{"body"}},
+		{"text/plain", `{"title":"a"}`, "text/plain", 415, nil},
+		{"form", `title=a`, "application/x-www-form-urlencoded", 415, nil},
+		{"too large", `{"title":"a","description":"` + strings.Repeat("x", 70<<10) + `"}`, "", 413, nil},
+		{"json with charset", `{"title":"a"}`, "application/json; charset=utf-8", 201, nil},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			user := newUser(t)
+			r := e.do("POST", "/api/"+user+"/tasks", tokenFor(t, user), c.body, "Content-Type", orDefault(c.ctype, "application/json"))
+			if c.loc != nil {
+				wantLoc(t, r, c.loc...)
+			} else if r.status != c.status {
+				t.Fatalf("POST %s = %s, want %d", c.name, r, c.status)
+			}
+			if ct := r.header.Get("Content-Type"); ct != "application/json" {
+				t.Errorf("Content-Type = %q", ct)
+			}
+			// Nothing half-written: a rejected create leaves no task.
+			if _, total := e.list(user, ""); (c.status == 201) != (total == 1) {
+				t.Fatalf("after %d, user has %d tasks", r.status, total)
+			}
+		})
+	}
+
+	t.Run("ignored fields", func(t *testing.T) {
+		user := newUser(t)
+		task := e.create(user, map[string]any{"title": "a", "id": 999999, "user_id": "someone-else",
+			"created_at": "2000-01-01T00:00:00Z", "updated_at": "2000-01-01T00:00:00Z", "completed": true})
+		if task.ID == 999999 || task.UserID != user || task.CreatedAt.Year() == 2000 || task.Completed {
+			t.Fatalf("read-only or create-ignored fields were used: %+v", task)
+		}
+		r := e.do("PUT", fmt.Sprintf("/api/%s/tasks/%d", user, task.ID), tokenFor(t, user),
+			map[string]any{"user_id": "someone-else", "id": 1, "created_at": "2000-01-01T00:00:00Z"})
+		e.want(r, 200, "PUT read-only fields")
+		if got := decode[Task](t, r); got.UserID != user || got.ID != task.ID || !got.CreatedAt.Equal(task.CreatedAt) {
+			t.Fatalf("PUT changed read-only fields: %+v", got)
+		}
+	})
+
+	t.Run("update", func(t *testing.T) {
+		user := newUser(t)
+		task := e.create(user, map[string]any{"title": "keep me", "tags": []string{"a"}})
+		item := fmt.Sprintf("/api/%s/tasks/%d", user, task.ID)
+		tok := tokenFor(t, user)
+		for _, c := range []struct {
+			body string
+			loc  []any
+		}{
+			{`{"title":""}`, []any{"body", "title"}},
+			{`{"title":null}`, []any{"body", "title"}},
+			{`{"completed":"yes"}`, []any{"body", "completed"}},
+			{`{"completed":null}`, []any{"body", "completed"}},
+			{`{"priority":null}`, []any{"body", "priority"}},
+			{`{"title":"ok","titel":"typo"}`, []any{"body", "titel"}},
+		} {
+			wantLoc(t, e.do("PATCH", item, tok, c.body, "Content-Type", "application/json"), c.loc...)
+		}
+		wantLoc(t, e.do("GET", fmt.Sprintf("/api/%s/tasks/abc", user), tok, nil), "path", "id")
+		wantLoc(t, e.do("GET", fmt.Sprintf("/api/%s/tasks/0", user), tok, nil), "path", "id")
+		got := decode[Task](t, e.do("GET", item, tok, nil))
+		if got.Title != "keep me" || !got.UpdatedAt.Equal(task.UpdatedAt) {
+			t.Fatalf("rejected updates changed the task: %+v", got)
+		}
+		r := e.do("PATCH", item, tok, map[string]any{"tags": nil, "due_date": "2027-01-02"})
+		e.want(r, 200, "PATCH tags null")
+		if got := decode[Task](t, r); len(got.Tags) != 0 || !got.DueDate.Equal(time.Date(2027, 1, 2, 0, 0, 0, 0, time.UTC)) {
+			t.Fatalf("PATCH tags null, date = %+v", got)
+		}
+	})
+}
+
+func TestList(t *testing.T) {
+	e := newEnv(t, hsAuth())
+	user := newUser(t)
+	tok := tokenFor(t, user)
+	seed := []map[string]any{
+		{"title": "alpha", "priority": "low", "due_date": "2027-03-01T00:00:00Z", "tags": []string{"work"}},
+		{"title": "Bravo 50% off", "priority": "high", "tags": []string{"shop", "home"}},
+		{"title": "charlie 500", "priority": "medium", "due_date": "2027-01-01T00:00:00Z", "description": "Under_score MILK"},
+		{"title": "delta", "priority": "high", "due_date": "2027-02-01T00:00:00Z", "tags": []string{"home"}},
+		{"title": "Echo", "priority": "medium", "tags": []string{"home", "shop", "work"}},
+	}
+	ids := map[string]int64{}
+	for _, s := range seed {
+		ids[s["title"].(string)] = e.create(user, s).ID
+	}
+	// delta is done; charlie is touched last.
+	e.want(e.do("PATCH", fmt.Sprintf("/api/%s/tasks/%d/complete", user, ids["delta"]), tok, nil), 200, "toggle delta")
+	e.want(e.do("PATCH", fmt.Sprintf("/api/%s/tasks/%d", user, ids["charlie 500"]), tok, map[string]any{"priority": "medium"}), 200, "touch charlie")
+	other := newUser(t)
+	e.create(other, map[string]any{"title": "alpha of another user", "tags": []string{"home"}})
+
+	cases := []struct {
+		query string
+		want  []string
+		total int
+	}{
+		{"", []string{"Echo", "delta", "charlie 500", "Bravo 50% off", "alpha"}, 5},
+		{"?sort=created&order=asc", []string{"alpha", "Bravo 50% off", "charlie 500", "delta", "Echo"}, 5},
+		{"?sort=title", []string{"alpha", "Bravo 50% off", "charlie 500", "delta", "Echo"}, 5},
+		{"?sort=title&order=desc", []string{"Echo", "delta", "charlie 500", "Bravo 50% off", "alpha"}, 5},
+		{"?sort=due_date", []string{"charlie 500", "delta", "alpha", "Bravo 50% off", "Echo"}, 5},
+		{"?sort=due_date&order=desc", []string{"alpha", "delta", "charlie 500", "Echo", "Bravo 50% off"}, 5},
+		{"?sort=priority", []string{"delta", "Bravo 50% off", "Echo", "charlie 500", "alpha"}, 5},
+		{"?sort=priority&order=asc", []string{"alpha", "charlie 500", "Echo", "Bravo 50% off", "delta"}, 5},
+		{"?sort=updated", []string{"charlie 500", "delta", "Echo", "Bravo 50% off", "alpha"}, 5},
+		{"?status=completed", []string{"delta"}, 1},
+		{"?status=pending&sort=title", []string{"alpha", "Bravo 50% off", "charlie 500", "Echo"}, 4},
+		{"?status=all&sort=title&limit=2", []string{"alpha", "Bravo 50% off"}, 5},
+		{"?q=50%25", []string{"Bravo 50% off"}, 1},
+		{"?q=_", []string{"charlie 500"}, 1},
+		{"?q=milk", []string{"charlie 500"}, 1},
+		{"?q=ECHO", []string{"Echo"}, 1},
+		{"?q=zzz", []string{}, 0},
+		{"?tag=home&sort=title", []string{"Bravo 50% off", "delta", "Echo"}, 3},
+		{"?tag=home&tag=shop&sort=title", []string{"Bravo 50% off", "Echo"}, 2},
+		{"?tag=home&tag=nope", []string{}, 0},
+		{"?sort=title&limit=2&offset=2", []string{"charlie 500", "delta"}, 5},
+		{"?sort=title&offset=5", []string{}, 5},
+		{"?status=pending&tag=home&q=O&sort=title&order=desc&limit=1", []string{"Echo"}, 2},
+		{"?unknown=param", []string{"Echo", "delta", "charlie 500", "Bravo 50% off", "alpha"}, 5},
+	}
+	for _, c := range cases {
+		tasks, total := e.list(user, c.query)
+		titles := []string{}
+		for _, task := range tasks {
+			titles = append(titles, task.Title)
+		}
+		if !slices.Equal(titles, c.want) || total != c.total {
+			t.Errorf("GET list%s = %q total %d, want %q total %d", c.query, titles, total, c.want, c.total)
+		}
+	}
+
+	// Pages of a sort with ties (priority) put together give the whole list once.
+	all, _ := e.list(user, "?sort=priority")
+	var paged []int64
+	for off := 0; off < len(all); off += 2 {
+		page, _ := e.list(user, fmt.Sprintf("?sort=priority&limit=2&offset=%d", off))
+		for _, task := range page {
+			paged = append(paged, task.ID)
+		}
+	}
+	var want []int64
+	for _, task := range all {
+		want = append(want, task.ID)
+	}
+	if !slices.Equal(paged, want) {
+		t.Errorf("pages = %v, want %v", paged, want)
+	}
+
+	for _, c := range []struct{ query, param string }{
+		{"?status=done", "status"}, {"?sort=size", "sort"}, {"?order=up", "order"}, {"?limit=0", "limit"},
+		{"?limit=1001", "limit"}, {"?limit=ten", "limit"}, {"?offset=-1", "offset"}, {"?q=a%00b", "q"},
+		{"?q=%ff", "q"}, {"?tag=" + strings.Repeat("t", 33), "tag"}, {"?tag=%00", "tag"},
+	} {
+		wantLoc(t, e.do("GET", "/api/"+user+"/tasks"+c.query, tok, nil), "query", c.param)
+	}
+}
+
+// jwkOf encodes a public key as a JWK.
+func jwkOf(t *testing.T, kid string, pub any) map[string]string {
+	enc := base64.RawURLEncoding.EncodeToString
+	switch k := pub.(type) {
+	case ed25519.PublicKey:
+		return map[string]string{"kty": "OKP", "crv": "Ed25519", "x": enc(k), "kid": kid}
+	case *rsa.PublicKey:
+		return map[string]string{"kty": "RSA", "n": enc(k.N.Bytes()), "e": enc(big.NewInt(int64(k.E)).Bytes()), "kid": kid}
+	case *ecdsa.PublicKey:
+		b, err := k.Bytes()
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := (len(b) - 1) / 2
+		return map[string]string{"kty": "EC", "crv": k.Curve.Params().Name, "x": enc(b[1 : 1+n]), "y": enc(b[1+n:]), "kid": kid}
+	}
+	t.Fatalf("no JWK for %T", pub)
+	return nil
+}
+
+// keyServer is a JWKS endpoint whose keys a test can change while the API runs.
+type keyServer struct {
+	mu      sync.Mutex
+	keys    []map[string]string
+	fetches atomic.Int32
+	srv     *httptest.Server
+}
+
+func newKeyServer(t *testing.T) *keyServer {
+	ks := &keyServer{}
+	ks.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ks.fetches.Add(1)
+		ks.mu.Lock()
+		defer ks.mu.Unlock()
+		json.NewEncoder(w).Encode(map[string]any{"keys": ks.keys})
+	}))
+	t.Cleanup(ks.srv.Close)
+	return ks
+}
+
+func (ks *keyServer) add(jwk map[string]string) {
+	ks.mu.Lock()
+	ks.keys = append(ks.keys, jwk)
+	ks.mu.Unlock()
+}
+
+// signed makes a token with method and key, kid in its header, and the given claims.
+func signed(t *testing.T, method jwt.SigningMethod, key any, kid string, claims jwt.MapClaims) string {
+	t.Helper()
+	tok := jwt.NewWithClaims(method, claims)
+	if kid != "" {
+		tok.Header["kid"] = kid
+	}
+	s, err := tok.SignedString(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func TestAuth(t *testing.T) {
+	ks := newKeyServer(t)
+	_, edKey, _ := ed25519.GenerateKey(rand.Reader)
+	rsaKey, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p256, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	p521, _ := ecdsa.GenerateKey(elliptic.P521(), rand.Reader)
+	ks.add(jwkOf(t, "ed", edKey.Public()))
+	ks.add(jwkOf(t, "rsa", &rsaKey.PublicKey))
+	ks.add(jwkOf(t, "p256", &p256.PublicKey))
+	ks.add(jwkOf(t, "p521", &p521.PublicKey))
+	const authURL = "http://auth.example.test"
+	e := newEnv(t, authConfig{Secret: []byte(testSecret), JWKSURL: ks.srv.URL, JWKSIssuer: authURL, JWKSAudience: authURL})
+
+	user := newUser(t)
+	path := "/api/" + user + "/tasks"
+	now := time.Now()
+	good := func() jwt.MapClaims {
+		return jwt.MapClaims{"sub": user, "exp": now.Add(15 * time.Minute).Unix(), "iss": authURL, "aud": authURL}
+	}
+	with := func(k string, v any) jwt.MapClaims {
+		c := good()
+		if v == nil {
+			delete(c, k)
+		} else {
+			c[k] = v
+		}
+		return c
+	}
+	rsaPEM := pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: must(x509.MarshalPKIXPublicKey(&rsaKey.PublicKey))})
+	none := must(jwt.NewWithClaims(jwt.SigningMethodNone, good()).SignedString(jwt.UnsafeAllowNoneSignatureType))
+	attacker, _, _ := ed25519.GenerateKey(rand.Reader)
+	_ = attacker
+	_, attackerKey, _ := ed25519.GenerateKey(rand.Reader)
+	jku := jwt.NewWithClaims(jwt.SigningMethodEdDSA, good())
+	jku.Header["kid"] = "attacker"
+	jku.Header["jku"] = "http://attacker.test/jwks"
+	jku.Header["jwk"] = jwkOf(t, "attacker", attackerKey.Public())
+	jkuToken := must(jku.SignedString(attackerKey))
+
+	cases := []struct {
+		name   string
+		header string // Authorization
+		status int
+	}{
+		{"HS256", "Bearer " + hsToken(t, jwt.MapClaims{"sub": user, "exp": now.Add(time.Hour).Unix(), "email": "a@b.c", "name": "A"}), 200},
+		{"scheme in lower case", "bearer " + tokenFor(t, user), 200},
+		{"scheme in upper case", "BEARER " + tokenFor(t, user), 200},
+		{"EdDSA from the JWKS", "Bearer " + signed(t, jwt.SigningMethodEdDSA, edKey, "ed", good()), 200},
+		{"RS256 from the JWKS", "Bearer " + signed(t, jwt.SigningMethodRS256, rsaKey, "rsa", good()), 200},
+		{"PS256 from the JWKS", "Bearer " + signed(t, jwt.SigningMethodPS256, rsaKey, "rsa", good()), 200},
+		{"ES256 from the JWKS", "Bearer " + signed(t, jwt.SigningMethodES256, p256, "p256", good()), 200},
+		{"ES512 from the JWKS", "Bearer " + signed(t, jwt.SigningMethodES512, p521, "p521", good()), 200},
+		{"expired within the 30 s leeway", "Bearer " + hsToken(t, jwt.MapClaims{"sub": user, "exp": now.Add(-10 * time.Second).Unix()}), 200},
+		{"no header", "", 401},
+		{"Basic scheme", "Basic " + tokenFor(t, user), 401},
+		{"no token after Bearer", "Bearer ", 401},
+		{"garbage", "Bearer not-a-jwt", 401},
+		{"alg none", "Bearer " + none, 401},
+		{"HS256 signed with the RSA public key", "Bearer " + signed(t, jwt.SigningMethodHS256, rsaPEM, "rsa", good()), 401},
+		{"wrong secret", "Bearer " + signed(t, jwt.SigningMethodHS256, []byte(testSecret+"x"), "", good()), 401},
+		{"HS512", "Bearer " + signed(t, jwt.SigningMethodHS512, []byte(testSecret), "", good()), 401},
+		{"expired", "Bearer " + hsToken(t, jwt.MapClaims{"sub": user, "exp": now.Add(-time.Minute).Unix()}), 401},
+		{"no exp", "Bearer " + hsToken(t, jwt.MapClaims{"sub": user}), 401},
+		{"nbf in the future", "Bearer " + hsToken(t, jwt.MapClaims{"sub": user, "exp": now.Add(time.Hour).Unix(), "nbf": now.Add(time.Minute).Unix()}), 401},
+		{"no sub", "Bearer " + hsToken(t, jwt.MapClaims{"exp": now.Add(time.Hour).Unix()}), 401},
+		{"empty sub", "Bearer " + hsToken(t, jwt.MapClaims{"sub": "", "exp": now.Add(time.Hour).Unix()}), 401},
+		{"numeric sub", "Bearer " + hsToken(t, jwt.MapClaims{"sub": 42, "exp": now.Add(time.Hour).Unix()}), 401},
+		{"JWKS token, wrong audience", "Bearer " + signed(t, jwt.SigningMethodEdDSA, edKey, "ed", with("aud", "http://other.test")), 401},
+		{"JWKS token, wrong issuer", "Bearer " + signed(t, jwt.SigningMethodEdDSA, edKey, "ed", with("iss", "http://other.test")), 401},
+		{"JWKS token, no audience", "Bearer " + signed(t, jwt.SigningMethodEdDSA, edKey, "ed", with("aud", nil)), 401},
+		{"JWKS token, no kid", "Bearer " + signed(t, jwt.SigningMethodEdDSA, edKey, "", good()), 401},
+		{"RS256 naming an Ed25519 kid", "Bearer " + signed(t, jwt.SigningMethodRS256, rsaKey, "ed", good()), 401},
+		{"ES256 naming the P-521 kid", "Bearer " + signed(t, jwt.SigningMethodES256, p256, "p521", good()), 401},
+		{"own key in jku and jwk headers", "Bearer " + jkuToken, 401},
+		{"tampered payload", "Bearer " + tamper(signed(t, jwt.SigningMethodEdDSA, edKey, "ed", good()), "someone-else"), 401},
+		{"another user's token", "Bearer " + tokenFor(t, newUser(t)), 403},
+	}
+	for _, c := range cases {
+		r := e.do("GET", path, "", nil, "Authorization", c.header)
+		if r.status != c.status {
+			t.Errorf("%s: GET = %s, want %d", c.name, r, c.status)
+			continue
+		}
+		if c.status == 401 && r.header.Get("WWW-Authenticate") != `Bearer error="invalid_token"` {
+			t.Errorf("%s: WWW-Authenticate = %q", c.name, r.header.Get("WWW-Authenticate"))
+		}
+		if c.status != 200 {
+			if d := decode[struct{ Detail string }](t, r); d.Detail == "" {
+				t.Errorf("%s: no detail in %s", c.name, r)
+			}
+		}
+	}
+
+	// Nothing but the Authorization header carries a token.
+	tok := tokenFor(t, user)
+	e.want(e.do("GET", path+"?token="+tok+"&access_token="+tok, "", nil), 401, "token in the query string")
+	e.want(e.do("GET", path, "", nil, "Cookie", "token="+tok+"; better-auth.session_token="+tok), 401, "token in a cookie")
+
+	// Explicit issuer and audience apply to HS256 tokens too.
+	strict := newEnv(t, authConfig{Secret: []byte(testSecret), Issuer: "api-test", Audience: "tasks"})
+	strict.want(strict.do("GET", path, tok, nil), 401, "HS256 without the configured iss/aud")
+	okTok := hsToken(t, jwt.MapClaims{"sub": user, "exp": now.Add(time.Hour).Unix(), "iss": "api-test", "aud": []string{"tasks"}})
+	strict.want(strict.do("GET", path, okTok, nil), 200, "HS256 with the configured iss/aud")
+
+	// Without a secret, HS256 tokens are refused.
+	jwksOnly := newEnv(t, authConfig{JWKSURL: ks.srv.URL, JWKSIssuer: authURL, JWKSAudience: authURL})
+	jwksOnly.want(jwksOnly.do("GET", path, tok, nil), 401, "HS256 with no secret configured")
+	jwksOnly.want(jwksOnly.do("GET", path, signed(t, jwt.SigningMethodEdDSA, edKey, "ed", good()), nil), 200, "EdDSA, JWKS only")
+}
+
+// tamper replaces the sub of a signed token without signing it again.
+func tamper(token, sub string) string {
+	parts := strings.Split(token, ".")
+	payload, _ := base64.RawURLEncoding.DecodeString(parts[1])
+	var claims map[string]any
+	json.Unmarshal(payload, &claims)
+	claims["sub"] = sub
+	b, _ := json.Marshal(claims)
+	parts[1] = base64.RawURLEncoding.EncodeToString(b)
+	return strings.Join(parts, ".")
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
+}
+
+func TestKeyRotation(t *testing.T) {
+	ks := newKeyServer(t)
+	_, key1, _ := ed25519.GenerateKey(rand.Reader)
+	ks.add(jwkOf(t, "k1", key1.Public()))
+	e := newEnv(t, authConfig{JWKSURL: ks.srv.URL})
+	user := newUser(t)
+	path := "/api/" + user + "/tasks"
+	claims := jwt.MapClaims{"sub": user, "exp": time.Now().Add(time.Hour).Unix()}
+
+	e.want(e.do("GET", path, signed(t, jwt.SigningMethodEdDSA, key1, "k1", claims), nil), 200, "token from key 1")
+	e.want(e.do("GET", path, signed(t, jwt.SigningMethodEdDSA, key1, "k1", claims), nil), 200, "token from key 1, cached")
+	if n := ks.fetches.Load(); n != 1 {
+		t.Fatalf("JWKS fetched %d times for one key, want 1", n)
+	}
+
+	// A token with an unknown kid that no fetch can find: fetches stay rate-limited.
+	_, stranger, _ := ed25519.GenerateKey(rand.Reader)
+	for i := range 50 {
+		e.want(e.do("GET", path, signed(t, jwt.SigningMethodEdDSA, stranger, fmt.Sprintf("unknown-%d", i), claims), nil), 401, "unknown kid")
+	}
+	if n := ks.fetches.Load(); n > 10 {
+		t.Fatalf("50 unknown kids fetched the JWKS %d times", n)
+	}
+
+	// Rotation: the auth server adds key 2; its tokens work without a restart.
+	_, key2, _ := ed25519.GenerateKey(rand.Reader)
+	ks.add(jwkOf(t, "k2", key2.Public()))
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		r := e.do("GET", path, signed(t, jwt.SigningMethodEdDSA, key2, "k2", claims), nil)
+		if r.status == 200 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("token from the new key = %s after 5 s", r)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	e.want(e.do("GET", path, signed(t, jwt.SigningMethodEdDSA, key1, "k1", claims), nil), 200, "token from key 1 after rotation")
+}
+
+func TestCORS(t *testing.T) {
+	e := newEnv(t, hsAuth())
+	user := newUser(t)
+	path := "/api/" + user + "/tasks"
+	preflight := func(origin string) result {
+		return e.do("OPTIONS", path, "", nil, "Origin", origin, "Access-Control-Request-Method", "POST",
+			"Access-Control-Request-Headers", "authorization,content-type")
+	}
+	r := preflight("http://localhost:3000")
+	if r.status != 204 || r.header.Get("Access-Control-Allow-Origin") != "http://localhost:3000" ||
+		r.header.Get("Access-Control-Allow-Credentials") != "true" ||
+		!strings.Contains(r.header.Get("Access-Control-Allow-Methods"), "PATCH") ||
+		!strings.Contains(r.header.Get("Access-Control-Allow-Headers"), "Authorization") {
+		t.Fatalf("allowed preflight = %s %v", r, r.header)
+	}
+	r = preflight("http://evil.test")
+	if r.status < 400 || r.header.Get("Access-Control-Allow-Origin") != "" || r.header.Get("Access-Control-Allow-Methods") != "" {
+		t.Fatalf("refused preflight = %s %v", r, r.header)
+	}
+
+	r = e.do("GET", path, tokenFor(t, user), nil, "Origin", "http://localhost:3000")
+	if r.status != 200 || r.header.Get("Access-Control-Allow-Origin") != "http://localhost:3000" ||
+		!strings.Contains(r.header.Get("Access-Control-Expose-Headers"), "X-Total-Count") {
+		t.Fatalf("allowed GET = %s %v", r, r.header)
+	}
+	r = e.do("GET", path, tokenFor(t, user), nil, "Origin", "http://evil.test")
+	if r.header.Get("Access-Control-Allow-Origin") != "" || r.header.Get("Access-Control-Allow-Credentials") != "" {
+		t.Fatalf("GET from another origin got CORS headers: %v", r.header)
+	}
+}
+
+func TestConcurrentWrites(t *testing.T) {
+	e := newEnv(t, hsAuth())
+	user := newUser(t)
+	tok := tokenFor(t, user)
+	task := e.create(user, map[string]any{"title": "toggle me"})
+	item := fmt.Sprintf("/api/%s/tasks/%d/complete", user, task.ID)
+
+	const n = 50
+	var wg sync.WaitGroup
+	states := make(chan bool, n)
+	ids := make(chan int64, n)
+	for i := range n {
+		wg.Go(func() {
+			r := e.do("PATCH", item, tok, nil)
+			if r.status == 200 {
+				states <- decode[Task](t, r).Completed
+			} else {
+				t.Errorf("toggle = %s", r)
+			}
+			r = e.do("POST", "/api/"+user+"/tasks", tok, map[string]any{"title": fmt.Sprintf("concurrent %d", i)})
+			if r.status == 201 {
+				ids <- decode[Task](t, r).ID
+			} else {
+				t.Errorf("create = %s", r)
+			}
+		})
+	}
+	wg.Wait()
+	close(states)
+	close(ids)
+	done := 0
+	for s := range states {
+		if s {
+			done++
+		}
+	}
+	// Serialised toggles see each state in turn: half of them end completed.
+	if done != n/2 {
+		t.Errorf("%d of %d toggles answered completed, want %d", done, n, n/2)
+	}
+	if got := decode[Task](t, e.do("GET", fmt.Sprintf("/api/%s/tasks/%d", user, task.ID), tok, nil)); got.Completed {
+		t.Errorf("after %d toggles completed = true", n)
+	}
+	seen := map[int64]bool{}
+	for id := range ids {
+		seen[id] = true
+	}
+	if _, total := e.list(user, ""); len(seen) != n || total != n+1 {
+		t.Errorf("%d distinct ids from %d creates, %d tasks listed", len(seen), n, total)
+	}
+}
+
+func TestRoutingAndHeaders(t *testing.T) {
+	e := newEnv(t, hsAuth())
+	user := newUser(t)
+	tok := tokenFor(t, user)
+	task := e.create(user, map[string]any{"title": "slash"})
+
+	e.want(e.do("GET", "/api/"+user+"/tasks/", tok, nil), 200, "list with a trailing slash")
+	e.want(e.do("POST", "/api/"+user+"/tasks/", tok, map[string]any{"title": "x"}), 201, "create with a trailing slash")
+	e.want(e.do("GET", fmt.Sprintf("/api/%s/tasks/%d/", user, task.ID), tok, nil), 200, "get with a trailing slash")
+	e.want(e.do("PATCH", fmt.Sprintf("/api/%s/tasks/%d/complete/", user, task.ID), tok, nil), 200, "toggle with a trailing slash")
+	e.want(e.do("GET", "/healthz", "", nil), 200, "healthz")
+	e.want(e.do("GET", "/readyz", "", nil), 200, "readyz")
+
+	for _, c := range []struct {
+		method, path string
+		status       int
+		tok          string
+	}{
+		{"GET", "/nope", 404, ""},
+		{"GET", "/api/" + user, 404, tok},
+		{"DELETE", "/api/" + user + "/tasks", 405, tok},
+		{"POST", "/healthz", 405, ""},
+		{"GET", "/api/" + user + "/tasks", 401, ""},
+		{"GET", "/api/" + user + "/tasks", 200, tok},
+	} {
+		r := e.do(c.method, c.path, c.tok, nil)
+		if r.status != c.status || r.header.Get("Content-Type") != "application/json" ||
+			r.header.Get("Cache-Control") != "no-store" || r.header.Get("X-Content-Type-Options") != "nosniff" || !json.Valid(r.body) {
+			t.Errorf("%s %s = %s %v, want %d with JSON and security headers", c.method, c.path, r, r.header, c.status)
+		}
+		if c.status == 405 && r.header.Get("Allow") == "" {
+			t.Errorf("%s %s: 405 without Allow", c.method, c.path)
+		}
+	}
+}
+
+func TestDatabaseUnavailable(t *testing.T) {
+	down, err := openStore("postgres://postgres@127.0.0.1:1/none?sslmode=disable&connect_timeout=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(down.pool.Close)
+	e := newEnvDB(t, hsAuth(), down)
+	user := newUser(t)
+	for _, r := range []result{
+		e.do("GET", "/api/"+user+"/tasks", tokenFor(t, user), nil),
+		e.do("POST", "/api/"+user+"/tasks", tokenFor(t, user), map[string]any{"title": "lost?"}),
+		e.do("GET", "/readyz", "", nil),
+	} {
+		if r.status != 503 || r.header.Get("Retry-After") == "" {
+			t.Errorf("with the database down: %s, want 503 with Retry-After", r)
+		}
+		if s := strings.ToLower(string(r.body)); strings.Contains(s, "dial") || strings.Contains(s, "127.0.0.1") || strings.Contains(s, "pg") {
+			t.Errorf("503 body leaks the driver's error: %s", r.body)
+		}
+	}
+	e.want(e.do("GET", "/healthz", "", nil), 200, "healthz without a database")
+}
+
+func TestSchemaConstraints(t *testing.T) {
+	ctx := context.Background()
+	// Two replicas starting at once: the schema applies cleanly under its advisory lock.
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			if _, err := testDB.pool.Exec(ctx, schemaSQL); err != nil {
+				t.Errorf("applying the schema again: %v", err)
+			}
+		})
+	}
+	wg.Wait()
+	// The database holds the limits even for a writer that skips the Go checks.
+	for _, c := range []struct {
+		name, title string
+		tags        []string
+	}{
+		{"201-character title", strings.Repeat("日", 201), nil},
+		{"blank title", "   ", nil},
+		{"11 tags", "a", []string{"1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11"}},
+		{"33-character tag", "a", []string{strings.Repeat("t", 33)}},
+		{"empty tag", "a", []string{""}},
+	} {
+		_, err := testDB.pool.Exec(ctx, `INSERT INTO tasks (user_id, title, tags) VALUES ('constraint-test', $1, coalesce($2, '{}'::text[]))`, c.title, c.tags)
+		if err == nil || !strings.Contains(err.Error(), "23514") {
+			t.Errorf("%s: insert = %v, want a check violation", c.name, err)
+		}
+	}
+}
+
+// startRun runs the real program with a fake environment and returns its address
+// and a stop function that reports run's result.
+func startRun(t *testing.T, env map[string]string) (string, func() error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	pr, pw := io.Pipe()
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"tasks"}, func(k string) string { return env[k] }, pw)
+		pw.Close()
+	}()
+	addr := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(pr)
+		for sc.Scan() {
+			var line struct{ Msg, Addr string }
+			if json.Unmarshal(sc.Bytes(), &line) == nil && line.Msg == "listening" {
+				addr <- line.Addr
+			}
+		}
+	}()
+	select {
+	case a := <-addr:
+		_, port, _ := strings.Cut(a, "]:")
+		return "http://127.0.0.1:" + port, func() error {
+			cancel()
+			select {
+			case err := <-done:
+				return err
+			case <-time.After(15 * time.Second):
+				return fmt.Errorf("run did not return within 15 s of cancel")
+			}
+		}
+	case err := <-done:
+		cancel()
+		t.Fatalf("run returned before listening: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("run did not start listening within 30 s")
+	}
+	return "", nil
+}
+
+func TestRun(t *testing.T) {
+	env := map[string]string{"DATABASE_URL": testURL, "BETTER_AUTH_SECRET": testSecret, "PORT": "0"}
+	base, stop := startRun(t, env)
+	for _, p := range []string{"/healthz", "/readyz"} {
+		resp, err := http.Get(base + p)
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("GET %s = %v %v", p, resp, err)
+		}
+		resp.Body.Close()
+	}
+	// The token command mints what the server accepts.
+	var out bytes.Buffer
+	user := newUser(t)
+	if err := run(context.Background(), []string{"tasks", "token", user}, func(k string) string { return env[k] }, &out); err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequest("POST", base+"/api/"+user+"/tasks", strings.NewReader(`{"title":"from run"}`))
+	req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(out.String()))
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != 201 {
+		t.Fatalf("POST with the token command's token = %v %v", resp, err)
+	}
+	resp.Body.Close()
+	if err := stop(); err != nil {
+		t.Fatalf("run after cancel = %v, want nil", err)
+	}
+	if _, err := http.Get(base + "/healthz"); err == nil {
+		t.Fatal("server still answers after run returned")
+	}
+}
+
+func TestRunRefusesBadConfig(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		env  map[string]string
+		want string // in the error
+	}{
+		{"no key at all", map[string]string{}, "BETTER_AUTH_SECRET"},
+		{"short secret", map[string]string{"BETTER_AUTH_SECRET": "too-short"}, "at least 32 bytes"},
+		{"bad port", map[string]string{"BETTER_AUTH_SECRET": testSecret, "PORT": "http"}, "PORT"},
+		{"bad auth URL", map[string]string{"BETTER_AUTH_URL": "auth.example.com"}, "BETTER_AUTH_URL"},
+		{"wildcard CORS", map[string]string{"BETTER_AUTH_SECRET": testSecret, "CORS_ORIGINS": "*"}, "CORS_ORIGINS"},
+		{"CORS with a path", map[string]string{"BETTER_AUTH_SECRET": testSecret, "CORS_ORIGINS": "http://localhost:3000/app"}, "CORS_ORIGINS"},
+		{"bad startup timeout", map[string]string{"BETTER_AUTH_SECRET": testSecret, "STARTUP_TIMEOUT": "soon"}, "STARTUP_TIMEOUT"},
+		{"bad database URL", map[string]string{"BETTER_AUTH_SECRET": testSecret, "DATABASE_URL": "postgres://u:hunter2@[::1"}, "DATABASE_URL"},
+		{"database never appears", map[string]string{"BETTER_AUTH_SECRET": testSecret, "STARTUP_TIMEOUT": "1s",
+			"DATABASE_URL": "postgres://postgres:hunter2@127.0.0.1:1/x?sslmode=disable"}, "database not reachable"},
+		{"token without a secret", map[string]string{"BETTER_AUTH_URL": "http://localhost:3000"}, "BETTER_AUTH_SECRET"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			args := []string{"tasks"}
+			if strings.HasPrefix(c.name, "token") {
+				args = append(args, "token", "u1")
+			}
+			var out bytes.Buffer
+			err := run(context.Background(), args, func(k string) string { return c.env[k] }, &out)
+			if err == nil || !strings.Contains(err.Error(), c.want) || strings.Contains(err.Error(), "\n") {
+				t.Fatalf("run = %v, want one line naming %q", err, c.want)
+			}
+			if all := err.Error() + out.String(); strings.Contains(all, "hunter2") || strings.Contains(all, testSecret) {
+				t.Fatalf("a secret reached the error or the log: %s", all)
+			}
+		})
+	}
+}
