@@ -51,10 +51,10 @@ func (e *statusError) Error() string { return e.detail }
 // error goes to the request's log line instead.
 func writeError(w http.ResponseWriter, r *http.Request, err error) {
 	var (
-		status     = http.StatusInternalServerError
-		detail any = "Internal Server Error"
-		invalid    validationError
-		client     *statusError
+		status      = http.StatusInternalServerError
+		detail  any = "Internal Server Error"
+		invalid validationError
+		client  *statusError
 	)
 	switch {
 	case errors.As(err, &invalid):
