@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"syscall"
@@ -260,13 +261,29 @@ func (m *middleware) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		r = &r2
 	}
 	rw := &responseWriter{ResponseWriter: w, req: r, status: http.StatusOK}
+	defer func() {
+		if p := recover(); p != nil {
+			if p == http.ErrAbortHandler {
+				panic(p)
+			}
+			// A panic is a bug: answer a generic 500 and keep its cause for the log line.
+			rw.err = fmt.Errorf("panic: %v\n%s", p, debug.Stack())
+			if !rw.wrote {
+				writeJSON(rw, http.StatusInternalServerError, map[string]string{"detail": "Internal Server Error"})
+			}
+		}
+		m.logRequest(r, rw, time.Since(start))
+	}()
 	m.mux.ServeHTTP(rw, r)
+}
 
+// logRequest writes the request's one log line; never a token, a secret or a body.
+func (m *middleware) logRequest(r *http.Request, rw *responseWriter, d time.Duration) {
 	attrs := []slog.Attr{
 		slog.String("method", r.Method),
 		slog.String("route", r.Pattern),
 		slog.Int("status", rw.status),
-		slog.Float64("ms", float64(time.Since(start).Microseconds())/1000),
+		slog.Float64("ms", float64(d.Microseconds())/1000),
 	}
 	if rw.userID != "" {
 		attrs = append(attrs, slog.String("user_id", rw.userID))
@@ -280,27 +297,24 @@ func (m *middleware) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // responseWriter records what the request's log line needs, and turns the
-// mux's plain-text 404 and 405 into JSON.
+// mux's own plain-text answers (404, 405 with Allow, redirects) into JSON.
 type responseWriter struct {
 	http.ResponseWriter
 	req     *http.Request
 	status  int
+	wrote   bool
 	userID  string
 	err     error
 	swallow bool // the mux's own text body is being replaced
 }
 
 func (rw *responseWriter) WriteHeader(status int) {
-	rw.status = status
-	if rw.req.Pattern == "" && (status == http.StatusNotFound || status == http.StatusMethodNotAllowed) {
+	rw.status, rw.wrote = status, true
+	if rw.req.Pattern == "" { // no route matched: the mux itself is answering
 		rw.swallow = true
-		msg := "Not Found"
-		if status == http.StatusMethodNotAllowed {
-			msg = "Method Not Allowed"
-		}
 		rw.Header().Set("Content-Type", "application/json")
 		rw.ResponseWriter.WriteHeader(status)
-		rw.ResponseWriter.Write([]byte(`{"detail":"` + msg + `"}` + "\n"))
+		rw.ResponseWriter.Write([]byte(`{"detail":"` + http.StatusText(status) + `"}` + "\n"))
 		return
 	}
 	rw.ResponseWriter.WriteHeader(status)
@@ -309,6 +323,9 @@ func (rw *responseWriter) WriteHeader(status int) {
 func (rw *responseWriter) Write(b []byte) (int, error) {
 	if rw.swallow {
 		return len(b), nil
+	}
+	if !rw.wrote {
+		rw.WriteHeader(http.StatusOK)
 	}
 	return rw.ResponseWriter.Write(b)
 }
