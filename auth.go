@@ -15,6 +15,7 @@ import (
 	"math/big"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -25,12 +26,13 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 )
 
-// Authentication errors; each answers 401 except errForbidden (403).
+// Admission errors, with the detail a client sees.
 var (
-	errNoToken      = errors.New("Not authenticated")
-	errInvalidToken = errors.New("Invalid token")
-	errExpiredToken = errors.New("Token has expired")
-	errForbidden    = errors.New("Not allowed to access another user's tasks")
+	errNoToken      = &statusError{http.StatusUnauthorized, "Not authenticated"}
+	errInvalidToken = &statusError{http.StatusUnauthorized, "Invalid token"}
+	errExpiredToken = &statusError{http.StatusUnauthorized, "Token has expired"}
+	errForbidden    = &statusError{http.StatusForbidden, "Not allowed to access another user's tasks"}
+	errTooMany      = &statusError{http.StatusTooManyRequests, "Too many requests, slow down"}
 )
 
 const (
@@ -49,6 +51,7 @@ var asymmetricAlgs = []string{"EdDSA", "ES256", "ES512", "RS256", "PS256"}
 // authConfig says which tokens to accept.
 type authConfig struct {
 	Secret   []byte // HS256 shared secret; nil: no HS256 tokens
+	Previous []byte // an earlier secret still accepted while clients move to Secret; nil: none
 	JWKSURL  string // Better Auth's JWKS; "": no asymmetric tokens
 	Issuer   string // required iss of every token; "" to skip
 	Audience string // required aud of every token; "" to skip
@@ -92,6 +95,9 @@ func (v *verifier) key(t *jwt.Token) (any, error) {
 	if _, ok := t.Method.(*jwt.SigningMethodHMAC); ok {
 		if v.cfg.Secret == nil {
 			return nil, errInvalidToken
+		}
+		if v.cfg.Previous != nil {
+			return jwt.VerificationKeySet{Keys: []jwt.VerificationKey{v.cfg.Secret, v.cfg.Previous}}, nil
 		}
 		return v.cfg.Secret, nil
 	}
@@ -152,25 +158,100 @@ func bearerToken(r *http.Request) (string, error) {
 // userHandler serves a request on behalf of an authenticated user.
 type userHandler func(w http.ResponseWriter, r *http.Request, userID string)
 
-// authenticate answers 401 without a valid token and 403 when the path's
-// user_id is not the token's subject; otherwise it calls h with the user id.
-func (v *verifier) authenticate(h userHandler) http.Handler {
+// authenticate answers 401 without a valid token, 429 when the token's user is
+// over their rate, and 403 when the path's user_id is not the token's subject;
+// otherwise it calls h with the user id. A nil limit admits every request.
+func authenticate(v *verifier, limit *rateLimiter, h userHandler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		token, err := bearerToken(r)
-		if err == nil {
-			var userID string
-			if userID, err = v.verify(token); err == nil {
-				noteUser(w, userID)
-				if r.PathValue("user_id") != userID {
-					err = errForbidden
-				} else {
-					h(w, r, userID)
-					return
-				}
-			}
+		userID, err := admit(v, limit, w, r)
+		if err != nil {
+			writeError(w, r, err)
+			return
 		}
-		writeError(w, r, err)
+		h(w, r, userID)
 	})
+}
+
+// admit checks the request's token, rate and path, and returns its user id.
+func admit(v *verifier, limit *rateLimiter, w http.ResponseWriter, r *http.Request) (string, error) {
+	token, err := bearerToken(r)
+	if err != nil {
+		return "", err
+	}
+	userID, err := v.verify(token)
+	if err != nil {
+		return "", err
+	}
+	noteUser(w, userID)
+	if limit != nil {
+		if ok, wait := limit.allow(userID, time.Now()); !ok {
+			w.Header().Set("Retry-After", strconv.Itoa(int(wait/time.Second)+1))
+			return "", errTooMany
+		}
+	}
+	if r.PathValue("user_id") != userID {
+		return "", errForbidden
+	}
+	return userID, nil
+}
+
+// rateLimiter is a token bucket per user: rate requests a second, up to burst at once.
+// It lives in this process: with several replicas, each allows a user this rate.
+type rateLimiter struct {
+	rate, burst float64
+	mu          sync.Mutex
+	buckets     map[string]bucket
+	swept       time.Time
+}
+
+// bucket is one user's tokens as of a time.
+type bucket struct {
+	tokens float64
+	at     time.Time
+}
+
+// newRateLimiter returns nil, no limit, when rate is 0.
+func newRateLimiter(rate, burst int) *rateLimiter {
+	if rate <= 0 {
+		return nil
+	}
+	return &rateLimiter{rate: float64(rate), burst: float64(max(burst, 1)), buckets: map[string]bucket{}}
+}
+
+// allow takes a token from the user's bucket; when there is none it says how long until there is.
+func (l *rateLimiter) allow(userID string, now time.Time) (bool, time.Duration) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if now.Sub(l.swept) > time.Minute {
+		l.sweep(now)
+	}
+	b, seen := l.buckets[userID]
+	if !seen {
+		b = bucket{tokens: l.burst, at: now}
+	}
+	b.tokens = min(l.burst, b.tokens+now.Sub(b.at).Seconds()*l.rate)
+	b.at = now
+	ok := b.tokens >= 1
+	if ok {
+		b.tokens--
+	}
+	l.buckets[userID] = b
+	if !ok {
+		return false, time.Duration((1 - b.tokens) / l.rate * float64(time.Second))
+	}
+	return true, 0
+}
+
+// sweep forgets the users whose buckets have refilled: a full bucket is what
+// an unknown user gets anyway, so idle users cost no memory.
+func (l *rateLimiter) sweep(now time.Time) {
+	refill := time.Duration(l.burst / l.rate * float64(time.Second))
+	for userID, b := range l.buckets {
+		if now.Sub(b.at) >= refill {
+			delete(l.buckets, userID)
+		}
+	}
+	l.swept = now
 }
 
 // mintToken signs an HS256 token for userID, as a Next.js route with the shared secret would.

@@ -36,6 +36,9 @@ type config struct {
 	CORSOrigins    map[string]bool
 	StartupTimeout time.Duration // how long to wait for the database at start
 	DrainTimeout   time.Duration // how long requests in flight may take after SIGTERM
+	MaxTasks       int           // tasks one user may hold
+	RatePerSecond  int           // requests a user may make each second; 0: no limit
+	RateBurst      int           // requests a user may make at once
 }
 
 // loadConfig reads and checks the environment; each error is one line saying what to set.
@@ -46,6 +49,9 @@ func loadConfig(getenv func(string) string) (config, error) {
 		CORSOrigins:    map[string]bool{},
 		StartupTimeout: 30 * time.Second,
 		DrainTimeout:   10 * time.Second,
+		MaxTasks:       10000,
+		RatePerSecond:  50,
+		RateBurst:      100,
 	}
 	if c.DatabaseURL == "" {
 		c.DatabaseURL = getenv("NEON_DB_URL") // "" means libpq defaults (PG* variables)
@@ -55,6 +61,12 @@ func loadConfig(getenv func(string) string) (config, error) {
 			return c, errors.New("BETTER_AUTH_SECRET must be at least 32 bytes (try: openssl rand -base64 32)")
 		}
 		c.Auth.Secret = []byte(secret)
+	}
+	if previous := getenv("BETTER_AUTH_SECRET_PREVIOUS"); previous != "" {
+		if len(previous) < 32 || c.Auth.Secret == nil {
+			return c, errors.New("BETTER_AUTH_SECRET_PREVIOUS must be at least 32 bytes, next to a BETTER_AUTH_SECRET")
+		}
+		c.Auth.Previous = []byte(previous)
 	}
 	c.Auth.Issuer, c.Auth.Audience = getenv("JWT_ISSUER"), getenv("JWT_AUDIENCE")
 	if base := getenv("BETTER_AUTH_URL"); base != "" {
@@ -99,6 +111,15 @@ func loadConfig(getenv func(string) string) (config, error) {
 				return c, fmt.Errorf("%s must be a positive duration such as 30s, not %q", name, s)
 			}
 			*dst = d
+		}
+	}
+	for name, dst := range map[string]*int{"MAX_TASKS_PER_USER": &c.MaxTasks, "RATE_LIMIT_PER_SECOND": &c.RatePerSecond, "RATE_LIMIT_BURST": &c.RateBurst} {
+		if s := getenv(name); s != "" {
+			n, err := strconv.Atoi(s)
+			if err != nil || n < 0 || n == 0 && name != "RATE_LIMIT_PER_SECOND" {
+				return c, fmt.Errorf("%s must be a whole number above 0, not %q", name, s)
+			}
+			*dst = n
 		}
 	}
 	return c, nil
@@ -157,16 +178,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	if err != nil {
 		return err
 	}
-	verify := newVerifier(cfg.Auth, &http.Client{Timeout: 5 * time.Second}, log)
-	srv := &http.Server{
-		Handler:           newServer(log, db, verify, cfg.CORSOrigins),
-		ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout:       15 * time.Second,
-		WriteTimeout:      15 * time.Second,
-		IdleTimeout:       90 * time.Second,
-		MaxHeaderBytes:    32 << 10,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-	}
+	srv := newHTTPServer(newServer(log, db, cfg), log)
 	log.Info("listening", "addr", ln.Addr().String())
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
@@ -203,19 +215,36 @@ func printToken(cfg config, cfgErr error, args []string, stdout io.Writer) error
 	return err
 }
 
+// newHTTPServer wraps h in a server whose timeouts and header limit bound every client.
+func newHTTPServer(h http.Handler, log *slog.Logger) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       15 * time.Second,
+		WriteTimeout:      15 * time.Second,
+		IdleTimeout:       90 * time.Second,
+		MaxHeaderBytes:    32 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+}
+
 // newServer builds the service's handler: the one route table inside the shared middleware.
-func newServer(log *slog.Logger, db *store, v *verifier, corsOrigins map[string]bool) http.Handler {
+func newServer(log *slog.Logger, db *store, cfg config) http.Handler {
+	v := newVerifier(cfg.Auth, &http.Client{Timeout: 5 * time.Second}, log)
+	limit := newRateLimiter(cfg.RatePerSecond, cfg.RateBurst)
+	auth := func(h userHandler) http.Handler { return authenticate(v, limit, h) }
+
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", handleHealth)
 	mux.Handle("GET /readyz", handleReady(db))
-	mux.Handle("GET /api/{user_id}/tasks", v.authenticate(handleListTasks(db)))
-	mux.Handle("POST /api/{user_id}/tasks", v.authenticate(handleCreateTask(db)))
-	mux.Handle("GET /api/{user_id}/tasks/{id}", v.authenticate(handleGetTask(db)))
-	mux.Handle("PUT /api/{user_id}/tasks/{id}", v.authenticate(handleUpdateTask(db)))
-	mux.Handle("PATCH /api/{user_id}/tasks/{id}", v.authenticate(handleUpdateTask(db)))
-	mux.Handle("DELETE /api/{user_id}/tasks/{id}", v.authenticate(handleDeleteTask(db)))
-	mux.Handle("PATCH /api/{user_id}/tasks/{id}/complete", v.authenticate(handleToggleTask(db)))
-	return &middleware{mux: mux, log: log, cors: corsOrigins}
+	mux.Handle("GET /api/{user_id}/tasks", auth(handleListTasks(db)))
+	mux.Handle("POST /api/{user_id}/tasks", auth(handleCreateTask(db, cfg.MaxTasks)))
+	mux.Handle("GET /api/{user_id}/tasks/{id}", auth(handleGetTask(db)))
+	mux.Handle("PUT /api/{user_id}/tasks/{id}", auth(handleUpdateTask(db)))
+	mux.Handle("PATCH /api/{user_id}/tasks/{id}", auth(handleUpdateTask(db)))
+	mux.Handle("DELETE /api/{user_id}/tasks/{id}", auth(handleDeleteTask(db)))
+	mux.Handle("PATCH /api/{user_id}/tasks/{id}/complete", auth(handleToggleTask(db)))
+	return &middleware{mux: mux, log: log, cors: cfg.CORSOrigins}
 }
 
 // middleware does what every request needs: security headers, CORS, the

@@ -14,6 +14,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -29,6 +30,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/jackc/pgx/v5"
@@ -93,23 +95,55 @@ func newUser(t *testing.T) string {
 	return fmt.Sprintf("u-%s-%s", strings.ReplaceAll(t.Name(), "/", "-"), rand.Text()[:10])
 }
 
-// env is one running handler with its own auth settings.
+// env is one running server with its own settings, logging to logs.
 type env struct {
-	t   *testing.T
-	srv *httptest.Server
+	t    *testing.T
+	srv  *httptest.Server
+	logs *syncBuffer
 }
 
-func newEnv(t *testing.T, auth authConfig) *env {
-	return newEnvDB(t, auth, testDB)
+// testConfig is the production configuration with auth, minus the rate limit
+// (tests hammer one user on purpose), changed by each of opts.
+func testConfig(auth authConfig, opts ...func(*config)) config {
+	cfg := config{Auth: auth, CORSOrigins: map[string]bool{"http://localhost:3000": true}, MaxTasks: 10000}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	return cfg
 }
 
-func newEnvDB(t *testing.T, auth authConfig, db *store) *env {
+func newEnv(t *testing.T, auth authConfig, opts ...func(*config)) *env {
+	return newEnvDB(t, testDB, testConfig(auth, opts...))
+}
+
+// newEnvDB serves cfg on db through the production http.Server settings.
+func newEnvDB(t *testing.T, db *store, cfg config) *env {
 	t.Helper()
-	log := slog.New(slog.NewJSONHandler(io.Discard, nil))
-	v := newVerifier(auth, http.DefaultClient, log)
-	srv := httptest.NewServer(newServer(log, db, v, map[string]bool{"http://localhost:3000": true}))
+	logs := &syncBuffer{}
+	log := slog.New(slog.NewJSONHandler(logs, nil))
+	srv := httptest.NewUnstartedServer(nil)
+	srv.Config = newHTTPServer(newServer(log, db, cfg), log)
+	srv.Start()
 	t.Cleanup(srv.Close)
-	return &env{t: t, srv: srv}
+	return &env{t: t, srv: srv, logs: logs}
+}
+
+// syncBuffer is a bytes.Buffer that handlers on many goroutines may log to.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 func hsAuth() authConfig { return authConfig{Secret: []byte(testSecret)} }
@@ -169,7 +203,7 @@ func (e *env) want(r result, status int, what string) {
 	}
 }
 
-func hsToken(t *testing.T, claims jwt.MapClaims) string {
+func hsToken(t testing.TB, claims jwt.MapClaims) string {
 	t.Helper()
 	s, err := jwt.NewWithClaims(jwt.SigningMethodHS256, claims).SignedString([]byte(testSecret))
 	if err != nil {
@@ -537,7 +571,7 @@ func TestList(t *testing.T) {
 }
 
 // jwkOf encodes a public key as a JWK.
-func jwkOf(t *testing.T, kid string, pub any) map[string]string {
+func jwkOf(t testing.TB, kid string, pub any) map[string]string {
 	enc := base64.RawURLEncoding.EncodeToString
 	switch k := pub.(type) {
 	case ed25519.PublicKey:
@@ -894,7 +928,7 @@ func TestDatabaseUnavailable(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(down.pool.Close)
-	e := newEnvDB(t, hsAuth(), down)
+	e := newEnvDB(t, down, testConfig(hsAuth()))
 	user := newUser(t)
 	for _, r := range []result{
 		e.do("GET", "/api/"+user+"/tasks", tokenFor(t, user), nil),
@@ -941,9 +975,9 @@ func TestSchemaConstraints(t *testing.T) {
 	}
 }
 
-// startRun runs the real program with a fake environment and returns its address
-// and a stop function that reports run's result.
-func startRun(t *testing.T, env map[string]string) (string, func() error) {
+// startRun runs the real program with a fake environment and returns its address,
+// a stop function that reports run's result, and what run logged.
+func startRun(t *testing.T, env map[string]string) (string, func() error, *syncBuffer) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	pr, pw := io.Pipe()
@@ -953,9 +987,11 @@ func startRun(t *testing.T, env map[string]string) (string, func() error) {
 		pw.Close()
 	}()
 	addr := make(chan string, 1)
+	logs := &syncBuffer{}
 	go func() {
 		sc := bufio.NewScanner(pr)
 		for sc.Scan() {
+			fmt.Fprintln(logs, sc.Text())
 			var line struct{ Msg, Addr string }
 			if json.Unmarshal(sc.Bytes(), &line) == nil && line.Msg == "listening" {
 				addr <- line.Addr
@@ -973,19 +1009,19 @@ func startRun(t *testing.T, env map[string]string) (string, func() error) {
 			case <-time.After(15 * time.Second):
 				return fmt.Errorf("run did not return within 15 s of cancel")
 			}
-		}
+		}, logs
 	case err := <-done:
 		cancel()
 		t.Fatalf("run returned before listening: %v", err)
 	case <-time.After(30 * time.Second):
 		t.Fatal("run did not start listening within 30 s")
 	}
-	return "", nil
+	return "", nil, nil
 }
 
 func TestRun(t *testing.T) {
 	env := map[string]string{"DATABASE_URL": testURL, "BETTER_AUTH_SECRET": testSecret, "PORT": "0"}
-	base, stop := startRun(t, env)
+	base, stop, logs := startRun(t, env)
 	for _, p := range []string{"/healthz", "/readyz"} {
 		resp, err := http.Get(base + p)
 		if err != nil || resp.StatusCode != 200 {
@@ -1013,6 +1049,9 @@ func TestRun(t *testing.T) {
 	if _, err := http.Get(base + "/healthz"); err == nil {
 		t.Fatal("server still answers after run returned")
 	}
+	if l := logs.String(); strings.Contains(l, testSecret) || strings.Contains(l, strings.TrimSpace(out.String())) || !strings.Contains(l, `"status":201`) {
+		t.Fatalf("run's log holds a secret or misses the request:\n%s", l)
+	}
 }
 
 func TestRunRefusesBadConfig(t *testing.T) {
@@ -1032,6 +1071,9 @@ func TestRunRefusesBadConfig(t *testing.T) {
 		{"database never appears", map[string]string{"BETTER_AUTH_SECRET": testSecret, "STARTUP_TIMEOUT": "1s",
 			"DATABASE_URL": "postgres://postgres:hunter2@127.0.0.1:1/x?sslmode=disable"}, "database not reachable"},
 		{"token without a secret", map[string]string{"BETTER_AUTH_URL": "http://localhost:3000"}, "BETTER_AUTH_SECRET"},
+		{"token with a short secret", map[string]string{"BETTER_AUTH_SECRET": "short"}, "at least 32 bytes"},
+		{"rate limit not a number", map[string]string{"BETTER_AUTH_SECRET": testSecret, "RATE_LIMIT_PER_SECOND": "lots"}, "RATE_LIMIT_PER_SECOND"},
+		{"no task limit", map[string]string{"BETTER_AUTH_SECRET": testSecret, "MAX_TASKS_PER_USER": "0"}, "MAX_TASKS_PER_USER"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			args := []string{"tasks"}
@@ -1048,4 +1090,304 @@ func TestRunRefusesBadConfig(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestTaskLimit(t *testing.T) {
+	const limit = 5
+	e := newEnv(t, hsAuth(), func(c *config) { c.MaxTasks = limit })
+	user := newUser(t)
+	for i := range limit {
+		e.create(user, map[string]any{"title": fmt.Sprint("task ", i)})
+	}
+	r := e.do("POST", "/api/"+user+"/tasks", tokenFor(t, user), map[string]any{"title": "one too many"})
+	if r.status != 409 || decode[struct{ Detail string }](t, r).Detail == "" {
+		t.Fatalf("create beyond the limit = %s, want 409 with a detail", r)
+	}
+	if _, total := e.list(user, ""); total != limit {
+		t.Fatalf("user holds %d tasks, want %d", total, limit)
+	}
+
+	// Concurrent creates overshoot by at most the statements in flight at once.
+	racer := newUser(t)
+	var wg sync.WaitGroup
+	for range 20 {
+		wg.Go(func() { e.do("POST", "/api/"+racer+"/tasks", tokenFor(t, racer), map[string]any{"title": "race"}) })
+	}
+	wg.Wait()
+	_, total := e.list(racer, "")
+	if bound := limit + int(testDB.pool.Config().MaxConns) - 1; total < limit || total > bound {
+		t.Fatalf("20 concurrent creates left %d tasks, want %d to %d", total, limit, bound)
+	}
+}
+
+func TestRateLimit(t *testing.T) {
+	e := newEnv(t, hsAuth(), func(c *config) { c.RatePerSecond, c.RateBurst = 1, 3 })
+	user, other := newUser(t), newUser(t)
+	var limited result
+	ok := 0
+	for range 10 {
+		r := e.do("GET", "/api/"+user+"/tasks", tokenFor(t, user), nil)
+		switch r.status {
+		case 200:
+			ok++
+		case 429:
+			limited = r
+		default:
+			t.Fatalf("GET = %s, want 200 or 429", r)
+		}
+	}
+	// 10 requests at 1/s with a burst of 3 cannot all pass unless they took 7 s.
+	if limited.status != 429 || ok < 3 {
+		t.Fatalf("%d of 10 passed, last refusal %v; want the first 3 to pass, then 429", ok, limited)
+	}
+	if ra, err := strconv.Atoi(limited.header.Get("Retry-After")); err != nil || ra < 1 || !json.Valid(limited.body) {
+		t.Fatalf("429 with Retry-After %q and body %s", limited.header.Get("Retry-After"), limited.body)
+	}
+	e.want(e.do("GET", "/api/"+other+"/tasks", tokenFor(t, other), nil), 200, "another user while the first is limited")
+
+	// The bucket itself, on a clock the test controls.
+	l := newRateLimiter(1, 2)
+	t0 := time.Now()
+	for i, want := range []bool{true, true, false} {
+		if got, _ := l.allow("u", t0); got != want {
+			t.Fatalf("request %d at t0: allow = %v, want %v", i, got, want)
+		}
+	}
+	if _, wait := l.allow("u", t0); wait <= 0 || wait > time.Second {
+		t.Fatalf("wait = %v, want (0, 1s]", wait)
+	}
+	if ok, _ := l.allow("u", t0.Add(time.Second)); !ok {
+		t.Fatal("no token a second later")
+	}
+	for i := range 1000 {
+		l.allow(fmt.Sprint("idle-", i), t0)
+	}
+	l.allow("active", t0.Add(2*time.Minute))
+	if n := len(l.buckets); n != 1 {
+		t.Fatalf("%d buckets kept after everyone else went idle, want 1", n)
+	}
+	if newRateLimiter(0, 100) != nil {
+		t.Fatal("RATE_LIMIT_PER_SECOND=0 should turn the limit off")
+	}
+}
+
+func TestSizeLimits(t *testing.T) {
+	e := newEnv(t, hsAuth())
+	user := newUser(t)
+	path := "/api/" + user + "/tasks"
+	big := hsToken(t, jwt.MapClaims{"sub": user, "exp": time.Now().Add(time.Hour).Unix(), "pad": strings.Repeat("p", 9000)})
+	e.want(e.do("GET", path, big, nil), 401, "a validly signed token over 8 KiB")
+	r := e.do("GET", path, tokenFor(t, user), nil, "X-Padding", strings.Repeat("h", 40<<10))
+	if r.status != http.StatusRequestHeaderFieldsTooLarge {
+		t.Fatalf("40 KiB of headers = %s, want 431", r)
+	}
+	r = e.do("POST", path, tokenFor(t, user), `{"title":"`+strings.Repeat("x", 64<<10)+`"}`, "Content-Type", "application/json")
+	if r.status != 413 || !json.Valid(r.body) {
+		t.Fatalf("a 64 KiB body = %s, want a JSON 413", r)
+	}
+}
+
+func TestPreviousSecret(t *testing.T) {
+	const previous = "previous-secret-0123456789-abcdefghijkl"
+	e := newEnv(t, authConfig{Secret: []byte(testSecret), Previous: []byte(previous)})
+	user := newUser(t)
+	path := "/api/" + user + "/tasks"
+	claims := jwt.MapClaims{"sub": user, "exp": time.Now().Add(time.Hour).Unix()}
+	e.want(e.do("GET", path, signed(t, jwt.SigningMethodHS256, []byte(previous), "", claims), nil), 200, "token signed with the previous secret")
+	e.want(e.do("GET", path, tokenFor(t, user), nil), 200, "token signed with the current secret")
+	e.want(e.do("GET", path, signed(t, jwt.SigningMethodHS256, []byte(previous+"x"), "", claims), nil), 401, "token signed with neither")
+
+	_, err := loadConfig(func(k string) string {
+		return map[string]string{"BETTER_AUTH_SECRET_PREVIOUS": previous, "BETTER_AUTH_URL": "http://localhost:3000"}[k]
+	})
+	if err == nil || !strings.Contains(err.Error(), "BETTER_AUTH_SECRET_PREVIOUS") {
+		t.Fatalf("a previous secret without a current one: %v", err)
+	}
+}
+
+// TestLogsHoldNoSecrets runs every kind of request with the log captured: each
+// makes one line, and no line holds a token, the secret, a header or a body.
+func TestLogsHoldNoSecrets(t *testing.T) {
+	e := newEnv(t, hsAuth())
+	user := newUser(t)
+	tok := tokenFor(t, user)
+	const marker = "body-marker-7f3a"
+	base := "/api/" + user + "/tasks"
+	task := e.create(user, map[string]any{"title": marker, "description": marker})
+	item := fmt.Sprintf("%s/%d", base, task.ID)
+	badToken := tokenFor(t, user) + "tampered"
+	requests := []func() result{
+		func() result { return e.do("GET", base+"?q="+marker, tok, nil) },
+		func() result { return e.do("GET", item, tok, nil) },
+		func() result { return e.do("PUT", item, tok, map[string]any{"description": marker}) },
+		func() result { return e.do("PATCH", item+"/complete", tok, nil) },
+		func() result { return e.do("POST", base, tok, map[string]any{"title": marker, "titel": marker}) },
+		func() result { return e.do("GET", base, badToken, nil) },
+		func() result { return e.do("GET", base, "", nil, "Authorization", "Basic "+testSecret) },
+		func() result { return e.do("GET", "/api/someone-else/tasks", tok, nil) },
+		func() result { return e.do("DELETE", item, tok, nil) },
+	}
+	for _, req := range requests {
+		req()
+	}
+	logs := e.logs.String()
+	lines := strings.Split(strings.TrimSpace(logs), "\n")
+	if len(lines) != len(requests)+1 {
+		t.Fatalf("%d log lines for %d requests:\n%s", len(lines), len(requests)+1, logs)
+	}
+	for _, line := range lines {
+		var entry map[string]any
+		if err := json.Unmarshal([]byte(line), &entry); err != nil || entry["route"] == nil || entry["status"] == nil {
+			t.Fatalf("log line is not a request line: %s", line)
+		}
+	}
+	for _, secret := range []string{tok, badToken, testSecret, marker, "Bearer", "Authorization", strings.Split(tok, ".")[2]} {
+		if strings.Contains(logs, secret) {
+			t.Errorf("the log holds %q:\n%s", secret, logs)
+		}
+	}
+}
+
+// checkChange fails unless a decoded change satisfies every limit of the contract.
+func checkChange(t *testing.T, c taskChange, create bool) {
+	t.Helper()
+	text := func(name, s string, lo, hi int) {
+		if n := utf8.RuneCountInString(s); n < lo || n > hi || badText(s) != "" {
+			t.Fatalf("%s %q: %d characters or bad text passed", name, s, n)
+		}
+	}
+	if create && c.Title == nil {
+		t.Fatal("a create without a title passed")
+	}
+	if c.Title != nil {
+		text("title", *c.Title, 1, maxTitle)
+		if strings.TrimSpace(*c.Title) != *c.Title {
+			t.Fatalf("title %q is not trimmed", *c.Title)
+		}
+	}
+	if c.Description != nil {
+		text("description", *c.Description, 0, maxDescription)
+	}
+	if c.Priority != nil && !slices.Contains([]string{"low", "medium", "high"}, *c.Priority) {
+		t.Fatalf("priority %q passed", *c.Priority)
+	}
+	if c.DueDate != nil && (c.DueDate.Year() < 1 || c.DueDate.Year() > 9999 || c.DueDate.Location() != time.UTC) {
+		t.Fatalf("due_date %v passed", c.DueDate)
+	}
+	if len(c.Tags) > maxTags {
+		t.Fatalf("%d tags passed", len(c.Tags))
+	}
+	for i, tag := range c.Tags {
+		text("tag", tag, 1, maxTag)
+		if slices.Contains(c.Tags[:i], tag) || strings.TrimSpace(tag) != tag {
+			t.Fatalf("tags %q: duplicate or untrimmed", c.Tags)
+		}
+	}
+	if c.ClearDesc && c.Description != nil || c.ClearDue && c.DueDate != nil {
+		t.Fatal("a field is both set and cleared")
+	}
+}
+
+// wantClientError fails unless err answers a 4xx with a JSON body.
+func wantClientError(t *testing.T, err error) {
+	t.Helper()
+	w := httptest.NewRecorder()
+	writeError(w, httptest.NewRequest("GET", "/", nil), err)
+	if w.Code < 400 || w.Code > 499 || !json.Valid(w.Body.Bytes()) {
+		t.Fatalf("error %v answers %d %s, want a JSON 4xx", err, w.Code, w.Body)
+	}
+}
+
+func FuzzDecodeTask(f *testing.F) {
+	f.Add([]byte(`{"title":"a","description":null,"priority":"high","due_date":"2026-12-01","tags":["x","x"]}`), true)
+	f.Fuzz(func(t *testing.T, body []byte, create bool) {
+		r := httptest.NewRequest("POST", "/", bytes.NewReader(body))
+		r.Header.Set("Content-Type", "application/json")
+		c, err := decodeTask(httptest.NewRecorder(), r, create)
+		if err != nil {
+			wantClientError(t, err)
+			return
+		}
+		checkChange(t, c, create)
+	})
+}
+
+func FuzzListQuery(f *testing.F) {
+	f.Add("status=pending&sort=due_date&order=desc&q=50%25&tag=a&tag=b&limit=10&offset=5")
+	f.Fuzz(func(t *testing.T, raw string) {
+		values, _ := url.ParseQuery(raw) // as r.URL.Query does, malformed pairs are dropped
+		q, err := parseListQuery(values)
+		if err != nil {
+			wantClientError(t, err)
+			return
+		}
+		if _, ok := listOrders[q.Sort]; !ok || q.Limit < 1 || q.Limit > maxLimit || q.Offset < 0 ||
+			len(q.Tags) > maxTags || badText(q.Q) != "" || utf8.RuneCountInString(q.Q) > maxQuery {
+			t.Fatalf("query %q passed as %+v", raw, q)
+		}
+		for _, tag := range q.Tags {
+			if n := utf8.RuneCountInString(tag); n < 1 || n > maxTag || badText(tag) != "" {
+				t.Fatalf("tag %q passed", tag)
+			}
+		}
+	})
+}
+
+// FuzzVerify feeds the verifier tokens: whatever verifies has a usable user id,
+// and whatever fails is a 401.
+func FuzzVerify(f *testing.F) {
+	_, edKey, _ := ed25519.GenerateKey(rand.Reader)
+	ks := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		json.NewEncoder(w).Encode(map[string]any{"keys": []any{jwkOf(f, "ed", edKey.Public())}})
+	}))
+	defer ks.Close()
+	v := newVerifier(authConfig{Secret: []byte(testSecret), JWKSURL: ks.URL}, ks.Client(), slog.New(slog.NewJSONHandler(io.Discard, nil)))
+	exp := time.Now().Add(time.Hour).Unix()
+	f.Add(must(jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"sub": "u1", "exp": exp}).SignedString([]byte(testSecret))))
+	ed := jwt.NewWithClaims(jwt.SigningMethodEdDSA, jwt.MapClaims{"sub": "u1", "exp": exp})
+	ed.Header["kid"] = "ed"
+	f.Add(must(ed.SignedString(edKey)))
+	f.Fuzz(func(t *testing.T, token string) {
+		sub, err := v.verify(token)
+		if err != nil {
+			var se *statusError
+			if !errors.As(err, &se) || se.status != 401 {
+				t.Fatalf("verify(%q) = %v, want a 401", token, err)
+			}
+			return
+		}
+		if !validUserID(sub) {
+			t.Fatalf("verify(%q) passed with sub %q", token, sub)
+		}
+	})
+}
+
+// FuzzHandler sends anything through the real handler and database, with a
+// valid token or a fuzzed Authorization header: the answer is never a 5xx, and
+// any body is JSON.
+func FuzzHandler(f *testing.F) {
+	const user = "fuzz-user"
+	log := slog.New(slog.NewJSONHandler(io.Discard, nil))
+	h := newServer(log, testDB, testConfig(hsAuth(), func(c *config) { c.MaxTasks = 200 }))
+	tok := hsToken(f, jwt.MapClaims{"sub": user, "exp": time.Now().Add(time.Hour).Unix()})
+	f.Add("POST", "", "", true, "application/json", []byte(`{"title":"a","tags":["x"],"due_date":"2026-12-01T00:00:00+02:00"}`))
+	f.Fuzz(func(t *testing.T, method, suffix, authorization string, useToken bool, ctype string, body []byte) {
+		req, err := http.NewRequest(method, "http://api.test/api/"+user+"/tasks"+suffix, bytes.NewReader(body))
+		if err != nil {
+			return // not a request a client can send
+		}
+		req.Header.Set("Authorization", authorization)
+		if useToken {
+			req.Header.Set("Authorization", "Bearer "+tok)
+		}
+		req.Header.Set("Content-Type", ctype)
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, req)
+		if w.Code >= 500 {
+			t.Fatalf("%s %q = %d %s", method, suffix, w.Code, w.Body)
+		}
+		if w.Body.Len() > 0 && (!json.Valid(w.Body.Bytes()) || w.Header().Get("Content-Type") != "application/json") {
+			t.Fatalf("%s %q = %d with a body that is not JSON: %q", method, suffix, w.Code, w.Body)
+		}
+	})
 }

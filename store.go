@@ -22,6 +22,7 @@ var (
 	errNotFound    = errors.New("task not found")
 	errUnavailable = errors.New("database unavailable")
 	errRejected    = errors.New("rejected by a database constraint")
+	errTaskLimit   = errors.New("task limit reached")
 )
 
 // queryTimeout bounds every statement, including the wait for a pooled connection.
@@ -147,8 +148,10 @@ func (s *store) getTask(ctx context.Context, userID string, id int64) (Task, err
 	return s.one(ctx, `SELECT `+taskColumns+` FROM tasks WHERE id = $1 AND user_id = $2`, id, userID)
 }
 
-// createTask inserts a task for the user; the change must carry a title.
-func (s *store) createTask(ctx context.Context, userID string, c taskChange) (Task, error) {
+// createTask inserts a task for the user unless they have maxTasks already; the
+// change must carry a title. The count and the insert are one statement, so
+// concurrent creates can overshoot the limit by at most the number in flight.
+func (s *store) createTask(ctx context.Context, userID string, c taskChange, maxTasks int) (Task, error) {
 	priority := "medium"
 	if c.Priority != nil {
 		priority = *c.Priority
@@ -157,9 +160,15 @@ func (s *store) createTask(ctx context.Context, userID string, c taskChange) (Ta
 	if tags == nil {
 		tags = []string{}
 	}
-	return s.one(ctx, `INSERT INTO tasks (user_id, title, description, priority, due_date, tags)
-		VALUES ($1, $2, $3, $4, $5, $6) RETURNING `+taskColumns,
-		userID, *c.Title, c.Description, priority, c.DueDate, tags)
+	t, err := s.one(ctx, `INSERT INTO tasks (user_id, title, description, priority, due_date, tags)
+		SELECT $1, $2, $3, $4, $5, $6
+		WHERE (SELECT count(*) FROM tasks WHERE user_id = $1) < $7
+		RETURNING `+taskColumns,
+		userID, *c.Title, c.Description, priority, c.DueDate, tags, maxTasks)
+	if errors.Is(err, errNotFound) {
+		return t, errTaskLimit
+	}
+	return t, err
 }
 
 // updateTask applies a partial change in one statement; updated_at always moves forward.

@@ -38,7 +38,7 @@ type validationError []fieldError
 
 func (e validationError) Error() string { return "validation failed: " + e[0].Msg }
 
-// statusError is a client error that is not about one field (413, 415).
+// statusError is a client error that is not about one field (401, 403, 413, 415, 429).
 type statusError struct {
 	status int
 	detail string
@@ -61,13 +61,13 @@ func writeError(w http.ResponseWriter, r *http.Request, err error) {
 		status, detail = http.StatusUnprocessableEntity, invalid
 	case errors.As(err, &client):
 		status, detail = client.status, client.detail
+		if status == http.StatusUnauthorized {
+			w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
+		}
 	case errors.Is(err, errNotFound):
 		status, detail = http.StatusNotFound, "Task not found"
-	case errors.Is(err, errNoToken), errors.Is(err, errInvalidToken), errors.Is(err, errExpiredToken):
-		w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
-		status, detail = http.StatusUnauthorized, err.Error()
-	case errors.Is(err, errForbidden):
-		status, detail = http.StatusForbidden, err.Error()
+	case errors.Is(err, errTaskLimit):
+		status, detail = http.StatusConflict, "Task limit reached: delete some tasks before adding more"
 	case errors.Is(err, errRejected):
 		status, detail = http.StatusUnprocessableEntity, validationError{{[]any{"body"}, "Value rejected by a constraint", "value_error"}}
 	case errors.Is(err, errUnavailable):
@@ -110,15 +110,15 @@ func handleListTasks(db *store) userHandler {
 	}
 }
 
-// handleCreateTask serves POST /api/{user_id}/tasks.
-func handleCreateTask(db *store) userHandler {
+// handleCreateTask serves POST /api/{user_id}/tasks; a user may hold at most maxTasks.
+func handleCreateTask(db *store, maxTasks int) userHandler {
 	return func(w http.ResponseWriter, r *http.Request, userID string) {
 		change, err := decodeTask(w, r, true)
 		if err != nil {
 			writeError(w, r, err)
 			return
 		}
-		task, err := db.createTask(r.Context(), userID, change)
+		task, err := db.createTask(r.Context(), userID, change, maxTasks)
 		if err != nil {
 			writeError(w, r, err)
 			return
