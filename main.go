@@ -36,6 +36,7 @@ type config struct {
 	CORSOrigins    map[string]bool
 	StartupTimeout time.Duration // how long to wait for the database at start
 	DrainTimeout   time.Duration // how long requests in flight may take after SIGTERM
+	QueryTimeout   time.Duration // bound on each statement, including the wait for a connection
 	MaxTasks       int           // tasks one user may hold
 	RatePerSecond  int           // requests a user may make each second; 0: no limit
 	RateBurst      int           // requests a user may make at once
@@ -49,6 +50,7 @@ func loadConfig(getenv func(string) string) (config, error) {
 		CORSOrigins:    map[string]bool{},
 		StartupTimeout: 30 * time.Second,
 		DrainTimeout:   10 * time.Second,
+		QueryTimeout:   5 * time.Second,
 		MaxTasks:       10000,
 		RatePerSecond:  50,
 		RateBurst:      100,
@@ -104,7 +106,7 @@ func loadConfig(getenv func(string) string) (config, error) {
 		}
 		c.CORSOrigins[origin] = true
 	}
-	for name, dst := range map[string]*time.Duration{"STARTUP_TIMEOUT": &c.StartupTimeout, "DRAIN_TIMEOUT": &c.DrainTimeout} {
+	for name, dst := range map[string]*time.Duration{"STARTUP_TIMEOUT": &c.StartupTimeout, "DRAIN_TIMEOUT": &c.DrainTimeout, "QUERY_TIMEOUT": &c.QueryTimeout} {
 		if s := getenv(name); s != "" {
 			d, err := time.ParseDuration(s)
 			if err != nil || d <= 0 {
@@ -160,7 +162,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		return err
 	}
 
-	db, err := openStore(cfg.DatabaseURL)
+	db, err := openStore(cfg.DatabaseURL, cfg.QueryTimeout)
 	if err != nil {
 		return err
 	}
@@ -173,6 +175,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	if err != nil {
 		return fmt.Errorf("after %s: %w (check DATABASE_URL)", cfg.StartupTimeout, err)
 	}
+
+	go forgetOldKeys(ctx, db, log)
 
 	ln, err := net.Listen("tcp", ":"+cfg.Port)
 	if err != nil {
@@ -194,6 +198,22 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		return fmt.Errorf("shutdown: %w", err)
 	}
 	return nil
+}
+
+// forgetOldKeys deletes expired Idempotency-Keys now and every hour until ctx ends.
+func forgetOldKeys(ctx context.Context, db *store, log *slog.Logger) {
+	tick := time.NewTicker(time.Hour)
+	defer tick.Stop()
+	for {
+		if _, err := db.deleteOldKeys(ctx); err != nil && ctx.Err() == nil {
+			log.Warn("deleting old idempotency keys", "err", err.Error())
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
 }
 
 // printToken prints an HS256 token for args[0], valid for an hour, for trying the API with curl.
@@ -266,7 +286,7 @@ func (m *middleware) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if allowed {
 			h.Set("Access-Control-Allow-Origin", origin)
 			h.Set("Access-Control-Allow-Credentials", "true")
-			h.Set("Access-Control-Expose-Headers", "X-Total-Count, Location")
+			h.Set("Access-Control-Expose-Headers", "X-Total-Count, Location, ETag, Retry-After, Idempotent-Replayed")
 		}
 		if r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != "" {
 			if !allowed {
@@ -274,7 +294,7 @@ func (m *middleware) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 			h.Set("Access-Control-Allow-Methods", "GET, POST, PUT, PATCH, DELETE")
-			h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type")
+			h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type, If-Match, If-None-Match, Idempotency-Key")
 			h.Set("Access-Control-Max-Age", "600")
 			w.WriteHeader(http.StatusNoContent)
 			return
@@ -289,7 +309,7 @@ func (m *middleware) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		r2.URL = &u
 		r = &r2
 	}
-	rw := &responseWriter{ResponseWriter: w, req: r, status: http.StatusOK}
+	rw := &responseWriter{ResponseWriter: w, status: http.StatusOK}
 	defer func() {
 		if p := recover(); p != nil {
 			if p == http.ErrAbortHandler {
@@ -329,7 +349,6 @@ func (m *middleware) logRequest(r *http.Request, rw *responseWriter, d time.Dura
 // mux's own plain-text answers (404, 405 with Allow, redirects) into JSON.
 type responseWriter struct {
 	http.ResponseWriter
-	req     *http.Request
 	status  int
 	wrote   bool
 	userID  string
@@ -339,7 +358,9 @@ type responseWriter struct {
 
 func (rw *responseWriter) WriteHeader(status int) {
 	rw.status, rw.wrote = status, true
-	if rw.req.Pattern == "" { // no route matched: the mux itself is answering
+	// Handlers here answer JSON or no body at all; anything else is net/http's
+	// own text (404, 405, a redirect to a cleaned path), so it becomes JSON too.
+	if status != http.StatusNoContent && status != http.StatusNotModified && rw.Header().Get("Content-Type") != "application/json" {
 		rw.swallow = true
 		rw.Header().Set("Content-Type", "application/json")
 		rw.ResponseWriter.WriteHeader(status)

@@ -65,7 +65,7 @@ func runTests(m *testing.M) int {
 	}
 	defer admin.Exec(ctx, "DROP SCHEMA "+schema+" CASCADE")
 	testURL = withSearchPath(base, schema)
-	testDB, err = openStore(testURL)
+	testDB, err = openStore(testURL, 5*time.Second)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
@@ -923,7 +923,7 @@ func TestRoutingAndHeaders(t *testing.T) {
 }
 
 func TestDatabaseUnavailable(t *testing.T) {
-	down, err := openStore("postgres://postgres@127.0.0.1:1/none?sslmode=disable&connect_timeout=1")
+	down, err := openStore("postgres://postgres@127.0.0.1:1/none?sslmode=disable", time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1390,4 +1390,122 @@ func FuzzHandler(f *testing.F) {
 			t.Fatalf("%s %q = %d with a body that is not JSON: %q", method, suffix, w.Code, w.Body)
 		}
 	})
+}
+
+func TestConditionalRequests(t *testing.T) {
+	e := newEnv(t, hsAuth())
+	user := newUser(t)
+	tok := tokenFor(t, user)
+	r := e.do("POST", "/api/"+user+"/tasks", tok, map[string]any{"title": "shared"})
+	e.want(r, 201, "create")
+	v1 := r.header.Get("ETag")
+	task := decode[Task](t, r)
+	item := fmt.Sprintf("/api/%s/tasks/%d", user, task.ID)
+	if !strings.HasPrefix(v1, `"`) || strings.HasPrefix(v1, "W/") {
+		t.Fatalf("ETag = %q, want a strong tag", v1)
+	}
+	if got := e.do("GET", item, tok, nil).header.Get("ETag"); got != v1 {
+		t.Fatalf("GET ETag = %q, want %q", got, v1)
+	}
+	r = e.do("GET", item, tok, nil, "If-None-Match", v1)
+	if r.status != 304 || len(r.body) != 0 || r.header.Get("ETag") != v1 {
+		t.Fatalf("GET If-None-Match current = %s, want an empty 304", r)
+	}
+
+	// The laptop saves first; the phone, still holding v1, is refused and told the current ETag.
+	r = e.do("PATCH", item, tok, map[string]any{"title": "from the laptop"}, "If-Match", v1)
+	e.want(r, 200, "PATCH If-Match current")
+	v2 := r.header.Get("ETag")
+	if v2 == v1 || v2 == "" {
+		t.Fatalf("ETag after a write = %q, was %q", v2, v1)
+	}
+	for _, c := range []struct {
+		method, suffix string
+		body           any
+	}{{"PUT", "", map[string]any{"title": "from the phone"}}, {"PATCH", "", map[string]any{"title": "from the phone"}},
+		{"PATCH", "/complete", nil}, {"DELETE", "", nil}} {
+		r = e.do(c.method, item+c.suffix, tok, c.body, "If-Match", v1)
+		if r.status != 412 || r.header.Get("ETag") != v2 || !strings.Contains(decode[struct{ Detail string }](t, r).Detail, v2) {
+			t.Fatalf("stale %s %s = %s (ETag %q), want 412 naming %s", c.method, c.suffix, r, r.header.Get("ETag"), v2)
+		}
+	}
+	got := decode[Task](t, e.do("GET", item, tok, nil))
+	if got.Title != "from the laptop" || got.Completed || etag(got) != v2 {
+		t.Fatalf("a stale write changed the task: %+v", got)
+	}
+	e.want(e.do("GET", item, tok, nil, "If-None-Match", v1), 200, "GET If-None-Match stale")
+	e.want(e.do("PATCH", item, tok, map[string]any{"priority": "low"}, "If-Match", "*"), 200, "If-Match *")
+	e.want(e.do("PATCH", item, tok, map[string]any{"priority": "low"}, "If-Match", "garbage"), 412, "If-Match that matches nothing")
+	v3 := e.do("GET", item, tok, nil).header.Get("ETag")
+	r = e.do("PATCH", item+"/complete", tok, nil, "If-Match", v1+", "+v3)
+	e.want(r, 200, "toggle If-Match list holding the current")
+	e.want(e.do("DELETE", item, tok, nil, "If-Match", r.header.Get("ETag")), 204, "DELETE If-Match current")
+	e.want(e.do("DELETE", item, tok, nil, "If-Match", v1), 404, "DELETE If-Match on a deleted task")
+	e.want(e.do("PATCH", fmt.Sprintf("/api/%s/tasks/%d", newUser(t), task.ID), "", nil), 401, "no token")
+}
+
+func TestIdempotencyKey(t *testing.T) {
+	e := newEnv(t, hsAuth())
+	user := newUser(t)
+	tok := tokenFor(t, user)
+	base := "/api/" + user + "/tasks"
+	body := map[string]any{"title": "pay rent", "tags": []string{"home"}}
+
+	first := e.do("POST", base, tok, body, "Idempotency-Key", "key-1")
+	e.want(first, 201, "first POST with a key")
+	retry := e.do("POST", base, tok, `{"tags":["home"], "title":"pay rent"}`, "Idempotency-Key", "key-1", "Content-Type", "application/json")
+	if retry.status != 201 || !bytes.Equal(retry.body, first.body) || retry.header.Get("Location") != first.header.Get("Location") ||
+		retry.header.Get("Idempotent-Replayed") != "true" {
+		t.Fatalf("retry = %s %v, want the first answer %s", retry, retry.header, first)
+	}
+	wantLoc(t, e.do("POST", base, tok, map[string]any{"title": "pay rent twice"}, "Idempotency-Key", "key-1"), "header", "Idempotency-Key")
+	wantLoc(t, e.do("POST", base, tok, body, "Idempotency-Key", "has space"), "header", "Idempotency-Key")
+	wantLoc(t, e.do("POST", base, tok, body, "Idempotency-Key", strings.Repeat("k", 256)), "header", "Idempotency-Key")
+	if _, total := e.list(user, ""); total != 1 {
+		t.Fatalf("%d tasks after a create and its retries, want 1", total)
+	}
+	// Keys belong to their user.
+	other := newUser(t)
+	r := e.do("POST", "/api/"+other+"/tasks", tokenFor(t, other), body, "Idempotency-Key", "key-1")
+	if r.status != 201 || decode[Task](t, r).ID == decode[Task](t, first).ID {
+		t.Fatalf("another user's create with the same key = %s", r)
+	}
+
+	// 50 concurrent POSTs with one key create exactly one task, and all answer it.
+	racer := newUser(t)
+	var wg sync.WaitGroup
+	ids := make(chan int64, 50)
+	for range 50 {
+		wg.Go(func() {
+			r := e.do("POST", "/api/"+racer+"/tasks", tokenFor(t, racer), body, "Idempotency-Key", "one-key")
+			if r.status != 201 {
+				t.Errorf("concurrent POST = %s", r)
+				return
+			}
+			ids <- decode[Task](t, r).ID
+		})
+	}
+	wg.Wait()
+	close(ids)
+	seen := map[int64]int{}
+	for id := range ids {
+		seen[id]++
+	}
+	if _, total := e.list(racer, ""); total != 1 || len(seen) != 1 {
+		t.Fatalf("50 concurrent POSTs with one key: %d tasks, answered ids %v", total, seen)
+	}
+
+	// Keys past their lifetime are deleted; fresh ones stay.
+	if _, err := testDB.pool.Exec(context.Background(), `UPDATE idempotency_keys SET created_at = now() - interval '25 hours'
+		WHERE user_id = $1`, user); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := testDB.deleteOldKeys(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	var left int
+	testDB.pool.QueryRow(context.Background(), `SELECT count(*) FROM idempotency_keys WHERE user_id = ANY($1)`, []string{user, racer}).Scan(&left)
+	if left != 1 {
+		t.Fatalf("%d keys left, want only the racer's", left)
+	}
 }

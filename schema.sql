@@ -25,3 +25,16 @@ CREATE TABLE IF NOT EXISTS tasks (
 -- Serves every list for one user (default order: newest first) and reads of
 -- one user's rows without touching anyone else's.
 CREATE INDEX IF NOT EXISTS tasks_user_created ON tasks (user_id, created_at DESC, id DESC);
+
+-- A create's Idempotency-Key, kept at least 24 hours: a retry with the same key
+-- returns task_id instead of creating another task. No foreign key: a key must
+-- outlive its task, or a retry after a delete would create the task again.
+CREATE TABLE IF NOT EXISTS idempotency_keys (
+    user_id      text        NOT NULL,
+    key          text        NOT NULL CHECK (key ~ '^[!-~]{1,255}$'),
+    request_hash bytea       NOT NULL,
+    task_id      bigint      NOT NULL,
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (user_id, key)
+);
+CREATE INDEX IF NOT EXISTS idempotency_keys_created ON idempotency_keys (created_at);

@@ -2,6 +2,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	_ "embed"
 	"errors"
@@ -23,10 +24,16 @@ var (
 	errUnavailable = errors.New("database unavailable")
 	errRejected    = errors.New("rejected by a database constraint")
 	errTaskLimit   = errors.New("task limit reached")
+	errKeyReused   = errors.New("idempotency key reused with a different request")
 )
 
-// queryTimeout bounds every statement, including the wait for a pooled connection.
-const queryTimeout = 5 * time.Second
+// staleError says a precondition (If-Match) failed: the task has changed since.
+type staleError struct{ Current Task }
+
+func (e *staleError) Error() string { return "task changed since the version given" }
+
+// idempotencyTTL is how long an Idempotency-Key is kept at least.
+const idempotencyTTL = 24 * time.Hour
 
 // Task is one task as stored and as sent to clients.
 type Task struct {
@@ -67,22 +74,23 @@ type listQuery struct {
 
 // store runs the service's SQL on a pgx pool.
 type store struct {
-	pool *pgxpool.Pool
+	pool    *pgxpool.Pool
+	timeout time.Duration // bounds every statement, including the wait for a pooled connection
 }
 
-// openStore builds a pool for url without connecting; connect dials lazily.
-func openStore(url string) (*store, error) {
+// openStore builds a pool for url without connecting; it dials on first use.
+func openStore(url string, timeout time.Duration) (*store, error) {
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
 		// The parse error may quote the URL, password included: keep only what is safe.
 		return nil, errors.New("DATABASE_URL is not a valid PostgreSQL URL or key=value string")
 	}
-	cfg.ConnConfig.ConnectTimeout = queryTimeout
+	cfg.ConnConfig.ConnectTimeout = timeout
 	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
 	if err != nil {
 		return nil, fmt.Errorf("open pool: %w", err)
 	}
-	return &store{pool: pool}, nil
+	return &store{pool: pool, timeout: timeout}, nil
 }
 
 // migrate waits for the database with backoff until ctx ends, then applies the schema.
@@ -109,7 +117,7 @@ func (s *store) migrate(ctx context.Context, logf func(attempt int, err error)) 
 
 // ping checks that the database answers.
 func (s *store) ping(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, queryTimeout)
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
 	return storeError(s.pool.Ping(ctx))
 }
@@ -137,7 +145,7 @@ func scanTask(row pgx.Row, extra ...any) (Task, error) {
 
 // one runs a statement that returns at most one task.
 func (s *store) one(ctx context.Context, sql string, args ...any) (Task, error) {
-	ctx, cancel := context.WithTimeout(ctx, queryTimeout)
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
 	t, err := scanTask(s.pool.QueryRow(ctx, sql, args...))
 	return t, storeError(err)
@@ -148,32 +156,88 @@ func (s *store) getTask(ctx context.Context, userID string, id int64) (Task, err
 	return s.one(ctx, `SELECT `+taskColumns+` FROM tasks WHERE id = $1 AND user_id = $2`, id, userID)
 }
 
-// createTask inserts a task for the user unless they have maxTasks already; the
-// change must carry a title. The count and the insert are one statement, so
-// concurrent creates can overshoot the limit by at most the number in flight.
-func (s *store) createTask(ctx context.Context, userID string, c taskChange, maxTasks int) (Task, error) {
+// newTask is a create: the change, the user's task limit, and the client's
+// Idempotency-Key ("" for none) with a hash of the request it came with.
+type newTask struct {
+	taskChange
+	MaxTasks    int
+	Key         string
+	RequestHash []byte
+}
+
+// createTask inserts a task for the user unless they hold MaxTasks already;
+// the count and the insert are one statement, so concurrent creates overshoot
+// by at most the number in flight. With a key, the key is stored in the same
+// statement; a retry with the key returns the task the first request created
+// (replayed = true) instead of creating another.
+func (s *store) createTask(ctx context.Context, userID string, n newTask) (task Task, replayed bool, err error) {
 	priority := "medium"
-	if c.Priority != nil {
-		priority = *c.Priority
+	if n.Priority != nil {
+		priority = *n.Priority
 	}
-	tags := c.Tags
+	tags := n.Tags
 	if tags == nil {
 		tags = []string{}
 	}
-	t, err := s.one(ctx, `INSERT INTO tasks (user_id, title, description, priority, due_date, tags)
+	insert := `INSERT INTO tasks (user_id, title, description, priority, due_date, tags)
 		SELECT $1, $2, $3, $4, $5, $6
 		WHERE (SELECT count(*) FROM tasks WHERE user_id = $1) < $7
-		RETURNING `+taskColumns,
-		userID, *c.Title, c.Description, priority, c.DueDate, tags, maxTasks)
-	if errors.Is(err, errNotFound) {
-		return t, errTaskLimit
+		RETURNING ` + taskColumns
+	args := []any{userID, *n.Title, n.Description, priority, n.DueDate, tags, n.MaxTasks}
+	if n.Key != "" {
+		// A concurrent request with the same key waits on the key's unique index,
+		// then fails with 23505, and its task insert is undone with it.
+		insert = `WITH task AS (` + insert + `), key AS (
+			INSERT INTO idempotency_keys (user_id, key, request_hash, task_id) SELECT $1, $8, $9, id FROM task)
+			SELECT ` + taskColumns + ` FROM task`
+		args = append(args, n.Key, n.RequestHash)
 	}
-	return t, err
+	task, err = s.one(ctx, insert, args...)
+	var pgErr *pgconn.PgError
+	switch {
+	case errors.Is(err, errNotFound):
+		return task, false, errTaskLimit
+	case n.Key != "" && errors.As(err, &pgErr) && pgErr.Code == "23505":
+		task, err = s.replay(ctx, userID, n.Key, n.RequestHash)
+		return task, err == nil, err
+	}
+	return task, false, err
 }
 
+// replay returns the task an earlier create with the user's key made, if the
+// request was the same; a task deleted since is not found.
+func (s *store) replay(ctx context.Context, userID, key string, requestHash []byte) (Task, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	var hash []byte
+	var taskID int64
+	err := s.pool.QueryRow(ctx, `SELECT request_hash, task_id FROM idempotency_keys WHERE user_id = $1 AND key = $2`,
+		userID, key).Scan(&hash, &taskID)
+	if err != nil {
+		return Task{}, storeError(err)
+	}
+	if !bytes.Equal(hash, requestHash) {
+		return Task{}, errKeyReused
+	}
+	return s.getTask(ctx, userID, taskID)
+}
+
+// deleteOldKeys forgets Idempotency-Keys older than idempotencyTTL.
+func (s *store) deleteOldKeys(ctx context.Context) (int64, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	tag, err := s.pool.Exec(ctx, `DELETE FROM idempotency_keys WHERE created_at < now() - make_interval(secs => $1)`,
+		idempotencyTTL.Seconds())
+	return tag.RowsAffected(), storeError(err)
+}
+
+// The writes below take the versions a client's If-Match allows: nil for any
+// version, else the task's updated_at must be one of them. The check is part
+// of the statement, so nothing can change the task in between.
+
 // updateTask applies a partial change in one statement; updated_at always moves forward.
-func (s *store) updateTask(ctx context.Context, userID string, id int64, c taskChange) (Task, error) {
-	return s.one(ctx, `UPDATE tasks SET
+func (s *store) updateTask(ctx context.Context, userID string, id int64, c taskChange, ifMatch []time.Time) (Task, error) {
+	t, err := s.one(ctx, `UPDATE tasks SET
 			title       = coalesce($3, title),
 			description = CASE WHEN $4 THEN NULL ELSE coalesce($5, description) END,
 			completed   = coalesce($6, completed),
@@ -181,29 +245,47 @@ func (s *store) updateTask(ctx context.Context, userID string, id int64, c taskC
 			due_date    = CASE WHEN $8 THEN NULL ELSE coalesce($9, due_date) END,
 			tags        = coalesce($10, tags),
 			updated_at  = greatest(now(), updated_at + interval '1 microsecond')
-		WHERE id = $1 AND user_id = $2 RETURNING `+taskColumns,
-		id, userID, c.Title, c.ClearDesc, c.Description, c.Completed, c.Priority, c.ClearDue, c.DueDate, c.Tags)
+		WHERE id = $1 AND user_id = $2 AND ($11::timestamptz[] IS NULL OR updated_at = ANY($11))
+		RETURNING `+taskColumns,
+		id, userID, c.Title, c.ClearDesc, c.Description, c.Completed, c.Priority, c.ClearDue, c.DueDate, c.Tags, ifMatch)
+	return s.checkStale(ctx, userID, id, ifMatch, t, err)
 }
 
 // toggleTask flips completed in one statement, so concurrent toggles never lose one.
-func (s *store) toggleTask(ctx context.Context, userID string, id int64) (Task, error) {
-	return s.one(ctx, `UPDATE tasks SET completed = NOT completed,
+func (s *store) toggleTask(ctx context.Context, userID string, id int64, ifMatch []time.Time) (Task, error) {
+	t, err := s.one(ctx, `UPDATE tasks SET completed = NOT completed,
 			updated_at = greatest(now(), updated_at + interval '1 microsecond')
-		WHERE id = $1 AND user_id = $2 RETURNING `+taskColumns, id, userID)
+		WHERE id = $1 AND user_id = $2 AND ($3::timestamptz[] IS NULL OR updated_at = ANY($3))
+		RETURNING `+taskColumns, id, userID, ifMatch)
+	return s.checkStale(ctx, userID, id, ifMatch, t, err)
 }
 
 // deleteTask removes the user's task id.
-func (s *store) deleteTask(ctx context.Context, userID string, id int64) error {
-	ctx, cancel := context.WithTimeout(ctx, queryTimeout)
+func (s *store) deleteTask(ctx context.Context, userID string, id int64, ifMatch []time.Time) error {
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
-	tag, err := s.pool.Exec(ctx, `DELETE FROM tasks WHERE id = $1 AND user_id = $2`, id, userID)
+	tag, err := s.pool.Exec(ctx, `DELETE FROM tasks WHERE id = $1 AND user_id = $2
+		AND ($3::timestamptz[] IS NULL OR updated_at = ANY($3))`, id, userID, ifMatch)
 	if err != nil {
 		return storeError(err)
 	}
 	if tag.RowsAffected() == 0 {
-		return errNotFound
+		_, err = s.checkStale(ctx, userID, id, ifMatch, Task{}, errNotFound)
 	}
-	return nil
+	return err
+}
+
+// checkStale tells a failed precondition from a missing task, after a write
+// under ifMatch found no row; that second read happens only then.
+func (s *store) checkStale(ctx context.Context, userID string, id int64, ifMatch []time.Time, t Task, err error) (Task, error) {
+	if !errors.Is(err, errNotFound) || ifMatch == nil {
+		return t, err
+	}
+	current, getErr := s.getTask(ctx, userID, id)
+	if getErr != nil {
+		return t, getErr
+	}
+	return t, &staleError{Current: current}
 }
 
 // listOrders maps each sort key to its ORDER BY for ascending and descending order.
@@ -219,7 +301,7 @@ var listOrders = map[string][2]string{
 
 // listTasks returns one page of the user's matching tasks and how many match in all.
 func (s *store) listTasks(ctx context.Context, userID string, q listQuery) ([]Task, int, error) {
-	ctx, cancel := context.WithTimeout(ctx, queryTimeout)
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
 	order := listOrders[q.Sort][0]
 	if q.Desc {

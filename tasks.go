@@ -2,6 +2,7 @@
 package main
 
 import (
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"io"
@@ -55,6 +56,7 @@ func writeError(w http.ResponseWriter, r *http.Request, err error) {
 		detail  any = "Internal Server Error"
 		invalid validationError
 		client  *statusError
+		stale   *staleError
 	)
 	switch {
 	case errors.As(err, &invalid):
@@ -66,6 +68,12 @@ func writeError(w http.ResponseWriter, r *http.Request, err error) {
 		}
 	case errors.Is(err, errNotFound):
 		status, detail = http.StatusNotFound, "Task not found"
+	case errors.As(err, &stale):
+		tag := etag(stale.Current)
+		w.Header().Set("ETag", tag)
+		status, detail = http.StatusPreconditionFailed, "The task has changed since the version in If-Match; its current ETag is "+tag+". Reload it and apply your change again"
+	case errors.Is(err, errKeyReused):
+		status, detail = http.StatusUnprocessableEntity, validationError{{[]any{"header", "Idempotency-Key"}, "This Idempotency-Key was used with a different request body", "idempotency_key_reused"}}
 	case errors.Is(err, errTaskLimit):
 		status, detail = http.StatusConflict, "Task limit reached: delete some tasks before adding more"
 	case errors.Is(err, errRejected):
@@ -110,29 +118,107 @@ func handleListTasks(db *store) userHandler {
 	}
 }
 
-// handleCreateTask serves POST /api/{user_id}/tasks; a user may hold at most maxTasks.
+// handleCreateTask serves POST /api/{user_id}/tasks; a user may hold at most
+// maxTasks. A retry with the same Idempotency-Key answers the same task, 201
+// again, with Idempotent-Replayed: true, and creates nothing.
 func handleCreateTask(db *store, maxTasks int) userHandler {
 	return func(w http.ResponseWriter, r *http.Request, userID string) {
-		change, err := decodeTask(w, r, true)
+		n := newTask{MaxTasks: maxTasks, Key: r.Header.Get("Idempotency-Key")}
+		var err error
+		if n.Key != "" && !validKey(n.Key) {
+			err = validationError{{[]any{"header", "Idempotency-Key"}, "Should be 1 to 255 visible ASCII characters", "string_invalid"}}
+		}
+		if err == nil {
+			n.taskChange, err = decodeTask(w, r, true)
+		}
+		var task Task
+		var replayed bool
+		if err == nil {
+			if n.Key != "" {
+				canonical, _ := json.Marshal(n.taskChange) // the same change hashes the same, however it was spelled
+				sum := sha256.Sum256(canonical)
+				n.RequestHash = sum[:]
+			}
+			task, replayed, err = db.createTask(r.Context(), userID, n)
+		}
 		if err != nil {
 			writeError(w, r, err)
 			return
 		}
-		task, err := db.createTask(r.Context(), userID, change, maxTasks)
-		if err != nil {
-			writeError(w, r, err)
-			return
+		if replayed {
+			w.Header().Set("Idempotent-Replayed", "true")
 		}
 		w.Header().Set("Location", "/api/"+url.PathEscape(userID)+"/tasks/"+strconv.FormatInt(task.ID, 10))
-		writeJSON(w, http.StatusCreated, task)
+		writeTask(w, http.StatusCreated, task)
 	}
 }
 
-// handleGetTask serves GET /api/{user_id}/tasks/{id}.
+// validKey accepts an Idempotency-Key of 1 to 255 visible ASCII characters.
+func validKey(key string) bool {
+	return len(key) <= 255 && !strings.ContainsFunc(key, func(c rune) bool { return c < '!' || c > '~' })
+}
+
+// etag is a task's strong entity tag: its version, which every write moves forward.
+func etag(t Task) string {
+	return `"` + strconv.FormatInt(t.UpdatedAt.UnixMicro(), 10) + `"`
+}
+
+// writeTask sends one task with its ETag.
+func writeTask(w http.ResponseWriter, status int, t Task) {
+	w.Header().Set("ETag", etag(t))
+	writeJSON(w, status, t)
+}
+
+// ifMatch reads the versions an If-Match header allows: nil when any will do
+// (no header, or *); otherwise the strong ETags listed, none if none parse.
+func ifMatch(r *http.Request) []time.Time {
+	h := r.Header.Get("If-Match")
+	if h == "" {
+		return nil
+	}
+	versions := []time.Time{}
+	for tag := range strings.SplitSeq(h, ",") {
+		tag = strings.TrimSpace(tag)
+		if tag == "*" {
+			return nil
+		}
+		if v, err := strconv.ParseInt(strings.Trim(tag, `"`), 10, 64); err == nil && strings.HasPrefix(tag, `"`) {
+			versions = append(versions, time.UnixMicro(v))
+		}
+	}
+	return versions
+}
+
+// noneMatch reports whether an If-None-Match header names the task's current version.
+func noneMatch(r *http.Request, t Task) bool {
+	h := r.Header.Get("If-None-Match")
+	for tag := range strings.SplitSeq(h, ",") {
+		tag = strings.TrimPrefix(strings.TrimSpace(tag), "W/") // If-None-Match compares weakly
+		if tag == "*" || tag == etag(t) {
+			return true
+		}
+	}
+	return false
+}
+
+// handleGetTask serves GET /api/{user_id}/tasks/{id}; If-None-Match with the current ETag answers 304.
 func handleGetTask(db *store) userHandler {
-	return withTaskID(func(w http.ResponseWriter, r *http.Request, userID string, id int64) (Task, error) {
-		return db.getTask(r.Context(), userID, id)
-	})
+	return func(w http.ResponseWriter, r *http.Request, userID string) {
+		id, err := taskID(r)
+		var task Task
+		if err == nil {
+			task, err = db.getTask(r.Context(), userID, id)
+		}
+		switch {
+		case err != nil:
+			writeError(w, r, err)
+		case noneMatch(r, task):
+			w.Header().Set("ETag", etag(task))
+			w.WriteHeader(http.StatusNotModified)
+		default:
+			writeTask(w, http.StatusOK, task)
+		}
+	}
 }
 
 // handleUpdateTask serves PUT and PATCH /api/{user_id}/tasks/{id}: a partial update.
@@ -142,14 +228,14 @@ func handleUpdateTask(db *store) userHandler {
 		if err != nil {
 			return Task{}, err
 		}
-		return db.updateTask(r.Context(), userID, id, change)
+		return db.updateTask(r.Context(), userID, id, change, ifMatch(r))
 	})
 }
 
 // handleToggleTask serves PATCH /api/{user_id}/tasks/{id}/complete; a body is ignored.
 func handleToggleTask(db *store) userHandler {
 	return withTaskID(func(w http.ResponseWriter, r *http.Request, userID string, id int64) (Task, error) {
-		return db.toggleTask(r.Context(), userID, id)
+		return db.toggleTask(r.Context(), userID, id, ifMatch(r))
 	})
 }
 
@@ -158,7 +244,7 @@ func handleDeleteTask(db *store) userHandler {
 	return func(w http.ResponseWriter, r *http.Request, userID string) {
 		id, err := taskID(r)
 		if err == nil {
-			err = db.deleteTask(r.Context(), userID, id)
+			err = db.deleteTask(r.Context(), userID, id, ifMatch(r))
 		}
 		if err != nil {
 			writeError(w, r, err)
@@ -168,7 +254,7 @@ func handleDeleteTask(db *store) userHandler {
 	}
 }
 
-// withTaskID serves a route on one task: it parses {id}, runs fn and answers the task it returns.
+// withTaskID serves a write on one task: it parses {id}, runs fn and answers the task it returns.
 func withTaskID(fn func(w http.ResponseWriter, r *http.Request, userID string, id int64) (Task, error)) userHandler {
 	return func(w http.ResponseWriter, r *http.Request, userID string) {
 		id, err := taskID(r)
@@ -180,7 +266,7 @@ func withTaskID(fn func(w http.ResponseWriter, r *http.Request, userID string, i
 			writeError(w, r, err)
 			return
 		}
-		writeJSON(w, http.StatusOK, task)
+		writeTask(w, http.StatusOK, task)
 	}
 }
 
