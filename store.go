@@ -7,6 +7,7 @@ import (
 	_ "embed"
 	"errors"
 	"fmt"
+	"net"
 	"strings"
 	"time"
 
@@ -86,12 +87,49 @@ func openStore(url string, timeout time.Duration) (*store, error) {
 		return nil, errors.New("DATABASE_URL is not a valid PostgreSQL URL or key=value string")
 	}
 	cfg.ConnConfig.ConnectTimeout = timeout
+	// pgx gives up on a connection that timed out by sending a cancel request
+	// on a new connection and draining the old one, under a 15 s deadline, and
+	// the pool holds the old connection's slot until then: after the database
+	// stopped answering (a partition, a black hole), every slot would stay
+	// taken for 15 s once it is back. Bounding that cleanup by the statement
+	// timeout ends it sooner. Only the cleanup dials with a deadline further
+	// off than the timeout: a connect's own deadline is ConnectTimeout.
+	dialer := &net.Dialer{}
+	cfg.ConnConfig.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		dialCtx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		conn, err := dialer.DialContext(dialCtx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		if d, ok := ctx.Deadline(); ok && time.Until(d) > timeout { // pgx's cancel request
+			conn.SetDeadline(time.Now().Add(timeout))
+		}
+		return boundedConn{conn, timeout}, nil
+	}
 	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
 	if err != nil {
 		return nil, fmt.Errorf("open pool: %w", err)
 	}
 	return &store{pool: pool, timeout: timeout}, nil
 }
+
+// boundedConn is a connection on which no deadline lies further ahead than max.
+type boundedConn struct {
+	net.Conn
+	max time.Duration
+}
+
+func (c boundedConn) bound(t time.Time) time.Time {
+	if limit := time.Now().Add(c.max); !t.IsZero() && t.After(limit) {
+		return limit
+	}
+	return t
+}
+
+func (c boundedConn) SetDeadline(t time.Time) error      { return c.Conn.SetDeadline(c.bound(t)) }
+func (c boundedConn) SetReadDeadline(t time.Time) error  { return c.Conn.SetReadDeadline(c.bound(t)) }
+func (c boundedConn) SetWriteDeadline(t time.Time) error { return c.Conn.SetWriteDeadline(c.bound(t)) }
 
 // migrate waits for the database with backoff until ctx ends, then applies the schema.
 func (s *store) migrate(ctx context.Context, logf func(attempt int, err error)) error {
