@@ -813,7 +813,9 @@ func TestCORS(t *testing.T) {
 	if r.status != 204 || r.header.Get("Access-Control-Allow-Origin") != "http://localhost:3000" ||
 		r.header.Get("Access-Control-Allow-Credentials") != "true" ||
 		!strings.Contains(r.header.Get("Access-Control-Allow-Methods"), "PATCH") ||
-		!strings.Contains(r.header.Get("Access-Control-Allow-Headers"), "Authorization") {
+		!strings.Contains(r.header.Get("Access-Control-Allow-Headers"), "Authorization") ||
+		!strings.Contains(r.header.Get("Access-Control-Allow-Headers"), "If-Match") ||
+		!strings.Contains(r.header.Get("Access-Control-Allow-Headers"), "Idempotency-Key") {
 		t.Fatalf("allowed preflight = %s %v", r, r.header)
 	}
 	r = preflight("http://evil.test")
@@ -823,7 +825,8 @@ func TestCORS(t *testing.T) {
 
 	r = e.do("GET", path, tokenFor(t, user), nil, "Origin", "http://localhost:3000")
 	if r.status != 200 || r.header.Get("Access-Control-Allow-Origin") != "http://localhost:3000" ||
-		!strings.Contains(r.header.Get("Access-Control-Expose-Headers"), "X-Total-Count") {
+		!strings.Contains(r.header.Get("Access-Control-Expose-Headers"), "X-Total-Count") ||
+		!strings.Contains(r.header.Get("Access-Control-Expose-Headers"), "ETag") {
 		t.Fatalf("allowed GET = %s %v", r, r.header)
 	}
 	r = e.do("GET", path, tokenFor(t, user), nil, "Origin", "http://evil.test")
