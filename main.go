@@ -254,25 +254,32 @@ func newServer(log *slog.Logger, db *store, cfg config) http.Handler {
 	limit := newRateLimiter(cfg.RatePerSecond, cfg.RateBurst)
 	auth := func(h userHandler) http.Handler { return authenticate(v, limit, h) }
 
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", handleHealth)
-	mux.Handle("GET /readyz", handleReady(db))
-	mux.Handle("GET /api/{user_id}/tasks", auth(handleListTasks(db)))
-	mux.Handle("POST /api/{user_id}/tasks", auth(handleCreateTask(db, cfg.MaxTasks)))
-	mux.Handle("GET /api/{user_id}/tasks/{id}", auth(handleGetTask(db)))
-	mux.Handle("PUT /api/{user_id}/tasks/{id}", auth(handleUpdateTask(db)))
-	mux.Handle("PATCH /api/{user_id}/tasks/{id}", auth(handleUpdateTask(db)))
-	mux.Handle("DELETE /api/{user_id}/tasks/{id}", auth(handleDeleteTask(db)))
-	mux.Handle("PATCH /api/{user_id}/tasks/{id}/complete", auth(handleToggleTask(db)))
-	return &middleware{mux: mux, log: log, cors: cfg.CORSOrigins}
+	m := &middleware{mux: http.NewServeMux(), log: log, cors: cfg.CORSOrigins}
+	handle := func(pattern string, h http.Handler) {
+		m.mux.Handle(pattern, h)
+		m.routes = append(m.routes, pattern)
+	}
+	handle("GET /healthz", http.HandlerFunc(handleHealth))
+	handle("GET /readyz", handleReady(db))
+	handle("GET /openapi.json", http.HandlerFunc(handleOpenAPI))
+	handle("GET /docs", http.HandlerFunc(handleDocs))
+	handle("GET /api/{user_id}/tasks", auth(handleListTasks(db)))
+	handle("POST /api/{user_id}/tasks", auth(handleCreateTask(db, cfg.MaxTasks)))
+	handle("GET /api/{user_id}/tasks/{id}", auth(handleGetTask(db)))
+	handle("PUT /api/{user_id}/tasks/{id}", auth(handleUpdateTask(db)))
+	handle("PATCH /api/{user_id}/tasks/{id}", auth(handleUpdateTask(db)))
+	handle("DELETE /api/{user_id}/tasks/{id}", auth(handleDeleteTask(db)))
+	handle("PATCH /api/{user_id}/tasks/{id}/complete", auth(handleToggleTask(db)))
+	return m
 }
 
 // middleware does what every request needs: security headers, CORS, the
 // trailing slash, JSON for the mux's own 404 and 405, and one log line.
 type middleware struct {
-	mux  *http.ServeMux
-	log  *slog.Logger
-	cors map[string]bool
+	mux    *http.ServeMux
+	routes []string // the patterns registered, for the test that holds openapi.json to them
+	log    *slog.Logger
+	cors   map[string]bool
 }
 
 func (m *middleware) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -358,9 +365,9 @@ type responseWriter struct {
 
 func (rw *responseWriter) WriteHeader(status int) {
 	rw.status, rw.wrote = status, true
-	// Handlers here answer JSON or no body at all; anything else is net/http's
+	// Every error or redirect here answers JSON; one that does not is net/http's
 	// own text (404, 405, a redirect to a cleaned path), so it becomes JSON too.
-	if status != http.StatusNoContent && status != http.StatusNotModified && rw.Header().Get("Content-Type") != "application/json" {
+	if status >= 300 && status != http.StatusNotModified && rw.Header().Get("Content-Type") != "application/json" {
 		rw.swallow = true
 		rw.Header().Set("Content-Type", "application/json")
 		rw.ResponseWriter.WriteHeader(status)
