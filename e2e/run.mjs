@@ -1,0 +1,393 @@
+// End-to-end: the API built from this repository against a real Better Auth
+// server (one per signing algorithm), tokens obtained the way a frontend gets
+// them, a real headless Chromium for CORS, and every response the suite
+// receives validated against ../openapi.json.
+//
+//   node run.mjs      (needs Go, PostgreSQL at TEST_DATABASE_URL, /usr/bin/chromium)
+import { betterAuth } from "better-auth";
+import { jwt } from "better-auth/plugins";
+import { getMigrations } from "better-auth/db/migration";
+import { toNodeHandler } from "better-auth/node";
+import { createAuthClient } from "better-auth/client";
+import { jwtClient } from "better-auth/client/plugins";
+import { SignJWT, decodeProtectedHeader } from "jose";
+import Ajv2020 from "ajv/dist/2020.js";
+import addFormats from "ajv-formats";
+import { chromium } from "playwright-core";
+import pg from "pg";
+import http from "node:http";
+import { spawn, execFileSync } from "node:child_process";
+import { readFileSync } from "node:fs";
+import { randomBytes } from "node:crypto";
+
+const PG_URL = process.env.TEST_DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/test?sslmode=disable";
+const ALLOWED = "http://localhost:3000"; // the API's CORS_ORIGINS
+const REFUSED = "http://localhost:3001";
+const ALGS = ["EdDSA", "ES256", "ES512", "RS256", "PS256"];
+const ROTATION_SECONDS = 3; // the EdDSA instance rotates its key this often
+
+// ---------------------------------------------------------------- checks
+const results = [];
+async function check(name, fn) {
+  try {
+    await fn();
+    results.push(true);
+    console.log(`ok    ${name}`);
+  } catch (err) {
+    results.push(false);
+    console.log(`FAIL  ${name}: ${err.message}`);
+  }
+}
+function assert(cond, msg) {
+  if (!cond) throw new Error(msg);
+}
+
+// ---------------------------------------------------------------- the document
+const doc = JSON.parse(readFileSync(new URL("../openapi.json", import.meta.url)));
+const ajv = new Ajv2020({ strict: false, allErrors: true });
+addFormats(ajv);
+ajv.addSchema(doc, "openapi.json");
+const routes = Object.keys(doc.paths).map((p) => ({
+  path: p,
+  re: new RegExp("^" + p.replace(/\{[^}]+\}/g, "[^/]+") + "$"),
+}));
+const esc = (s) => s.replaceAll("~", "~0").replaceAll("/", "~1");
+const validators = new Map();
+let validated = 0;
+
+// conform fails unless the response (status, headers, JSON body) is what the document says.
+function conform(method, url, status, headers, body) {
+  const path = new URL(url).pathname.replace(/(.)\/$/, "$1");
+  const route = routes.find((r) => r.re.test(path));
+  assert(route, `${method} ${path}: no such path in openapi.json`);
+  const op = doc.paths[route.path][method.toLowerCase()];
+  assert(op, `${method} ${route.path}: no such operation in openapi.json`);
+  let pointer = `/paths/${esc(route.path)}/${method.toLowerCase()}/responses/${status}`;
+  let resp = op.responses[String(status)];
+  assert(resp, `${method} ${route.path} answered ${status}, which openapi.json does not list`);
+  if (resp.$ref) {
+    pointer = resp.$ref.slice(1);
+    resp = pointer.split("/").slice(1).reduce((o, k) => o[k.replaceAll("~1", "/").replaceAll("~0", "~")], doc);
+  }
+  for (const [name, h] of Object.entries(resp.headers ?? {})) {
+    const header = h.$ref ? doc.components.headers[h.$ref.split("/").pop()] : h;
+    assert(!header.required || headers.get(name) !== null, `${method} ${route.path} ${status}: header ${name} missing`);
+  }
+  const json = resp.content?.["application/json"];
+  if (!json) {
+    assert(body === "" || !resp.content, `${method} ${route.path} ${status}: a body where none is documented`);
+    return;
+  }
+  const key = `${pointer}/content/application~1json/schema`;
+  if (!validators.has(key)) validators.set(key, ajv.compile({ $ref: `openapi.json#${key}` }));
+  const validate = validators.get(key);
+  const value = JSON.parse(body);
+  assert(validate(value), `${method} ${route.path} ${status}: body ${body.slice(0, 200)} does not match openapi.json: ${ajv.errorsText(validate.errors)}`);
+  validated++;
+}
+
+// api calls the API and holds the answer to openapi.json.
+async function api(base, method, path, token, body, headers = {}) {
+  const h = { ...headers };
+  if (token) h.Authorization = `Bearer ${token}`;
+  if (body !== undefined) h["Content-Type"] = "application/json";
+  const res = await fetch(base + path, { method, headers: h, body: body === undefined ? undefined : JSON.stringify(body) });
+  const text = await res.text();
+  conform(method, base + path, res.status, res.headers, text);
+  return { status: res.status, headers: res.headers, body: text ? JSON.parse(text) : null };
+}
+
+// ---------------------------------------------------------------- processes
+const cleanup = [];
+async function createDatabase(name) {
+  const admin = new pg.Client({ connectionString: PG_URL });
+  await admin.connect();
+  await admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+  await admin.query(`CREATE DATABASE ${name}`);
+  await admin.end();
+  cleanup.push(async () => {
+    const a = new pg.Client({ connectionString: PG_URL });
+    await a.connect();
+    await a.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+    await a.end();
+  });
+  const u = new URL(PG_URL);
+  u.pathname = "/" + name;
+  return u.toString();
+}
+
+function listen(server, port = 0, host) {
+  return new Promise((resolve) => server.listen(port, host, () => resolve(server.address().port)));
+}
+
+// startBetterAuth runs a real Better Auth server signing with alg, on its own database.
+async function startBetterAuth(alg, dbURL, secret) {
+  const server = http.createServer();
+  const port = await listen(server, 0, "127.0.0.1");
+  const baseURL = `http://127.0.0.1:${port}`;
+  const pool = new pg.Pool({ connectionString: dbURL });
+  const keyPairConfig = { EdDSA: { alg, crv: "Ed25519" }, RS256: { alg, modulusLength: 2048 }, PS256: { alg, modulusLength: 2048 } }[alg] ?? { alg };
+  const auth = betterAuth({
+    baseURL,
+    secret,
+    database: pool,
+    emailAndPassword: { enabled: true },
+    trustedOrigins: [ALLOWED],
+    plugins: [jwt({ jwks: { keyPairConfig, ...(alg === "EdDSA" ? { rotationInterval: ROTATION_SECONDS } : {}) } })],
+    telemetry: { enabled: false },
+  });
+  const { runMigrations } = await getMigrations(auth.options);
+  await runMigrations();
+  server.on("request", toNodeHandler(auth));
+  cleanup.push(async () => {
+    server.closeAllConnections();
+    await new Promise((r) => server.close(r));
+    await pool.end();
+  });
+  // A browser sends Origin; Better Auth refuses a state-changing request without one.
+  const client = createAuthClient({ baseURL, plugins: [jwtClient()], fetchOptions: { headers: { origin: ALLOWED } } });
+  return { auth, baseURL, client };
+}
+
+// startAPI runs the binary with BETTER_AUTH_URL pointing at Better Auth, and returns its base URL.
+function startAPI(bin, env) {
+  const child = spawn(bin, [], {
+    env: { PATH: process.env.PATH, PORT: "0", CORS_ORIGINS: ALLOWED, ...env },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  cleanup.push(async () => {
+    child.kill("SIGTERM");
+    await new Promise((r) => child.once("exit", r));
+  });
+  let stderr = "";
+  child.stderr.on("data", (d) => (stderr += d));
+  return new Promise((resolve, reject) => {
+    let buf = "";
+    child.stdout.on("data", (d) => {
+      buf += d;
+      const m = buf.match(/"msg":"listening","addr":"[^"]*:(\d+)"/);
+      if (m) resolve(`http://127.0.0.1:${m[1]}`);
+    });
+    child.once("exit", (code) => reject(new Error(`API exited with ${code}: ${stderr}`)));
+    setTimeout(() => reject(new Error("API did not start within 20 s")), 20000);
+  });
+}
+
+// signUp makes a user through Better Auth's own client and returns its id and session cookie.
+async function signUp(client, name) {
+  let cookie;
+  const email = `${name}-${randomBytes(4).toString("hex")}@example.com`;
+  const { data, error } = await client.signUp.email(
+    { email, password: "correct-horse-battery-staple", name },
+    { onSuccess: (ctx) => (cookie = ctx.response.headers.get("set-cookie")) },
+  );
+  assert(!error && data?.user?.id && cookie, `sign-up failed: ${JSON.stringify(error)}`);
+  return { id: data.user.id, email, name, cookie: cookie.split(";")[0] };
+}
+
+// jwtOf gets a user's JWT the way a frontend does: authClient.token().
+async function jwtOf(client, user) {
+  const { data, error } = await client.token({ fetchOptions: { headers: { cookie: user.cookie } } });
+  assert(!error && data?.token, `authClient.token() failed: ${JSON.stringify(error)}`);
+  return data.token;
+}
+
+// jwtFromSession gets it the other way: the set-auth-jwt header of get-session.
+async function jwtFromSession(client, user) {
+  let token;
+  await client.getSession({
+    fetchOptions: { headers: { cookie: user.cookie }, onSuccess: (ctx) => (token = ctx.response.headers.get("set-auth-jwt")) },
+  });
+  assert(token, "get-session sent no set-auth-jwt header");
+  return token;
+}
+
+function tamper(token) {
+  const [h, p, s] = token.split(".");
+  const claims = JSON.parse(Buffer.from(p, "base64url"));
+  claims.sub = "someone-else";
+  return [h, Buffer.from(JSON.stringify(claims)).toString("base64url"), s].join(".");
+}
+
+// ---------------------------------------------------------------- the suite
+async function lifecycle(base, user, token) {
+  const path = `/api/${encodeURIComponent(user.id)}/tasks`;
+  let r = await api(base, "POST", path, token, { title: `${user.name}'s task`, priority: "high", tags: ["e2e"] });
+  assert(r.status === 201 && r.body.user_id === user.id && r.headers.get("location") === `${path}/${r.body.id}`, `create: ${r.status}`);
+  const task = r.body;
+  const etag = r.headers.get("etag");
+  r = await api(base, "GET", path, token);
+  assert(r.status === 200 && r.body.some((t) => t.id === task.id) && r.headers.get("x-total-count") === String(r.body.length), `list: ${r.status}`);
+  r = await api(base, "GET", `${path}/${task.id}`, token);
+  assert(r.status === 200 && r.body.title === task.title, `get: ${r.status}`);
+  r = await api(base, "PATCH", `${path}/${task.id}`, token, { description: "edited", due_date: "2027-01-15" }, { "If-Match": etag });
+  assert(r.status === 200 && r.body.description === "edited" && r.body.due_date === "2027-01-15T00:00:00Z", `update: ${r.status}`);
+  r = await api(base, "PUT", `${path}/${task.id}`, token, { title: "stale edit" }, { "If-Match": etag });
+  assert(r.status === 412, `stale If-Match: ${r.status}`);
+  r = await api(base, "PATCH", `${path}/${task.id}/complete`, token);
+  assert(r.status === 200 && r.body.completed === true, `toggle: ${r.status}`);
+  r = await api(base, "GET", `${path}?status=completed&tag=e2e`, token);
+  assert(r.status === 200 && r.body.length === 1, `list completed: ${r.body.length}`);
+  r = await api(base, "POST", path, token, { title: "" });
+  assert(r.status === 422 && r.body.detail[0].loc.join(".") === "body.title", `invalid create: ${r.status}`);
+  return task;
+}
+
+async function main() {
+  const bin = new URL("./.bin/tasks", import.meta.url).pathname;
+  execFileSync("go", ["build", "-o", bin, "."], { cwd: new URL("..", import.meta.url).pathname, stdio: "inherit", env: { ...process.env, CGO_ENABLED: "0" } });
+  const run = `e2e_${process.pid}`;
+  const secret = randomBytes(32).toString("base64");
+
+  // One Better Auth server and one API per algorithm, started together.
+  const stacks = Object.fromEntries(
+    await Promise.all(
+      ALGS.map(async (alg) => {
+        const db = await createDatabase(`${run}_${alg.toLowerCase()}`);
+        const ba = await startBetterAuth(alg, db, secret);
+        const base = await startAPI(bin, { DATABASE_URL: db, BETTER_AUTH_URL: ba.baseURL, BETTER_AUTH_SECRET: secret });
+        return [alg, { ...ba, base }];
+      }),
+    ),
+  );
+  const main = stacks.EdDSA;
+  console.log(`Better Auth ${main.baseURL}, API ${main.base}; ${ALGS.length} stacks up`);
+
+  const a = await signUp(main.client, "alice");
+  const b = await signUp(main.client, "bob");
+  const ta = await jwtOf(main.client, a);
+  const tb = await jwtFromSession(main.client, b);
+  let taskA;
+
+  await check("health and readiness", async () => {
+    assert((await api(main.base, "GET", "/healthz")).status === 200, "healthz");
+    assert((await api(main.base, "GET", "/readyz")).status === 200, "readyz");
+  });
+  await check("token from authClient.token(): the whole lifecycle for A", async () => {
+    taskA = await lifecycle(main.base, a, ta);
+  });
+  await check("token from get-session's set-auth-jwt: the whole lifecycle for B", async () => {
+    await lifecycle(main.base, b, tb);
+  });
+  await check("isolation: B cannot read or change A's task; A's path with B's token is 403", async () => {
+    const mine = `/api/${b.id}/tasks/${taskA.id}`;
+    for (const [method, suffix, body] of [["GET", ""], ["PATCH", "", { title: "hijack" }], ["DELETE", ""], ["PATCH", "/complete"]]) {
+      const r = await api(main.base, method, mine + suffix, tb, body);
+      assert(r.status === 404, `${method} A's task under B's path: ${r.status}`);
+      const f = await api(main.base, method, `/api/${a.id}/tasks/${taskA.id}${suffix}`, tb, body);
+      assert(f.status === 403, `${method} A's path with B's token: ${f.status}`);
+    }
+    const list = await api(main.base, "GET", `/api/${b.id}/tasks`, tb);
+    assert(!list.body.some((t) => t.id === taskA.id), "B's list shows A's task");
+    const still = await api(main.base, "GET", `/api/${a.id}/tasks/${taskA.id}`, ta);
+    assert(still.status === 200 && still.body.title === taskA.title, "A's task changed");
+  });
+  await check("no token, a garbage token: 401 with WWW-Authenticate", async () => {
+    for (const tok of [undefined, "not-a-jwt"]) {
+      const r = await api(main.base, "GET", `/api/${a.id}/tasks`, tok);
+      assert(r.status === 401 && r.headers.get("www-authenticate") === 'Bearer error="invalid_token"', `${r.status}`);
+    }
+  });
+
+  for (const alg of ALGS) {
+    const s = stacks[alg];
+    await check(`${alg}: Better Auth's token accepted; expired, tampered, other audience refused`, async () => {
+      const u = await signUp(s.client, `user-${alg.toLowerCase()}`);
+      const token = await jwtOf(s.client, u);
+      assert(decodeProtectedHeader(token).alg === alg, `Better Auth signed with ${decodeProtectedHeader(token).alg}`);
+      const path = `/api/${u.id}/tasks`;
+      const ok = await api(s.base, "GET", path, token);
+      assert(ok.status === 200, `valid token: ${ok.status}`);
+      const now = Math.floor(Date.now() / 1000);
+      const expired = (await s.auth.api.signJWT({ body: { payload: { sub: u.id, iat: now - 3600, exp: now - 120 } } })).token;
+      const otherAud = (await s.auth.api.signJWT({ body: { payload: { sub: u.id, aud: "https://other-service.example" } } })).token;
+      for (const [what, tok] of [["expired", expired], ["tampered", tamper(token)], ["another audience", otherAud]]) {
+        const r = await api(s.base, "GET", path, tok);
+        assert(r.status === 401, `${what}: ${r.status}`);
+      }
+    });
+  }
+
+  await check("key rotation: a new kid from Better Auth is accepted without restarting the API", async () => {
+    const old = await jwtOf(main.client, a);
+    const oldKid = decodeProtectedHeader(old).kid;
+    assert((await api(main.base, "GET", `/api/${a.id}/tasks`, old)).status === 200, "old key");
+    await new Promise((r) => setTimeout(r, (ROTATION_SECONDS + 1) * 1000));
+    const fresh = await jwtOf(main.client, a);
+    const newKid = decodeProtectedHeader(fresh).kid;
+    assert(newKid !== oldKid, `Better Auth did not rotate (kid ${newKid})`);
+    assert((await api(main.base, "GET", `/api/${a.id}/tasks`, fresh)).status === 200, "new key");
+    assert((await api(main.base, "GET", `/api/${a.id}/tasks`, old)).status === 200, "old key after rotation");
+  });
+
+  await check("HS256 minted as a Next.js route does (jose SignJWT, BETTER_AUTH_SECRET) is accepted", async () => {
+    const token = await new SignJWT({ email: a.email, name: a.name })
+      .setProtectedHeader({ alg: "HS256" })
+      .setSubject(a.id)
+      .setIssuedAt()
+      .setExpirationTime("1h")
+      .sign(new TextEncoder().encode(secret));
+    const r = await api(main.base, "GET", `/api/${a.id}/tasks`, token);
+    assert(r.status === 200 && r.body.length >= 1, `${r.status}`);
+  });
+
+  await browser(main.base, a, ta);
+
+  const passed = results.filter(Boolean).length;
+  console.log(`\n${validated} responses validated against openapi.json`);
+  return [passed, results.length - passed];
+}
+
+// browser opens a page from the allowed origin and one from another origin in
+// headless Chromium; each calls the API with fetch and a Bearer token.
+async function browser(base, user, token) {
+  const page = readFileSync(new URL("./page.html", import.meta.url));
+  const serve = (req, res) => {
+    res.writeHead(200, { "Content-Type": "text/html" });
+    res.end(page);
+  };
+  const servers = [http.createServer(serve), http.createServer(serve)];
+  await listen(servers[0], 3000);
+  await listen(servers[1], 3001);
+  cleanup.push(async () => servers.forEach((s) => s.close()));
+  const b = await chromium.launch({
+    executablePath: "/usr/bin/chromium",
+    args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+  });
+  cleanup.push(() => b.close());
+  const run = async (origin) => {
+    const p = await b.newPage();
+    await p.goto(`${origin}/#` + new URLSearchParams({ api: base, user: user.id, token }));
+    await p.waitForFunction(() => window.result !== undefined, null, { timeout: 15000 });
+    const result = await p.evaluate(() => window.result);
+    await p.close();
+    return result;
+  };
+  await check("Chromium, allowed origin: create, list, toggle, delete through fetch", async () => {
+    const r = await run(ALLOWED);
+    assert(!r.error, `the page's fetch failed: ${r.error}`);
+    for (const step of r.steps) conform(step.method, base + step.path, step.status, new Headers(step.headers), step.body);
+    assert(r.steps.map((s) => s.status).join(",") === "201,200,200,204", `statuses ${r.steps.map((s) => s.status)}`);
+    assert(r.steps[1].headers["x-total-count"], "X-Total-Count not exposed to the page");
+  });
+  await check("Chromium, origin not in CORS_ORIGINS: the browser blocks the call", async () => {
+    const before = (await api(base, "GET", `/api/${user.id}/tasks`, token)).body.length;
+    const r = await run(REFUSED);
+    assert(r.error && r.steps.length === 0, `the page's fetch was not blocked: ${JSON.stringify(r)}`);
+    const after = (await api(base, "GET", `/api/${user.id}/tasks`, token)).body.length;
+    assert(after === before, "a blocked page still created a task");
+  });
+}
+
+let code = 1;
+try {
+  const [passed, failed] = await main();
+  console.log(`${passed} passed, ${failed} failed`);
+  code = failed === 0 ? 0 : 1;
+} catch (err) {
+  console.log(`FAIL  setup: ${err.stack}`);
+  console.log(`${results.filter(Boolean).length} passed, ${results.filter((r) => !r).length + 1} failed`);
+} finally {
+  for (const f of cleanup.reverse()) await f().catch(() => {});
+}
+process.exit(code);
