@@ -64,7 +64,25 @@ type verifier struct {
 	cfg    authConfig
 	parser *jwt.Parser
 	jwks   *jwks // nil without a JWKS URL
+
+	// A client sends the same token with every request until it expires, and
+	// checking an EdDSA or RSA signature costs 20-35 µs (HS256: 4 µs), so
+	// verified tokens are remembered, by their whole text (signature
+	// included), until they expire. A key removed from the JWKS therefore
+	// stops working only when the tokens it signed expire (15 minutes for
+	// Better Auth's).
+	mu       sync.RWMutex
+	verified map[string]verifiedToken
 }
+
+// verifiedToken is what a verified token said.
+type verifiedToken struct {
+	sub                string
+	notBefore, expires time.Time
+}
+
+// maxVerified bounds the verified-token cache; tokens longer than 2 KiB are not kept.
+const maxVerified = 10000
 
 // newVerifier builds the one parser: the algorithms it admits follow from the keys configured.
 func newVerifier(cfg authConfig, client *http.Client, log *slog.Logger) *verifier {
@@ -72,7 +90,7 @@ func newVerifier(cfg authConfig, client *http.Client, log *slog.Logger) *verifie
 	if cfg.Secret != nil {
 		algs = append(algs, "HS256")
 	}
-	v := &verifier{cfg: cfg}
+	v := &verifier{cfg: cfg, verified: map[string]verifiedToken{}}
 	if cfg.JWKSURL != "" {
 		algs = append(algs, asymmetricAlgs...)
 		v.jwks = &jwks{url: cfg.JWKSURL, client: client, log: log}
@@ -110,6 +128,13 @@ func (v *verifier) key(t *jwt.Token) (any, error) {
 
 // verify checks a bearer token and returns the user id it carries.
 func (v *verifier) verify(token string) (string, error) {
+	now := time.Now()
+	v.mu.RLock()
+	known, ok := v.verified[token]
+	v.mu.RUnlock()
+	if ok && now.Before(known.expires.Add(clockLeeway)) && now.After(known.notBefore.Add(-clockLeeway)) {
+		return known.sub, nil
+	}
 	if len(token) > maxTokenBytes {
 		return "", errInvalidToken
 	}
@@ -130,7 +155,35 @@ func (v *verifier) verify(token string) (string, error) {
 	if !validUserID(c.Subject) {
 		return "", errInvalidToken
 	}
+	if len(token) <= 2<<10 {
+		known = verifiedToken{sub: c.Subject, expires: c.ExpiresAt.Time} // exp is required
+		if c.NotBefore != nil {
+			known.notBefore = c.NotBefore.Time
+		}
+		v.remember(token, known, now)
+	}
 	return c.Subject, nil
+}
+
+// remember keeps a verified token; when the cache is full it first drops the
+// expired ones, then, if it must, any tenth of the rest.
+func (v *verifier) remember(token string, t verifiedToken, now time.Time) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if len(v.verified) >= maxVerified {
+		for k, e := range v.verified {
+			if now.After(e.expires.Add(clockLeeway)) {
+				delete(v.verified, k)
+			}
+		}
+		for k := range v.verified {
+			if len(v.verified) < maxVerified*9/10 {
+				break
+			}
+			delete(v.verified, k) // map order is random: an arbitrary one
+		}
+	}
+	v.verified[token] = t
 }
 
 // validUserID accepts what can be a user id: 1-255 bytes of printable UTF-8.

@@ -24,6 +24,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"os"
+	"reflect"
 	"runtime"
 	"slices"
 	"strconv"
@@ -615,7 +616,7 @@ func (ks *keyServer) add(jwk map[string]string) {
 }
 
 // signed makes a token with method and key, kid in its header, and the given claims.
-func signed(t *testing.T, method jwt.SigningMethod, key any, kid string, claims jwt.MapClaims) string {
+func signed(t testing.TB, method jwt.SigningMethod, key any, kid string, claims jwt.MapClaims) string {
 	t.Helper()
 	tok := jwt.NewWithClaims(method, claims)
 	if kid != "" {
@@ -2002,4 +2003,159 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 	if r.status != 200 || !strings.HasPrefix(r.header.Get("Content-Type"), "text/html") || !bytes.Contains(r.body, []byte(`"/openapi.json"`)) {
 		t.Fatalf("GET /docs = %s", r)
 	}
+}
+
+// benchUsers seeds users × tasks for the benchmarks and returns their ids and tokens.
+func benchUsers(b *testing.B, users, tasks int) ([]string, []string) {
+	b.Helper()
+	run := rand.Text()[:8]
+	ids, toks := make([]string, users), make([]string, users)
+	for u := range users {
+		ids[u] = fmt.Sprintf("bench-%s-%04d", run, u)
+		toks[u] = must(mintToken([]byte(testSecret), ids[u], time.Hour))
+	}
+	_, err := testDB.pool.Exec(context.Background(), `INSERT INTO tasks (user_id, title, description, tags)
+		SELECT ($1::text[])[u], 'Seed task ' || k, CASE WHEN k % 2 = 0 THEN 'description ' || k END, '{home}'
+		FROM generate_series(1, cardinality($1::text[])) u, generate_series(1, $2) k`, ids, tasks)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return ids, toks
+}
+
+// BenchmarkRoutes measures each route through the real handler and database,
+// in process (no sockets): the CPU this service spends per request, plus the wait for PostgreSQL.
+//
+//	go test -run '^$' -bench Routes -benchmem
+func BenchmarkRoutes(b *testing.B) {
+	h := newServer(slog.New(slog.NewJSONHandler(io.Discard, nil)), testDB, testConfig(hsAuth()))
+	users, toks := benchUsers(b, 100, 20)
+	var taskIDs [][]int64
+	for _, u := range users {
+		var ids []int64
+		rows, _ := testDB.pool.Query(context.Background(), `SELECT id FROM tasks WHERE user_id = $1`, u)
+		for rows.Next() {
+			var id int64
+			rows.Scan(&id)
+			ids = append(ids, id)
+		}
+		taskIDs = append(taskIDs, ids)
+	}
+	serve := func(b *testing.B, method string, path func(u int, id int64) string, body string, want int) {
+		var next atomic.Int64
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				n := next.Add(1)
+				u := int(n % int64(len(users)))
+				req := httptest.NewRequest(method, path(u, taskIDs[u][n%20]), strings.NewReader(body))
+				req.Header.Set("Authorization", "Bearer "+toks[u])
+				if body != "" {
+					req.Header.Set("Content-Type", "application/json")
+				}
+				w := httptest.NewRecorder()
+				h.ServeHTTP(w, req)
+				if w.Code != want {
+					b.Fatalf("%s = %d %s", method, w.Code, w.Body)
+				}
+			}
+		})
+	}
+	list := func(u int, _ int64) string { return "/api/" + users[u] + "/tasks" }
+	item := func(u int, id int64) string { return fmt.Sprintf("/api/%s/tasks/%d", users[u], id) }
+	b.Run("list20", func(b *testing.B) { serve(b, "GET", list, "", 200) })
+	b.Run("list20_all_params", func(b *testing.B) {
+		serve(b, "GET", func(u int, _ int64) string {
+			return "/api/" + users[u] + "/tasks?status=pending&sort=title&order=desc&q=task&tag=home&limit=20"
+		}, "", 200)
+	})
+	b.Run("get", func(b *testing.B) { serve(b, "GET", item, "", 200) })
+	b.Run("update", func(b *testing.B) {
+		serve(b, "PUT", item, `{"title":"Updated","description":"changed under load"}`, 200)
+	})
+	b.Run("toggle", func(b *testing.B) {
+		serve(b, "PATCH", func(u int, id int64) string { return item(u, id) + "/complete" }, "", 200)
+	})
+	b.Run("create", func(b *testing.B) {
+		serve(b, "POST", list, `{"title":"Load task","description":"created under load"}`, 201)
+	})
+}
+
+// BenchmarkVerify measures token verification alone, per algorithm.
+func BenchmarkVerify(b *testing.B) {
+	_, edKey, _ := ed25519.GenerateKey(rand.Reader)
+	rsaKey, _ := rsa.GenerateKey(rand.Reader, 2048)
+	ks := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		json.NewEncoder(w).Encode(map[string]any{"keys": []any{jwkOf(b, "ed", edKey.Public()), jwkOf(b, "rsa", &rsaKey.PublicKey)}})
+	}))
+	defer ks.Close()
+	v := newVerifier(authConfig{Secret: []byte(testSecret), JWKSURL: ks.URL}, ks.Client(), slog.New(slog.DiscardHandler))
+	claims := jwt.MapClaims{"sub": "bench-user", "exp": time.Now().Add(time.Hour).Unix(), "iat": time.Now().Unix(),
+		"email": "bench@example.com", "name": "Bench User", "iss": "http://localhost:3000", "aud": "http://localhost:3000"}
+	for _, c := range []struct {
+		name  string
+		token string
+	}{
+		{"HS256", signed(b, jwt.SigningMethodHS256, []byte(testSecret), "", claims)},
+		{"EdDSA", signed(b, jwt.SigningMethodEdDSA, edKey, "ed", claims)},
+		{"RS256", signed(b, jwt.SigningMethodRS256, rsaKey, "rsa", claims)},
+	} {
+		b.Run(c.name+"/repeat", func(b *testing.B) { // a client's next request: the token is known
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if _, err := v.verify(c.token); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		})
+		b.Run(c.name+"/first", func(b *testing.B) { // a token's first use: parse and check the signature
+			b.ReportAllocs()
+			for b.Loop() {
+				clear(v.verified)
+				if _, err := v.verify(c.token); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// checkAppendTask fails unless appendTask writes valid JSON that reads back as t,
+// and as json.Marshal's output reads back.
+func checkAppendTask(t *testing.T, task Task) {
+	t.Helper()
+	got := appendTask(nil, &task)
+	want, err := json.Marshal(task)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var a, b any
+	if err := json.Unmarshal(got, &a); err != nil {
+		t.Fatalf("appendTask wrote invalid JSON %s: %v", got, err)
+	}
+	json.Unmarshal(want, &b)
+	if !reflect.DeepEqual(a, b) {
+		t.Fatalf("appendTask = %s\njson.Marshal = %s", got, want)
+	}
+}
+
+func TestAppendTask(t *testing.T) {
+	due := time.Date(2026, 12, 1, 17, 0, 0, 123456000, time.UTC)
+	for _, s := range []string{"", "plain", `quote " backslash \ slash /`, "tab\tnew\nline\rcr", "\x00\x01\x1f\x7f",
+		"<html>&amp;", "日本語 é 🎉", "line\u2028para\u2029", "bad \xff\xfe utf8", "\ufffd literal", "\xed\xa0\x80 surrogate"} {
+		checkAppendTask(t, Task{ID: 1 << 40, UserID: s, Title: s, Description: &s, Priority: "high", DueDate: &due,
+			Tags: []string{s, "x"}, CreatedAt: due, UpdatedAt: due.Add(time.Microsecond)})
+	}
+	checkAppendTask(t, Task{ID: 7, Tags: []string{}, CreatedAt: time.Unix(0, 0).UTC(), UpdatedAt: time.Unix(1, 0).UTC()})
+}
+
+func FuzzAppendTask(f *testing.F) {
+	f.Add("title", "description", "tag", int64(1), int64(1795680000123456), true)
+	f.Fuzz(func(t *testing.T, title, description, tag string, id, micros int64, completed bool) {
+		ts := time.UnixMicro(int64(uint64(micros) % 253402300799000000)).UTC() // within years 1970 to 9999
+		checkAppendTask(t, Task{ID: id, UserID: tag, Title: title, Description: &description, Completed: completed,
+			Priority: "low", DueDate: &ts, Tags: []string{tag, title}, CreatedAt: ts, UpdatedAt: ts})
+	})
 }

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strconv"
 	"strings"
 	"time"
 
@@ -162,12 +163,12 @@ func (s *store) ping(ctx context.Context) error {
 
 const taskColumns = `id, user_id, title, description, completed, priority, due_date, tags, created_at, updated_at`
 
-// scanTask reads one row of taskColumns, then any extra columns into extra.
-func scanTask(row pgx.Row, extra ...any) (Task, error) {
+// scanTask reads one row of taskColumns.
+func scanTask(row pgx.Row) (Task, error) {
 	var t Task
-	dest := []any{&t.ID, &t.UserID, &t.Title, &t.Description, &t.Completed, &t.Priority,
-		&t.DueDate, &t.Tags, &t.CreatedAt, &t.UpdatedAt}
-	if err := row.Scan(append(dest, extra...)...); err != nil {
+	err := row.Scan(&t.ID, &t.UserID, &t.Title, &t.Description, &t.Completed, &t.Priority,
+		&t.DueDate, &t.Tags, &t.CreatedAt, &t.UpdatedAt)
+	if err != nil {
 		return t, err
 	}
 	t.CreatedAt, t.UpdatedAt = t.CreatedAt.UTC(), t.UpdatedAt.UTC()
@@ -338,32 +339,42 @@ var listOrders = map[string][2]string{
 }
 
 // listTasks returns one page of the user's matching tasks and how many match in all.
+// The WHERE clause holds only the filters asked for, so PostgreSQL never
+// evaluates an unused one row by row; each combination is its own cached
+// statement. The total costs nothing extra when the page holds every match (no
+// offset, fewer than the limit): the common case, one statement. Otherwise a count follows.
 func (s *store) listTasks(ctx context.Context, userID string, q listQuery) ([]Task, int, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
+	where, args := `WHERE user_id = $1`, []any{userID}
+	if q.Completed != nil {
+		args = append(args, *q.Completed)
+		where += ` AND completed = $` + strconv.Itoa(len(args))
+	}
+	if q.Q != "" {
+		args = append(args, q.Q)
+		n := strconv.Itoa(len(args))
+		where += ` AND (strpos(lower(title), lower($` + n + `)) > 0 OR strpos(lower(description), lower($` + n + `)) > 0)`
+	}
+	if len(q.Tags) > 0 {
+		args = append(args, q.Tags)
+		where += ` AND tags @> $` + strconv.Itoa(len(args))
+	}
 	order := listOrders[q.Sort][0]
 	if q.Desc {
 		order = listOrders[q.Sort][1]
 	}
-	where := `WHERE user_id = $1
-		AND ($2::boolean IS NULL OR completed = $2)
-		AND ($3 = '' OR strpos(lower(title), lower($3)) > 0 OR strpos(lower(description), lower($3)) > 0)
-		AND tags @> $4`
-	tags := q.Tags
-	if tags == nil {
-		tags = []string{}
-	}
-	// The total rides along with the page, so a list is one statement.
-	rows, err := s.pool.Query(ctx, `SELECT `+taskColumns+`, count(*) OVER () FROM tasks `+where+
-		` ORDER BY `+order+` LIMIT $5 OFFSET $6`, userID, q.Completed, q.Q, tags, q.Limit, q.Offset)
+	n := len(args)
+	page := ` ORDER BY ` + order + ` LIMIT $` + strconv.Itoa(n+1) + ` OFFSET $` + strconv.Itoa(n+2)
+	rows, err := s.pool.Query(ctx, `SELECT `+taskColumns+` FROM tasks `+where+page, append(args, q.Limit, q.Offset)...)
 	if err != nil {
 		return nil, 0, storeError(err)
 	}
 	tasks := []Task{}
-	total := 0
 	for rows.Next() {
-		t, err := scanTask(rows, &total)
+		t, err := scanTask(rows)
 		if err != nil {
+			rows.Close()
 			return nil, 0, storeError(err)
 		}
 		tasks = append(tasks, t)
@@ -371,10 +382,9 @@ func (s *store) listTasks(ctx context.Context, userID string, q listQuery) ([]Ta
 	if err := rows.Err(); err != nil {
 		return nil, 0, storeError(err)
 	}
-	if len(tasks) == 0 && q.Offset > 0 {
-		// A page past the end carries no row to hold the total: count only then.
-		err := s.pool.QueryRow(ctx, `SELECT count(*) FROM tasks `+where, userID, q.Completed, q.Q, tags).Scan(&total)
-		if err != nil {
+	total := len(tasks)
+	if q.Offset > 0 || total == q.Limit {
+		if err := s.pool.QueryRow(ctx, `SELECT count(*) FROM tasks `+where, args[:n]...).Scan(&total); err != nil {
 			return nil, 0, storeError(err)
 		}
 	}

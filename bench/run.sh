@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# HTTP-level benchmark of the tasks API, next to pgbench running the same SQL.
+#
+#   bash bench/run.sh [-c 100] [-d 10] [-u 1000] [-t 20] [-p list,list_params,get,update,toggle,create] [-r 1]
+#
+# Starts a private PostgreSQL 15 (initdb in a temporary directory, max_connections 300, so 100
+# clients fit), builds the binary, seeds -u users x -t tasks, then for each phase runs wrk
+# (-c connections, 2 threads, 2 s warm-up, -d s measured) against the API and pgbench (same
+# connections) with the statement the API sends for that route. Prints one Markdown row per
+# phase: requests/s, p99, CPU per request in the API process and in PostgreSQL, for both.
+# -r N starts N replicas behind no balancer: wrk's connections are spread over them.
+# Needs: wrk and pgbench (Debian: apt-get install wrk postgresql-client), Go, root (for runuser).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+C=100 D=10 USERS=1000 TASKS=20 PHASES=list,list_params,get,update,toggle,create REPLICAS=1
+while getopts "c:d:u:t:p:r:h" o; do
+  case $o in
+    c) C=$OPTARG ;; d) D=$OPTARG ;; u) USERS=$OPTARG ;; t) TASKS=$OPTARG ;; p) PHASES=$OPTARG ;; r) REPLICAS=$OPTARG ;;
+    *) sed -n '2,13p' "$0"; exit 2 ;;
+  esac
+done
+command -v wrk >/dev/null || { echo "bench needs wrk: apt-get install wrk"; exit 1; }
+PGBIN=$(ls -d /usr/lib/postgresql/*/bin | tail -n1)
+PORT=${PGPORT_BENCH:-18100}
+work=$(mktemp -d /tmp/tasks-bench.XXXXXX)
+chown postgres "$work"
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  runuser -u postgres -- "$PGBIN/pg_ctl" -D "$work/pg" -m immediate stop >/dev/null 2>&1 || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+# CPU seconds (user + system) of a process; with a second argument, plus its exited children's.
+cpu() { awk -v dead="${2:-}" '{ s = $0; sub(/.*\) /, "", s); split(s, f, " "); print (f[12] + f[13] + (dead ? f[14] + f[15] : 0)) / 100 }' "/proc/$1/stat"; }
+# PostgreSQL's CPU: the postmaster, its live backends, and the backends that have exited (pgbench's).
+pgcpu() {
+  local total; total=$(cpu "$pgpid" dead)
+  for p in $(pgrep -P "$pgpid"); do total=$(echo "$total + $(cpu "$p" 2>/dev/null || echo 0)" | bc); done
+  echo "$total"
+}
+apicpu() { local t=0; for p in "${pids[@]}"; do t=$(echo "$t + $(cpu "$p")" | bc); done; echo "$t"; }
+
+runuser -u postgres -- "$PGBIN/initdb" -D "$work/pg" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >/dev/null
+cat >>"$work/pg/postgresql.conf" <<EOF
+port = $PORT
+listen_addresses = '127.0.0.1'
+unix_socket_directories = '$work/pg'
+max_connections = 300
+EOF
+runuser -u postgres -- "$PGBIN/pg_ctl" -D "$work/pg" -l "$work/pg.log" -w start >/dev/null
+pgpid=$(head -1 "$work/pg/postmaster.pid")
+export PGHOST=127.0.0.1 PGPORT=$PORT PGUSER=postgres PGDATABASE=postgres
+
+CGO_ENABLED=0 go build -trimpath -o "$work/tasks" .
+export BETTER_AUTH_SECRET="bench-secret-$(head -c 16 /dev/urandom | base64)"
+for r in $(seq "$REPLICAS"); do
+  DATABASE_URL="postgres://postgres@127.0.0.1:$PORT/postgres?sslmode=disable" PORT=$((18200 + r)) \
+    RATE_LIMIT_PER_SECOND=0 "$work/tasks" >"$work/api-$r.log" 2>&1 &
+  pids+=($!)
+done
+for _ in $(seq 50); do curl -sf "http://127.0.0.1:18201/readyz" >/dev/null && break; sleep 0.2; done
+
+# Seed: user n owns task ids (n-1)*TASKS+1 .. n*TASKS; writers (bench-wNNNNN) start empty.
+psql -q -v ON_ERROR_STOP=1 <<EOF
+TRUNCATE tasks RESTART IDENTITY;
+INSERT INTO tasks (user_id, title, description, tags, created_at, updated_at)
+SELECT 'bench-u' || lpad(u::text, 5, '0'), 'Seed task ' || k, CASE WHEN k % 2 = 0 THEN 'Seeded description ' || k END,
+       CASE WHEN k % 3 = 0 THEN '{home}'::text[] ELSE '{}' END,
+       now() - interval '1 hour' + k * interval '1 second', now() - interval '1 hour' + k * interval '1 second'
+FROM generate_series(1, $USERS) u, generate_series(1, $TASKS) k ORDER BY u, k;
+VACUUM ANALYZE tasks;
+EOF
+for u in $(seq "$USERS"); do "$work/tasks" token "$(printf 'bench-u%05d' "$u")"; done >"$work/tokens"
+for u in $(seq "$USERS"); do "$work/tasks" token "$(printf 'bench-w%05d' "$u")"; done >>"$work/tokens"
+
+# wrk spreads its connections over the replicas by running one wrk per replica.
+load() { # phase seconds -> RESULT lines
+  local per=$((C / REPLICAS)) jobs=()
+  for r in $(seq "$REPLICAS"); do
+    wrk -t "$((2 / REPLICAS > 0 ? 2 / REPLICAS : 1))" -c "$per" -d "${2}s" --timeout 10s -s bench/wrk.lua \
+      "http://127.0.0.1:$((18200 + r))" -- "$1" "$USERS" "$TASKS" "$work/tokens" | grep '^RESULT' &
+    jobs+=($!)
+  done
+  wait "${jobs[@]}"
+}
+
+echo "tasks API vs pgbench on the same SQL: $(nproc) cores, c=$C, ${D}s per phase, $USERS users x $TASKS tasks, $REPLICAS replica(s), $(date -u +%Y-%m-%d)"
+echo
+echo "| phase | API req/s | API p99 ms | API CPU µs/req | DB CPU µs/req (API) | pgbench tps | pgbench p99 ms | DB CPU µs/req (pgbench) | API ÷ pgbench |"
+echo "|---|---|---|---|---|---|---|---|---|"
+for phase in ${PHASES//,/ }; do
+  load "$phase" 2 >/dev/null
+  a0=$(apicpu); p0=$(pgcpu)
+  res=$(load "$phase" "$D")
+  a1=$(apicpu); p1=$(pgcpu)
+  reqs=$(echo "$res" | sed -E 's/.*requests=([0-9]+).*/\1/' | paste -sd+ | bc)
+  rps=$(echo "$res" | sed -E 's/.*rps=([0-9.]+).*/\1/' | paste -sd+ | bc)
+  p99=$(echo "$res" | sed -E 's/.*p99_ms=([0-9.]+).*/\1/' | sort -n | tail -n1)
+  bad=$(echo "$res" | sed -E 's/.*non2xx=([0-9]+).*/\1/' | paste -sd+ | bc)
+  [ "$bad" = 0 ] || echo "warning: $bad non-2xx or failed requests in $phase" >&2
+  api_us=$(echo "($a1 - $a0) * 1000000 / $reqs" | bc)
+  db_us=$(echo "($p1 - $p0) * 1000000 / $reqs" | bc)
+
+  sqlfile=bench/sql/${phase%_params}.sql
+  pgb=""
+  if [ "$phase" = "${phase%_params}" ]; then
+    pgbench -n -M prepared -c "$C" -j 2 -T 2 -D users="$USERS" -D tasks="$TASKS" -f "$sqlfile" >/dev/null 2>&1
+    q0=$(pgcpu)
+    out=$(cd "$work" && pgbench -n -M prepared -c "$C" -j 2 -T "$D" -D users="$USERS" -D tasks="$TASKS" -f "$OLDPWD/$sqlfile" -l --log-prefix=pgb 2>/dev/null)
+    q1=$(pgcpu)
+    tps=$(echo "$out" | sed -nE 's/^tps = ([0-9.]+).*/\1/p')
+    n=$(echo "$out" | sed -nE 's/^number of transactions actually processed: ([0-9]+).*/\1/p')
+    pp99=$(cat "$work"/pgb.* | awk '{print $3}' | sort -n | awk '{a[NR]=$1} END {printf "%.3f", a[int(NR*0.99)]/1000}')
+    rm -f "$work"/pgb.*
+    qdb=$(echo "($q1 - $q0) * 1000000 / $n" | bc)
+    ratio=$(echo "scale=2; $rps / $tps" | bc)
+    pgb="$(printf '%.0f' "$tps") | $pp99 | $qdb | $ratio"
+  else
+    pgb="— | — | — | —"
+  fi
+  printf '| %s | %.0f | %s | %s | %s | %s |\n' "$phase" "$rps" "$p99" "$api_us" "$db_us" "$pgb"
+done

@@ -1,0 +1,5 @@
+-- GET /api/{user_id}/tasks/{id}: store.getTask
+\set u random(1, :users)
+\set id (:u - 1) * :tasks + random(1, :tasks)
+SELECT id, user_id, title, description, completed, priority, due_date, tags, created_at, updated_at FROM tasks
+WHERE id = :id AND user_id = 'bench-u' || lpad(:u::text, 5, '0');

@@ -1,0 +1,6 @@
+-- PATCH /api/{user_id}/tasks/{id}/complete: store.toggleTask
+\set u random(1, :users)
+\set id (:u - 1) * :tasks + random(1, :tasks)
+UPDATE tasks SET completed = NOT completed, updated_at = greatest(now(), updated_at + interval '1 microsecond')
+WHERE id = :id AND user_id = 'bench-u' || lpad(:u::text, 5, '0') AND (NULL::timestamptz[] IS NULL OR updated_at = ANY(NULL::timestamptz[]))
+RETURNING id, user_id, title, description, completed, priority, due_date, tags, created_at, updated_at;

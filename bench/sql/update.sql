@@ -1,0 +1,8 @@
+-- PUT /api/{user_id}/tasks/{id}: store.updateTask with title and description set
+\set u random(1, :users)
+\set id (:u - 1) * :tasks + random(1, :tasks)
+UPDATE tasks SET title = coalesce('Updated under load', title), description = CASE WHEN false THEN NULL ELSE coalesce('changed by pgbench', description) END,
+  completed = coalesce(NULL, completed), priority = coalesce(NULL, priority), due_date = CASE WHEN false THEN NULL ELSE coalesce(NULL, due_date) END,
+  tags = coalesce(NULL, tags), updated_at = greatest(now(), updated_at + interval '1 microsecond')
+WHERE id = :id AND user_id = 'bench-u' || lpad(:u::text, 5, '0') AND (NULL::timestamptz[] IS NULL OR updated_at = ANY(NULL::timestamptz[]))
+RETURNING id, user_id, title, description, completed, priority, due_date, tags, created_at, updated_at;
