@@ -87,6 +87,13 @@ func openStore(url string, timeout time.Duration) (*store, error) {
 		// The parse error may quote the URL, password included: keep only what is safe.
 		return nil, errors.New("DATABASE_URL is not a valid PostgreSQL URL or key=value string")
 	}
+	if !strings.Contains(url, "pool_max_conns") {
+		// pgxpool's default (4 here, one per core otherwise) leaves writes queueing for
+		// a connection while others wait on a commit's fsync; 16 let PostgreSQL commit
+		// them together: +40 % updates/s and -15 % API CPU per update, measured with
+		// bench/run.sh on 2 cores.
+		cfg.MaxConns = 16
+	}
 	cfg.ConnConfig.ConnectTimeout = timeout
 	// pgx gives up on a connection that timed out by sending a cancel request
 	// on a new connection and draining the old one, under a 15 s deadline, and

@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -553,6 +554,8 @@ func decodeTask(w http.ResponseWriter, r *http.Request, create bool) (taskChange
 				tag = strings.TrimSpace(tag)
 				if msg := badText(tag); msg != "" {
 					fail(msg, "string_invalid", "tags", i)
+				} else if strings.ContainsFunc(tag, unicode.IsControl) {
+					fail("Tags must not contain control characters", "string_invalid", "tags", i)
 				} else if checkLength(tag, 1, maxTag, fail, "tags", i) && !slices.Contains(c.Tags, tag) {
 					c.Tags = append(c.Tags, tag)
 				}

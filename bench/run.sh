@@ -56,7 +56,7 @@ export PGHOST=127.0.0.1 PGPORT=$PORT PGUSER=postgres PGDATABASE=postgres
 CGO_ENABLED=0 go build -trimpath -o "$work/tasks" .
 export BETTER_AUTH_SECRET="bench-secret-$(head -c 16 /dev/urandom | base64)"
 for r in $(seq "$REPLICAS"); do
-  DATABASE_URL="postgres://postgres@127.0.0.1:$PORT/postgres?sslmode=disable" PORT=$((18200 + r)) \
+  DATABASE_URL="postgres://postgres@127.0.0.1:$PORT/postgres?sslmode=disable${DB_PARAMS:+&$DB_PARAMS}" PORT=$((18200 + r)) \
     RATE_LIMIT_PER_SECOND=0 "$work/tasks" >"$work/api-$r.log" 2>&1 &
   pids+=($!)
 done

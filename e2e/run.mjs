@@ -125,7 +125,7 @@ async function startBetterAuth(alg, dbURL, secret) {
   const server = http.createServer();
   const port = await listen(server, 0, "127.0.0.1");
   const baseURL = `http://127.0.0.1:${port}`;
-  const pool = new pg.Pool({ connectionString: dbURL });
+  const pool = new pg.Pool({ connectionString: dbURL, max: 4 });
   const keyPairConfig = { EdDSA: { alg, crv: "Ed25519" }, RS256: { alg, modulusLength: 2048 }, PS256: { alg, modulusLength: 2048 } }[alg] ?? { alg };
   const auth = betterAuth({
     baseURL,
@@ -245,7 +245,10 @@ async function main() {
       ALGS.map(async (alg) => {
         const db = await createDatabase(`${run}_${alg.toLowerCase()}`);
         const ba = await startBetterAuth(alg, db, secret);
-        const base = await startAPI(bin, { DATABASE_URL: db, BETTER_AUTH_URL: ba.baseURL, BETTER_AUTH_SECRET: secret });
+        // Five stacks share the machine's PostgreSQL (100 connections): small pools.
+        const apiDB = new URL(db);
+        apiDB.searchParams.set("pool_max_conns", "4");
+        const base = await startAPI(bin, { DATABASE_URL: apiDB.toString(), BETTER_AUTH_URL: ba.baseURL, BETTER_AUTH_SECRET: secret });
         return [alg, { ...ba, base }];
       }),
     ),
