@@ -2072,6 +2072,21 @@ func BenchmarkRoutes(b *testing.B) {
 		}, "", 200)
 	})
 	b.Run("get", func(b *testing.B) { serve(b, "GET", item, "", 200) })
+	b.Run("get_EdDSA", func(b *testing.B) { // the same with Better Auth's tokens, from a JWKS
+		_, key, _ := ed25519.GenerateKey(rand.Reader)
+		ks := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			json.NewEncoder(w).Encode(map[string]any{"keys": []any{jwkOf(b, "ed", key.Public())}})
+		}))
+		defer ks.Close()
+		hs, hsHandler := toks, h
+		toks = make([]string, len(users))
+		for u, id := range users {
+			toks[u] = signed(b, jwt.SigningMethodEdDSA, key, "ed", jwt.MapClaims{"sub": id, "exp": time.Now().Add(time.Hour).Unix()})
+		}
+		defer func() { toks, h = hs, hsHandler }()
+		h = newServer(slog.New(slog.NewJSONHandler(io.Discard, nil)), testDB, testConfig(authConfig{Secret: []byte(testSecret), JWKSURL: ks.URL}))
+		serve(b, "GET", item, "", 200)
+	})
 	b.Run("update", func(b *testing.B) {
 		serve(b, "PUT", item, `{"title":"Updated","description":"changed under load"}`, 200)
 	})

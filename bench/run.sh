@@ -6,7 +6,7 @@
 # Starts a private PostgreSQL 15 (initdb in a temporary directory, max_connections 300, so 100
 # clients fit), builds the binary, seeds -u users x -t tasks, then for each phase runs wrk
 # (-c connections, 2 threads, 2 s warm-up, -d s measured) against the API and pgbench (same
-# connections) with the statement the API sends for that route. Prints one Markdown row per
+# connections, at most 200) with the statement the API sends for that route. Prints one Markdown row per
 # phase: requests/s, p99, CPU per request in the API process and in PostgreSQL, for both.
 # -r N starts N replicas behind no balancer: wrk's connections are spread over them.
 # Needs: wrk and pgbench (Debian: apt-get install wrk postgresql-client), Go, root (for runuser).
@@ -86,6 +86,7 @@ load() { # phase seconds -> RESULT lines
   wait "${jobs[@]}"
 }
 
+PGC=$((C > 200 ? 200 : C)) # pgbench holds a server connection per client: at most 200 of the 300
 echo "tasks API vs pgbench on the same SQL: $(nproc) cores, c=$C, ${D}s per phase, $USERS users x $TASKS tasks, $REPLICAS replica(s), $(date -u +%Y-%m-%d)"
 echo
 echo "| phase | API req/s | API p99 ms | API CPU µs/req | DB CPU µs/req (API) | pgbench tps | pgbench p99 ms | DB CPU µs/req (pgbench) | API ÷ pgbench |"
@@ -106,9 +107,9 @@ for phase in ${PHASES//,/ }; do
   sqlfile=bench/sql/${phase%_params}.sql
   pgb=""
   if [ "$phase" = "${phase%_params}" ]; then
-    pgbench -n -M prepared -c "$C" -j 2 -T 2 -D users="$USERS" -D tasks="$TASKS" -f "$sqlfile" >/dev/null 2>&1
+    pgbench -n -M prepared -c "$PGC" -j 2 -T 2 -D users="$USERS" -D tasks="$TASKS" -f "$sqlfile" >/dev/null 2>&1
     q0=$(pgcpu)
-    out=$(cd "$work" && pgbench -n -M prepared -c "$C" -j 2 -T "$D" -D users="$USERS" -D tasks="$TASKS" -f "$OLDPWD/$sqlfile" -l --log-prefix=pgb 2>/dev/null)
+    out=$(cd "$work" && pgbench -n -M prepared -c "$PGC" -j 2 -T "$D" -D users="$USERS" -D tasks="$TASKS" -f "$OLDPWD/$sqlfile" -l --log-prefix=pgb 2>/dev/null)
     q1=$(pgcpu)
     tps=$(echo "$out" | sed -nE 's/^tps = ([0-9.]+).*/\1/p')
     n=$(echo "$out" | sed -nE 's/^number of transactions actually processed: ([0-9]+).*/\1/p')
@@ -122,3 +123,5 @@ for phase in ${PHASES//,/ }; do
   fi
   printf '| %s | %.0f | %s | %s | %s | %s |\n' "$phase" "$rps" "$p99" "$api_us" "$db_us" "$pgb"
 done
+echo
+for p in "${pids[@]}"; do echo "API process $p: peak RSS $(awk '/VmHWM/ {printf "%.1f MiB", $2/1024}' /proc/$p/status)"; done
