@@ -226,7 +226,7 @@ func (s *store) createTask(ctx context.Context, userID string, n newTask) (task 
 		tags = []string{}
 	}
 	insert := `INSERT INTO tasks (user_id, title, description, priority, due_date, tags)
-		SELECT $1, $2, $3, $4, $5, $6
+		SELECT $1::text, $2::text, $3::text, $4::text, $5::timestamptz, $6::text[]
 		WHERE (SELECT count(*) FROM tasks WHERE user_id = $1) < $7
 		RETURNING ` + taskColumns
 	args := []any{userID, *n.Title, n.Description, priority, n.DueDate, tags, n.MaxTasks}
