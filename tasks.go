@@ -18,7 +18,7 @@ import (
 	"unicode/utf8"
 )
 
-// Limits of the contract, enforced here and again by CHECK constraints in schema.sql.
+// Limits of the contract, enforced here and again by the domains in schema.sql.
 const (
 	maxBodyBytes   = 64 << 10
 	maxTitle       = 200
@@ -293,7 +293,8 @@ func ifMatch(r *http.Request) []time.Time {
 		if tag == "*" {
 			return nil
 		}
-		if v, err := strconv.ParseInt(strings.Trim(tag, `"`), 10, 64); err == nil && strings.HasPrefix(tag, `"`) {
+		quoted := len(tag) > 2 && tag[0] == '"' && tag[len(tag)-1] == '"'
+		if v, err := strconv.ParseInt(strings.Trim(tag, `"`), 10, 64); err == nil && quoted {
 			versions = append(versions, time.UnixMicro(v))
 		}
 	}
