@@ -1646,6 +1646,7 @@ type tally struct {
 	created                              map[int64]string // answered 201: id → title
 	deleted                              map[int64]bool   // answered 204
 	maybeDeleted                         map[int64]bool   // DELETE sent, not answered 204
+	done                                 chan struct{}    // closed when every worker has stopped
 }
 
 func (ty *tally) record(r *http.Response, err error, took time.Duration) {
@@ -1668,7 +1669,7 @@ func (ty *tally) record(r *http.Response, err error, took time.Duration) {
 // load runs workers, each a user of its own creating (with an Idempotency-Key,
 // retried on 503), listing and deleting tasks against base until ctx ends.
 func load(ctx context.Context, base string, workers int) *tally {
-	ty := &tally{created: map[int64]string{}, deleted: map[int64]bool{}, maybeDeleted: map[int64]bool{}}
+	ty := &tally{created: map[int64]string{}, deleted: map[int64]bool{}, maybeDeleted: map[int64]bool{}, done: make(chan struct{})}
 	client := &http.Client{Timeout: 30 * time.Second}
 	do := func(method, path, tok, body, key string) (int, []byte) {
 		req, _ := http.NewRequest(method, base+path, strings.NewReader(body))
@@ -1739,19 +1740,12 @@ func load(ctx context.Context, base string, workers int) *tally {
 			}
 		})
 	}
-	go func() { <-ctx.Done(); wg.Wait(); close(ty.doneCh()) }()
+	go func() { <-ctx.Done(); wg.Wait(); close(ty.done) }()
 	return ty
 }
 
-var tallyDone sync.Map
-
-func (ty *tally) doneCh() chan struct{} {
-	ch, _ := tallyDone.LoadOrStore(ty, make(chan struct{}))
-	return ch.(chan struct{})
-}
-
 // wait blocks until every worker has stopped.
-func (ty *tally) wait() { <-ty.doneCh() }
+func (ty *tally) wait() { <-ty.done }
 
 // checkNoLoss fails unless every acknowledged create is in the database exactly
 // once and every acknowledged delete is gone; it prints the run's figures.
