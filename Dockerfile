@@ -3,7 +3,7 @@ FROM golang:1.26-bookworm AS build
 WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
-COPY *.go schema.sql ./
+COPY *.go schema.sql openapi.json ./
 RUN CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o /tasks .
 
 # Run: nothing but the binary and the CA bundle (for sslmode=verify-full, e.g. Neon).
