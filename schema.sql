@@ -37,6 +37,16 @@ CREATE TABLE IF NOT EXISTS tasks (
 -- one user's rows without touching anyone else's.
 CREATE INDEX IF NOT EXISTS tasks_user_created ON tasks (user_id, created_at DESC, id DESC);
 
+-- How many tasks each user holds, kept by the create and delete statements, so
+-- MAX_TASKS_PER_USER is one row to check rather than a count of the user's tasks.
+-- Made once from the tasks already there when the table is new.
+DO $$ BEGIN
+    IF to_regclass('task_counts') IS NULL THEN
+        CREATE TABLE task_counts (user_id text PRIMARY KEY, n integer NOT NULL);
+        INSERT INTO task_counts SELECT user_id, count(*) FROM tasks GROUP BY user_id;
+    END IF;
+END $$;
+
 -- A create's Idempotency-Key, kept at least 24 hours: a retry with the same key
 -- returns task_id instead of creating another task. No foreign key: a key must
 -- outlive its task, or a retry after a delete would create the task again.

@@ -211,9 +211,8 @@ type newTask struct {
 	RequestHash []byte
 }
 
-// createTask inserts a task for the user unless they hold MaxTasks already;
-// the count and the insert are one statement, so concurrent creates overshoot
-// by at most the number in flight. With a key, the key is stored in the same
+// createTask inserts a task for the user unless they hold MaxTasks already, in
+// one statement with the user's task count. With a key, the key is stored in the same
 // statement; a retry with the key returns the task the first request created
 // (replayed = true) instead of creating another.
 func (s *store) createTask(ctx context.Context, userID string, n newTask) (task Task, replayed bool, err error) {
@@ -225,15 +224,20 @@ func (s *store) createTask(ctx context.Context, userID string, n newTask) (task 
 	if tags == nil {
 		tags = []string{}
 	}
-	insert := `INSERT INTO tasks (user_id, title, description, priority, due_date, tags)
-		SELECT $1::text, $2::text, $3::text, $4::text, $5::timestamptz, $6::text[]
-		WHERE (SELECT count(*) FROM tasks WHERE user_id = $1) < $7
-		RETURNING ` + taskColumns
+	// The user's count goes up only while below the limit, and its row lock makes
+	// concurrent creates by one user take turns: the limit holds exactly, and
+	// costs one row, not a count of the user's tasks.
+	slot := `slot AS (INSERT INTO task_counts (user_id, n) VALUES ($1, 1)
+		ON CONFLICT (user_id) DO UPDATE SET n = task_counts.n + 1 WHERE task_counts.n < $7 RETURNING 1),
+		task AS (INSERT INTO tasks (user_id, title, description, priority, due_date, tags)
+		SELECT $1::text, $2::text, $3::text, $4::text, $5::timestamptz, $6::text[] FROM slot
+		RETURNING ` + taskColumns + `)`
+	insert := `WITH ` + slot + ` SELECT ` + taskColumns + ` FROM task`
 	args := []any{userID, *n.Title, n.Description, priority, n.DueDate, tags, n.MaxTasks}
 	if n.Key != "" {
 		// A concurrent request with the same key waits on the key's unique index,
 		// then fails with 23505, and its task insert is undone with it.
-		insert = `WITH task AS (` + insert + `), key AS (
+		insert = `WITH ` + slot + `, key AS (
 			INSERT INTO idempotency_keys (user_id, key, request_hash, task_id) SELECT $1, $8, $9, id FROM task)
 			SELECT ` + taskColumns + ` FROM task`
 		args = append(args, n.Key, n.RequestHash)
@@ -310,12 +314,15 @@ func (s *store) toggleTask(ctx context.Context, userID string, id int64, ifMatch
 func (s *store) deleteTask(ctx context.Context, userID string, id int64, ifMatch []time.Time) error {
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
-	tag, err := s.pool.Exec(ctx, `DELETE FROM tasks WHERE id = $1 AND user_id = $2
-		AND ($3::timestamptz[] IS NULL OR updated_at = ANY($3))`, id, userID, ifMatch)
+	var deleted int
+	err := s.pool.QueryRow(ctx, `WITH gone AS (DELETE FROM tasks WHERE id = $1 AND user_id = $2
+			AND ($3::timestamptz[] IS NULL OR updated_at = ANY($3)) RETURNING user_id),
+		counted AS (UPDATE task_counts c SET n = c.n - 1 FROM gone WHERE c.user_id = gone.user_id)
+		SELECT count(*) FROM gone`, id, userID, ifMatch).Scan(&deleted)
 	if err != nil {
 		return storeError(err)
 	}
-	if tag.RowsAffected() == 0 {
+	if deleted == 0 {
 		_, err = s.checkStale(ctx, userID, id, ifMatch, Task{}, errNotFound)
 	}
 	return err

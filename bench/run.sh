@@ -64,7 +64,7 @@ for _ in $(seq 50); do curl -sf "http://127.0.0.1:18201/readyz" >/dev/null && br
 
 # Seed: user n owns task ids (n-1)*TASKS+1 .. n*TASKS; writers (bench-wNNNNN) start empty.
 psql -q -v ON_ERROR_STOP=1 <<EOF
-TRUNCATE tasks RESTART IDENTITY;
+TRUNCATE tasks, task_counts RESTART IDENTITY;
 INSERT INTO tasks (user_id, title, description, tags, created_at, updated_at)
 SELECT 'bench-u' || lpad(u::text, 5, '0'), 'Seed task ' || k, CASE WHEN k % 2 = 0 THEN 'Seeded description ' || k END,
        CASE WHEN k % 3 = 0 THEN '{home}'::text[] ELSE '{}' END,

@@ -1,6 +1,8 @@
 -- POST /api/{user_id}/tasks: store.createTask without an Idempotency-Key
 \set u random(1, :users)
-INSERT INTO tasks (user_id, title, description, priority, due_date, tags)
-SELECT 'bench-w' || lpad(:u::text, 5, '0'), 'Load task', 'created under load by pgbench', 'medium', NULL, '{}'
-WHERE (SELECT count(*) FROM tasks WHERE user_id = 'bench-w' || lpad(:u::text, 5, '0')) < 10000
-RETURNING id, user_id, title, description, completed, priority, due_date, tags, created_at, updated_at;
+WITH slot AS (INSERT INTO task_counts (user_id, n) VALUES ('bench-w' || lpad(:u::text, 5, '0'), 1)
+    ON CONFLICT (user_id) DO UPDATE SET n = task_counts.n + 1 WHERE task_counts.n < 10000 RETURNING 1),
+  task AS (INSERT INTO tasks (user_id, title, description, priority, due_date, tags)
+    SELECT ('bench-w' || lpad(:u::text, 5, '0'))::text, 'Load task'::text, 'created under load by pgbench'::text, 'medium'::text, NULL::timestamptz, '{}'::text[] FROM slot
+    RETURNING id, user_id, title, description, completed, priority, due_date, tags, created_at, updated_at)
+SELECT id, user_id, title, description, completed, priority, due_date, tags, created_at, updated_at FROM task;
