@@ -156,11 +156,11 @@ func (v *verifier) verify(token string) (string, error) {
 		return "", errInvalidToken
 	}
 	if len(token) <= 2<<10 {
-		known = verifiedToken{sub: c.Subject, expires: c.ExpiresAt.Time} // exp is required
+		entry := verifiedToken{sub: c.Subject, expires: c.ExpiresAt.Time} // exp is required
 		if c.NotBefore != nil {
-			known.notBefore = c.NotBefore.Time
+			entry.notBefore = c.NotBefore.Time
 		}
-		v.remember(token, known, now)
+		v.remember(token, entry, now)
 	}
 	return c.Subject, nil
 }

@@ -553,11 +553,9 @@ func decodeTask(w http.ResponseWriter, r *http.Request, create bool) (taskChange
 			c.Tags = []string{}
 			for i, tag := range tags {
 				tag = strings.TrimSpace(tag)
-				if msg := badText(tag); msg != "" {
+				if msg := badTag(tag); msg != "" {
 					fail(msg, "string_invalid", "tags", i)
-				} else if strings.ContainsFunc(tag, unicode.IsControl) {
-					fail("Tags must not contain control characters", "string_invalid", "tags", i)
-				} else if checkLength(tag, 1, maxTag, fail, "tags", i) && !slices.Contains(c.Tags, tag) {
+				} else if !slices.Contains(c.Tags, tag) {
 					c.Tags = append(c.Tags, tag)
 				}
 			}
@@ -579,6 +577,20 @@ func badText(s string) string {
 	}
 	if strings.IndexByte(s, 0) >= 0 {
 		return "Text must not contain NUL characters"
+	}
+	return ""
+}
+
+// badTag says what is wrong with a trimmed tag, in a body or a list filter, or "" when nothing is.
+func badTag(tag string) string {
+	if msg := badText(tag); msg != "" {
+		return msg
+	}
+	if strings.ContainsFunc(tag, unicode.IsControl) {
+		return "Tags must not contain control characters"
+	}
+	if n := utf8.RuneCountInString(tag); n < 1 || n > maxTag {
+		return "Each tag should have 1 to 32 characters"
 	}
 	return ""
 }
@@ -651,10 +663,8 @@ func parseListQuery(v url.Values) (listQuery, error) {
 	}
 	for _, tag := range v["tag"] {
 		tag = strings.TrimSpace(tag)
-		if msg := badText(tag); msg != "" {
+		if msg := badTag(tag); msg != "" {
 			fail("tag", msg, "string_invalid")
-		} else if n := utf8.RuneCountInString(tag); n < 1 || n > maxTag {
-			fail("tag", "Each tag should have 1 to 32 characters", "string_invalid")
 		} else {
 			q.Tags = append(q.Tags, tag)
 		}
