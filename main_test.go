@@ -2175,3 +2175,17 @@ func FuzzAppendTask(f *testing.F) {
 			Priority: "low", DueDate: &ts, Tags: []string{tag, title}, CreatedAt: ts, UpdatedAt: ts})
 	})
 }
+
+// TestVerifiedTokenCacheExpires: a remembered token stops working when it expires.
+func TestVerifiedTokenCacheExpires(t *testing.T) {
+	v := newVerifier(hsAuth(), http.DefaultClient, slog.New(slog.DiscardHandler))
+	expired := hsToken(t, jwt.MapClaims{"sub": "u1", "exp": time.Now().Add(-time.Minute).Unix()})
+	v.verified[expired] = verifiedToken{sub: "u1", expires: time.Now().Add(-time.Minute)}
+	if _, err := v.verify(expired); err != errExpiredToken {
+		t.Fatalf("an expired token the cache remembers: verify = %v, want %v", err, errExpiredToken)
+	}
+	fresh := tokenFor(t, "u2")
+	if sub, err := v.verify(fresh); err != nil || sub != "u2" || v.verified[fresh].sub != "u2" {
+		t.Fatalf("a fresh token: verify = %q, %v; remembered %+v", sub, err, v.verified[fresh])
+	}
+}
