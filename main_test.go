@@ -2202,3 +2202,46 @@ func TestVerifiedTokenCacheExpires(t *testing.T) {
 	}
 }
 
+// TestScanTaskFromBinary: tasks decoded from the binary format by taskFromBinary
+// equal what pgx's Scan makes of the same rows, read over the simple protocol
+// (text format, where scanTask leaves every row to pgx).
+func TestScanTaskFromBinary(t *testing.T) {
+	ctx := context.Background()
+	user := newUser(t)
+	_, err := testDB.pool.Exec(ctx, `INSERT INTO tasks (user_id, title, description, completed, priority, due_date, tags, created_at) VALUES
+		($1, 'plain', NULL, false, 'medium', NULL, '{}', now()),
+		($1, '日本語 "quoted" \ é 🎉', 'tab	and
+newline', true, 'high', '1969-07-20 20:17:40.5+00', '{"a,b","c d","{e}","\"f\""}', '1999-12-31 23:59:59.999999+00'),
+		($1, 't', '', false, 'low', '9999-12-31 23:59:59.999999+00', '{x}', '0001-01-01 00:00:00+00')`, user)
+	if err != nil {
+		t.Fatal(err)
+	}
+	simple, err := openStore(testURL+"&default_query_exec_mode=simple_protocol", 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer simple.pool.Close()
+	q, _ := parseListQuery(url.Values{})
+	viaBinary, _, err := testDB.listTasks(ctx, user, q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	viaPgx, _, err := simple.listTasks(ctx, user, q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(viaBinary) != 3 || !reflect.DeepEqual(viaBinary, viaPgx) {
+		t.Fatalf("binary decoding:\n%+v\npgx's Scan:\n%+v", viaBinary, viaPgx)
+	}
+	// And the binary rows really were decoded by taskFromBinary, not handed to pgx.
+	rows, err := testDB.pool.Query(ctx, `SELECT `+taskColumns+` FROM tasks WHERE user_id = $1`, user)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		if _, ok := taskFromBinary(rows.FieldDescriptions(), rows.RawValues()); !ok {
+			t.Fatalf("taskFromBinary refused a row of %v", rows.FieldDescriptions())
+		}
+	}
+}
