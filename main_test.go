@@ -531,6 +531,9 @@ func TestList(t *testing.T) {
 		{"?tag=home&tag=nope", []string{}, 0},
 		{"?sort=title&limit=2&offset=2", []string{"charlie 500", "delta"}, 5},
 		{"?sort=title&offset=5", []string{}, 5},
+		{"?sort=title&limit=2&offset=4", []string{"Echo"}, 5},                                          // the last page: total without a count
+		{"?sort=title&limit=5", []string{"alpha", "Bravo 50% off", "charlie 500", "delta", "Echo"}, 5}, // exactly full
+		{"?sort=title&offset=9", []string{}, 5},
 		{"?status=pending&tag=home&q=O&sort=title&order=desc&limit=1", []string{"Echo"}, 2},
 		{"?unknown=param", []string{"Echo", "delta", "charlie 500", "Bravo 50% off", "alpha"}, 5},
 	}

@@ -476,8 +476,10 @@ var listOrders = map[string][2]string{
 // listTasks returns one page of the user's matching tasks and how many match in all.
 // The WHERE clause holds only the filters asked for, so PostgreSQL never
 // evaluates an unused one row by row; each combination is its own cached
-// statement. The total costs nothing extra when the page holds every match (no
-// offset, fewer than the limit): the common case, one statement. Otherwise a count follows.
+// statement. The page is read with one row more than it shows: when nothing
+// follows it, the total is the offset plus the page's length, and the list is
+// one statement. A count follows only for a page with more after it, or an
+// empty page past the end.
 func (s *store) listTasks(ctx context.Context, userID string, q listQuery) ([]Task, int, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
@@ -501,7 +503,7 @@ func (s *store) listTasks(ctx context.Context, userID string, q listQuery) ([]Ta
 	}
 	n := len(args)
 	page := ` ORDER BY ` + order + ` LIMIT $` + strconv.Itoa(n+1) + ` OFFSET $` + strconv.Itoa(n+2)
-	rows, err := s.pool.Query(ctx, `SELECT `+taskColumns+` FROM tasks `+where+page, append(args, q.Limit, q.Offset)...)
+	rows, err := s.pool.Query(ctx, `SELECT `+taskColumns+` FROM tasks `+where+page, append(args, q.Limit+1, q.Offset)...)
 	if err != nil {
 		return nil, 0, storeError(err)
 	}
@@ -517,8 +519,12 @@ func (s *store) listTasks(ctx context.Context, userID string, q listQuery) ([]Ta
 	if err := rows.Err(); err != nil {
 		return nil, 0, storeError(err)
 	}
-	total := len(tasks)
-	if q.Offset > 0 || total == q.Limit {
+	more := len(tasks) > q.Limit
+	if more {
+		tasks = tasks[:q.Limit]
+	}
+	total := q.Offset + len(tasks)
+	if more || len(tasks) == 0 && q.Offset > 0 {
 		if err := s.pool.QueryRow(ctx, `SELECT count(*) FROM tasks `+where, args[:n]...).Scan(&total); err != nil {
 			return nil, 0, storeError(err)
 		}
