@@ -2078,6 +2078,9 @@ func BenchmarkRoutes(b *testing.B) {
 			return "/api/" + users[u] + "/tasks?status=pending&sort=title&order=desc&q=task&tag=home&limit=20"
 		}, "", 200)
 	})
+	b.Run("list_page_of_more", func(b *testing.B) { // more tasks follow the page: the page, then a count
+		serve(b, "GET", func(u int, _ int64) string { return "/api/" + users[u] + "/tasks?limit=10&offset=5" }, "", 200)
+	})
 	b.Run("get", func(b *testing.B) { serve(b, "GET", item, "", 200) })
 	b.Run("get_EdDSA", func(b *testing.B) { // the same with Better Auth's tokens, from a JWKS
 		_, key, _ := ed25519.GenerateKey(rand.Reader)
