@@ -211,7 +211,8 @@ func taskFromBinary(fields []pgconn.FieldDescription, raw [][]byte) (t Task, ok 
 	}
 	for i, f := range fields {
 		binaryOrText := f.Format == pgx.BinaryFormatCode || f.DataTypeOID == pgtype.TextOID // text reads the same in both
-		if !binaryOrText || f.DataTypeOID != taskColumnTypes[i] || raw[i] == nil && i != 3 && i != 6 {
+		nullable := i == 3 || i == 6                                                        // description, due_date
+		if !binaryOrText || f.DataTypeOID != taskColumnTypes[i] || raw[i] == nil && !nullable {
 			return t, false
 		}
 	}
@@ -235,18 +236,18 @@ func taskFromBinary(fields []pgconn.FieldDescription, raw [][]byte) (t Task, ok 
 	default:
 		t.Priority = string(p)
 	}
-	var due, created, updated bool
 	if raw[6] != nil {
 		d, ok := timeFromBinary(raw[6])
 		if !ok {
 			return t, false
 		}
-		t.DueDate, due = &d, true
+		t.DueDate = &d
 	}
+	var created, updated bool
 	t.Tags, ok = textArrayFromBinary(raw[7])
 	t.CreatedAt, created = timeFromBinary(raw[8])
 	t.UpdatedAt, updated = timeFromBinary(raw[9])
-	return t, ok && created && updated && (due || raw[6] == nil)
+	return t, ok && created && updated
 }
 
 // timeFromBinary decodes a binary timestamptz: microseconds since 2000-01-01 UTC;
