@@ -38,6 +38,8 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
 )
 
 const testSecret = "test-secret-0123456789-abcdefghijklmnop"
@@ -2254,4 +2256,35 @@ newline', true, 'high', '1969-07-20 20:17:40.5+00', '{"a,b","c d","{e}","\"f\""}
 			t.Fatalf("taskFromBinary refused a row of %v", rows.FieldDescriptions())
 		}
 	}
+}
+
+// FuzzTaskFromBinary holds taskFromBinary to pgx's own binary codecs on arbitrary
+// tags and timestamps: whatever it accepts, pgx must read the same way.
+func FuzzTaskFromBinary(f *testing.F) {
+	m := pgtype.NewMap()
+	encode := func(oid uint32, v any) []byte { return must(m.Encode(oid, pgtype.BinaryFormatCode, v, nil)) }
+	f.Add(encode(pgtype.TextArrayOID, []string{"a", `b,"c"`, "日本"}), encode(pgtype.TimestamptzOID, time.Date(2026, 11, 26, 12, 0, 0, 123456000, time.UTC)))
+	f.Add(encode(pgtype.TextArrayOID, []string{}), encode(pgtype.TimestamptzOID, time.Date(1, 1, 1, 0, 0, 0, 0, time.UTC)))
+	fields := make([]pgconn.FieldDescription, len(taskColumnTypes))
+	for i, oid := range taskColumnTypes {
+		fields[i] = pgconn.FieldDescription{DataTypeOID: oid, Format: pgx.BinaryFormatCode}
+	}
+	id := encode(pgtype.Int8OID, int64(7))
+	f.Fuzz(func(t *testing.T, tags, ts []byte) {
+		got, ok := taskFromBinary(fields, [][]byte{id, []byte("u"), []byte("t"), nil, {1}, []byte("low"), ts, tags, ts, ts})
+		if !ok {
+			return
+		}
+		var wantTags []string
+		var wantTime time.Time
+		if err := m.Scan(pgtype.TextArrayOID, pgtype.BinaryFormatCode, tags, &wantTags); err != nil {
+			t.Fatalf("tags %x: decoded as %q, pgx: %v", tags, got.Tags, err)
+		}
+		if err := m.Scan(pgtype.TimestamptzOID, pgtype.BinaryFormatCode, ts, &wantTime); err != nil {
+			t.Fatalf("timestamp %x: decoded as %v, pgx: %v", ts, got.CreatedAt, err)
+		}
+		if !slices.Equal(got.Tags, wantTags) && len(got.Tags)+len(wantTags) > 0 || !got.CreatedAt.Equal(wantTime) || !got.DueDate.Equal(wantTime) {
+			t.Fatalf("tags %x, timestamp %x: decoded %q %v, pgx %q %v", tags, ts, got.Tags, got.CreatedAt, wantTags, wantTime)
+		}
+	})
 }

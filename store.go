@@ -8,7 +8,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"math"
 	"net"
 	"strconv"
 	"strings"
@@ -251,13 +250,13 @@ func taskFromBinary(fields []pgconn.FieldDescription, raw [][]byte) (t Task, ok 
 }
 
 // timeFromBinary decodes a binary timestamptz: microseconds since 2000-01-01 UTC;
-// ok is false for infinity.
+// ok is false outside PostgreSQL's range (4713 BC to 294276 AD), which leaves out infinity.
 func timeFromBinary(b []byte) (time.Time, bool) {
 	if len(b) != 8 {
 		return time.Time{}, false
 	}
 	us := int64(binary.BigEndian.Uint64(b))
-	if us == math.MaxInt64 || us == math.MinInt64 {
+	if us < -211813488000000000 || us >= 9223371331200000000 {
 		return time.Time{}, false
 	}
 	return time.Unix(946684800+us/1e6, us%1e6*1e3).UTC(), true
@@ -272,7 +271,7 @@ func textArrayFromBinary(b []byte) ([]string, bool) {
 	}
 	ndim := binary.BigEndian.Uint32(b)
 	if ndim == 0 {
-		return []string{}, true
+		return []string{}, len(b) == 12
 	}
 	if ndim != 1 || len(b) < 20 {
 		return nil, false
