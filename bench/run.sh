@@ -108,8 +108,10 @@ for phase in ${PHASES//,/ }; do
   pgb=""
   if [ "$phase" = "${phase%_params}" ]; then
     pgbench -n -M prepared -c "$PGC" -j 2 -T 2 -D users="$USERS" -D tasks="$TASKS" -f "$sqlfile" >/dev/null 2>&1
+    sleep 1 # let the warm-up's backends exit, so their CPU is not counted in the run's
     q0=$(pgcpu)
     out=$(cd "$work" && pgbench -n -M prepared -c "$PGC" -j 2 -T "$D" -D users="$USERS" -D tasks="$TASKS" -f "$OLDPWD/$sqlfile" -l --log-prefix=pgb 2>/dev/null)
+    sleep 1 # and the run's own backends, so that all of theirs is
     q1=$(pgcpu)
     tps=$(echo "$out" | sed -nE 's/^tps = ([0-9.]+).*/\1/p')
     n=$(echo "$out" | sed -nE 's/^number of transactions actually processed: ([0-9]+).*/\1/p')
