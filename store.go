@@ -176,7 +176,7 @@ const taskColumns = `id, user_id, title, description, completed, priority, due_d
 // (what pgx asks for, except on the simple protocol) is decoded straight from
 // its bytes by taskFromBinary; pgx's Scan plans every column again for each
 // statement and allocates for each value: an eighth of a list's CPU here.
-func scanTask(rows pgx.Rows) (Task, error) {
+func scanTask(rows pgx.CollectableRow) (Task, error) {
 	if t, ok := taskFromBinary(rows.FieldDescriptions(), rows.RawValues()); ok {
 		return t, nil
 	}
@@ -299,23 +299,9 @@ func textArrayFromBinary(b []byte) ([]string, bool) {
 func (s *store) one(ctx context.Context, sql string, args ...any) (Task, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
-	rows, err := s.pool.Query(ctx, sql, args...)
-	if err != nil {
-		return Task{}, storeError(err)
-	}
-	defer rows.Close()
-	if !rows.Next() {
-		if err := rows.Err(); err != nil {
-			return Task{}, storeError(err)
-		}
-		return Task{}, errNotFound
-	}
-	t, err := scanTask(rows)
-	if err != nil {
-		return t, storeError(err)
-	}
-	rows.Close()
-	return t, storeError(rows.Err())
+	rows, _ := s.pool.Query(ctx, sql, args...) // a failed query's error comes back from CollectOneRow
+	t, err := pgx.CollectOneRow(rows, scanTask)
+	return t, storeError(err)
 }
 
 // getTask returns the user's task id.
@@ -503,20 +489,9 @@ func (s *store) listTasks(ctx context.Context, userID string, q listQuery) ([]Ta
 	}
 	n := len(args)
 	page := ` ORDER BY ` + order + ` LIMIT $` + strconv.Itoa(n+1) + ` OFFSET $` + strconv.Itoa(n+2)
-	rows, err := s.pool.Query(ctx, `SELECT `+taskColumns+` FROM tasks `+where+page, append(args, q.Limit+1, q.Offset)...)
+	rows, _ := s.pool.Query(ctx, `SELECT `+taskColumns+` FROM tasks `+where+page, append(args, q.Limit+1, q.Offset)...)
+	tasks, err := pgx.CollectRows(rows, scanTask)
 	if err != nil {
-		return nil, 0, storeError(err)
-	}
-	tasks := []Task{}
-	for rows.Next() {
-		t, err := scanTask(rows)
-		if err != nil {
-			rows.Close()
-			return nil, 0, storeError(err)
-		}
-		tasks = append(tasks, t)
-	}
-	if err := rows.Err(); err != nil {
 		return nil, 0, storeError(err)
 	}
 	more := len(tasks) > q.Limit
