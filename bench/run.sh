@@ -34,10 +34,17 @@ trap cleanup EXIT
 
 # CPU seconds (user + system) of a process; with a second argument, plus its exited children's.
 cpu() { awk -v dead="${2:-}" '{ s = $0; sub(/.*\) /, "", s); split(s, f, " "); print (f[12] + f[13] + (dead ? f[14] + f[15] : 0)) / 100 }' "/proc/$1/stat"; }
-# PostgreSQL's CPU: the postmaster, its live backends, and the backends that have exited (pgbench's).
+# PostgreSQL's CPU: the postmaster, its live backends, and the backends that have exited (pgbench's,
+# autovacuum's). A backend reaped between reading the postmaster and reading the backends would be
+# in neither, so the reading is taken again until no backend was reaped during it.
 pgcpu() {
-  local total; total=$(cpu "$pgpid" dead)
-  for p in $(pgrep -P "$pgpid"); do total=$(echo "$total + $(cpu "$p" 2>/dev/null || echo 0)" | bc); done
+  local before total
+  while :; do
+    before=$(cpu "$pgpid" dead)
+    total=$before
+    for p in $(pgrep -P "$pgpid"); do total=$(echo "$total + $(cpu "$p" 2>/dev/null || echo 0)" | bc); done
+    [ "$(cpu "$pgpid" dead)" = "$before" ] && break
+  done
   echo "$total"
 }
 apicpu() { local t=0; for p in "${pids[@]}"; do t=$(echo "$t + $(cpu "$p")" | bc); done; echo "$t"; }
