@@ -334,17 +334,17 @@ func (s *store) createTask(ctx context.Context, userID string, n newTask) (task 
 	// The user's count goes up only while below the limit, and its row lock makes
 	// concurrent creates by one user take turns: the limit holds exactly, and
 	// costs one row, not a count of the user's tasks.
-	slot := `slot AS (INSERT INTO task_counts (user_id, n) VALUES ($1, 1)
+	const slotAndTask = `slot AS (INSERT INTO task_counts (user_id, n) VALUES ($1, 1)
 		ON CONFLICT (user_id) DO UPDATE SET n = task_counts.n + 1 WHERE task_counts.n < $7 RETURNING 1),
 		task AS (INSERT INTO tasks (user_id, title, description, priority, due_date, tags)
 		SELECT $1::text, $2::text, $3::text, $4::text, $5::timestamptz, $6::text[] FROM slot
 		RETURNING ` + taskColumns + `)`
-	insert := `WITH ` + slot + ` SELECT ` + taskColumns + ` FROM task`
+	insert := `WITH ` + slotAndTask + ` SELECT ` + taskColumns + ` FROM task`
 	args := []any{userID, *n.Title, n.Description, priority, n.DueDate, tags, n.MaxTasks}
 	if n.Key != "" {
 		// A concurrent request with the same key waits on the key's unique index,
 		// then fails with 23505, and its task insert is undone with it.
-		insert = `WITH ` + slot + `, key AS (
+		insert = `WITH ` + slotAndTask + `, key AS (
 			INSERT INTO idempotency_keys (user_id, key, request_hash, task_id) SELECT $1, $8, $9, id FROM task)
 			SELECT ` + taskColumns + ` FROM task`
 		args = append(args, n.Key, n.RequestHash)
