@@ -1,4 +1,4 @@
-// main.go holds the configuration, the route table, the request middleware and the server's start and stop.
+// main.go holds the configuration, the route table, the `token` command and the server's start and stop.
 package main
 
 import (
@@ -12,7 +12,6 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
-	"runtime/debug"
 	"strconv"
 	"strings"
 	"syscall"
@@ -58,12 +57,11 @@ func loadConfig(getenv func(string) string) (config, error) {
 	if c.DatabaseURL == "" {
 		c.DatabaseURL = getenv("NEON_DB_URL") // "" means libpq defaults (PG* variables)
 	}
-	if secret := getenv("BETTER_AUTH_SECRET"); secret != "" {
-		if len(secret) < 32 {
-			return c, errors.New("BETTER_AUTH_SECRET must be at least 32 bytes (try: openssl rand -base64 32)")
-		}
-		c.Auth.Secret = []byte(secret)
+	secret, err := readSecret(getenv)
+	if err != nil {
+		return c, err
 	}
+	c.Auth.Secret = secret
 	if previous := getenv("BETTER_AUTH_SECRET_PREVIOUS"); previous != "" {
 		if len(previous) < 32 || c.Auth.Secret == nil {
 			return c, errors.New("BETTER_AUTH_SECRET_PREVIOUS must be at least 32 bytes, next to a BETTER_AUTH_SECRET")
@@ -106,25 +104,45 @@ func loadConfig(getenv func(string) string) (config, error) {
 		}
 		c.CORSOrigins[origin] = true
 	}
-	for name, dst := range map[string]*time.Duration{"STARTUP_TIMEOUT": &c.StartupTimeout, "DRAIN_TIMEOUT": &c.DrainTimeout, "QUERY_TIMEOUT": &c.QueryTimeout} {
-		if s := getenv(name); s != "" {
-			d, err := time.ParseDuration(s)
-			if err != nil || d <= 0 {
-				return c, fmt.Errorf("%s must be a positive duration such as 30s, not %q", name, s)
+	// Slices, not maps: of two bad settings, the first in this order is the one reported.
+	for _, d := range []struct {
+		name string
+		dst  *time.Duration
+	}{{"STARTUP_TIMEOUT", &c.StartupTimeout}, {"DRAIN_TIMEOUT", &c.DrainTimeout}, {"QUERY_TIMEOUT", &c.QueryTimeout}} {
+		if s := getenv(d.name); s != "" {
+			v, err := time.ParseDuration(s)
+			if err != nil || v <= 0 {
+				return c, fmt.Errorf("%s must be a positive duration such as 30s, not %q", d.name, s)
 			}
-			*dst = d
+			*d.dst = v
 		}
 	}
-	for name, dst := range map[string]*int{"MAX_TASKS_PER_USER": &c.MaxTasks, "RATE_LIMIT_PER_SECOND": &c.RatePerSecond, "RATE_LIMIT_BURST": &c.RateBurst} {
-		if s := getenv(name); s != "" {
-			n, err := strconv.Atoi(s)
-			if err != nil || n < 0 || n == 0 && name != "RATE_LIMIT_PER_SECOND" {
-				return c, fmt.Errorf("%s must be a whole number above 0, not %q", name, s)
+	for _, n := range []struct {
+		name string
+		dst  *int
+		min  int
+	}{{"MAX_TASKS_PER_USER", &c.MaxTasks, 1}, {"RATE_LIMIT_PER_SECOND", &c.RatePerSecond, 0}, {"RATE_LIMIT_BURST", &c.RateBurst, 1}} {
+		if s := getenv(n.name); s != "" {
+			v, err := strconv.Atoi(s)
+			if err != nil || v < n.min {
+				return c, fmt.Errorf("%s must be a whole number above 0, not %q", n.name, s)
 			}
-			*dst = n
+			*n.dst = v
 		}
 	}
 	return c, nil
+}
+
+// readSecret reads BETTER_AUTH_SECRET: nil when unset, else at least 32 bytes.
+func readSecret(getenv func(string) string) ([]byte, error) {
+	secret := getenv("BETTER_AUTH_SECRET")
+	if secret == "" {
+		return nil, nil
+	}
+	if len(secret) < 32 {
+		return nil, errors.New("BETTER_AUTH_SECRET must be at least 32 bytes (try: openssl rand -base64 32)")
+	}
+	return []byte(secret), nil
 }
 
 // parseOrigin checks an http(s) URL and returns its origin (scheme://host[:port]);
@@ -151,13 +169,13 @@ func orDefault(s, def string) string {
 // run is the whole program: `tasks` serves the API, `tasks token USER_ID` prints a token.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
 	log := slog.New(slog.NewJSONHandler(stdout, nil))
-	cfg, err := loadConfig(getenv)
 	if len(args) > 1 && args[1] == "token" {
-		return printToken(cfg, err, args[2:], stdout)
+		return printToken(getenv, args[2:], stdout)
 	}
 	if len(args) > 1 {
 		return fmt.Errorf("unknown command %q (commands: token USER_ID)", args[1])
 	}
+	cfg, err := loadConfig(getenv)
 	if err != nil {
 		return err
 	}
@@ -169,9 +187,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	defer db.pool.Close()
 	startCtx, cancel := context.WithTimeout(ctx, cfg.StartupTimeout)
 	defer cancel()
-	err = db.migrate(startCtx, func(attempt int, err error) {
-		log.Warn("waiting for the database", "attempt", attempt, "err", err.Error())
-	})
+	err = db.migrate(startCtx, log)
 	if err != nil {
 		return fmt.Errorf("after %s: %w (check DATABASE_URL)", cfg.StartupTimeout, err)
 	}
@@ -216,18 +232,20 @@ func forgetOldKeys(ctx context.Context, db *store, log *slog.Logger) {
 	}
 }
 
-// printToken prints an HS256 token for args[0], valid for an hour, for trying the API with curl.
-func printToken(cfg config, cfgErr error, args []string, stdout io.Writer) error {
+// printToken prints an HS256 token for args[0], valid for an hour, for trying
+// the API with curl; it needs only BETTER_AUTH_SECRET.
+func printToken(getenv func(string) string, args []string, stdout io.Writer) error {
 	if len(args) != 1 || !validUserID(args[0]) {
 		return errors.New("usage: tasks token USER_ID")
 	}
-	if cfg.Auth.Secret == nil {
-		if cfgErr != nil {
-			return cfgErr
-		}
+	secret, err := readSecret(getenv)
+	if err != nil {
+		return err
+	}
+	if secret == nil {
 		return errors.New("token needs BETTER_AUTH_SECRET (32+ bytes)")
 	}
-	token, err := mintToken(cfg.Auth.Secret, args[0], time.Hour)
+	token, err := mintToken(secret, args[0], time.Hour)
 	if err != nil {
 		return err
 	}
@@ -271,132 +289,4 @@ func newServer(log *slog.Logger, db *store, cfg config) http.Handler {
 	handle("DELETE /api/{user_id}/tasks/{id}", auth(handleDeleteTask(db)))
 	handle("PATCH /api/{user_id}/tasks/{id}/complete", auth(handleToggleTask(db)))
 	return m
-}
-
-// middleware does what every request needs: security headers, CORS, the
-// trailing slash, JSON for the mux's own 404 and 405, and one log line.
-type middleware struct {
-	mux    *http.ServeMux
-	routes []string // the patterns registered, for the test that holds openapi.json to them
-	log    *slog.Logger
-	cors   map[string]bool
-}
-
-func (m *middleware) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	start := time.Now()
-	h := w.Header()
-	h.Set("Cache-Control", "no-store")
-	h.Set("X-Content-Type-Options", "nosniff")
-	if origin := r.Header.Get("Origin"); origin != "" {
-		h.Add("Vary", "Origin")
-		allowed := m.cors[origin]
-		if allowed {
-			h.Set("Access-Control-Allow-Origin", origin)
-			h.Set("Access-Control-Allow-Credentials", "true")
-			h.Set("Access-Control-Expose-Headers", "X-Total-Count, Location, ETag, Retry-After, Idempotent-Replayed")
-		}
-		if r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != "" {
-			if !allowed {
-				writeJSON(w, http.StatusForbidden, map[string]string{"detail": "Origin not allowed by CORS_ORIGINS"})
-				return
-			}
-			h.Set("Access-Control-Allow-Methods", "GET, POST, PUT, PATCH, DELETE")
-			h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type, If-Match, If-None-Match, Idempotency-Key")
-			h.Set("Access-Control-Max-Age", "600")
-			w.WriteHeader(http.StatusNoContent)
-			return
-		}
-	}
-	// FastAPI redirected /tasks/ to /tasks, and a cross-origin redirect drops
-	// Authorization in browsers: serve both spellings instead.
-	if p := r.URL.Path; len(p) > 1 && strings.HasSuffix(p, "/") {
-		r2 := *r
-		u := *r.URL
-		u.Path, u.RawPath = strings.TrimRight(p, "/"), ""
-		r2.URL = &u
-		r = &r2
-	}
-	rw := &responseWriter{ResponseWriter: w, status: http.StatusOK}
-	defer func() {
-		if p := recover(); p != nil {
-			if p == http.ErrAbortHandler {
-				panic(p)
-			}
-			// A panic is a bug: answer a generic 500 and keep its cause for the log line.
-			rw.err = fmt.Errorf("panic: %v\n%s", p, debug.Stack())
-			if !rw.wrote {
-				writeJSON(rw, http.StatusInternalServerError, map[string]string{"detail": "Internal Server Error"})
-			}
-		}
-		m.logRequest(r, rw, time.Since(start))
-	}()
-	m.mux.ServeHTTP(rw, r)
-}
-
-// logRequest writes the request's one log line; never a token, a secret or a body.
-func (m *middleware) logRequest(r *http.Request, rw *responseWriter, d time.Duration) {
-	attrs := []slog.Attr{
-		slog.String("method", r.Method),
-		slog.String("route", r.Pattern),
-		slog.Int("status", rw.status),
-		slog.Float64("ms", float64(d.Microseconds())/1000),
-	}
-	if rw.userID != "" {
-		attrs = append(attrs, slog.String("user_id", rw.userID))
-	}
-	level := slog.LevelInfo
-	if rw.err != nil {
-		level = slog.LevelError
-		attrs = append(attrs, slog.String("err", rw.err.Error()))
-	}
-	m.log.LogAttrs(r.Context(), level, "request", attrs...)
-}
-
-// responseWriter records what the request's log line needs, and turns the
-// mux's own plain-text answers (404, 405 with Allow, redirects) into JSON.
-type responseWriter struct {
-	http.ResponseWriter
-	status  int
-	wrote   bool
-	userID  string
-	err     error
-	swallow bool // the mux's own text body is being replaced
-}
-
-func (rw *responseWriter) WriteHeader(status int) {
-	rw.status, rw.wrote = status, true
-	// Every error or redirect here answers JSON; one that does not is net/http's
-	// own text (404, 405, a redirect to a cleaned path), so it becomes JSON too.
-	if status >= 300 && status != http.StatusNotModified && rw.Header().Get("Content-Type") != "application/json" {
-		rw.swallow = true
-		rw.Header().Set("Content-Type", "application/json")
-		rw.ResponseWriter.WriteHeader(status)
-		rw.ResponseWriter.Write([]byte(`{"detail":"` + http.StatusText(status) + `"}` + "\n"))
-		return
-	}
-	rw.ResponseWriter.WriteHeader(status)
-}
-
-func (rw *responseWriter) Write(b []byte) (int, error) {
-	if rw.swallow {
-		return len(b), nil
-	}
-	if !rw.wrote {
-		rw.WriteHeader(http.StatusOK)
-	}
-	return rw.ResponseWriter.Write(b)
-}
-
-// noteUser puts the authenticated user id on the request's log line.
-func noteUser(w http.ResponseWriter, userID string) {
-	if rw, ok := w.(*responseWriter); ok {
-		rw.userID = userID
-	}
-}
-
-// noteError puts a server-side error on the request's log line; the client never sees it.
-func noteError(w http.ResponseWriter, err error) {
-	if rw, ok := w.(*responseWriter); ok {
-		rw.err = err
-	}
 }

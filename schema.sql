@@ -1,11 +1,18 @@
--- The whole schema of the tasks API. Applied at every start as one implicit
--- transaction; the advisory lock makes replicas that start together take turns.
-SELECT pg_advisory_xact_lock(7031945862);
+-- The schema of the tasks API, as numbered migrations. At start the service
+-- applies, in order, each migration the database has not recorded in
+-- schema_migrations, all in one transaction under an advisory lock (migrate.go).
+-- A migration is never edited once released (TestMigrationsUnchanged pins each
+-- one's SHA-256); a change to the schema is a new migration at the end.
+
+-- migration 1: tasks, per-user task counts and Idempotency-Keys
+-- The schema as it was before migrations were recorded, written so that on a
+-- database made by those releases every statement finds its object and does nothing.
 
 -- The limits live in domains rather than in table CHECK constraints: PostgreSQL
 -- prepares a table's CHECK expressions again for every statement it executes,
--- which made each write cost it half again as much CPU, while a domain's checks
--- are kept per connection (and run only for the columns a statement sets).
+-- which made each write cost it more CPU (bench/run.sh -p update measures it),
+-- while a domain's checks are kept per connection (and run only for the
+-- columns a statement sets).
 -- CREATE DOMAIN has no IF NOT EXISTS.
 DO $$ BEGIN
     CREATE DOMAIN task_user_id AS text CHECK (VALUE <> '' AND length(VALUE) <= 255);

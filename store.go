@@ -1,13 +1,12 @@
-// store.go holds the PostgreSQL pool, the embedded schema and one method per SQL statement.
+// store.go holds the PostgreSQL pool and its dialer, one method per SQL statement, and the store errors.
 package main
 
 import (
 	"bytes"
 	"context"
-	_ "embed"
-	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"strconv"
 	"strings"
@@ -15,12 +14,18 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
-	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
-//go:embed schema.sql
-var schemaSQL string
+// SQLSTATEs (PostgreSQL's Appendix A) this store tells apart: codes, and classes (a code's first two characters).
+const (
+	sqlstateUniqueViolation           = "23505"
+	sqlstateCheckViolation            = "23514"
+	sqlstateClassDataException        = "22"
+	sqlstateClassConnectionException  = "08"
+	sqlstateClassInsufficientRes      = "53" // insufficient resources: too many connections, out of memory or disk
+	sqlstateClassOperatorIntervention = "57" // query canceled (statement timeout), admin shutdown, cannot connect now
+)
 
 // Store errors; handlers map them to statuses in writeError.
 var (
@@ -39,43 +44,6 @@ func (e *staleError) Error() string { return "task changed since the version giv
 // idempotencyTTL is how long an Idempotency-Key is kept at least.
 const idempotencyTTL = 24 * time.Hour
 
-// Task is one task as stored and as sent to clients.
-type Task struct {
-	ID          int64      `json:"id"`
-	UserID      string     `json:"user_id"`
-	Title       string     `json:"title"`
-	Description *string    `json:"description"`
-	Completed   bool       `json:"completed"`
-	Priority    string     `json:"priority"`
-	DueDate     *time.Time `json:"due_date"`
-	Tags        []string   `json:"tags"`
-	CreatedAt   time.Time  `json:"created_at"`
-	UpdatedAt   time.Time  `json:"updated_at"`
-}
-
-// taskChange is a validated create or partial update; nil pointers leave a field as it is.
-type taskChange struct {
-	Title       *string
-	Description *string
-	ClearDesc   bool // set description to NULL
-	Completed   *bool
-	Priority    *string
-	DueDate     *time.Time
-	ClearDue    bool // set due_date to NULL
-	Tags        []string
-}
-
-// listQuery is a validated list request.
-type listQuery struct {
-	Completed *bool    // nil: all
-	Sort      string   // a key of listOrders
-	Desc      bool     // descending
-	Q         string   // literal, case-insensitive substring of title or description
-	Tags      []string // all must be present
-	Limit     int
-	Offset    int
-}
-
 // store runs the service's SQL on a pgx pool.
 type store struct {
 	pool    *pgxpool.Pool
@@ -92,8 +60,7 @@ func openStore(url string, timeout time.Duration) (*store, error) {
 	if !strings.Contains(url, "pool_max_conns") {
 		// pgxpool's default (4 here, one per core otherwise) leaves writes queueing for
 		// a connection while others wait on a commit's fsync; 16 let PostgreSQL commit
-		// them together: +40 % updates/s and -15 % API CPU per update, measured with
-		// bench/run.sh on 2 cores.
+		// them together (bench/run.sh -p update measures it; bench/README.md has the figures).
 		cfg.MaxConns = 16
 	}
 	cfg.ConnConfig.ConnectTimeout = timeout
@@ -141,28 +108,6 @@ func (c boundedConn) SetDeadline(t time.Time) error      { return c.Conn.SetDead
 func (c boundedConn) SetReadDeadline(t time.Time) error  { return c.Conn.SetReadDeadline(c.bound(t)) }
 func (c boundedConn) SetWriteDeadline(t time.Time) error { return c.Conn.SetWriteDeadline(c.bound(t)) }
 
-// migrate waits for the database with backoff until ctx ends, then applies the schema.
-func (s *store) migrate(ctx context.Context, logf func(attempt int, err error)) error {
-	delay := 250 * time.Millisecond
-	for attempt := 1; ; attempt++ {
-		err := s.ping(ctx)
-		if err == nil {
-			break
-		}
-		logf(attempt, err)
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("database not reachable: %w", err)
-		case <-time.After(delay):
-		}
-		delay = min(delay*2, 5*time.Second)
-	}
-	if _, err := s.pool.Exec(ctx, schemaSQL); err != nil {
-		return fmt.Errorf("apply schema: %w", err)
-	}
-	return nil
-}
-
 // ping checks that the database answers.
 func (s *store) ping(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
@@ -171,129 +116,6 @@ func (s *store) ping(ctx context.Context) error {
 }
 
 const taskColumns = `id, user_id, title, description, completed, priority, due_date, tags, created_at, updated_at`
-
-// scanTask reads one row of taskColumns. A row in PostgreSQL's binary format
-// (what pgx asks for, except on the simple protocol) is decoded straight from
-// its bytes by taskFromBinary; pgx's Scan plans every column again for each
-// statement and allocates for each value: an eighth of a list's CPU here.
-func scanTask(rows pgx.CollectableRow) (Task, error) {
-	if t, ok := taskFromBinary(rows.FieldDescriptions(), rows.RawValues()); ok {
-		return t, nil
-	}
-	var t Task
-	err := rows.Scan(&t.ID, &t.UserID, &t.Title, &t.Description, &t.Completed, &t.Priority,
-		&t.DueDate, &t.Tags, &t.CreatedAt, &t.UpdatedAt)
-	if err != nil {
-		return t, err
-	}
-	t.CreatedAt, t.UpdatedAt = t.CreatedAt.UTC(), t.UpdatedAt.UTC()
-	if t.DueDate != nil {
-		d := t.DueDate.UTC()
-		t.DueDate = &d
-	}
-	if t.Tags == nil {
-		t.Tags = []string{}
-	}
-	return t, nil
-}
-
-// taskColumnTypes are the type OIDs of taskColumns (domains are sent as their base types).
-var taskColumnTypes = [...]uint32{pgtype.Int8OID, pgtype.TextOID, pgtype.TextOID, pgtype.TextOID,
-	pgtype.BoolOID, pgtype.TextOID, pgtype.TimestamptzOID, pgtype.TextArrayOID, pgtype.TimestamptzOID, pgtype.TimestamptzOID}
-
-// taskFromBinary decodes a row of taskColumns in the binary format; ok is false
-// for anything else (text format, other types, a value it does not expect), which
-// scanTask leaves to pgx.
-func taskFromBinary(fields []pgconn.FieldDescription, raw [][]byte) (t Task, ok bool) {
-	if len(fields) != len(taskColumnTypes) || len(raw) != len(fields) {
-		return t, false
-	}
-	for i, f := range fields {
-		binaryOrText := f.Format == pgx.BinaryFormatCode || f.DataTypeOID == pgtype.TextOID // text reads the same in both
-		nullable := i == 3 || i == 6                                                        // description, due_date
-		if !binaryOrText || f.DataTypeOID != taskColumnTypes[i] || raw[i] == nil && !nullable {
-			return t, false
-		}
-	}
-	if len(raw[0]) != 8 || len(raw[4]) != 1 {
-		return t, false
-	}
-	t.ID = int64(binary.BigEndian.Uint64(raw[0]))
-	t.UserID, t.Title = string(raw[1]), string(raw[2])
-	if raw[3] != nil {
-		d := string(raw[3])
-		t.Description = &d
-	}
-	t.Completed = raw[4][0] == 1
-	switch p := raw[5]; string(p) { // the three priorities without an allocation each
-	case "low":
-		t.Priority = "low"
-	case "medium":
-		t.Priority = "medium"
-	case "high":
-		t.Priority = "high"
-	default:
-		t.Priority = string(p)
-	}
-	if raw[6] != nil {
-		d, ok := timeFromBinary(raw[6])
-		if !ok {
-			return t, false
-		}
-		t.DueDate = &d
-	}
-	var created, updated bool
-	t.Tags, ok = textArrayFromBinary(raw[7])
-	t.CreatedAt, created = timeFromBinary(raw[8])
-	t.UpdatedAt, updated = timeFromBinary(raw[9])
-	return t, ok && created && updated
-}
-
-// timeFromBinary decodes a binary timestamptz: microseconds since 2000-01-01 UTC;
-// ok is false outside PostgreSQL's range (4713 BC to 294276 AD), which leaves out infinity.
-func timeFromBinary(b []byte) (time.Time, bool) {
-	if len(b) != 8 {
-		return time.Time{}, false
-	}
-	us := int64(binary.BigEndian.Uint64(b))
-	if us < -211813488000000000 || us >= 9223371331200000000 {
-		return time.Time{}, false
-	}
-	return time.Unix(946684800+us/1e6, us%1e6*1e3).UTC(), true
-}
-
-// textArrayFromBinary decodes a one-dimensional binary text[] without NULLs:
-// dimensions, a has-NULL flag and the element type, then each dimension's
-// length and lower bound, then each element as its length and bytes.
-func textArrayFromBinary(b []byte) ([]string, bool) {
-	if len(b) < 12 {
-		return nil, false
-	}
-	ndim := binary.BigEndian.Uint32(b)
-	if ndim == 0 {
-		return []string{}, len(b) == 12
-	}
-	if ndim != 1 || len(b) < 20 {
-		return nil, false
-	}
-	n := int(binary.BigEndian.Uint32(b[12:]))
-	if b = b[20:]; n > len(b)/4 {
-		return nil, false
-	}
-	tags := make([]string, 0, n)
-	for range n {
-		if len(b) < 4 {
-			return nil, false
-		}
-		size := int(int32(binary.BigEndian.Uint32(b)))
-		if size < 0 || len(b) < 4+size {
-			return nil, false
-		}
-		tags = append(tags, string(b[4:4+size]))
-		b = b[4+size:]
-	}
-	return tags, len(b) == 0
-}
 
 // one runs a statement that returns at most one task.
 func (s *store) one(ctx context.Context, sql string, args ...any) (Task, error) {
@@ -307,15 +129,6 @@ func (s *store) one(ctx context.Context, sql string, args ...any) (Task, error) 
 // getTask returns the user's task id.
 func (s *store) getTask(ctx context.Context, userID string, id int64) (Task, error) {
 	return s.one(ctx, `SELECT `+taskColumns+` FROM tasks WHERE id = $1 AND user_id = $2`, id, userID)
-}
-
-// newTask is a create: the change, the user's task limit, and the client's
-// Idempotency-Key ("" for none) with a hash of the request it came with.
-type newTask struct {
-	taskChange
-	MaxTasks    int
-	Key         string
-	RequestHash []byte
 }
 
 // createTask inserts a task for the user unless they hold MaxTasks already, in
@@ -354,7 +167,7 @@ func (s *store) createTask(ctx context.Context, userID string, n newTask) (task 
 	switch {
 	case errors.Is(err, errNotFound):
 		return task, false, errTaskLimit
-	case n.Key != "" && errors.As(err, &pgErr) && pgErr.Code == "23505":
+	case n.Key != "" && errors.As(err, &pgErr) && pgErr.Code == sqlstateUniqueViolation:
 		task, err = s.replay(ctx, userID, n.Key, n.RequestHash)
 		return task, err == nil, err
 	}
@@ -448,15 +261,32 @@ func (s *store) checkStale(ctx context.Context, userID string, id int64, ifMatch
 	return t, &staleError{Current: current}
 }
 
-// listOrders maps each sort key to its ORDER BY for ascending and descending order.
-// Ties are broken by id in the same direction so pages are stable; tasks without a
-// due date come last either way.
-var listOrders = map[string][2]string{
-	"created":  {"created_at, id", "created_at DESC, id DESC"},
-	"updated":  {"updated_at, id", "updated_at DESC, id DESC"},
-	"title":    {"lower(title), id", "lower(title) DESC, id DESC"},
-	"due_date": {"due_date NULLS LAST, id", "due_date DESC NULLS LAST, id DESC"},
-	"priority": {"array_position('{low,medium,high}', priority), id", "array_position('{low,medium,high}', priority) DESC, id DESC"},
+// listSort is a sort key of the list: its name in ?sort=, its natural
+// direction, and its ORDER BY each way. Ties are broken by id in the same
+// direction so pages are stable; tasks without a due date come last either way.
+type listSort struct {
+	name     string
+	desc     bool // the natural direction: newest, soonest, high first; titles A to Z
+	asc, dsc string
+}
+
+// listSorts are the sort keys, in the order a message lists them; "created" is the default.
+var listSorts = []listSort{
+	{"created", true, "created_at, id", "created_at DESC, id DESC"},
+	{"updated", true, "updated_at, id", "updated_at DESC, id DESC"},
+	{"title", false, "lower(title), id", "lower(title) DESC, id DESC"},
+	{"due_date", false, "due_date NULLS LAST, id", "due_date DESC NULLS LAST, id DESC"},
+	{"priority", true, "array_position('{low,medium,high}', priority), id", "array_position('{low,medium,high}', priority) DESC, id DESC"},
+}
+
+// findSort returns the sort key named name.
+func findSort(name string) (listSort, bool) {
+	for _, s := range listSorts {
+		if s.name == name {
+			return s, true
+		}
+	}
+	return listSort{}, false
 }
 
 // listTasks returns one page of the user's matching tasks and how many match in all.
@@ -483,9 +313,10 @@ func (s *store) listTasks(ctx context.Context, userID string, q listQuery) ([]Ta
 		args = append(args, q.Tags)
 		where += ` AND tags @> $` + strconv.Itoa(len(args))
 	}
-	order := listOrders[q.Sort][0]
+	sort, _ := findSort(q.Sort) // parseListQuery admits only known keys
+	order := sort.asc
 	if q.Desc {
-		order = listOrders[q.Sort][1]
+		order = sort.dsc
 	}
 	n := len(args)
 	page := ` ORDER BY ` + order + ` LIMIT $` + strconv.Itoa(n+1) + ` OFFSET $` + strconv.Itoa(n+2)
@@ -508,8 +339,11 @@ func (s *store) listTasks(ctx context.Context, userID string, q listQuery) ([]Ta
 }
 
 // storeError turns a driver error into a store error: no row is errNotFound; a
-// rejected value is errRejected; anything about reaching the database is errUnavailable.
-// Other errors are bugs and pass through for a 500.
+// value the schema rejects (check violation, data exception) is errRejected.
+// errUnavailable, a 503 the client may retry, needs evidence that the database
+// could not be reached or could not serve: isUnavailable. Anything else is a
+// bug (a scan, an encoding, a statement) and passes through, for a 500 with
+// its cause on the log line.
 func storeError(err error) error {
 	if err == nil {
 		return nil
@@ -517,17 +351,37 @@ func storeError(err error) error {
 	if errors.Is(err, pgx.ErrNoRows) {
 		return errNotFound
 	}
-	var pgErr *pgconn.PgError
-	if !errors.As(err, &pgErr) {
-		// No answer from the server: a dial, network, pool or deadline failure.
+	if isUnavailable(err) {
 		return fmt.Errorf("%w: %w", errUnavailable, err)
 	}
-	switch {
-	case pgErr.Code == "23514", strings.HasPrefix(pgErr.Code, "22"): // check violation, data exception
+	if pgErr, ok := errors.AsType[*pgconn.PgError](err); ok &&
+		(pgErr.Code == sqlstateCheckViolation || strings.HasPrefix(pgErr.Code, sqlstateClassDataException)) {
 		return fmt.Errorf("%w: %s", errRejected, pgErr.Code)
-	case strings.HasPrefix(pgErr.Code, "08"), strings.HasPrefix(pgErr.Code, "53"),
-		strings.HasPrefix(pgErr.Code, "57"): // connection, resources, operator intervention (incl. statement timeout)
-		return fmt.Errorf("%w: %w", errUnavailable, err)
 	}
 	return err
+}
+
+// isUnavailable reports whether err says the database could not be reached or
+// could not serve: pgx could not connect; a deadline passed, or the request
+// that waited ended; the network failed (a reset, a closed connection, EOF
+// mid-answer); or the server answered with an SQLSTATE of class 08
+// (connection exception), 53 (insufficient resources) or 57 (operator
+// intervention, which includes statement_timeout's query_canceled).
+// Everything else, a bug until shown otherwise, answers 500 and is not retried.
+func isUnavailable(err error) bool {
+	if pgErr, ok := errors.AsType[*pgconn.PgError](err); ok {
+		class := pgErr.Code[:min(2, len(pgErr.Code))]
+		return class == sqlstateClassConnectionException || class == sqlstateClassInsufficientRes ||
+			class == sqlstateClassOperatorIntervention
+	}
+	if _, ok := errors.AsType[*pgconn.ConnectError](err); ok {
+		return true
+	}
+	if _, ok := errors.AsType[net.Error](err); ok {
+		return true
+	}
+	// SafeToRetry: pgx failed before it sent anything (no connection, or one it had closed).
+	return pgconn.Timeout(err) || pgconn.SafeToRetry(err) || errors.Is(err, pgconn.ErrConnClosed) ||
+		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) ||
+		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
 }

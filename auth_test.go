@@ -1,0 +1,210 @@
+// auth_test.go tests bearer-token verification: accepted and refused tokens, the previous secret, and the verified-token cache.
+package main
+
+import (
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+func TestAuth(t *testing.T) {
+	ks := newKeyServer(t)
+	_, edKey, _ := ed25519.GenerateKey(rand.Reader)
+	rsaKey, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p256, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	p521, _ := ecdsa.GenerateKey(elliptic.P521(), rand.Reader)
+	ks.add(jwkOf(t, "ed", edKey.Public()))
+	ks.add(jwkOf(t, "rsa", &rsaKey.PublicKey))
+	ks.add(jwkOf(t, "p256", &p256.PublicKey))
+	ks.add(jwkOf(t, "p521", &p521.PublicKey))
+	const authURL = "http://auth.example.test"
+	e := newEnv(t, authConfig{Secret: []byte(testSecret), JWKSURL: ks.srv.URL, JWKSIssuer: authURL, JWKSAudience: authURL})
+
+	user := newUser(t)
+	path := "/api/" + user + "/tasks"
+	now := time.Now()
+	good := func() jwt.MapClaims {
+		return jwt.MapClaims{"sub": user, "exp": now.Add(15 * time.Minute).Unix(), "iss": authURL, "aud": authURL}
+	}
+	with := func(k string, v any) jwt.MapClaims {
+		c := good()
+		if v == nil {
+			delete(c, k)
+		} else {
+			c[k] = v
+		}
+		return c
+	}
+	rsaPEM := pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: must(x509.MarshalPKIXPublicKey(&rsaKey.PublicKey))})
+	none := must(jwt.NewWithClaims(jwt.SigningMethodNone, good()).SignedString(jwt.UnsafeAllowNoneSignatureType))
+	attacker, _, _ := ed25519.GenerateKey(rand.Reader)
+	_ = attacker
+	_, attackerKey, _ := ed25519.GenerateKey(rand.Reader)
+	jku := jwt.NewWithClaims(jwt.SigningMethodEdDSA, good())
+	jku.Header["kid"] = "attacker"
+	jku.Header["jku"] = "http://attacker.test/jwks"
+	jku.Header["jwk"] = jwkOf(t, "attacker", attackerKey.Public())
+	jkuToken := must(jku.SignedString(attackerKey))
+
+	cases := []struct {
+		name   string
+		header string // Authorization
+		status int
+	}{
+		{"HS256", "Bearer " + hsToken(t, jwt.MapClaims{"sub": user, "exp": now.Add(time.Hour).Unix(), "email": "a@b.c", "name": "A"}), 200},
+		{"scheme in lower case", "bearer " + tokenFor(t, user), 200},
+		{"scheme in upper case", "BEARER " + tokenFor(t, user), 200},
+		{"EdDSA from the JWKS", "Bearer " + signed(t, jwt.SigningMethodEdDSA, edKey, "ed", good()), 200},
+		{"RS256 from the JWKS", "Bearer " + signed(t, jwt.SigningMethodRS256, rsaKey, "rsa", good()), 200},
+		{"PS256 from the JWKS", "Bearer " + signed(t, jwt.SigningMethodPS256, rsaKey, "rsa", good()), 200},
+		{"ES256 from the JWKS", "Bearer " + signed(t, jwt.SigningMethodES256, p256, "p256", good()), 200},
+		{"ES512 from the JWKS", "Bearer " + signed(t, jwt.SigningMethodES512, p521, "p521", good()), 200},
+		{"expired within the 30 s leeway", "Bearer " + hsToken(t, jwt.MapClaims{"sub": user, "exp": now.Add(-10 * time.Second).Unix()}), 200},
+		{"no header", "", 401},
+		{"Basic scheme", "Basic " + tokenFor(t, user), 401},
+		{"no token after Bearer", "Bearer ", 401},
+		{"garbage", "Bearer not-a-jwt", 401},
+		{"alg none", "Bearer " + none, 401},
+		{"HS256 signed with the RSA public key", "Bearer " + signed(t, jwt.SigningMethodHS256, rsaPEM, "rsa", good()), 401},
+		{"wrong secret", "Bearer " + signed(t, jwt.SigningMethodHS256, []byte(testSecret+"x"), "", good()), 401},
+		{"HS512", "Bearer " + signed(t, jwt.SigningMethodHS512, []byte(testSecret), "", good()), 401},
+		{"expired", "Bearer " + hsToken(t, jwt.MapClaims{"sub": user, "exp": now.Add(-time.Minute).Unix()}), 401},
+		{"no exp", "Bearer " + hsToken(t, jwt.MapClaims{"sub": user}), 401},
+		{"nbf in the future", "Bearer " + hsToken(t, jwt.MapClaims{"sub": user, "exp": now.Add(time.Hour).Unix(), "nbf": now.Add(time.Minute).Unix()}), 401},
+		{"no sub", "Bearer " + hsToken(t, jwt.MapClaims{"exp": now.Add(time.Hour).Unix()}), 401},
+		{"empty sub", "Bearer " + hsToken(t, jwt.MapClaims{"sub": "", "exp": now.Add(time.Hour).Unix()}), 401},
+		{"numeric sub", "Bearer " + hsToken(t, jwt.MapClaims{"sub": 42, "exp": now.Add(time.Hour).Unix()}), 401},
+		{"JWKS token, wrong audience", "Bearer " + signed(t, jwt.SigningMethodEdDSA, edKey, "ed", with("aud", "http://other.test")), 401},
+		{"JWKS token, wrong issuer", "Bearer " + signed(t, jwt.SigningMethodEdDSA, edKey, "ed", with("iss", "http://other.test")), 401},
+		{"JWKS token, no audience", "Bearer " + signed(t, jwt.SigningMethodEdDSA, edKey, "ed", with("aud", nil)), 401},
+		{"JWKS token, no kid", "Bearer " + signed(t, jwt.SigningMethodEdDSA, edKey, "", good()), 401},
+		{"RS256 naming an Ed25519 kid", "Bearer " + signed(t, jwt.SigningMethodRS256, rsaKey, "ed", good()), 401},
+		{"ES256 naming the P-521 kid", "Bearer " + signed(t, jwt.SigningMethodES256, p256, "p521", good()), 401},
+		{"own key in jku and jwk headers", "Bearer " + jkuToken, 401},
+		{"tampered payload", "Bearer " + tamper(signed(t, jwt.SigningMethodEdDSA, edKey, "ed", good()), "someone-else"), 401},
+		{"another user's token", "Bearer " + tokenFor(t, newUser(t)), 403},
+	}
+	for _, c := range cases {
+		r := e.do("GET", path, "", nil, "Authorization", c.header)
+		if r.status != c.status {
+			t.Errorf("%s: GET = %s, want %d", c.name, r, c.status)
+			continue
+		}
+		if c.status == 401 && r.header.Get("WWW-Authenticate") != `Bearer error="invalid_token"` {
+			t.Errorf("%s: WWW-Authenticate = %q", c.name, r.header.Get("WWW-Authenticate"))
+		}
+		if c.status != 200 {
+			if d := decode[struct{ Detail string }](t, r); d.Detail == "" {
+				t.Errorf("%s: no detail in %s", c.name, r)
+			}
+		}
+	}
+
+	// Nothing but the Authorization header carries a token.
+	tok := tokenFor(t, user)
+	e.want(e.do("GET", path+"?token="+tok+"&access_token="+tok, "", nil), 401, "token in the query string")
+	e.want(e.do("GET", path, "", nil, "Cookie", "token="+tok+"; better-auth.session_token="+tok), 401, "token in a cookie")
+
+	// Explicit issuer and audience apply to HS256 tokens too.
+	strict := newEnv(t, authConfig{Secret: []byte(testSecret), Issuer: "api-test", Audience: "tasks"})
+	strict.want(strict.do("GET", path, tok, nil), 401, "HS256 without the configured iss/aud")
+	okTok := hsToken(t, jwt.MapClaims{"sub": user, "exp": now.Add(time.Hour).Unix(), "iss": "api-test", "aud": []string{"tasks"}})
+	strict.want(strict.do("GET", path, okTok, nil), 200, "HS256 with the configured iss/aud")
+
+	// Without a secret, HS256 tokens are refused.
+	jwksOnly := newEnv(t, authConfig{JWKSURL: ks.srv.URL, JWKSIssuer: authURL, JWKSAudience: authURL})
+	jwksOnly.want(jwksOnly.do("GET", path, tok, nil), 401, "HS256 with no secret configured")
+	jwksOnly.want(jwksOnly.do("GET", path, signed(t, jwt.SigningMethodEdDSA, edKey, "ed", good()), nil), 200, "EdDSA, JWKS only")
+}
+
+// tamper replaces the sub of a signed token without signing it again.
+func tamper(token, sub string) string {
+	parts := strings.Split(token, ".")
+	payload, _ := base64.RawURLEncoding.DecodeString(parts[1])
+	var claims map[string]any
+	json.Unmarshal(payload, &claims)
+	claims["sub"] = sub
+	b, _ := json.Marshal(claims)
+	parts[1] = base64.RawURLEncoding.EncodeToString(b)
+	return strings.Join(parts, ".")
+}
+
+func TestPreviousSecret(t *testing.T) {
+	const previous = "previous-secret-0123456789-abcdefghijkl"
+	e := newEnv(t, authConfig{Secret: []byte(testSecret), Previous: []byte(previous)})
+	user := newUser(t)
+	path := "/api/" + user + "/tasks"
+	claims := jwt.MapClaims{"sub": user, "exp": time.Now().Add(time.Hour).Unix()}
+	e.want(e.do("GET", path, signed(t, jwt.SigningMethodHS256, []byte(previous), "", claims), nil), 200, "token signed with the previous secret")
+	e.want(e.do("GET", path, tokenFor(t, user), nil), 200, "token signed with the current secret")
+	e.want(e.do("GET", path, signed(t, jwt.SigningMethodHS256, []byte(previous+"x"), "", claims), nil), 401, "token signed with neither")
+
+	_, err := loadConfig(func(k string) string {
+		return map[string]string{"BETTER_AUTH_SECRET_PREVIOUS": previous, "BETTER_AUTH_URL": "http://localhost:3000"}[k]
+	})
+	if err == nil || !strings.Contains(err.Error(), "BETTER_AUTH_SECRET_PREVIOUS") {
+		t.Fatalf("a previous secret without a current one: %v", err)
+	}
+}
+
+// TestVerifiedTokenCacheExpires: a remembered token stops working when it expires.
+func TestVerifiedTokenCacheExpires(t *testing.T) {
+	v := newVerifier(hsAuth(), http.DefaultClient, slog.New(slog.DiscardHandler))
+	expired := hsToken(t, jwt.MapClaims{"sub": "u1", "exp": time.Now().Add(-time.Minute).Unix()})
+	v.verified[expired] = verifiedToken{sub: "u1", expires: time.Now().Add(-time.Minute)}
+	if _, err := v.verify(expired); err != errExpiredToken {
+		t.Fatalf("an expired token the cache remembers: verify = %v, want %v", err, errExpiredToken)
+	}
+	fresh := tokenFor(t, "u2")
+	if sub, err := v.verify(fresh); err != nil || sub != "u2" || v.verified[fresh].sub != "u2" {
+		t.Fatalf("a fresh token: verify = %q, %v; remembered %+v", sub, err, v.verified[fresh])
+	}
+}
+
+// FuzzVerify feeds the verifier tokens: whatever verifies has a usable user id,
+// and whatever fails is a 401.
+func FuzzVerify(f *testing.F) {
+	_, edKey, _ := ed25519.GenerateKey(rand.Reader)
+	ks := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		json.NewEncoder(w).Encode(map[string]any{"keys": []any{jwkOf(f, "ed", edKey.Public())}})
+	}))
+	defer ks.Close()
+	v := newVerifier(authConfig{Secret: []byte(testSecret), JWKSURL: ks.URL}, ks.Client(), slog.New(slog.NewJSONHandler(io.Discard, nil)))
+	exp := time.Now().Add(time.Hour).Unix()
+	f.Add(must(jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"sub": "u1", "exp": exp}).SignedString([]byte(testSecret))))
+	ed := jwt.NewWithClaims(jwt.SigningMethodEdDSA, jwt.MapClaims{"sub": "u1", "exp": exp})
+	ed.Header["kid"] = "ed"
+	f.Add(must(ed.SignedString(edKey)))
+	f.Fuzz(func(t *testing.T, token string) {
+		sub, err := v.verify(token)
+		if err != nil {
+			var se *statusError
+			if !errors.As(err, &se) || se.status != 401 {
+				t.Fatalf("verify(%q) = %v, want a 401", token, err)
+			}
+			return
+		}
+		if !validUserID(sub) {
+			t.Fatalf("verify(%q) passed with sub %q", token, sub)
+		}
+	})
+}

@@ -1,0 +1,160 @@
+// http_test.go tests the middleware: routing, trailing slashes, JSON 404/405, security headers, CORS, the log line, and the handler under fuzzing.
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+func TestRoutingAndHeaders(t *testing.T) {
+	e := newEnv(t, hsAuth())
+	user := newUser(t)
+	tok := tokenFor(t, user)
+	task := e.create(user, map[string]any{"title": "slash"})
+
+	e.want(e.do("GET", "/api/"+user+"/tasks/", tok, nil), 200, "list with a trailing slash")
+	e.want(e.do("POST", "/api/"+user+"/tasks/", tok, map[string]any{"title": "x"}), 201, "create with a trailing slash")
+	e.want(e.do("GET", fmt.Sprintf("/api/%s/tasks/%d/", user, task.ID), tok, nil), 200, "get with a trailing slash")
+	e.want(e.do("PATCH", fmt.Sprintf("/api/%s/tasks/%d/complete/", user, task.ID), tok, nil), 200, "toggle with a trailing slash")
+	e.want(e.do("GET", "/healthz", "", nil), 200, "healthz")
+	e.want(e.do("GET", "/readyz", "", nil), 200, "readyz")
+
+	for _, c := range []struct {
+		method, path string
+		status       int
+		tok          string
+	}{
+		{"GET", "/nope", 404, ""},
+		{"GET", "/api/" + user, 404, tok},
+		{"DELETE", "/api/" + user + "/tasks", 405, tok},
+		{"POST", "/healthz", 405, ""},
+		{"GET", "/api/" + user + "/tasks", 401, ""},
+		{"GET", "/api/" + user + "/tasks", 200, tok},
+	} {
+		r := e.do(c.method, c.path, c.tok, nil)
+		if r.status != c.status || r.header.Get("Content-Type") != "application/json" ||
+			r.header.Get("Cache-Control") != "no-store" || r.header.Get("X-Content-Type-Options") != "nosniff" || !json.Valid(r.body) {
+			t.Errorf("%s %s = %s %v, want %d with JSON and security headers", c.method, c.path, r, r.header, c.status)
+		}
+		if c.status == 405 && r.header.Get("Allow") == "" {
+			t.Errorf("%s %s: 405 without Allow", c.method, c.path)
+		}
+	}
+}
+
+func TestCORS(t *testing.T) {
+	e := newEnv(t, hsAuth())
+	user := newUser(t)
+	path := "/api/" + user + "/tasks"
+	preflight := func(origin string) result {
+		return e.do("OPTIONS", path, "", nil, "Origin", origin, "Access-Control-Request-Method", "POST",
+			"Access-Control-Request-Headers", "authorization,content-type")
+	}
+	r := preflight("http://localhost:3000")
+	if r.status != 204 || r.header.Get("Access-Control-Allow-Origin") != "http://localhost:3000" ||
+		r.header.Get("Access-Control-Allow-Credentials") != "true" ||
+		!strings.Contains(r.header.Get("Access-Control-Allow-Methods"), "PATCH") ||
+		!strings.Contains(r.header.Get("Access-Control-Allow-Headers"), "Authorization") ||
+		!strings.Contains(r.header.Get("Access-Control-Allow-Headers"), "If-Match") ||
+		!strings.Contains(r.header.Get("Access-Control-Allow-Headers"), "Idempotency-Key") {
+		t.Fatalf("allowed preflight = %s %v", r, r.header)
+	}
+	r = preflight("http://evil.test")
+	if r.status < 400 || r.header.Get("Access-Control-Allow-Origin") != "" || r.header.Get("Access-Control-Allow-Methods") != "" {
+		t.Fatalf("refused preflight = %s %v", r, r.header)
+	}
+
+	r = e.do("GET", path, tokenFor(t, user), nil, "Origin", "http://localhost:3000")
+	if r.status != 200 || r.header.Get("Access-Control-Allow-Origin") != "http://localhost:3000" ||
+		!strings.Contains(r.header.Get("Access-Control-Expose-Headers"), "X-Total-Count") ||
+		!strings.Contains(r.header.Get("Access-Control-Expose-Headers"), "ETag") {
+		t.Fatalf("allowed GET = %s %v", r, r.header)
+	}
+	r = e.do("GET", path, tokenFor(t, user), nil, "Origin", "http://evil.test")
+	if r.header.Get("Access-Control-Allow-Origin") != "" || r.header.Get("Access-Control-Allow-Credentials") != "" {
+		t.Fatalf("GET from another origin got CORS headers: %v", r.header)
+	}
+}
+
+// TestLogsHoldNoSecrets runs every kind of request with the log captured: each
+// makes one line, and no line holds a token, the secret, a header or a body.
+func TestLogsHoldNoSecrets(t *testing.T) {
+	e := newEnv(t, hsAuth())
+	user := newUser(t)
+	tok := tokenFor(t, user)
+	const marker = "body-marker-7f3a"
+	base := "/api/" + user + "/tasks"
+	task := e.create(user, map[string]any{"title": marker, "description": marker})
+	item := fmt.Sprintf("%s/%d", base, task.ID)
+	badToken := tokenFor(t, user) + "tampered"
+	requests := []func() result{
+		func() result { return e.do("GET", base+"?q="+marker, tok, nil) },
+		func() result { return e.do("GET", item, tok, nil) },
+		func() result { return e.do("PUT", item, tok, map[string]any{"description": marker}) },
+		func() result { return e.do("PATCH", item+"/complete", tok, nil) },
+		func() result { return e.do("POST", base, tok, map[string]any{"title": marker, "titel": marker}) },
+		func() result { return e.do("GET", base, badToken, nil) },
+		func() result { return e.do("GET", base, "", nil, "Authorization", "Basic "+testSecret) },
+		func() result { return e.do("GET", "/api/someone-else/tasks", tok, nil) },
+		func() result { return e.do("DELETE", item, tok, nil) },
+	}
+	for _, req := range requests {
+		req()
+	}
+	logs := e.logs.String()
+	lines := strings.Split(strings.TrimSpace(logs), "\n")
+	if len(lines) != len(requests)+1 {
+		t.Fatalf("%d log lines for %d requests:\n%s", len(lines), len(requests)+1, logs)
+	}
+	for _, line := range lines {
+		var entry map[string]any
+		if err := json.Unmarshal([]byte(line), &entry); err != nil || entry["route"] == nil || entry["status"] == nil {
+			t.Fatalf("log line is not a request line: %s", line)
+		}
+	}
+	for _, secret := range []string{tok, badToken, testSecret, marker, "Bearer", "Authorization", strings.Split(tok, ".")[2]} {
+		if strings.Contains(logs, secret) {
+			t.Errorf("the log holds %q:\n%s", secret, logs)
+		}
+	}
+}
+
+// FuzzHandler sends anything through the real handler and database, with a
+// valid token or a fuzzed Authorization header: the answer is never a 5xx, and
+// any body is JSON.
+func FuzzHandler(f *testing.F) {
+	const user = "fuzz-user"
+	log := slog.New(slog.NewJSONHandler(io.Discard, nil))
+	h := newServer(log, testDB, testConfig(hsAuth(), func(c *config) { c.MaxTasks = 200 }))
+	tok := hsToken(f, jwt.MapClaims{"sub": user, "exp": time.Now().Add(time.Hour).Unix()})
+	f.Add("POST", "", "", true, "application/json", []byte(`{"title":"a","tags":["x"],"due_date":"2026-12-01T00:00:00+02:00"}`))
+	f.Fuzz(func(t *testing.T, method, suffix, authorization string, useToken bool, ctype string, body []byte) {
+		req, err := http.NewRequest(method, "http://api.test/api/"+user+"/tasks"+suffix, bytes.NewReader(body))
+		if err != nil {
+			return // not a request a client can send
+		}
+		req.Header.Set("Authorization", authorization)
+		if useToken {
+			req.Header.Set("Authorization", "Bearer "+tok)
+		}
+		req.Header.Set("Content-Type", ctype)
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, req)
+		if w.Code >= 500 {
+			t.Fatalf("%s %q = %d %s", method, suffix, w.Code, w.Body)
+		}
+		if w.Body.Len() > 0 && (!json.Valid(w.Body.Bytes()) || w.Header().Get("Content-Type") != "application/json") {
+			t.Fatalf("%s %q = %d with a body that is not JSON: %q", method, suffix, w.Code, w.Body)
+		}
+	})
+}

@@ -1,0 +1,138 @@
+// migrate.go applies schema.sql's numbered migrations at start: each once, in order, recorded in schema_migrations.
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	_ "embed"
+	"fmt"
+	"log/slog"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+//go:embed schema.sql
+var schemaSQL string
+
+// migration is one numbered section of schema.sql.
+type migration struct {
+	version int
+	name    string
+	sql     string
+	sha256  [32]byte // of sql, recorded when applied
+}
+
+// migrationHeader starts each migration: "-- migration 3: what it does".
+var migrationHeader = regexp.MustCompile(`(?m)^-- migration (\d+): (.+)$`)
+
+// parseMigrations splits a schema at its migration headers; the versions must
+// count up from 1 without a gap. Text before the first header is a comment.
+func parseMigrations(schema string) ([]migration, error) {
+	heads := migrationHeader.FindAllStringSubmatchIndex(schema, -1)
+	var ms []migration
+	for i, h := range heads {
+		end := len(schema)
+		if i+1 < len(heads) {
+			end = heads[i+1][0]
+		}
+		version, err := strconv.Atoi(schema[h[2]:h[3]])
+		if err != nil || version != i+1 {
+			return nil, fmt.Errorf("schema.sql: migration %q should be number %d", schema[h[2]:h[3]], i+1)
+		}
+		sql := strings.TrimSpace(schema[h[1]:end])
+		ms = append(ms, migration{version, schema[h[4]:h[5]], sql, sha256.Sum256([]byte(sql))})
+	}
+	if len(ms) == 0 {
+		return nil, fmt.Errorf("schema.sql: no migrations")
+	}
+	return ms, nil
+}
+
+// migrate waits for the database with backoff until ctx ends, then applies the
+// migrations it has not recorded, in one transaction under an advisory lock, so
+// replicas that start together take turns and a failed migration leaves nothing
+// half done. A recorded migration whose text has changed since, or one newer
+// than this binary knows (a rollback), is logged and the service starts anyway.
+func (s *store) migrate(ctx context.Context, log *slog.Logger) error {
+	migrations, err := parseMigrations(schemaSQL)
+	if err != nil {
+		return err
+	}
+	delay := 250 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		err := s.ping(ctx)
+		if err == nil {
+			break
+		}
+		log.Warn("waiting for the database", "attempt", attempt, "err", err.Error())
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("database not reachable: %w", err)
+		case <-time.After(delay):
+		}
+		delay = min(delay*2, 5*time.Second)
+	}
+	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		return applyMigrations(ctx, tx, migrations, log)
+	})
+	if err != nil {
+		return fmt.Errorf("migrate schema: %w", err)
+	}
+	return nil
+}
+
+// applyMigrations records and runs, inside tx, each migration the database has not recorded.
+func applyMigrations(ctx context.Context, tx pgx.Tx, migrations []migration, log *slog.Logger) error {
+	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(7031945862)`); err != nil {
+		return err
+	}
+	_, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+		version    integer     PRIMARY KEY,
+		name       text        NOT NULL,
+		sha256     bytea       NOT NULL,
+		applied_at timestamptz NOT NULL DEFAULT now())`)
+	if err != nil {
+		return err
+	}
+	rows, _ := tx.Query(ctx, `SELECT version, sha256 FROM schema_migrations ORDER BY version`)
+	applied, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (migration, error) {
+		var m migration
+		var sum []byte
+		err := row.Scan(&m.version, &sum)
+		copy(m.sha256[:], sum)
+		return m, err
+	})
+	if err != nil {
+		return err
+	}
+	done := map[int]bool{}
+	for _, a := range applied {
+		done[a.version] = true
+		switch {
+		case a.version > len(migrations):
+			log.Warn("the database has a migration this binary does not know; serving anyway", "version", a.version)
+		case !bytes.Equal(a.sha256[:], migrations[a.version-1].sha256[:]):
+			log.Warn("a migration was edited after it was applied; edits never reach a database, add a new migration instead", "version", a.version)
+		}
+	}
+	for _, m := range migrations {
+		if done[m.version] {
+			continue
+		}
+		if _, err := tx.Exec(ctx, m.sql); err != nil {
+			return fmt.Errorf("migration %d (%s): %w", m.version, m.name, err)
+		}
+		_, err := tx.Exec(ctx, `INSERT INTO schema_migrations (version, name, sha256) VALUES ($1, $2, $3)`,
+			m.version, m.name, m.sha256[:])
+		if err != nil {
+			return err
+		}
+		log.Info("migration applied", "version", m.version, "name", m.name)
+	}
+	return nil
+}

@@ -1,0 +1,66 @@
+// ratelimit.go holds the per-user token bucket that bounds each user's request rate.
+package main
+
+import (
+	"sync"
+	"time"
+)
+
+// rateLimiter is a token bucket per user: rate requests a second, up to burst at once.
+// It lives in this process: with several replicas, each allows a user this rate.
+type rateLimiter struct {
+	rate, burst float64
+	mu          sync.Mutex
+	buckets     map[string]bucket
+	swept       time.Time
+}
+
+// bucket is one user's tokens as of a time.
+type bucket struct {
+	tokens float64
+	at     time.Time
+}
+
+// newRateLimiter returns nil, no limit, when rate is 0.
+func newRateLimiter(rate, burst int) *rateLimiter {
+	if rate <= 0 {
+		return nil
+	}
+	return &rateLimiter{rate: float64(rate), burst: float64(max(burst, 1)), buckets: map[string]bucket{}}
+}
+
+// allow takes a token from the user's bucket; when there is none it says how long until there is.
+func (l *rateLimiter) allow(userID string, now time.Time) (bool, time.Duration) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if now.Sub(l.swept) > time.Minute {
+		l.sweep(now)
+	}
+	b, seen := l.buckets[userID]
+	if !seen {
+		b = bucket{tokens: l.burst, at: now}
+	}
+	b.tokens = min(l.burst, b.tokens+now.Sub(b.at).Seconds()*l.rate)
+	b.at = now
+	ok := b.tokens >= 1
+	if ok {
+		b.tokens--
+	}
+	l.buckets[userID] = b
+	if !ok {
+		return false, time.Duration((1 - b.tokens) / l.rate * float64(time.Second))
+	}
+	return true, 0
+}
+
+// sweep forgets the users whose buckets have refilled: a full bucket is what
+// an unknown user gets anyway, so idle users cost no memory.
+func (l *rateLimiter) sweep(now time.Time) {
+	refill := time.Duration(l.burst / l.rate * float64(time.Second))
+	for userID, b := range l.buckets {
+		if now.Sub(b.at) >= refill {
+			delete(l.buckets, userID)
+		}
+	}
+	l.swept = now
+}

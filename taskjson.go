@@ -1,0 +1,102 @@
+// taskjson.go writes tasks as JSON by hand, the bulk of what this service sends.
+package main
+
+import (
+	"strconv"
+	"time"
+	"unicode/utf8"
+)
+
+// Tasks are the bulk of what this service sends, so they are written by hand:
+// encoding/json's reflection, and its re-validation of what each time.Time's
+// MarshalJSON returns, were a large share of a list's CPU (BenchmarkRoutes/list20
+// measures it). appendTask writes what json.Marshal would (the same fields,
+// order and RFC 3339 times), which TestAppendTask and FuzzAppendTask hold it to.
+
+// appendTask appends t as a JSON object.
+func appendTask(b []byte, t *Task) []byte {
+	b = append(b, `{"id":`...)
+	b = strconv.AppendInt(b, t.ID, 10)
+	b = append(b, `,"user_id":`...)
+	b = appendString(b, t.UserID)
+	b = append(b, `,"title":`...)
+	b = appendString(b, t.Title)
+	b = append(b, `,"description":`...)
+	if t.Description == nil {
+		b = append(b, "null"...)
+	} else {
+		b = appendString(b, *t.Description)
+	}
+	b = append(b, `,"completed":`...)
+	b = strconv.AppendBool(b, t.Completed)
+	b = append(b, `,"priority":`...)
+	b = appendString(b, t.Priority)
+	b = append(b, `,"due_date":`...)
+	if t.DueDate == nil {
+		b = append(b, "null"...)
+	} else {
+		b = appendTime(b, *t.DueDate)
+	}
+	b = append(b, `,"tags":[`...)
+	for i, tag := range t.Tags {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendString(b, tag)
+	}
+	b = append(b, `],"created_at":`...)
+	b = appendTime(b, t.CreatedAt)
+	b = append(b, `,"updated_at":`...)
+	b = appendTime(b, t.UpdatedAt)
+	return append(b, '}')
+}
+
+func appendTime(b []byte, t time.Time) []byte {
+	b = append(b, '"')
+	b = t.AppendFormat(b, time.RFC3339Nano)
+	return append(b, '"')
+}
+
+// appendString appends s as a JSON string: quotes, backslashes and control
+// characters escaped, invalid UTF-8 replaced, and U+2028/U+2029 escaped for
+// JavaScript, as encoding/json does.
+func appendString(b []byte, s string) []byte {
+	const hex = "0123456789abcdef"
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c >= 0x20 && c != '"' && c != '\\' && c < utf8.RuneSelf {
+			i++
+			continue
+		}
+		r, size := rune(c), 1
+		if c >= utf8.RuneSelf {
+			r, size = utf8.DecodeRuneInString(s[i:])
+			invalid := r == utf8.RuneError && size == 1
+			if !invalid && r != '\u2028' && r != '\u2029' {
+				i += size
+				continue
+			}
+		}
+		b = append(b, s[start:i]...)
+		switch {
+		case c == '"' || c == '\\':
+			b = append(b, '\\', c)
+		case c == '\n':
+			b = append(b, '\\', 'n')
+		case c == '\r':
+			b = append(b, '\\', 'r')
+		case c == '\t':
+			b = append(b, '\\', 't')
+		case r == utf8.RuneError: // invalid UTF-8
+			b = append(b, `\ufffd`...)
+		default: // other control characters, U+2028, U+2029
+			b = append(b, '\\', 'u', hex[r>>12&0xf], hex[r>>8&0xf], hex[r>>4&0xf], hex[r&0xf])
+		}
+		i += size
+		start = i
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
+}

@@ -1,0 +1,423 @@
+// tasks_test.go tests the task handlers: the lifecycle, isolation between users, listing, the per-user limit, ETag/If-Match, Idempotency-Key and concurrent writes.
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+func TestTaskLifecycle(t *testing.T) {
+	e := newEnv(t, hsAuth())
+	user := newUser(t)
+	tok := tokenFor(t, user)
+	base := "/api/" + user + "/tasks"
+
+	r := e.do("POST", base, tok, map[string]any{"title": "  Buy milk  ", "description": "2 litres",
+		"priority": "high", "due_date": "2026-12-01T10:00:00+02:00", "tags": []string{"home", "shop", "home"}})
+	e.want(r, 201, "POST")
+	created := decode[Task](t, r)
+	if loc := r.header.Get("Location"); loc != fmt.Sprintf("%s/%d", base, created.ID) {
+		t.Errorf("Location = %q, want %s/%d", loc, base, created.ID)
+	}
+	if created.Title != "Buy milk" || *created.Description != "2 litres" || created.Completed || created.Priority != "high" ||
+		!created.DueDate.Equal(time.Date(2026, 12, 1, 8, 0, 0, 0, time.UTC)) || !slices.Equal(created.Tags, []string{"home", "shop"}) ||
+		created.UserID != user || created.CreatedAt.IsZero() || !created.UpdatedAt.Equal(created.CreatedAt) {
+		t.Fatalf("created %+v", created)
+	}
+	var raw map[string]any
+	json.Unmarshal(r.body, &raw)
+	if raw["created_at"] != created.CreatedAt.Format(time.RFC3339Nano) || !strings.HasSuffix(raw["due_date"].(string), "Z") {
+		t.Errorf("timestamps not RFC 3339 UTC: %s", r.body)
+	}
+	item := fmt.Sprintf("%s/%d", base, created.ID)
+
+	got := decode[Task](t, e.do("GET", item, tok, nil))
+	if got.ID != created.ID || got.Title != created.Title || !got.CreatedAt.Equal(created.CreatedAt) {
+		t.Fatalf("GET = %+v, want %+v", got, created)
+	}
+
+	// Partial update: absent fields stay, title changes, updated_at moves.
+	r = e.do("PUT", item, tok, map[string]any{"title": "Buy oat milk"})
+	e.want(r, 200, "PUT title")
+	upd := decode[Task](t, r)
+	if upd.Title != "Buy oat milk" || upd.Description == nil || *upd.Description != "2 litres" || upd.Priority != "high" ||
+		upd.DueDate == nil || !slices.Equal(upd.Tags, created.Tags) || !upd.UpdatedAt.After(created.UpdatedAt) || !upd.CreatedAt.Equal(created.CreatedAt) {
+		t.Fatalf("PUT title gave %+v", upd)
+	}
+	// null clears description and due_date; a task read back can be sent as is.
+	sent := upd
+	sent.Completed = true
+	sent.Description, sent.DueDate = nil, nil
+	r = e.do("PATCH", item, tok, sent)
+	e.want(r, 200, "PATCH with a task read back")
+	upd2 := decode[Task](t, r)
+	if upd2.Description != nil || upd2.DueDate != nil || !upd2.Completed || upd2.Title != "Buy oat milk" || !upd2.UpdatedAt.After(upd.UpdatedAt) {
+		t.Fatalf("PATCH gave %+v", upd2)
+	}
+
+	for _, want := range []bool{false, true} {
+		r = e.do("PATCH", item+"/complete", tok, "ignored body", "Content-Type", "text/plain")
+		e.want(r, 200, "PATCH complete")
+		if c := decode[Task](t, r).Completed; c != want {
+			t.Fatalf("toggle: completed = %v, want %v", c, want)
+		}
+	}
+
+	tasks, total := e.list(user, "")
+	if len(tasks) != 1 || total != 1 || tasks[0].ID != created.ID {
+		t.Fatalf("list = %+v (total %d)", tasks, total)
+	}
+
+	r = e.do("DELETE", item, tok, nil)
+	e.want(r, 204, "DELETE")
+	if len(r.body) != 0 {
+		t.Errorf("204 body = %q", r.body)
+	}
+	e.want(e.do("GET", item, tok, nil), 404, "GET after DELETE")
+	e.want(e.do("DELETE", item, tok, nil), 404, "DELETE again")
+	e.want(e.do("PUT", item, tok, map[string]any{"title": "x"}), 404, "PUT deleted")
+	e.want(e.do("PATCH", item+"/complete", tok, nil), 404, "toggle deleted")
+	if r := e.do("GET", base, tok, nil); string(bytes.TrimSpace(r.body)) != "[]" || r.header.Get("X-Total-Count") != "0" {
+		t.Fatalf("empty list = %s, X-Total-Count %q", r, r.header.Get("X-Total-Count"))
+	}
+}
+
+func TestIsolation(t *testing.T) {
+	e := newEnv(t, hsAuth())
+	a, b := newUser(t), newUser(t)
+	ta, tb := tokenFor(t, a), tokenFor(t, b)
+	task := e.create(a, map[string]any{"title": "A's secret", "description": "only A"})
+	aItem := fmt.Sprintf("/api/%s/tasks/%d", a, task.ID)
+	bItem := fmt.Sprintf("/api/%s/tasks/%d", b, task.ID)
+	body := map[string]any{"title": "hijacked"}
+
+	routes := []struct {
+		method, suffix string
+		body           any
+	}{
+		{"GET", "", nil}, {"PUT", "", body}, {"PATCH", "", body}, {"DELETE", "", nil}, {"PATCH", "/complete", nil},
+	}
+	for _, rt := range routes {
+		// B's token on A's path: 403, whatever the id.
+		e.want(e.do(rt.method, aItem+rt.suffix, tb, rt.body), 403, rt.method+" A's path with B's token")
+		// B's own path with A's task id: 404, the same answer as a missing id.
+		r := e.do(rt.method, bItem+rt.suffix, tb, rt.body)
+		missing := e.do(rt.method, fmt.Sprintf("/api/%s/tasks/%d%s", b, int64(1)<<62, rt.suffix), tb, rt.body)
+		if r.status != 404 || !bytes.Equal(r.body, missing.body) {
+			t.Fatalf("%s A's task under B's path = %s, want the same 404 as a missing id (%s)", rt.method, r, missing)
+		}
+	}
+	e.want(e.do("GET", "/api/"+a+"/tasks", tb, nil), 403, "list A's path with B's token")
+	e.want(e.do("POST", "/api/"+a+"/tasks", tb, body), 403, "create on A's path with B's token")
+	if tasks, total := e.list(b, ""); len(tasks) != 0 || total != 0 {
+		t.Fatalf("B lists %d tasks (total %d)", len(tasks), total)
+	}
+	got := decode[Task](t, e.do("GET", aItem, ta, nil))
+	if got.Title != task.Title || got.Completed || !got.UpdatedAt.Equal(task.UpdatedAt) {
+		t.Fatalf("A's task changed by B's requests: %+v", got)
+	}
+	if tasks, total := e.list(a, ""); total != 1 || len(tasks) != 1 {
+		t.Fatalf("A's list after B's attempts: %d tasks, total %d", len(tasks), total)
+	}
+}
+
+func TestList(t *testing.T) {
+	e := newEnv(t, hsAuth())
+	user := newUser(t)
+	tok := tokenFor(t, user)
+	seed := []map[string]any{
+		{"title": "alpha", "priority": "low", "due_date": "2027-03-01T00:00:00Z", "tags": []string{"work"}},
+		{"title": "Bravo 50% off", "priority": "high", "tags": []string{"shop", "home"}},
+		{"title": "charlie 500", "priority": "medium", "due_date": "2027-01-01T00:00:00Z", "description": "Under_score MILK"},
+		{"title": "delta", "priority": "high", "due_date": "2027-02-01T00:00:00Z", "tags": []string{"home"}},
+		{"title": "Echo", "priority": "medium", "tags": []string{"home", "shop", "work"}},
+	}
+	ids := map[string]int64{}
+	for _, s := range seed {
+		ids[s["title"].(string)] = e.create(user, s).ID
+	}
+	// delta is done; charlie is touched last.
+	e.want(e.do("PATCH", fmt.Sprintf("/api/%s/tasks/%d/complete", user, ids["delta"]), tok, nil), 200, "toggle delta")
+	e.want(e.do("PATCH", fmt.Sprintf("/api/%s/tasks/%d", user, ids["charlie 500"]), tok, map[string]any{"priority": "medium"}), 200, "touch charlie")
+	other := newUser(t)
+	e.create(other, map[string]any{"title": "alpha of another user", "tags": []string{"home"}})
+
+	cases := []struct {
+		query string
+		want  []string
+		total int
+	}{
+		{"", []string{"Echo", "delta", "charlie 500", "Bravo 50% off", "alpha"}, 5},
+		{"?sort=created&order=asc", []string{"alpha", "Bravo 50% off", "charlie 500", "delta", "Echo"}, 5},
+		{"?sort=title", []string{"alpha", "Bravo 50% off", "charlie 500", "delta", "Echo"}, 5},
+		{"?sort=title&order=desc", []string{"Echo", "delta", "charlie 500", "Bravo 50% off", "alpha"}, 5},
+		{"?sort=due_date", []string{"charlie 500", "delta", "alpha", "Bravo 50% off", "Echo"}, 5},
+		{"?sort=due_date&order=desc", []string{"alpha", "delta", "charlie 500", "Echo", "Bravo 50% off"}, 5},
+		{"?sort=priority", []string{"delta", "Bravo 50% off", "Echo", "charlie 500", "alpha"}, 5},
+		{"?sort=priority&order=asc", []string{"alpha", "charlie 500", "Echo", "Bravo 50% off", "delta"}, 5},
+		{"?sort=updated", []string{"charlie 500", "delta", "Echo", "Bravo 50% off", "alpha"}, 5},
+		{"?status=completed", []string{"delta"}, 1},
+		{"?status=pending&sort=title", []string{"alpha", "Bravo 50% off", "charlie 500", "Echo"}, 4},
+		{"?status=all&sort=title&limit=2", []string{"alpha", "Bravo 50% off"}, 5},
+		{"?q=50%25", []string{"Bravo 50% off"}, 1},
+		{"?q=_", []string{"charlie 500"}, 1},
+		{"?q=milk", []string{"charlie 500"}, 1},
+		{"?q=ECHO", []string{"Echo"}, 1},
+		{"?q=zzz", []string{}, 0},
+		{"?tag=home&sort=title", []string{"Bravo 50% off", "delta", "Echo"}, 3},
+		{"?tag=home&tag=shop&sort=title", []string{"Bravo 50% off", "Echo"}, 2},
+		{"?tag=home&tag=nope", []string{}, 0},
+		{"?sort=title&limit=2&offset=2", []string{"charlie 500", "delta"}, 5},
+		{"?sort=title&offset=5", []string{}, 5},
+		{"?sort=title&limit=2&offset=4", []string{"Echo"}, 5},                                          // the last page: total without a count
+		{"?sort=title&limit=5", []string{"alpha", "Bravo 50% off", "charlie 500", "delta", "Echo"}, 5}, // exactly full
+		{"?sort=title&offset=9", []string{}, 5},
+		{"?status=pending&tag=home&q=O&sort=title&order=desc&limit=1", []string{"Echo"}, 2},
+		{"?unknown=param", []string{"Echo", "delta", "charlie 500", "Bravo 50% off", "alpha"}, 5},
+	}
+	for _, c := range cases {
+		tasks, total := e.list(user, c.query)
+		titles := []string{}
+		for _, task := range tasks {
+			titles = append(titles, task.Title)
+		}
+		if !slices.Equal(titles, c.want) || total != c.total {
+			t.Errorf("GET list%s = %q total %d, want %q total %d", c.query, titles, total, c.want, c.total)
+		}
+	}
+
+	// Pages of a sort with ties (priority) put together give the whole list once.
+	all, _ := e.list(user, "?sort=priority")
+	var paged []int64
+	for off := 0; off < len(all); off += 2 {
+		page, _ := e.list(user, fmt.Sprintf("?sort=priority&limit=2&offset=%d", off))
+		for _, task := range page {
+			paged = append(paged, task.ID)
+		}
+	}
+	var want []int64
+	for _, task := range all {
+		want = append(want, task.ID)
+	}
+	if !slices.Equal(paged, want) {
+		t.Errorf("pages = %v, want %v", paged, want)
+	}
+
+	for _, c := range []struct{ query, param string }{
+		{"?status=done", "status"}, {"?sort=size", "sort"}, {"?order=up", "order"}, {"?limit=0", "limit"},
+		{"?limit=1001", "limit"}, {"?limit=ten", "limit"}, {"?offset=-1", "offset"}, {"?q=a%00b", "q"},
+		{"?q=%ff", "q"}, {"?tag=" + strings.Repeat("t", 33), "tag"}, {"?tag=%00", "tag"},
+	} {
+		wantLoc(t, e.do("GET", "/api/"+user+"/tasks"+c.query, tok, nil), "query", c.param)
+	}
+}
+
+func TestTaskLimit(t *testing.T) {
+	const limit = 5
+	e := newEnv(t, hsAuth(), func(c *config) { c.MaxTasks = limit })
+	user := newUser(t)
+	for i := range limit {
+		e.create(user, map[string]any{"title": fmt.Sprint("task ", i)})
+	}
+	r := e.do("POST", "/api/"+user+"/tasks", tokenFor(t, user), map[string]any{"title": "one too many"})
+	if r.status != 409 || decode[struct{ Detail string }](t, r).Detail == "" {
+		t.Fatalf("create beyond the limit = %s, want 409 with a detail", r)
+	}
+	tasks, total := e.list(user, "")
+	if total != limit {
+		t.Fatalf("user holds %d tasks, want %d", total, limit)
+	}
+	// A delete frees a place; a delete that finds nothing frees none.
+	e.want(e.do("DELETE", fmt.Sprintf("/api/%s/tasks/%d", user, tasks[0].ID), tokenFor(t, user), nil), 204, "DELETE")
+	e.want(e.do("DELETE", fmt.Sprintf("/api/%s/tasks/%d", user, tasks[0].ID), tokenFor(t, user), nil), 404, "DELETE again")
+	e.create(user, map[string]any{"title": "in the freed place"})
+	e.want(e.do("POST", "/api/"+user+"/tasks", tokenFor(t, user), map[string]any{"title": "over again"}), 409, "create beyond the limit again")
+
+	// Concurrent creates cannot overshoot: the user's count row makes them take turns.
+	racer := newUser(t)
+	var wg sync.WaitGroup
+	for range 50 {
+		wg.Go(func() { e.do("POST", "/api/"+racer+"/tasks", tokenFor(t, racer), map[string]any{"title": "race"}) })
+	}
+	wg.Wait()
+	if _, total := e.list(racer, ""); total != limit {
+		t.Fatalf("50 concurrent creates left %d tasks, want %d", total, limit)
+	}
+}
+
+func TestConditionalRequests(t *testing.T) {
+	e := newEnv(t, hsAuth())
+	user := newUser(t)
+	tok := tokenFor(t, user)
+	r := e.do("POST", "/api/"+user+"/tasks", tok, map[string]any{"title": "shared"})
+	e.want(r, 201, "create")
+	v1 := r.header.Get("ETag")
+	task := decode[Task](t, r)
+	item := fmt.Sprintf("/api/%s/tasks/%d", user, task.ID)
+	if !strings.HasPrefix(v1, `"`) || strings.HasPrefix(v1, "W/") {
+		t.Fatalf("ETag = %q, want a strong tag", v1)
+	}
+	if got := e.do("GET", item, tok, nil).header.Get("ETag"); got != v1 {
+		t.Fatalf("GET ETag = %q, want %q", got, v1)
+	}
+	r = e.do("GET", item, tok, nil, "If-None-Match", v1)
+	if r.status != 304 || len(r.body) != 0 || r.header.Get("ETag") != v1 {
+		t.Fatalf("GET If-None-Match current = %s, want an empty 304", r)
+	}
+
+	// The laptop saves first; the phone, still holding v1, is refused and told the current ETag.
+	r = e.do("PATCH", item, tok, map[string]any{"title": "from the laptop"}, "If-Match", v1)
+	e.want(r, 200, "PATCH If-Match current")
+	v2 := r.header.Get("ETag")
+	if v2 == v1 || v2 == "" {
+		t.Fatalf("ETag after a write = %q, was %q", v2, v1)
+	}
+	for _, c := range []struct {
+		method, suffix string
+		body           any
+	}{{"PUT", "", map[string]any{"title": "from the phone"}}, {"PATCH", "", map[string]any{"title": "from the phone"}},
+		{"PATCH", "/complete", nil}, {"DELETE", "", nil}} {
+		r = e.do(c.method, item+c.suffix, tok, c.body, "If-Match", v1)
+		if r.status != 412 || r.header.Get("ETag") != v2 || !strings.Contains(decode[struct{ Detail string }](t, r).Detail, v2) {
+			t.Fatalf("stale %s %s = %s (ETag %q), want 412 naming %s", c.method, c.suffix, r, r.header.Get("ETag"), v2)
+		}
+	}
+	got := decode[Task](t, e.do("GET", item, tok, nil))
+	if got.Title != "from the laptop" || got.Completed || etag(got) != v2 {
+		t.Fatalf("a stale write changed the task: %+v", got)
+	}
+	e.want(e.do("GET", item, tok, nil, "If-None-Match", v1), 200, "GET If-None-Match stale")
+	e.want(e.do("PATCH", item, tok, map[string]any{"priority": "low"}, "If-Match", "*"), 200, "If-Match *")
+	e.want(e.do("PATCH", item, tok, map[string]any{"priority": "low"}, "If-Match", "garbage"), 412, "If-Match that matches nothing")
+	v3 := e.do("GET", item, tok, nil).header.Get("ETag")
+	r = e.do("PATCH", item+"/complete", tok, nil, "If-Match", v1+", "+v3)
+	e.want(r, 200, "toggle If-Match list holding the current")
+	e.want(e.do("DELETE", item, tok, nil, "If-Match", r.header.Get("ETag")), 204, "DELETE If-Match current")
+	e.want(e.do("DELETE", item, tok, nil, "If-Match", v1), 404, "DELETE If-Match on a deleted task")
+	e.want(e.do("PATCH", fmt.Sprintf("/api/%s/tasks/%d", newUser(t), task.ID), "", nil), 401, "no token")
+}
+
+func TestIdempotencyKey(t *testing.T) {
+	e := newEnv(t, hsAuth())
+	user := newUser(t)
+	tok := tokenFor(t, user)
+	base := "/api/" + user + "/tasks"
+	body := map[string]any{"title": "pay rent", "tags": []string{"home"}}
+
+	first := e.do("POST", base, tok, body, "Idempotency-Key", "key-1")
+	e.want(first, 201, "first POST with a key")
+	retry := e.do("POST", base, tok, `{"tags":["home"], "title":"pay rent"}`, "Idempotency-Key", "key-1", "Content-Type", "application/json")
+	if retry.status != 201 || !bytes.Equal(retry.body, first.body) || retry.header.Get("Location") != first.header.Get("Location") ||
+		retry.header.Get("Idempotent-Replayed") != "true" {
+		t.Fatalf("retry = %s %v, want the first answer %s", retry, retry.header, first)
+	}
+	wantLoc(t, e.do("POST", base, tok, map[string]any{"title": "pay rent twice"}, "Idempotency-Key", "key-1"), "header", "Idempotency-Key")
+	wantLoc(t, e.do("POST", base, tok, body, "Idempotency-Key", "has space"), "header", "Idempotency-Key")
+	wantLoc(t, e.do("POST", base, tok, body, "Idempotency-Key", strings.Repeat("k", 256)), "header", "Idempotency-Key")
+	if _, total := e.list(user, ""); total != 1 {
+		t.Fatalf("%d tasks after a create and its retries, want 1", total)
+	}
+	// Keys belong to their user.
+	other := newUser(t)
+	r := e.do("POST", "/api/"+other+"/tasks", tokenFor(t, other), body, "Idempotency-Key", "key-1")
+	if r.status != 201 || decode[Task](t, r).ID == decode[Task](t, first).ID {
+		t.Fatalf("another user's create with the same key = %s", r)
+	}
+
+	// 50 concurrent POSTs with one key create exactly one task, and all answer it.
+	racer := newUser(t)
+	var wg sync.WaitGroup
+	ids := make(chan int64, 50)
+	for range 50 {
+		wg.Go(func() {
+			r := e.do("POST", "/api/"+racer+"/tasks", tokenFor(t, racer), body, "Idempotency-Key", "one-key")
+			if r.status != 201 {
+				t.Errorf("concurrent POST = %s", r)
+				return
+			}
+			ids <- decode[Task](t, r).ID
+		})
+	}
+	wg.Wait()
+	close(ids)
+	seen := map[int64]int{}
+	for id := range ids {
+		seen[id]++
+	}
+	if _, total := e.list(racer, ""); total != 1 || len(seen) != 1 {
+		t.Fatalf("50 concurrent POSTs with one key: %d tasks, answered ids %v", total, seen)
+	}
+
+	// Keys past their lifetime are deleted; fresh ones stay.
+	if _, err := testDB.pool.Exec(context.Background(), `UPDATE idempotency_keys SET created_at = now() - interval '25 hours'
+		WHERE user_id = $1`, user); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := testDB.deleteOldKeys(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	var left int
+	testDB.pool.QueryRow(context.Background(), `SELECT count(*) FROM idempotency_keys WHERE user_id = ANY($1)`, []string{user, racer}).Scan(&left)
+	if left != 1 {
+		t.Fatalf("%d keys left, want only the racer's", left)
+	}
+}
+
+func TestConcurrentWrites(t *testing.T) {
+	e := newEnv(t, hsAuth())
+	user := newUser(t)
+	tok := tokenFor(t, user)
+	task := e.create(user, map[string]any{"title": "toggle me"})
+	item := fmt.Sprintf("/api/%s/tasks/%d/complete", user, task.ID)
+
+	const n = 50
+	var wg sync.WaitGroup
+	states := make(chan bool, n)
+	ids := make(chan int64, n)
+	for i := range n {
+		wg.Go(func() {
+			r := e.do("PATCH", item, tok, nil)
+			if r.status == 200 {
+				states <- decode[Task](t, r).Completed
+			} else {
+				t.Errorf("toggle = %s", r)
+			}
+			r = e.do("POST", "/api/"+user+"/tasks", tok, map[string]any{"title": fmt.Sprintf("concurrent %d", i)})
+			if r.status == 201 {
+				ids <- decode[Task](t, r).ID
+			} else {
+				t.Errorf("create = %s", r)
+			}
+		})
+	}
+	wg.Wait()
+	close(states)
+	close(ids)
+	done := 0
+	for s := range states {
+		if s {
+			done++
+		}
+	}
+	// Serialised toggles see each state in turn: half of them end completed.
+	if done != n/2 {
+		t.Errorf("%d of %d toggles answered completed, want %d", done, n, n/2)
+	}
+	if got := decode[Task](t, e.do("GET", fmt.Sprintf("/api/%s/tasks/%d", user, task.ID), tok, nil)); got.Completed {
+		t.Errorf("after %d toggles completed = true", n)
+	}
+	seen := map[int64]bool{}
+	for id := range ids {
+		seen[id] = true
+	}
+	if _, total := e.list(user, ""); len(seen) != n || total != n+1 {
+		t.Errorf("%d distinct ids from %d creates, %d tasks listed", len(seen), n, total)
+	}
+}

@@ -1,0 +1,61 @@
+-- The whole schema of the tasks API. Applied at every start as one implicit
+-- transaction; the advisory lock makes replicas that start together take turns.
+SELECT pg_advisory_xact_lock(7031945862);
+
+-- The limits live in domains rather than in table CHECK constraints: PostgreSQL
+-- prepares a table's CHECK expressions again for every statement it executes,
+-- which made each write cost it half again as much CPU, while a domain's checks
+-- are kept per connection (and run only for the columns a statement sets).
+-- CREATE DOMAIN has no IF NOT EXISTS.
+DO $$ BEGIN
+    CREATE DOMAIN task_user_id AS text CHECK (VALUE <> '' AND length(VALUE) <= 255);
+    CREATE DOMAIN task_title AS text CHECK (char_length(VALUE) BETWEEN 1 AND 200 AND btrim(VALUE) <> '');
+    CREATE DOMAIN task_description AS text CHECK (char_length(VALUE) <= 1000);
+    CREATE DOMAIN task_priority AS text CHECK (VALUE IN ('low', 'medium', 'high'));
+    -- Up to 10 tags of 1-32 characters, none holding a control character: one regular
+    -- expression reads the tags joined by a control character (a NULL joins as an
+    -- empty tag) and wants exactly as many pieces as there are tags.
+    CREATE DOMAIN task_tags AS text[] CHECK (cardinality(VALUE) = 0 OR cardinality(VALUE) <= 10
+        AND array_to_string(VALUE, E'\x1f', '') ~ ('^[^[:cntrl:]]{1,32}(\x1f[^[:cntrl:]]{1,32}){' || cardinality(VALUE) - 1 || '}$'));
+EXCEPTION WHEN duplicate_object THEN NULL;
+END $$;
+
+CREATE TABLE IF NOT EXISTS tasks (
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    user_id     task_user_id     NOT NULL,
+    title       task_title       NOT NULL,
+    description task_description,
+    completed   boolean          NOT NULL DEFAULT false,
+    priority    task_priority    NOT NULL DEFAULT 'medium',
+    due_date    timestamptz,
+    tags        task_tags        NOT NULL DEFAULT '{}',
+    created_at  timestamptz      NOT NULL DEFAULT now(),
+    updated_at  timestamptz      NOT NULL DEFAULT now()
+);
+
+-- Serves every list for one user (default order: newest first) and reads of
+-- one user's rows without touching anyone else's.
+CREATE INDEX IF NOT EXISTS tasks_user_created ON tasks (user_id, created_at DESC, id DESC);
+
+-- How many tasks each user holds, kept by the create and delete statements, so
+-- MAX_TASKS_PER_USER is one row to check rather than a count of the user's tasks.
+-- Made once from the tasks already there when the table is new.
+DO $$ BEGIN
+    IF to_regclass('task_counts') IS NULL THEN
+        CREATE TABLE task_counts (user_id text PRIMARY KEY, n integer NOT NULL);
+        INSERT INTO task_counts SELECT user_id, count(*) FROM tasks GROUP BY user_id;
+    END IF;
+END $$;
+
+-- A create's Idempotency-Key, kept at least 24 hours: a retry with the same key
+-- returns task_id instead of creating another task. No foreign key: a key must
+-- outlive its task, or a retry after a delete would create the task again.
+CREATE TABLE IF NOT EXISTS idempotency_keys (
+    user_id      text        NOT NULL,
+    key          text        NOT NULL CHECK (key ~ '^[!-~]{1,255}$'),
+    request_hash bytea       NOT NULL,
+    task_id      bigint      NOT NULL,
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (user_id, key)
+);
+CREATE INDEX IF NOT EXISTS idempotency_keys_created ON idempotency_keys (created_at);

@@ -1,0 +1,307 @@
+// validate.go holds the contract's limits and turns request bodies, paths and list queries into checked values.
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"mime"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+)
+
+// Limits of the contract, enforced here and again by the domains in schema.sql.
+const (
+	maxBodyBytes   = 64 << 10
+	maxTitle       = 200
+	maxDescription = 1000
+	maxTags        = 10
+	maxTag         = 32
+	maxLimit       = 1000
+	maxQuery       = 1000
+)
+
+// readOnlyFields may come back in a body when a client sends a task it read; they are ignored.
+var readOnlyFields = []string{"id", "user_id", "created_at", "updated_at"}
+
+// taskFields are the fields a body may set.
+var taskFields = []string{"title", "description", "completed", "priority", "due_date", "tags"}
+
+// decodeTask reads a JSON task body into a change. For a create, title is
+// required and completed is ignored (a new task starts open); for an update,
+// absent fields stay as they are and null clears description and due_date.
+func decodeTask(w http.ResponseWriter, r *http.Request, create bool) (taskChange, error) {
+	var c taskChange
+	if ct := r.Header.Get("Content-Type"); ct != "" {
+		mt, _, err := mime.ParseMediaType(ct)
+		if err != nil || mt != "application/json" && !strings.HasSuffix(mt, "+json") {
+			return c, &statusError{http.StatusUnsupportedMediaType, "Content-Type must be application/json"}
+		}
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBodyBytes))
+	if err != nil {
+		if _, tooBig := errors.AsType[*http.MaxBytesError](err); tooBig {
+			return c, &statusError{http.StatusRequestEntityTooLarge, "Request body is larger than " + strconv.Itoa(maxBodyBytes>>10) + " KiB"}
+		}
+		return c, &statusError{http.StatusBadRequest, "Could not read the request body"}
+	}
+	if len(strings.TrimSpace(string(body))) == 0 {
+		return c, validationError{{[]any{"body"}, "Field required", "missing"}}
+	}
+	if !utf8.Valid(body) {
+		return c, validationError{{[]any{"body"}, "JSON decode error: invalid UTF-8", "json_invalid"}}
+	}
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal(body, &raw); err != nil {
+		if _, notObject := errors.AsType[*json.UnmarshalTypeError](err); notObject {
+			return c, validationError{{[]any{"body"}, "Input should be a JSON object", "model_attributes_type"}}
+		}
+		return c, validationError{{[]any{"body"}, "JSON decode error: " + strings.TrimPrefix(err.Error(), "json: "), "json_invalid"}}
+	}
+
+	var errs validationError
+	fail := func(msg, typ string, loc ...any) {
+		errs = append(errs, fieldError{append([]any{"body"}, loc...), msg, typ})
+	}
+	names := make([]string, 0, len(raw))
+	for name := range raw {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	for _, name := range names {
+		if !slices.Contains(taskFields, name) && !slices.Contains(readOnlyFields, name) {
+			fail("Extra inputs are not permitted", "extra_forbidden", name)
+		}
+	}
+	// text decodes a string field; it reports and returns false when the value is not text.
+	text := func(name string, v json.RawMessage) (string, bool) {
+		var s string
+		if json.Unmarshal(v, &s) != nil || string(v) == "null" {
+			fail("Input should be a valid string", "string_type", name)
+			return "", false
+		}
+		if msg := badText(s); msg != "" {
+			fail(msg, "string_invalid", name)
+			return "", false
+		}
+		return s, true
+	}
+
+	if v, ok := raw["title"]; ok {
+		if s, ok := text("title", v); ok {
+			s = strings.TrimSpace(s)
+			if checkLength(s, 1, maxTitle, fail, "title") {
+				c.Title = &s
+			}
+		}
+	} else if create {
+		fail("Field required", "missing", "title")
+	}
+	if v, ok := raw["description"]; ok {
+		if string(v) == "null" {
+			c.ClearDesc = true
+		} else if s, ok := text("description", v); ok && checkLength(s, 0, maxDescription, fail, "description") {
+			c.Description = &s
+		}
+	}
+	if v, ok := raw["completed"]; ok && !create {
+		var b bool
+		if string(v) == "null" || json.Unmarshal(v, &b) != nil {
+			fail("Input should be a valid boolean", "bool_type", "completed")
+		} else {
+			c.Completed = &b
+		}
+	}
+	if v, ok := raw["priority"]; ok {
+		if s, ok := text("priority", v); ok {
+			if s != "low" && s != "medium" && s != "high" {
+				fail("Input should be 'low', 'medium' or 'high'", "enum", "priority")
+			} else {
+				c.Priority = &s
+			}
+		}
+	}
+	if v, ok := raw["due_date"]; ok {
+		if string(v) == "null" {
+			c.ClearDue = true
+		} else if s, ok := text("due_date", v); ok {
+			if d, ok := parseDate(s); ok {
+				c.DueDate = &d
+			} else {
+				fail("Input should be a valid datetime (RFC 3339, e.g. 2026-12-01T17:00:00Z, or a date 2026-12-01)", "datetime_parsing", "due_date")
+			}
+		}
+	}
+	if v, ok := raw["tags"]; ok {
+		var tags []string
+		if string(v) != "null" && json.Unmarshal(v, &tags) != nil {
+			fail("Input should be a list of strings", "list_type", "tags")
+		} else {
+			c.Tags = []string{}
+			for i, tag := range tags {
+				tag = strings.TrimSpace(tag)
+				if msg := badTag(tag); msg != "" {
+					fail(msg, "string_invalid", "tags", i)
+				} else if !slices.Contains(c.Tags, tag) {
+					c.Tags = append(c.Tags, tag)
+				}
+			}
+			if len(c.Tags) > maxTags {
+				fail("List should have at most "+strconv.Itoa(maxTags)+" different tags", "too_long", "tags")
+			}
+		}
+	}
+	if errs != nil {
+		return c, errs
+	}
+	return c, nil
+}
+
+// badText says what is wrong with text PostgreSQL cannot store, or "" when nothing is.
+func badText(s string) string {
+	if !utf8.ValidString(s) {
+		return "Text must be valid UTF-8"
+	}
+	if strings.IndexByte(s, 0) >= 0 {
+		return "Text must not contain NUL characters"
+	}
+	return ""
+}
+
+// badTag says what is wrong with a trimmed tag, in a body or a list filter, or "" when nothing is.
+func badTag(tag string) string {
+	if msg := badText(tag); msg != "" {
+		return msg
+	}
+	if strings.ContainsFunc(tag, unicode.IsControl) {
+		return "Tags must not contain control characters"
+	}
+	if n := utf8.RuneCountInString(tag); n < 1 || n > maxTag {
+		return "Each tag should have 1 to " + strconv.Itoa(maxTag) + " characters"
+	}
+	return ""
+}
+
+// checkLength reports when s has fewer than lo or more than hi characters (not bytes).
+func checkLength(s string, lo, hi int, fail func(msg, typ string, loc ...any), loc ...any) bool {
+	switch n := utf8.RuneCountInString(s); {
+	case n < lo:
+		fail("String should have at least "+strconv.Itoa(lo)+" character", "string_too_short", loc...)
+	case n > hi:
+		fail("String should have at most "+strconv.Itoa(hi)+" characters", "string_too_long", loc...)
+	default:
+		return true
+	}
+	return false
+}
+
+// taskID reads the {id} path value: a positive integer.
+func taskID(r *http.Request) (int64, error) {
+	id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
+	if err != nil || id < 1 {
+		return 0, validationError{{[]any{"path", "id"}, "Input should be a positive integer", "int_parsing"}}
+	}
+	return id, nil
+}
+
+// parseDate reads an RFC 3339 date-time, one without an offset (taken as UTC),
+// or a bare date (midnight UTC), within years 1 to 9999.
+func parseDate(s string) (time.Time, bool) {
+	for _, layout := range []string{time.RFC3339Nano, "2006-01-02T15:04:05.999999999", "2006-01-02"} {
+		if d, err := time.Parse(layout, s); err == nil {
+			d = d.UTC()
+			return d, d.Year() >= 1 && d.Year() <= 9999
+		}
+	}
+	return time.Time{}, false
+}
+
+// parseListQuery validates the list parameters; unknown parameters are ignored.
+func parseListQuery(v url.Values) (listQuery, error) {
+	q := listQuery{Sort: "created", Desc: true, Limit: maxLimit}
+	var errs validationError
+	fail := func(name, msg, typ string) {
+		errs = append(errs, fieldError{[]any{"query", name}, msg, typ})
+	}
+	switch v.Get("status") {
+	case "", "all":
+	case "pending":
+		q.Completed = new(false)
+	case "completed":
+		q.Completed = new(true)
+	default:
+		fail("status", "Input should be 'all', 'pending' or 'completed'", "enum")
+	}
+	if s := v.Get("sort"); s != "" {
+		if sort, ok := findSort(s); ok {
+			q.Sort, q.Desc = s, sort.desc
+		} else {
+			fail("sort", "Input should be "+sortNames(), "enum")
+		}
+	}
+	switch v.Get("order") {
+	case "":
+	case "asc":
+		q.Desc = false
+	case "desc":
+		q.Desc = true
+	default:
+		fail("order", "Input should be 'asc' or 'desc'", "enum")
+	}
+	q.Q = v.Get("q")
+	if msg := badText(q.Q); msg != "" {
+		fail("q", msg, "string_invalid")
+	} else if utf8.RuneCountInString(q.Q) > maxQuery {
+		fail("q", "String should have at most "+strconv.Itoa(maxQuery)+" characters", "string_too_long")
+	}
+	for _, tag := range v["tag"] {
+		tag = strings.TrimSpace(tag)
+		if msg := badTag(tag); msg != "" {
+			fail("tag", msg, "string_invalid")
+		} else {
+			q.Tags = append(q.Tags, tag)
+		}
+	}
+	if len(q.Tags) > maxTags {
+		fail("tag", "At most "+strconv.Itoa(maxTags)+" tags", "too_long")
+	}
+	integer := func(name string, lo, hi int, dst *int) {
+		s := v.Get(name)
+		if s == "" {
+			return
+		}
+		n, err := strconv.Atoi(s)
+		if err != nil || n < lo || n > hi {
+			fail(name, "Input should be an integer from "+strconv.Itoa(lo)+" to "+strconv.Itoa(hi), "int_parsing")
+			return
+		}
+		*dst = n
+	}
+	integer("limit", 1, maxLimit, &q.Limit)
+	integer("offset", 0, 1<<31-1, &q.Offset)
+	if errs != nil {
+		return q, errs
+	}
+	return q, nil
+}
+
+// sortNames lists the sort keys as a message does: 'a', 'b' or 'c'.
+func sortNames() string {
+	var b strings.Builder
+	for i, s := range listSorts {
+		switch {
+		case i == len(listSorts)-1:
+			b.WriteString(" or ")
+		case i > 0:
+			b.WriteString(", ")
+		}
+		b.WriteString("'" + s.name + "'")
+	}
+	return b.String()
+}

@@ -1,0 +1,224 @@
+// validate_test.go tests the limits, body validation (decodeTask) and list-query parsing.
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+	"unicode/utf8"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+func TestValidation(t *testing.T) {
+	e := newEnv(t, hsAuth())
+	cases := []struct {
+		name   string
+		body   string
+		ctype  string
+		status int
+		loc    []any // for 422
+	}{
+		{"200 multi-byte characters", `{"title":"` + strings.Repeat("日", 200) + `"}`, "", 201, nil},
+		{"201 multi-byte characters", `{"title":"` + strings.Repeat("日", 201) + `"}`, "", 422, []any{"body", "title"}},
+		{"whitespace title", `{"title":"  \t "}`, "", 422, []any{"body", "title"}},
+		{"empty title", `{"title":""}`, "", 422, []any{"body", "title"}},
+		{"missing title", `{"description":"x"}`, "", 422, []any{"body", "title"}},
+		{"null title", `{"title":null}`, "", 422, []any{"body", "title"}},
+		{"numeric title", `{"title":5}`, "", 422, []any{"body", "title"}},
+		{"NUL in title", `{"title":"a\u0000b"}`, "", 422, []any{"body", "title"}},
+		{"NUL in description", `{"title":"a","description":"\u0000"}`, "", 422, []any{"body", "description"}},
+		{"1000 characters", `{"title":"a","description":"` + strings.Repeat("é", 1000) + `"}`, "", 201, nil},
+		{"1001 characters", `{"title":"a","description":"` + strings.Repeat("é", 1001) + `"}`, "", 422, []any{"body", "description"}},
+		{"unknown field", `{"title":"a","titel":"b"}`, "", 422, []any{"body", "titel"}},
+		{"bad priority", `{"title":"a","priority":"urgent"}`, "", 422, []any{"body", "priority"}},
+		{"bad due_date", `{"title":"a","due_date":"next week"}`, "", 422, []any{"body", "due_date"}},
+		{"due_date year 0", `{"title":"a","due_date":"0000-01-01T00:00:00Z"}`, "", 422, []any{"body", "due_date"}},
+		{"11 tags", `{"title":"a","tags":["1","2","3","4","5","6","7","8","9","10","11"]}`, "", 422, []any{"body", "tags"}},
+		{"empty tag", `{"title":"a","tags":["ok"," "]}`, "", 422, []any{"body", "tags", 1}},
+		{"33-character tag", `{"title":"a","tags":["` + strings.Repeat("t", 33) + `"]}`, "", 422, []any{"body", "tags", 0}},
+		{"tags not a list", `{"title":"a","tags":"x"}`, "", 422, []any{"body", "tags"}},
+		{"control character in a tag", `{"title":"a","tags":["ok","a\u0007b"]}`, "", 422, []any{"body", "tags", 1}},
+		{"malformed JSON", `{"title": `, "", 422, []any{"body"}},
+		{"two JSON values", `{"title":"a"} {"title":"b"}`, "", 422, []any{"body"}},
+		{"array body", `[{"title":"a"}]`, "", 422, []any{"body"}},
+		{"empty body", ``, "", 422, []any{"body"}},
+		{"invalid UTF-8", "{\"title\":\"a\xff\"}", "", 422, []any{"body"}},
+		{"text/plain", `{"title":"a"}`, "text/plain", 415, nil},
+		{"form", `title=a`, "application/x-www-form-urlencoded", 415, nil},
+		{"too large", `{"title":"a","description":"` + strings.Repeat("x", 70<<10) + `"}`, "", 413, nil},
+		{"json with charset", `{"title":"a"}`, "application/json; charset=utf-8", 201, nil},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			user := newUser(t)
+			r := e.do("POST", "/api/"+user+"/tasks", tokenFor(t, user), c.body, "Content-Type", orDefault(c.ctype, "application/json"))
+			if c.loc != nil {
+				wantLoc(t, r, c.loc...)
+			} else if r.status != c.status {
+				t.Fatalf("POST %s = %s, want %d", c.name, r, c.status)
+			}
+			if ct := r.header.Get("Content-Type"); ct != "application/json" {
+				t.Errorf("Content-Type = %q", ct)
+			}
+			// Nothing half-written: a rejected create leaves no task.
+			if _, total := e.list(user, ""); (c.status == 201) != (total == 1) {
+				t.Fatalf("after %d, user has %d tasks", r.status, total)
+			}
+		})
+	}
+
+	t.Run("ignored fields", func(t *testing.T) {
+		user := newUser(t)
+		task := e.create(user, map[string]any{"title": "a", "id": 999999, "user_id": "someone-else",
+			"created_at": "2000-01-01T00:00:00Z", "updated_at": "2000-01-01T00:00:00Z", "completed": true})
+		if task.ID == 999999 || task.UserID != user || task.CreatedAt.Year() == 2000 || task.Completed {
+			t.Fatalf("read-only or create-ignored fields were used: %+v", task)
+		}
+		r := e.do("PUT", fmt.Sprintf("/api/%s/tasks/%d", user, task.ID), tokenFor(t, user),
+			map[string]any{"user_id": "someone-else", "id": 1, "created_at": "2000-01-01T00:00:00Z"})
+		e.want(r, 200, "PUT read-only fields")
+		if got := decode[Task](t, r); got.UserID != user || got.ID != task.ID || !got.CreatedAt.Equal(task.CreatedAt) {
+			t.Fatalf("PUT changed read-only fields: %+v", got)
+		}
+	})
+
+	t.Run("update", func(t *testing.T) {
+		user := newUser(t)
+		task := e.create(user, map[string]any{"title": "keep me", "tags": []string{"a"}})
+		item := fmt.Sprintf("/api/%s/tasks/%d", user, task.ID)
+		tok := tokenFor(t, user)
+		for _, c := range []struct {
+			body string
+			loc  []any
+		}{
+			{`{"title":""}`, []any{"body", "title"}},
+			{`{"title":null}`, []any{"body", "title"}},
+			{`{"completed":"yes"}`, []any{"body", "completed"}},
+			{`{"completed":null}`, []any{"body", "completed"}},
+			{`{"priority":null}`, []any{"body", "priority"}},
+			{`{"title":"ok","titel":"typo"}`, []any{"body", "titel"}},
+		} {
+			wantLoc(t, e.do("PATCH", item, tok, c.body, "Content-Type", "application/json"), c.loc...)
+		}
+		wantLoc(t, e.do("GET", fmt.Sprintf("/api/%s/tasks/abc", user), tok, nil), "path", "id")
+		wantLoc(t, e.do("GET", fmt.Sprintf("/api/%s/tasks/0", user), tok, nil), "path", "id")
+		got := decode[Task](t, e.do("GET", item, tok, nil))
+		if got.Title != "keep me" || !got.UpdatedAt.Equal(task.UpdatedAt) {
+			t.Fatalf("rejected updates changed the task: %+v", got)
+		}
+		r := e.do("PATCH", item, tok, map[string]any{"tags": nil, "due_date": "2027-01-02"})
+		e.want(r, 200, "PATCH tags null")
+		if got := decode[Task](t, r); len(got.Tags) != 0 || !got.DueDate.Equal(time.Date(2027, 1, 2, 0, 0, 0, 0, time.UTC)) {
+			t.Fatalf("PATCH tags null, date = %+v", got)
+		}
+	})
+}
+
+func TestSizeLimits(t *testing.T) {
+	e := newEnv(t, hsAuth())
+	user := newUser(t)
+	path := "/api/" + user + "/tasks"
+	big := hsToken(t, jwt.MapClaims{"sub": user, "exp": time.Now().Add(time.Hour).Unix(), "pad": strings.Repeat("p", 9000)})
+	e.want(e.do("GET", path, big, nil), 401, "a validly signed token over 8 KiB")
+	r := e.do("GET", path, tokenFor(t, user), nil, "X-Padding", strings.Repeat("h", 40<<10))
+	if r.status != http.StatusRequestHeaderFieldsTooLarge {
+		t.Fatalf("40 KiB of headers = %s, want 431", r)
+	}
+	r = e.do("POST", path, tokenFor(t, user), `{"title":"`+strings.Repeat("x", 64<<10)+`"}`, "Content-Type", "application/json")
+	if r.status != 413 || !json.Valid(r.body) {
+		t.Fatalf("a 64 KiB body = %s, want a JSON 413", r)
+	}
+}
+
+// checkChange fails unless a decoded change satisfies every limit of the contract.
+func checkChange(t *testing.T, c taskChange, create bool) {
+	t.Helper()
+	text := func(name, s string, lo, hi int) {
+		if n := utf8.RuneCountInString(s); n < lo || n > hi || badText(s) != "" {
+			t.Fatalf("%s %q: %d characters or bad text passed", name, s, n)
+		}
+	}
+	if create && c.Title == nil {
+		t.Fatal("a create without a title passed")
+	}
+	if c.Title != nil {
+		text("title", *c.Title, 1, maxTitle)
+		if strings.TrimSpace(*c.Title) != *c.Title {
+			t.Fatalf("title %q is not trimmed", *c.Title)
+		}
+	}
+	if c.Description != nil {
+		text("description", *c.Description, 0, maxDescription)
+	}
+	if c.Priority != nil && !slices.Contains([]string{"low", "medium", "high"}, *c.Priority) {
+		t.Fatalf("priority %q passed", *c.Priority)
+	}
+	if c.DueDate != nil && (c.DueDate.Year() < 1 || c.DueDate.Year() > 9999 || c.DueDate.Location() != time.UTC) {
+		t.Fatalf("due_date %v passed", c.DueDate)
+	}
+	if len(c.Tags) > maxTags {
+		t.Fatalf("%d tags passed", len(c.Tags))
+	}
+	for i, tag := range c.Tags {
+		text("tag", tag, 1, maxTag)
+		if slices.Contains(c.Tags[:i], tag) || strings.TrimSpace(tag) != tag {
+			t.Fatalf("tags %q: duplicate or untrimmed", c.Tags)
+		}
+	}
+	if c.ClearDesc && c.Description != nil || c.ClearDue && c.DueDate != nil {
+		t.Fatal("a field is both set and cleared")
+	}
+}
+
+// wantClientError fails unless err answers a 4xx with a JSON body.
+func wantClientError(t *testing.T, err error) {
+	t.Helper()
+	w := httptest.NewRecorder()
+	writeError(w, httptest.NewRequest("GET", "/", nil), err)
+	if w.Code < 400 || w.Code > 499 || !json.Valid(w.Body.Bytes()) {
+		t.Fatalf("error %v answers %d %s, want a JSON 4xx", err, w.Code, w.Body)
+	}
+}
+
+func FuzzDecodeTask(f *testing.F) {
+	f.Add([]byte(`{"title":"a","description":null,"priority":"high","due_date":"2026-12-01","tags":["x","x"]}`), true)
+	f.Fuzz(func(t *testing.T, body []byte, create bool) {
+		r := httptest.NewRequest("POST", "/", bytes.NewReader(body))
+		r.Header.Set("Content-Type", "application/json")
+		c, err := decodeTask(httptest.NewRecorder(), r, create)
+		if err != nil {
+			wantClientError(t, err)
+			return
+		}
+		checkChange(t, c, create)
+	})
+}
+
+func FuzzListQuery(f *testing.F) {
+	f.Add("status=pending&sort=due_date&order=desc&q=50%25&tag=a&tag=b&limit=10&offset=5")
+	f.Fuzz(func(t *testing.T, raw string) {
+		values, _ := url.ParseQuery(raw) // as r.URL.Query does, malformed pairs are dropped
+		q, err := parseListQuery(values)
+		if err != nil {
+			wantClientError(t, err)
+			return
+		}
+		if _, ok := findSort(q.Sort); !ok || q.Limit < 1 || q.Limit > maxLimit || q.Offset < 0 ||
+			len(q.Tags) > maxTags || badText(q.Q) != "" || utf8.RuneCountInString(q.Q) > maxQuery {
+			t.Fatalf("query %q passed as %+v", raw, q)
+		}
+		for _, tag := range q.Tags {
+			if n := utf8.RuneCountInString(tag); n < 1 || n > maxTag || badText(tag) != "" {
+				t.Fatalf("tag %q passed", tag)
+			}
+		}
+	})
+}
