@@ -158,3 +158,13 @@ func FuzzHandler(f *testing.F) {
 		}
 	})
 }
+
+// TestResponseControllerReachesConn checks that http.ResponseController sees
+// through the middleware's responseWriter, as a streaming handler needs.
+func TestResponseControllerReachesConn(t *testing.T) {
+	rec := httptest.NewRecorder()
+	rc := http.NewResponseController(&responseWriter{ResponseWriter: rec, status: http.StatusOK})
+	if err := rc.Flush(); err != nil || !rec.Flushed {
+		t.Fatalf("Flush through responseWriter = %v (flushed %v), want nil", err, rec.Flushed)
+	}
+}

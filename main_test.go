@@ -268,6 +268,21 @@ func must[T any](v T, err error) T {
 	return v
 }
 
+// newDatabase creates an empty database for one test, dropped after it, and
+// returns its URL; options are CREATE DATABASE's, such as a locale.
+func newDatabase(t *testing.T, options string) string {
+	t.Helper()
+	name := fmt.Sprintf("tasks_test_%d", time.Now().UnixNano())
+	ctx := context.Background()
+	if _, err := testDB.pool.Exec(ctx, "CREATE DATABASE "+name+" "+options); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { testDB.pool.Exec(ctx, "DROP DATABASE "+name+" WITH (FORCE)") })
+	u := must(url.Parse(testURL))
+	u.Path = "/" + name
+	return u.String()
+}
+
 // startRun runs the real program with a fake environment and returns its address,
 // a stop function that reports run's result, and what run logged.
 func startRun(t *testing.T, env map[string]string) (string, func() error, *syncBuffer) {
@@ -382,5 +397,38 @@ func TestRunRefusesBadConfig(t *testing.T) {
 				t.Fatalf("a secret reached the error or the log: %s", all)
 			}
 		})
+	}
+}
+
+// TestConfigReportsInOrder: of several bad settings, the same one is reported every time.
+func TestConfigReportsInOrder(t *testing.T) {
+	env := map[string]string{"BETTER_AUTH_SECRET": testSecret, "STARTUP_TIMEOUT": "soon", "DRAIN_TIMEOUT": "later",
+		"QUERY_TIMEOUT": "never", "MAX_TASKS_PER_USER": "0", "RATE_LIMIT_BURST": "none"}
+	for range 20 {
+		if _, err := loadConfig(func(k string) string { return env[k] }); err == nil || !strings.HasPrefix(err.Error(), "STARTUP_TIMEOUT") {
+			t.Fatalf("loadConfig = %v, want STARTUP_TIMEOUT, the first in order", err)
+		}
+	}
+	delete(env, "STARTUP_TIMEOUT")
+	delete(env, "DRAIN_TIMEOUT")
+	delete(env, "QUERY_TIMEOUT")
+	for range 20 {
+		if _, err := loadConfig(func(k string) string { return env[k] }); err == nil || !strings.HasPrefix(err.Error(), "MAX_TASKS_PER_USER") {
+			t.Fatalf("loadConfig = %v, want MAX_TASKS_PER_USER, the first in order", err)
+		}
+	}
+}
+
+// TestTokenNeedsOnlyTheSecret: the token command reads BETTER_AUTH_SECRET and
+// nothing else, so a setting the server would refuse does not stop it.
+func TestTokenNeedsOnlyTheSecret(t *testing.T) {
+	env := map[string]string{"BETTER_AUTH_SECRET": testSecret, "PORT": "http", "DATABASE_URL": "postgres://[::1"}
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"tasks", "token", "u1"}, func(k string) string { return env[k] }, &out); err != nil {
+		t.Fatalf("token with other settings wrong = %v, want a token", err)
+	}
+	v := newVerifier(hsAuth(), http.DefaultClient, slog.New(slog.DiscardHandler))
+	if sub, err := v.verify(strings.TrimSpace(out.String())); err != nil || sub != "u1" {
+		t.Fatalf("the printed token verifies as %q, %v; want u1", sub, err)
 	}
 }

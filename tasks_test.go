@@ -4,6 +4,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -419,5 +420,28 @@ func TestConcurrentWrites(t *testing.T) {
 	}
 	if _, total := e.list(user, ""); len(seen) != n || total != n+1 {
 		t.Errorf("%d distinct ids from %d creates, %d tasks listed", len(seen), n, total)
+	}
+}
+
+// TestRequestHashGolden pins the Idempotency-Key request hash: a key stored
+// by an earlier release must still match its retry after a deploy. The sums are
+// those of json.Marshal of the Go struct the hash was taken from until the
+// form was spelled out; changing one means every stored key answers 422.
+func TestRequestHashGolden(t *testing.T) {
+	title, desc, prio := "Buy <milk> & eggs", "2 litres\n\"fresh\"", "high"
+	due := time.Date(2026, 12, 1, 17, 0, 0, 500000000, time.UTC)
+	for _, c := range []struct {
+		change taskChange
+		want   string
+	}{
+		{taskChange{Title: &title}, "47a51fcc6b14d6ca73adcd23c3811a28ab6d7fc77da65d69eb962ffe33284127"},
+		{taskChange{Title: &title, Description: &desc, Priority: &prio, DueDate: &due, Tags: []string{"home", "日本"}},
+			"7817d9763b4265f94a310a37eeeb982c89c19862f13cf92fb450bf39e9d2cbb8"},
+		{taskChange{Title: &title, ClearDesc: true, ClearDue: true, Tags: []string{}},
+			"c4c54d56a1723f4dcee6428a7de422583fe50eee582133617ffc3dcbc920de69"},
+	} {
+		if got := hex.EncodeToString(requestHash(c.change)); got != c.want {
+			t.Errorf("requestHash(%+v) = %s, want %s", c.change, got, c.want)
+		}
 	}
 }

@@ -1,0 +1,169 @@
+// migrate_test.go tests the migrations: their numbering, that released ones never change, and upgrades in place.
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"net/http"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// releasedMigrations are the SHA-256 sums of the migrations released so far, in
+// order. A database records a migration once and never runs it again, so an
+// edit of one of them would never reach a database: append a migration instead,
+// and its sum here.
+var releasedMigrations = []string{
+	"5327a752fed5034fcff1ff9c9a5c96b6659223a03542deaf75e202b70ea09d71", // migration 1
+}
+
+func TestMigrationsUnchanged(t *testing.T) {
+	ms, err := parseMigrations(schemaSQL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ms) != len(releasedMigrations) {
+		t.Errorf("schema.sql has %d migrations, releasedMigrations %d: add the new one's sum", len(ms), len(releasedMigrations))
+	}
+	for i, m := range ms {
+		got := hex.EncodeToString(m.sha256[:])
+		if i < len(releasedMigrations) && got != releasedMigrations[i] {
+			t.Errorf("migration %d (%s) has SHA-256 %s, released as %q: never edit a migration, add one", m.version, m.name, got, releasedMigrations[i])
+		}
+	}
+}
+
+func TestParseMigrations(t *testing.T) {
+	for _, c := range []struct{ name, schema, want string }{
+		{"none", "CREATE TABLE t ();", "no migrations"},
+		{"not from 1", "-- migration 2: b\nSELECT 1;", "number 1"},
+		{"a gap", "-- migration 1: a\nSELECT 1;\n-- migration 3: c\nSELECT 1;", "number 2"},
+		{"twice", "-- migration 1: a\nSELECT 1;\n-- migration 1: a again\nSELECT 1;", "number 2"},
+	} {
+		if _, err := parseMigrations(c.schema); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: parseMigrations = %v, want an error naming %q", c.name, err, c.want)
+		}
+	}
+	ms, err := parseMigrations("-- header\n-- migration 1: a\nSELECT 1;\n\n-- migration 2: b c\nSELECT 2;\n")
+	if err != nil || len(ms) != 2 || ms[0].name != "a" || ms[0].sql != "SELECT 1;" || ms[1].name != "b c" || ms[1].sql != "SELECT 2;" {
+		t.Fatalf("parseMigrations = %+v, %v", ms, err)
+	}
+}
+
+// TestMigrateUpgradesInPlace builds a database as the release before migrations
+// made it (testdata/schema/3e8dfed.sql, a copy of that release's schema.sql),
+// with tasks, counts and Idempotency-Keys in it, on a database with the C locale;
+// starts the program; and finds every row as it was. Started again, the program
+// applies nothing and still finds every row.
+func TestMigrateUpgradesInPlace(t *testing.T) {
+	ctx := context.Background()
+	dbURL := newDatabase(t, "TEMPLATE template0 LC_COLLATE 'C' LC_CTYPE 'C'")
+	old, err := pgx.Connect(ctx, dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer old.Close(ctx)
+	if _, err := old.Exec(ctx, string(must(os.ReadFile("testdata/schema/3e8dfed.sql")))); err != nil {
+		t.Fatal(err)
+	}
+	user := newUser(t)
+	_, err = old.Exec(ctx, `INSERT INTO tasks (user_id, title, description, completed, priority, due_date, tags, created_at, updated_at)
+		SELECT $1, 'Task ' || k || ' ü 日本', CASE WHEN k % 2 = 0 THEN 'desc ' || k END, k % 3 = 0,
+			(ARRAY['low','medium','high'])[k % 3 + 1], CASE WHEN k % 4 = 0 THEN '2026-12-01T17:00:00Z'::timestamptz END,
+			CASE WHEN k % 5 = 0 THEN '{home,work}'::text[] ELSE '{}' END,
+			'2026-01-01'::timestamptz + k * interval '1 minute', '2026-02-01'::timestamptz + k * interval '1 second'
+		FROM generate_series(1, 25) k`, user)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, sql := range []string{`INSERT INTO task_counts SELECT user_id, count(*) FROM tasks GROUP BY user_id`,
+		`INSERT INTO idempotency_keys (user_id, key, request_hash, task_id) SELECT user_id, 'key-1', '\x00', min(id) FROM tasks GROUP BY user_id`} {
+		if _, err := old.Exec(ctx, sql); err != nil {
+			t.Fatal(err)
+		}
+	}
+	snapshot := func() string {
+		t.Helper()
+		var s string
+		err := old.QueryRow(ctx, `SELECT json_build_array(
+			(SELECT json_agg(t ORDER BY id) FROM tasks t),
+			(SELECT json_agg(c ORDER BY user_id) FROM task_counts c),
+			(SELECT json_agg(k ORDER BY key) FROM idempotency_keys k))::text`).Scan(&s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	before := snapshot()
+
+	env := map[string]string{"DATABASE_URL": dbURL, "BETTER_AUTH_SECRET": testSecret, "PORT": "0"}
+	var appliedAt time.Time
+	for start := 1; start <= 2; start++ {
+		base, stop, logs := startRun(t, env)
+		if got := snapshot(); got != before {
+			t.Fatalf("start %d: rows changed by the upgrade:\n before %s\n after  %s", start, before, got)
+		}
+		// The API reads the old rows, all of them.
+		req, _ := http.NewRequest("GET", base+"/api/"+user+"/tasks", nil)
+		req.Header.Set("Authorization", "Bearer "+tokenFor(t, user))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var tasks []Task
+		json.NewDecoder(resp.Body).Decode(&tasks)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || len(tasks) != 25 || resp.Header.Get("X-Total-Count") != "25" {
+			t.Fatalf("start %d: GET list = %d with %d tasks, want 200 with 25", start, resp.StatusCode, len(tasks))
+		}
+		if err := stop(); err != nil {
+			t.Fatal(err)
+		}
+		var versions int
+		var at time.Time
+		if err := old.QueryRow(ctx, `SELECT count(*), max(applied_at) FROM schema_migrations`).Scan(&versions, &at); err != nil {
+			t.Fatal(err)
+		}
+		ms := must(parseMigrations(schemaSQL))
+		applied := strings.Count(logs.String(), `"msg":"migration applied"`)
+		switch {
+		case versions != len(ms):
+			t.Fatalf("start %d: schema_migrations holds %d versions, want %d", start, versions, len(ms))
+		case start == 1 && applied != len(ms):
+			t.Fatalf("start %d: %d migrations applied, want %d:\n%s", start, applied, len(ms), logs)
+		case start == 2 && (applied != 0 || !at.Equal(appliedAt)):
+			t.Fatalf("start %d: applied %d migrations again (applied_at %v, was %v)", start, applied, at, appliedAt)
+		}
+		appliedAt = at
+	}
+}
+
+// TestMigrateRecordsEachOnce checks the bookkeeping the test database got from
+// TestMain: every migration recorded once, with the SHA-256 of its text.
+func TestMigrateRecordsEachOnce(t *testing.T) {
+	rows, _ := testDB.pool.Query(context.Background(), `SELECT version, name, sha256 FROM schema_migrations ORDER BY version`)
+	type record struct {
+		Version int
+		Name    string
+		Sha256  []byte
+	}
+	got, err := pgx.CollectRows(rows, pgx.RowToStructByName[record])
+	if err != nil {
+		t.Fatal(err)
+	}
+	ms := must(parseMigrations(schemaSQL))
+	if len(got) != len(ms) {
+		t.Fatalf("schema_migrations = %+v, want %d rows", got, len(ms))
+	}
+	for i, m := range ms {
+		if sum := sha256.Sum256([]byte(m.sql)); got[i].Version != m.version || got[i].Name != m.name || string(got[i].Sha256) != string(sum[:]) {
+			t.Errorf("row %d = %+v, want migration %d %q", i, got[i], m.version, m.name)
+		}
+	}
+}
