@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -19,6 +20,9 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
 )
 
 // benchUsers seeds users × tasks for the benchmarks and returns their ids and tokens.
@@ -165,4 +169,73 @@ func BenchmarkVerify(b *testing.B) {
 			}
 		})
 	}
+}
+
+// BenchmarkFastPaths sets each hand-written fast path beside what it replaces,
+// on the same input: a page of 20 tasks written as JSON, and one task row
+// decoded from the binary values PostgreSQL sent.
+//
+//	go test -run '^$' -bench FastPaths -benchmem
+func BenchmarkFastPaths(b *testing.B) {
+	ctx := context.Background()
+	users, _ := benchUsers(b, 1, 20)
+	q, _ := parseListQuery(nil)
+	page, _, err := testDB.listTasks(ctx, users[0], q)
+	if err != nil || len(page) != 20 {
+		b.Fatalf("list = %d tasks, %v", len(page), err)
+	}
+	due := time.Now().UTC()
+	page[0].DueDate, page[0].Tags = &due, []string{"home", "work"}
+	b.Run("json_page20/appendTask", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			buf := make([]byte, 0, 64+400*len(page))
+			for i := range page {
+				buf = appendTask(buf, &page[i])
+			}
+		}
+	})
+	b.Run("json_page20/encoding_json", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			json.Marshal(page)
+		}
+	})
+
+	// One row as the binary protocol delivers it: description, due date and tags set.
+	var fields []pgconn.FieldDescription
+	var raw [][]byte
+	rows, _ := testDB.pool.Query(ctx, `SELECT `+taskColumns+` FROM tasks WHERE id = $1`, page[1].ID)
+	_, err = pgx.CollectOneRow(rows, func(row pgx.CollectableRow) (int, error) {
+		fields = slices.Clone(row.FieldDescriptions())
+		for _, v := range row.RawValues() {
+			raw = append(raw, slices.Clone(v))
+		}
+		return 0, nil
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, ok := taskFromBinary(fields, raw); !ok {
+		b.Skip("rows arrive in the text format in this query mode: nothing to compare")
+	}
+	b.Run("row/taskFromBinary", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			taskFromBinary(fields, raw)
+		}
+	})
+	b.Run("row/pgx_Scan", func(b *testing.B) { // what rows.Scan does per column, with its type map
+		m := pgtype.NewMap()
+		b.ReportAllocs()
+		for b.Loop() {
+			var t Task
+			dst := []any{&t.ID, &t.UserID, &t.Title, &t.Description, &t.Completed, &t.Priority, &t.DueDate, &t.Tags, &t.CreatedAt, &t.UpdatedAt}
+			for i, f := range fields {
+				if err := m.Scan(f.DataTypeOID, f.Format, raw[i], dst[i]); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+	})
 }
