@@ -19,12 +19,12 @@ import (
 
 // SQLSTATEs (PostgreSQL's Appendix A) this store tells apart: codes, and classes (a code's first two characters).
 const (
-	sqlstateUniqueViolation           = "23505"
-	sqlstateCheckViolation            = "23514"
-	sqlstateClassDataException        = "22"
-	sqlstateClassConnectionException  = "08"
-	sqlstateClassInsufficientRes      = "53" // insufficient resources: too many connections, out of memory or disk
-	sqlstateClassOperatorIntervention = "57" // query canceled (statement timeout), admin shutdown, cannot connect now
+	sqlstateUniqueViolation            = "23505"
+	sqlstateCheckViolation             = "23514"
+	sqlstateClassDataException         = "22"
+	sqlstateClassConnectionException   = "08"
+	sqlstateClassInsufficientResources = "53" // insufficient resources: too many connections, out of memory or disk
+	sqlstateClassOperatorIntervention  = "57" // query canceled (statement timeout), admin shutdown, cannot connect now
 )
 
 // Store errors; handlers map them to statuses in writeError.
@@ -371,7 +371,7 @@ func storeError(err error) error {
 func isUnavailable(err error) bool {
 	if pgErr, ok := errors.AsType[*pgconn.PgError](err); ok {
 		class := pgErr.Code[:min(2, len(pgErr.Code))]
-		return class == sqlstateClassConnectionException || class == sqlstateClassInsufficientRes ||
+		return class == sqlstateClassConnectionException || class == sqlstateClassInsufficientResources ||
 			class == sqlstateClassOperatorIntervention
 	}
 	if _, ok := errors.AsType[*pgconn.ConnectError](err); ok {
