@@ -125,7 +125,7 @@ func loadConfig(getenv func(string) string) (config, error) {
 		if s := getenv(n.name); s != "" {
 			v, err := strconv.Atoi(s)
 			if err != nil || v < n.min {
-				return c, fmt.Errorf("%s must be a whole number above 0, not %q", n.name, s)
+				return c, fmt.Errorf("%s must be a whole number of at least %d, not %q", n.name, n.min, s)
 			}
 			*n.dst = v
 		}
@@ -187,9 +187,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	defer db.pool.Close()
 	startCtx, cancel := context.WithTimeout(ctx, cfg.StartupTimeout)
 	defer cancel()
-	err = db.migrate(startCtx, log)
-	if err != nil {
-		return fmt.Errorf("after %s: %w (check DATABASE_URL)", cfg.StartupTimeout, err)
+	if err := db.migrate(startCtx, log); err != nil {
+		return err
 	}
 
 	go forgetOldKeys(ctx, db, log)

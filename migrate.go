@@ -72,7 +72,7 @@ func (s *store) migrate(ctx context.Context, log *slog.Logger) error {
 		log.Warn("waiting for the database", "attempt", attempt, "err", err.Error())
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("database not reachable: %w", err)
+			return fmt.Errorf("database not reachable within the startup timeout (check DATABASE_URL): %w", err)
 		case <-time.After(delay):
 		}
 		delay = min(delay*2, 5*time.Second)

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"log/slog"
 	"net/http"
 	"os"
 	"strings"
@@ -165,5 +166,50 @@ func TestMigrateRecordsEachOnce(t *testing.T) {
 		if sum := sha256.Sum256([]byte(m.sql)); got[i].Version != m.version || got[i].Name != m.name || string(got[i].Sha256) != string(sum[:]) {
 			t.Errorf("row %d = %+v, want migration %d %q", i, got[i], m.version, m.name)
 		}
+	}
+}
+
+// TestMigrationFailsWhole runs migrations the way migrate does on a new
+// database: a failing migration leaves nothing behind, not even the ones before
+// it; an edited migration and one this binary does not know are logged, and
+// nothing is run again.
+func TestMigrationFailsWhole(t *testing.T) {
+	ctx := context.Background()
+	db, err := openStore(newDatabase(t, ""), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(db.pool.Close)
+	logs := &syncBuffer{}
+	log := slog.New(slog.NewJSONHandler(logs, nil))
+	apply := func(schema string) error {
+		ms, err := parseMigrations(schema)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error { return applyMigrations(ctx, tx, ms, log) })
+	}
+	one := "-- migration 1: a\nCREATE TABLE a (n int);\n"
+	if err := apply(one + "-- migration 2: b\nCREATE TABLE b (n int);\nSELECT no_such_function();\n"); err == nil || !strings.Contains(err.Error(), "migration 2 (b)") {
+		t.Fatalf("a failing migration 2 = %v, want an error naming it", err)
+	}
+	var tables int
+	db.pool.QueryRow(ctx, `SELECT count(*) FROM pg_tables WHERE tablename IN ('a', 'b', 'schema_migrations')`).Scan(&tables)
+	if tables != 0 {
+		t.Fatalf("after a failed migration, %d of its tables remain, want none", tables)
+	}
+	if err := apply(one + "-- migration 2: b\nCREATE TABLE b (n int);\n"); err != nil {
+		t.Fatal(err)
+	}
+	if err := apply("-- migration 1: a\nCREATE TABLE a (n int, edited int);\n"); err != nil {
+		t.Fatalf("an edited migration 1 and an unknown migration 2 = %v, want a start with warnings", err)
+	}
+	if l := logs.String(); !strings.Contains(l, `"msg":"a migration was edited`) || !strings.Contains(l, `"msg":"the database has a migration this binary does not know`) {
+		t.Fatalf("want warnings for the edited and the unknown migration:\n%s", l)
+	}
+	var columns int
+	db.pool.QueryRow(ctx, `SELECT count(*) FROM information_schema.columns WHERE table_name = 'a'`).Scan(&columns)
+	if columns != 1 {
+		t.Fatalf("table a has %d columns: the edited migration ran again", columns)
 	}
 }

@@ -45,3 +45,25 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 		t.Fatalf("GET /docs = %s", r)
 	}
 }
+
+// TestOpenAPISortKeys holds the document's sort values to listSorts, the one table of them.
+func TestOpenAPISortKeys(t *testing.T) {
+	var doc struct {
+		Components struct {
+			Parameters map[string]struct {
+				Name   string
+				Schema struct{ Enum []string }
+			}
+		}
+	}
+	if err := json.Unmarshal(openAPI, &doc); err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, s := range listSorts {
+		names = append(names, s.name)
+	}
+	if got := doc.Components.Parameters["Sort"]; got.Name != "sort" || !slices.Equal(got.Schema.Enum, names) {
+		t.Fatalf("openapi.json's sort parameter = %+v, want the enum %v", got, names)
+	}
+}

@@ -163,16 +163,27 @@ func (s *store) createTask(ctx context.Context, userID string, n newTask) (task 
 		args = append(args, n.Key, n.RequestHash)
 	}
 	task, err = s.one(ctx, insert, args...)
-	var pgErr *pgconn.PgError
-	switch {
-	case errors.Is(err, errNotFound):
-		return task, false, errTaskLimit
-	case n.Key != "" && errors.As(err, &pgErr) && pgErr.Code == sqlstateUniqueViolation:
-		task, err = s.replay(ctx, userID, n.Key, n.RequestHash)
-		return task, err == nil, err
+	atLimit := errors.Is(err, errNotFound) // no slot, so no task
+	pgErr, ok := errors.AsType[*pgconn.PgError](err)
+	if n.Key == "" || !atLimit && !(ok && pgErr.Code == sqlstateUniqueViolation) {
+		if atLimit {
+			err = errTaskLimit
+		}
+		return task, false, err
 	}
-	return task, false, err
+	// The key was used before (23505), or, at the limit, may have been: a retry
+	// of the create that took the user's last slot must replay, not answer 409.
+	task, err = s.replay(ctx, userID, n.Key, n.RequestHash)
+	if errors.Is(err, errKeyUnknown) {
+		if err = errNotFound; atLimit {
+			err = errTaskLimit
+		}
+	}
+	return task, err == nil, err
 }
+
+// errKeyUnknown is replay's answer for a key the user has not used; createTask maps it.
+var errKeyUnknown = errors.New("idempotency key not stored")
 
 // replay returns the task an earlier create with the user's key made, if the
 // request was the same; a task deleted since is not found.
@@ -183,6 +194,9 @@ func (s *store) replay(ctx context.Context, userID, key string, requestHash []by
 	var taskID int64
 	err := s.pool.QueryRow(ctx, `SELECT request_hash, task_id FROM idempotency_keys WHERE user_id = $1 AND key = $2`,
 		userID, key).Scan(&hash, &taskID)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Task{}, errKeyUnknown
+	}
 	if err != nil {
 		return Task{}, storeError(err)
 	}
@@ -369,13 +383,13 @@ func storeError(err error) error {
 // intervention, which includes statement_timeout's query_canceled).
 // Everything else, a bug until shown otherwise, answers 500 and is not retried.
 func isUnavailable(err error) bool {
+	if _, ok := errors.AsType[*pgconn.ConnectError](err); ok {
+		return true // whatever the reason, even an SQLSTATE such as 3D000 or 28P01: no connection, no service
+	}
 	if pgErr, ok := errors.AsType[*pgconn.PgError](err); ok {
 		class := pgErr.Code[:min(2, len(pgErr.Code))]
 		return class == sqlstateClassConnectionException || class == sqlstateClassInsufficientResources ||
 			class == sqlstateClassOperatorIntervention
-	}
-	if _, ok := errors.AsType[*pgconn.ConnectError](err); ok {
-		return true
 	}
 	if _, ok := errors.AsType[net.Error](err); ok {
 		return true

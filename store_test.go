@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/url"
 	"strings"
 	"sync"
 	"syscall"
@@ -77,12 +78,20 @@ func TestDatabaseUnavailable(t *testing.T) {
 // the database could not be reached or serve; a rejected value 422; the rest a bug.
 func TestStoreErrorClasses(t *testing.T) {
 	pg := func(code string) error { return fmt.Errorf("exec: %w", &pgconn.PgError{Code: code}) }
+	// A real connect error that carries an SQLSTATE: 3D000, no such database.
+	u := must(url.Parse(testURL))
+	u.Path = "/no_such_database"
+	_, connectErr := pgx.Connect(context.Background(), u.String())
+	if _, ok := errors.AsType[*pgconn.ConnectError](connectErr); !ok {
+		t.Fatalf("connecting to a missing database = %v, want a *pgconn.ConnectError", connectErr)
+	}
 	for _, c := range []struct {
 		name string
 		err  error
 		want error // nil: passes through, for a 500
 	}{
 		{"no row", pgx.ErrNoRows, errNotFound},
+		{"connect error with an SQLSTATE (3D000)", connectErr, errUnavailable},
 		{"statement timeout (57014)", pg("57014"), errUnavailable},
 		{"admin shutdown (57P01)", pg("57P01"), errUnavailable},
 		{"too many connections (53300)", pg("53300"), errUnavailable},

@@ -241,6 +241,23 @@ func TestTaskLimit(t *testing.T) {
 	e.create(user, map[string]any{"title": "in the freed place"})
 	e.want(e.do("POST", "/api/"+user+"/tasks", tokenFor(t, user), map[string]any{"title": "over again"}), 409, "create beyond the limit again")
 
+	// A create whose answer was lost, retried with its Idempotency-Key after it
+	// took the last place, replays rather than answering 409.
+	keyed := newUser(t)
+	post := func(key string, body map[string]any) result {
+		return e.do("POST", "/api/"+keyed+"/tasks", tokenFor(t, keyed), body, "Idempotency-Key", key)
+	}
+	for i := range limit {
+		e.want(post(fmt.Sprint("k", i), map[string]any{"title": fmt.Sprint("keyed ", i)}), 201, "keyed create")
+	}
+	last := fmt.Sprint("k", limit-1)
+	r = post(last, map[string]any{"title": fmt.Sprint("keyed ", limit-1)})
+	if r.status != 201 || r.header.Get("Idempotent-Replayed") != "true" {
+		t.Fatalf("retry of the create that took the last place = %s, want 201 replayed", r)
+	}
+	wantLoc(t, post(last, map[string]any{"title": "another body"}), "header", "Idempotency-Key")
+	e.want(post("new-key", map[string]any{"title": "one too many"}), 409, "a new key beyond the limit")
+
 	// Concurrent creates cannot overshoot: the user's count row makes them take turns.
 	racer := newUser(t)
 	var wg sync.WaitGroup
