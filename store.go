@@ -34,6 +34,7 @@ var (
 	errRejected    = errors.New("rejected by a database constraint")
 	errTaskLimit   = errors.New("task limit reached")
 	errKeyReused   = errors.New("idempotency key reused with a different request")
+	errKeyUnknown  = errors.New("idempotency key not stored") // replay's, mapped by createTask
 )
 
 // staleError says a precondition (If-Match) failed: the task has changed since.
@@ -181,9 +182,6 @@ func (s *store) createTask(ctx context.Context, userID string, n newTask) (task 
 	}
 	return task, err == nil, err
 }
-
-// errKeyUnknown is replay's answer for a key the user has not used; createTask maps it.
-var errKeyUnknown = errors.New("idempotency key not stored")
 
 // replay returns the task an earlier create with the user's key made, if the
 // request was the same; a task deleted since is not found.
