@@ -2,6 +2,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"io"
@@ -13,6 +14,7 @@ import (
 	"strings"
 	"time"
 	"unicode"
+	"unicode/utf16"
 	"unicode/utf8"
 )
 
@@ -57,12 +59,9 @@ func decodeTask(w http.ResponseWriter, r *http.Request, create bool) (taskChange
 	if !utf8.Valid(body) {
 		return c, validationError{{[]any{"body"}, "JSON decode error: invalid UTF-8", "json_invalid"}}
 	}
-	var raw map[string]json.RawMessage
-	if err := json.Unmarshal(body, &raw); err != nil {
-		if _, notObject := errors.AsType[*json.UnmarshalTypeError](err); notObject {
-			return c, validationError{{[]any{"body"}, "Input should be a JSON object", "model_attributes_type"}}
-		}
-		return c, validationError{{[]any{"body"}, "JSON decode error: " + strings.TrimPrefix(err.Error(), "json: "), "json_invalid"}}
+	raw, err := decodeObject(body)
+	if err != nil {
+		return c, err
 	}
 
 	var errs validationError
@@ -84,6 +83,10 @@ func decodeTask(w http.ResponseWriter, r *http.Request, create bool) (taskChange
 		var s string
 		if json.Unmarshal(v, &s) != nil || string(v) == "null" {
 			fail("Input should be a valid string", "string_type", name)
+			return "", false
+		}
+		if loneSurrogate(v) {
+			fail(msgLoneSurrogate, "string_invalid", name)
 			return "", false
 		}
 		if msg := badText(s); msg != "" {
@@ -142,6 +145,8 @@ func decodeTask(w http.ResponseWriter, r *http.Request, create bool) (taskChange
 		var tags []string
 		if string(v) != "null" && json.Unmarshal(v, &tags) != nil {
 			fail("Input should be a list of strings", "list_type", "tags")
+		} else if loneSurrogate(v) {
+			fail(msgLoneSurrogate, "string_invalid", "tags")
 		} else {
 			c.Tags = []string{}
 			for i, tag := range tags {
@@ -161,6 +166,68 @@ func decodeTask(w http.ResponseWriter, r *http.Request, create bool) (taskChange
 		return c, errs
 	}
 	return c, nil
+}
+
+// decodeObject reads a JSON body's members by name. It answers 422 for a body
+// that is not JSON, or not an object (null, an array, a string), or that names
+// a member twice: parsers disagree about which of two wins, so a proxy in front
+// of this service could have checked the other one (RFC 8259 §4, RFC 7493 §2.3).
+func decodeObject(body []byte) (map[string]json.RawMessage, error) {
+	var whole json.RawMessage
+	if err := json.Unmarshal(body, &whole); err != nil {
+		return nil, validationError{{[]any{"body"}, "JSON decode error: " + strings.TrimPrefix(err.Error(), "json: "), "json_invalid"}}
+	}
+	if whole[0] != '{' { // Unmarshal trimmed the white space around it
+		return nil, validationError{{[]any{"body"}, "Input should be a JSON object", "model_attributes_type"}}
+	}
+	raw := map[string]json.RawMessage{}
+	dec := json.NewDecoder(bytes.NewReader(whole))
+	dec.Token() // the {, and then members: each a name and a value (valid JSON, checked above)
+	for dec.More() {
+		t, _ := dec.Token()
+		name, _ := t.(string)
+		var v json.RawMessage
+		dec.Decode(&v)
+		if _, twice := raw[name]; twice {
+			return nil, validationError{{[]any{"body", name}, "Duplicate key: each field may appear once", "json_invalid"}}
+		}
+		raw[name] = v
+	}
+	return raw, nil
+}
+
+// msgLoneSurrogate is the message for text holding half of a UTF-16 surrogate pair.
+const msgLoneSurrogate = "Text must not contain a lone UTF-16 surrogate (\\ud800 to \\udfff)"
+
+// loneSurrogate reports whether a valid JSON value escapes half of a UTF-16
+// surrogate pair (\ud800 without a \udc00 after it, or the reverse), which is
+// not a character: encoding/json would store U+FFFD in its place.
+func loneSurrogate(v []byte) bool {
+	hex4 := func(b []byte) rune { n, _ := strconv.ParseUint(string(b), 16, 32); return rune(n) }
+	for i := 0; i < len(v); i++ {
+		if v[i] != '\\' {
+			continue
+		}
+		i++ // the escaped character
+		if v[i] != 'u' {
+			continue
+		}
+		r := hex4(v[i+1 : i+5])
+		i += 4
+		switch {
+		case utf16.IsSurrogate(r) && r < 0xdc00: // high: a low one must follow
+			if i+6 < len(v) && v[i+1] == '\\' && v[i+2] == 'u' {
+				if low := hex4(v[i+3 : i+7]); low >= 0xdc00 && low <= 0xdfff {
+					i += 6
+					continue
+				}
+			}
+			return true
+		case utf16.IsSurrogate(r):
+			return true
+		}
+	}
+	return false
 }
 
 // badText says what is wrong with text PostgreSQL cannot store, or "" when nothing is.

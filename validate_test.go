@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -199,6 +200,7 @@ func FuzzDecodeTask(f *testing.F) {
 			return
 		}
 		checkChange(t, c, create)
+		checkFaithful(t, body, c)
 	})
 }
 
@@ -221,4 +223,103 @@ func FuzzListQuery(f *testing.F) {
 			}
 		}
 	})
+}
+
+// checkFaithful fails unless an accepted body was one JSON object naming each
+// member once, and its text fields hold what was sent: no character of it
+// replaced by U+FFFD (as encoding/json does with a lone surrogate escape).
+func checkFaithful(t *testing.T, body []byte, c taskChange) {
+	t.Helper()
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		t.Fatalf("accepted a body that is not an object: %q", body)
+	}
+	members := map[string]json.RawMessage{}
+	for dec.More() {
+		tok, _ := dec.Token()
+		var v json.RawMessage
+		dec.Decode(&v)
+		if _, twice := members[tok.(string)]; twice {
+			t.Fatalf("accepted %q, which names %q twice", body, tok)
+		}
+		members[tok.(string)] = v
+	}
+	// sent counts the U+FFFD a client really sent in a value: literally or as \ufffd.
+	sent := func(v json.RawMessage) int {
+		return bytes.Count(bytes.ToLower(v), []byte(`\ufffd`)) + bytes.Count(v, []byte(string(utf8.RuneError)))
+	}
+	for name, got := range map[string]*string{"title": c.Title, "description": c.Description} {
+		if got != nil && strings.Count(*got, string(utf8.RuneError)) > sent(members[name]) {
+			t.Fatalf("%s %q holds a U+FFFD the body %q did not send", name, *got, body)
+		}
+	}
+	if n := strings.Count(strings.Join(c.Tags, ""), string(utf8.RuneError)); n > sent(members["tags"]) {
+		t.Fatalf("tags %q hold a U+FFFD the body %q did not send", c.Tags, body)
+	}
+}
+
+// TestBodyIsOneObject: a body that is not an object, names a member twice, or
+// escapes half a surrogate pair gets 422 on every route that takes a body, and
+// changes nothing; a surrogate pair and an escaped backslash are text like any other.
+func TestBodyIsOneObject(t *testing.T) {
+	e := newEnv(t, hsAuth())
+	user := newUser(t)
+	tok := tokenFor(t, user)
+	task := e.create(user, map[string]any{"title": "unchanged", "tags": []string{"keep"}})
+	base := "/api/" + user + "/tasks"
+	item := fmt.Sprintf("%s/%d", base, task.ID)
+	for _, route := range [][2]string{{"POST", base}, {"PUT", item}, {"PATCH", item}} {
+		for _, c := range []struct {
+			body string
+			loc  []any
+		}{
+			{`null`, []any{"body"}},
+			{` null `, []any{"body"}},
+			{`[]`, []any{"body"}},
+			{`[{"title":"x"}]`, []any{"body"}},
+			{`"title"`, []any{"body"}},
+			{`7`, []any{"body"}},
+			{`true`, []any{"body"}},
+			{`{"title":"first","title":"second"}`, []any{"body", "title"}},
+			{`{"title":"first","ti\u0074le":"second"}`, []any{"body", "title"}},
+			{`{"title":"x","tags":["a"],"tags":["b"]}`, []any{"body", "tags"}},
+			{`{"title":"x","id":1,"id":2}`, []any{"body", "id"}},
+			{`{"title":"a\ud800b"}`, []any{"body", "title"}},
+			{`{"title":"a\udc00b"}`, []any{"body", "title"}},
+			{`{"title":"a\uDBFF"}`, []any{"body", "title"}},
+			{`{"title":"\ud800\ud800"}`, []any{"body", "title"}},
+			{`{"title":"\udc00\ud800"}`, []any{"body", "title"}},
+			{`{"title":"x","description":"\ud83c"}`, []any{"body", "description"}},
+			{`{"title":"x","tags":["ok","\udfff"]}`, []any{"body", "tags"}},
+			{`{"title":"x","priority":"hi\ud800gh"}`, []any{"body", "priority"}},
+		} {
+			wantLoc(t, e.do(route[0], route[1], tok, c.body, "Content-Type", "application/json"), c.loc...)
+		}
+	}
+	if got := decode[Task](t, e.do("GET", item, tok, nil)); !reflect.DeepEqual(got, task) {
+		t.Fatalf("after refused writes the task is %+v, want %+v", got, task)
+	}
+	if _, total := e.list(user, ""); total != 1 {
+		t.Fatalf("refused creates left %d tasks, want 1", total)
+	}
+	// A pair is one character; an escaped backslash before u is two characters of text.
+	for body, want := range map[string]string{
+		`{"title":"party \ud83c\udf89"}`: "party 🎉",
+		`{"title":"\uD83C\uDF89"}`:       "🎉",
+		`{"title":"a\\ud800b"}`:          `a\ud800b`,
+		`{"title":"\ufffd sent"}`:        "\ufffd sent",
+	} {
+		r := e.do("POST", base, tok, body, "Content-Type", "application/json")
+		e.want(r, 201, "POST "+body)
+		if got := decode[Task](t, r).Title; got != want {
+			t.Errorf("POST %s stored title %q, want %q", body, got, want)
+		}
+	}
+	// In a query, a surrogate can only come as UTF-8 bytes, which are not UTF-8.
+	for _, q := range []string{"?q=a%ED%A0%80b", "?tag=%ED%B0%80"} {
+		r := e.do("GET", base+q, tok, nil)
+		if r.status != 422 {
+			t.Errorf("GET %s = %s, want 422", q, r)
+		}
+	}
 }
