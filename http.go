@@ -127,16 +127,25 @@ func (m *middleware) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	rw := &responseWriter{ResponseWriter: w, status: http.StatusOK}
+	// ServeMux answers a path with an empty segment, . or .. with a redirect to
+	// its clean form: re-escaped (a user id with a space came back as %2520) and
+	// reinterpreted (/tasks/1/complete/.. became an update of task 1). Such a
+	// path is not found here instead, and nothing is redirected (responseWriter).
+	if !cleanPath(strings.TrimSuffix(r.URL.Path, "/")) {
+		defer m.logRequest(r, rw, start)
+		writeJSON(rw, http.StatusNotFound, map[string]string{"detail": "Not Found"})
+		return
+	}
 	// FastAPI redirected /tasks/ to /tasks, and a cross-origin redirect drops
 	// Authorization in browsers: serve both spellings instead.
 	if p := r.URL.Path; len(p) > 1 && strings.HasSuffix(p, "/") {
 		r2 := *r
 		u := *r.URL
-		u.Path, u.RawPath = strings.TrimRight(p, "/"), ""
+		u.Path, u.RawPath = strings.TrimSuffix(p, "/"), ""
 		r2.URL = &u
 		r = &r2
 	}
-	rw := &responseWriter{ResponseWriter: w, status: http.StatusOK}
 	defer func() {
 		if p := recover(); p != nil {
 			if p == http.ErrAbortHandler {
@@ -148,18 +157,28 @@ func (m *middleware) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				writeJSON(rw, http.StatusInternalServerError, map[string]string{"detail": "Internal Server Error"})
 			}
 		}
-		m.logRequest(r, rw, time.Since(start))
+		m.logRequest(r, rw, start)
 	}()
 	m.mux.ServeHTTP(rw, r)
 }
 
+// cleanPath reports whether p, without its trailing slash, has no empty, . or .. segment.
+func cleanPath(p string) bool {
+	for seg := range strings.SplitSeq(strings.TrimPrefix(p, "/"), "/") {
+		if seg == "" && p != "" || seg == "." || seg == ".." {
+			return false
+		}
+	}
+	return true
+}
+
 // logRequest writes the request's one log line; never a token, a secret or a body.
-func (m *middleware) logRequest(r *http.Request, rw *responseWriter, d time.Duration) {
+func (m *middleware) logRequest(r *http.Request, rw *responseWriter, start time.Time) {
 	attrs := []slog.Attr{
 		slog.String("method", r.Method),
 		slog.String("route", r.Pattern),
 		slog.Int("status", rw.status),
-		slog.Float64("ms", float64(d.Microseconds())/1000),
+		slog.Float64("ms", float64(time.Since(start).Microseconds())/1000),
 	}
 	if rw.userID != "" {
 		attrs = append(attrs, slog.String("user_id", rw.userID))
@@ -173,7 +192,7 @@ func (m *middleware) logRequest(r *http.Request, rw *responseWriter, d time.Dura
 }
 
 // responseWriter records what the request's log line needs, and turns the
-// mux's own plain-text answers (404, 405 with Allow, redirects) into JSON.
+// mux's own plain-text answers (404, 405 with Allow) into JSON, and its redirects into 404s.
 type responseWriter struct {
 	http.ResponseWriter
 	status  int
@@ -184,6 +203,12 @@ type responseWriter struct {
 }
 
 func (rw *responseWriter) WriteHeader(status int) {
+	if status >= 300 && status < 400 && status != http.StatusNotModified {
+		// Only the mux redirects, and only to clean a path, which ServeHTTP refuses
+		// first: should another case appear, it is not found rather than followed.
+		rw.Header().Del("Location")
+		status = http.StatusNotFound
+	}
 	rw.status, rw.wrote = status, true
 	// Every error or redirect here answers JSON; one that does not is net/http's
 	// own text (404, 405, a redirect to a cleaned path), so it becomes JSON too.

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -150,8 +151,8 @@ func FuzzHandler(f *testing.F) {
 		req.Header.Set("Content-Type", ctype)
 		w := httptest.NewRecorder()
 		h.ServeHTTP(w, req)
-		if w.Code >= 500 {
-			t.Fatalf("%s %q = %d %s", method, suffix, w.Code, w.Body)
+		if w.Code >= 500 || w.Code >= 300 && w.Code < 400 && w.Code != 304 || w.Header().Get("Location") != "" && w.Code != 201 {
+			t.Fatalf("%s %q = %d %s (Location %q)", method, suffix, w.Code, w.Body, w.Header().Get("Location"))
 		}
 		if w.Body.Len() > 0 && (!json.Valid(w.Body.Bytes()) || w.Header().Get("Content-Type") != "application/json") {
 			t.Fatalf("%s %q = %d with a body that is not JSON: %q", method, suffix, w.Code, w.Body)
@@ -167,4 +168,36 @@ func TestResponseControllerReachesConn(t *testing.T) {
 	if err := rc.Flush(); err != nil || !rec.Flushed {
 		t.Fatalf("Flush through responseWriter = %v (flushed %v), want nil", err, rec.Flushed)
 	}
+}
+
+// TestNoRedirects: a path with an empty segment, . or .. is not found, never
+// redirected to a cleaned path (re-escaped, or another route), and does nothing.
+func TestNoRedirects(t *testing.T) {
+	e := newEnv(t, hsAuth())
+	user := "al ice " + newUser(t) // a user id with spaces, escaped in paths
+	tok := tokenFor(t, user)
+	base := "/api/" + url.PathEscape(user) + "/tasks"
+	task := e.create(user, map[string]any{"title": "stays open"})
+	item := fmt.Sprintf("%s/%d", base, task.ID)
+	for _, c := range [][2]string{
+		{"GET", "/api/" + url.PathEscape(user) + "//tasks"},
+		{"GET", base + "//"},
+		{"GET", "/" + base},
+		{"PATCH", item + "/complete/.."},
+		{"PATCH", item + "/complete/%2e%2e"},
+		{"PATCH", item + "/./complete"},
+		{"PUT", item + "/complete/.."},
+		{"DELETE", item + "/x/.."},
+		{"GET", "/../healthz"},
+		{"GET", "/healthz/."},
+	} {
+		r := e.do(c[0], c[1], tok, `{"completed":true}`, "Content-Type", "application/json")
+		if r.status != 404 || r.header.Get("Location") != "" || !json.Valid(r.body) {
+			t.Errorf("%s %s = %s (Location %q), want a JSON 404 without Location", c[0], c[1], r, r.header.Get("Location"))
+		}
+	}
+	if got := decode[Task](t, e.do("GET", item, tok, nil)); got.Completed || got.UpdatedAt != task.UpdatedAt {
+		t.Fatalf("after unclean paths the task is %+v, want it unchanged", got)
+	}
+	e.want(e.do("GET", base+"/", tok, nil), 200, "a single trailing slash")
 }
