@@ -2,7 +2,9 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"slices"
@@ -26,9 +28,61 @@ var (
 )
 
 const (
-	clockLeeway   = 30 * time.Second
-	maxTokenBytes = 8 << 10
+	clockLeeway = 30 * time.Second
+	// A token as large as a request's headers may be: Better Auth puts the user's
+	// profile in it, a data: URL picture included, and refusing one locks its user
+	// out (a new token is as large). Only tokens up to maxCachedToken are cached.
+	maxTokenBytes  = maxHeaderBytes
+	maxCachedToken = 2 << 10
 )
+
+// tokenRefused says why a token was refused, for the request's log line; the
+// client sees only the detail of err, 401 either way.
+type tokenRefused struct {
+	reason string       // no token, not the bearer scheme, too large, malformed, bad signature, unknown kid, expired, not yet valid, wrong issuer or audience
+	err    *statusError // errNoToken, errInvalidToken or errExpiredToken
+}
+
+func (e *tokenRefused) Error() string { return "token refused: " + e.reason }
+func (e *tokenRefused) Unwrap() error { return e.err }
+
+// refused is an invalid token, for reason.
+func refused(reason string) error { return &tokenRefused{reason, errInvalidToken} }
+
+// refusal names what the parser found wrong with a token.
+func refusal(err error) error {
+	switch {
+	case errors.Is(err, jwt.ErrTokenExpired):
+		return &tokenRefused{"expired", errExpiredToken}
+	case errors.Is(err, jwt.ErrTokenNotValidYet):
+		return refused("not yet valid")
+	case errors.Is(err, errUnknownKey):
+		return refused("unknown kid")
+	case errors.Is(err, jwt.ErrTokenSignatureInvalid):
+		return refused("bad signature")
+	case errors.Is(err, jwt.ErrTokenInvalidIssuer), errors.Is(err, jwt.ErrTokenInvalidAudience):
+		return refused("wrong issuer or audience")
+	}
+	return refused("malformed") // not a JWT, a claim missing or of the wrong type
+}
+
+// claims are a token's registered claims with RFC 7519's types held: a
+// NumericDate (exp, nbf, iat) is a JSON number (§2), where golang-jwt also
+// accepts a string holding one.
+type claims struct{ jwt.RegisteredClaims }
+
+func (c *claims) UnmarshalJSON(b []byte) error {
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal(b, &raw); err != nil {
+		return err
+	}
+	for _, name := range []string{"exp", "nbf", "iat"} {
+		if v, ok := raw[name]; ok && (len(v) == 0 || v[0] != '-' && (v[0] < '0' || v[0] > '9')) {
+			return fmt.Errorf("claim %s is not a number", name)
+		}
+	}
+	return json.Unmarshal(b, &c.RegisteredClaims)
+}
 
 // asymmetricAlgs are the algorithms Better Auth's jwt plugin can sign with.
 var asymmetricAlgs = []string{"EdDSA", "ES256", "ES512", "RS256", "PS256"}
@@ -97,7 +151,7 @@ func newVerifier(cfg authConfig, client *http.Client, log *slog.Logger) *verifie
 func (v *verifier) key(t *jwt.Token) (any, error) {
 	if _, ok := t.Method.(*jwt.SigningMethodHMAC); ok {
 		if v.cfg.Secret == nil {
-			return nil, errInvalidToken
+			return nil, errUnknownKey
 		}
 		if v.cfg.Previous != nil {
 			return jwt.VerificationKeySet{Keys: []jwt.VerificationKey{v.cfg.Secret, v.cfg.Previous}}, nil
@@ -106,7 +160,7 @@ func (v *verifier) key(t *jwt.Token) (any, error) {
 	}
 	kid, _ := t.Header["kid"].(string)
 	if v.jwks == nil || kid == "" {
-		return nil, errInvalidToken
+		return nil, errUnknownKey
 	}
 	return v.jwks.key(kid, t.Method.Alg())
 }
@@ -121,26 +175,23 @@ func (v *verifier) verify(token string) (string, error) {
 		return known.sub, nil
 	}
 	if len(token) > maxTokenBytes {
-		return "", errInvalidToken
+		return "", refused("too large")
 	}
-	var c jwt.RegisteredClaims
+	var c claims
 	t, err := v.parser.ParseWithClaims(token, &c, v.key)
-	if errors.Is(err, jwt.ErrTokenExpired) {
-		return "", errExpiredToken
-	}
 	if err != nil {
-		return "", errInvalidToken
+		return "", refusal(err)
 	}
 	if _, hmac := t.Method.(*jwt.SigningMethodHMAC); !hmac {
 		if v.cfg.JWKSIssuer != "" && c.Issuer != v.cfg.JWKSIssuer ||
 			v.cfg.JWKSAudience != "" && !slices.Contains(c.Audience, v.cfg.JWKSAudience) {
-			return "", errInvalidToken
+			return "", refused("wrong issuer or audience")
 		}
 	}
 	if !validUserID(c.Subject) {
-		return "", errInvalidToken
+		return "", refused("malformed")
 	}
-	if len(token) <= 2<<10 {
+	if len(token) <= maxCachedToken {
 		entry := verifiedToken{sub: c.Subject, expires: c.ExpiresAt.Time} // exp is required
 		if c.NotBefore != nil {
 			entry.notBefore = c.NotBefore.Time
@@ -183,12 +234,12 @@ func validUserID(s string) bool {
 func bearerToken(r *http.Request) (string, error) {
 	h := r.Header.Get("Authorization")
 	if h == "" {
-		return "", errNoToken
+		return "", &tokenRefused{"no token", errNoToken}
 	}
 	scheme, token, _ := strings.Cut(h, " ")
 	token = strings.TrimSpace(token)
 	if !strings.EqualFold(scheme, "Bearer") || token == "" {
-		return "", errInvalidToken
+		return "", refused("not the bearer scheme")
 	}
 	return token, nil
 }
@@ -203,6 +254,9 @@ func authenticate(v *verifier, limit *rateLimiter, h userHandler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		userID, err := admit(v, limit, w, r)
 		if err != nil {
+			if refused, ok := errors.AsType[*tokenRefused](err); ok {
+				noteTokenRefused(w, refused.reason)
+			}
 			writeError(w, r, err)
 			return
 		}

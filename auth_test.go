@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -171,7 +172,7 @@ func TestVerifiedTokenCacheExpires(t *testing.T) {
 	v := newVerifier(hsAuth(), http.DefaultClient, slog.New(slog.DiscardHandler))
 	expired := hsToken(t, jwt.MapClaims{"sub": "u1", "exp": time.Now().Add(-time.Minute).Unix()})
 	v.verified[expired] = verifiedToken{sub: "u1", expires: time.Now().Add(-time.Minute)}
-	if _, err := v.verify(expired); err != errExpiredToken {
+	if _, err := v.verify(expired); !errors.Is(err, errExpiredToken) {
 		t.Fatalf("an expired token the cache remembers: verify = %v, want %v", err, errExpiredToken)
 	}
 	fresh := tokenFor(t, "u2")
@@ -207,4 +208,63 @@ func FuzzVerify(f *testing.F) {
 			t.Fatalf("verify(%q) passed with sub %q", token, sub)
 		}
 	})
+}
+
+// TestTokenRefused: each way a token fails is a 401 whose log line says why,
+// and a time claim that is not a JSON number (RFC 7519 §2) is one of them.
+func TestTokenRefused(t *testing.T) {
+	_, edKey, _ := ed25519.GenerateKey(rand.Reader)
+	ks := newKeyServer(t)
+	ks.add(jwkOf(t, "ed", edKey.Public()))
+	e := newEnv(t, authConfig{Secret: []byte(testSecret), JWKSURL: ks.srv.URL, JWKSIssuer: "https://auth.test", JWKSAudience: "https://auth.test"})
+	user := newUser(t)
+	now := time.Now()
+	hour := now.Add(time.Hour).Unix()
+	ed := func(kid string, claims jwt.MapClaims) string {
+		return signed(t, jwt.SigningMethodEdDSA, edKey, kid, claims)
+	}
+	for _, c := range []struct {
+		name, authorization, reason string
+	}{
+		{"no token", "", "no token"},
+		{"Basic", "Basic dXNlcjpwYXNz", "not the bearer scheme"},
+		{"garbage", "Bearer not.a.jwt", "malformed"},
+		{"nbf as a string", "Bearer " + hsToken(t, jwt.MapClaims{"sub": user, "exp": hour, "nbf": strconv.FormatInt(now.Add(-time.Hour).Unix(), 10)}), "malformed"},
+		{"exp as a string", "Bearer " + hsToken(t, jwt.MapClaims{"sub": user, "exp": strconv.FormatInt(hour, 10)}), "malformed"},
+		{"iat as a string", "Bearer " + hsToken(t, jwt.MapClaims{"sub": user, "exp": hour, "iat": strconv.FormatInt(now.Unix(), 10)}), "malformed"},
+		{"exp null", "Bearer " + hsToken(t, jwt.MapClaims{"sub": user, "exp": nil}), "malformed"},
+		{"exp true", "Bearer " + hsToken(t, jwt.MapClaims{"sub": user, "exp": true}), "malformed"},
+		{"no exp", "Bearer " + hsToken(t, jwt.MapClaims{"sub": user}), "malformed"},
+		{"sub not a user id", "Bearer " + hsToken(t, jwt.MapClaims{"sub": "", "exp": hour}), "malformed"},
+		{"expired", "Bearer " + hsToken(t, jwt.MapClaims{"sub": user, "exp": now.Add(-time.Hour).Unix()}), "expired"},
+		{"not yet valid", "Bearer " + hsToken(t, jwt.MapClaims{"sub": user, "exp": hour, "nbf": now.Add(10 * time.Minute).Unix()}), "not yet valid"},
+		{"another secret", "Bearer " + must(jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"sub": user, "exp": hour}).SignedString([]byte(testSecret+"x"))), "bad signature"},
+		{"unknown kid", "Bearer " + ed("other", jwt.MapClaims{"sub": user, "exp": hour, "iss": "https://auth.test", "aud": "https://auth.test"}), "unknown kid"},
+		{"no kid", "Bearer " + ed("", jwt.MapClaims{"sub": user, "exp": hour, "iss": "https://auth.test", "aud": "https://auth.test"}), "unknown kid"},
+		{"wrong issuer", "Bearer " + ed("ed", jwt.MapClaims{"sub": user, "exp": hour, "iss": "https://evil.test", "aud": "https://auth.test"}), "wrong issuer or audience"},
+		{"wrong audience", "Bearer " + ed("ed", jwt.MapClaims{"sub": user, "exp": hour, "iss": "https://auth.test", "aud": "https://evil.test"}), "wrong issuer or audience"},
+	} {
+		before := len(e.logs.String())
+		r := e.do("GET", "/api/"+user+"/tasks", "", nil, "Authorization", c.authorization)
+		if r.status != 401 {
+			t.Errorf("%s: %s, want 401", c.name, r)
+			continue
+		}
+		var line struct {
+			Status       int
+			TokenRefused string `json:"token_refused"`
+		}
+		json.Unmarshal([]byte(e.logs.String()[before:]), &line)
+		if line.Status != 401 || line.TokenRefused != c.reason {
+			t.Errorf("%s: the log line says %+v, want token_refused %q", c.name, line, c.reason)
+		}
+	}
+	// The numeric forms of the same claims pass.
+	good := hsToken(t, jwt.MapClaims{"sub": user, "exp": hour, "nbf": now.Add(-time.Minute).Unix(), "iat": float64(now.Unix()) + 0.5})
+	e.want(e.do("GET", "/api/"+user+"/tasks", good, nil), 200, "numeric exp, nbf and iat")
+	// A token longer than any header can carry is refused before it is parsed.
+	v := newVerifier(hsAuth(), http.DefaultClient, slog.New(slog.DiscardHandler))
+	if _, err := v.verify(strings.Repeat("a", maxTokenBytes+1)); err == nil || err.Error() != "token refused: too large" {
+		t.Fatalf("verify of a token over the header limit = %v, want too large", err)
+	}
 }

@@ -183,6 +183,9 @@ func (m *middleware) logRequest(r *http.Request, rw *responseWriter, start time.
 	if rw.userID != "" {
 		attrs = append(attrs, slog.String("user_id", rw.userID))
 	}
+	if rw.tokenRefused != "" {
+		attrs = append(attrs, slog.String("token_refused", rw.tokenRefused))
+	}
 	level := slog.LevelInfo
 	if rw.err != nil {
 		level = slog.LevelError
@@ -195,11 +198,12 @@ func (m *middleware) logRequest(r *http.Request, rw *responseWriter, start time.
 // mux's own plain-text answers (404, 405 with Allow) into JSON, and its redirects into 404s.
 type responseWriter struct {
 	http.ResponseWriter
-	status  int
-	wrote   bool
-	userID  string
-	err     error
-	swallow bool // the mux's own text body is being replaced
+	status       int
+	wrote        bool
+	userID       string
+	tokenRefused string // why, when the token was refused
+	err          error
+	swallow      bool // the mux's own text body is being replaced
 }
 
 func (rw *responseWriter) WriteHeader(status int) {
@@ -239,6 +243,13 @@ func (rw *responseWriter) Unwrap() http.ResponseWriter { return rw.ResponseWrite
 func noteUser(w http.ResponseWriter, userID string) {
 	if rw, ok := w.(*responseWriter); ok {
 		rw.userID = userID
+	}
+}
+
+// noteTokenRefused puts why a token was refused on the request's log line; never the token.
+func noteTokenRefused(w http.ResponseWriter, reason string) {
+	if rw, ok := w.(*responseWriter); ok {
+		rw.tokenRefused = reason
 	}
 }
 

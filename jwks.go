@@ -28,6 +28,9 @@ const (
 	jwksMaxAge = 10 * time.Minute
 )
 
+// errUnknownKey: no key of the token's algorithm has its kid (or it has none).
+var errUnknownKey = errors.New("no key for the token's kid and alg")
+
 // jwks caches the public keys of a JSON Web Key Set, fetched again on an unknown kid.
 type jwks struct {
 	url    string
@@ -57,7 +60,7 @@ func (j *jwks) key(kid, alg string) (any, error) {
 	}
 	k := set.keys[kid]
 	if k.key == nil || !slices.Contains(k.algs, alg) {
-		return nil, errInvalidToken
+		return nil, errUnknownKey
 	}
 	return k.key, nil
 }

@@ -252,6 +252,9 @@ func printToken(getenv func(string) string, args []string, stdout io.Writer) err
 	return err
 }
 
+// maxHeaderBytes bounds a request's headers, a bearer token included (431 beyond).
+const maxHeaderBytes = 32 << 10
+
 // newHTTPServer wraps h in a server whose timeouts and header limit bound every client.
 func newHTTPServer(h http.Handler, log *slog.Logger) *http.Server {
 	return &http.Server{
@@ -260,7 +263,7 @@ func newHTTPServer(h http.Handler, log *slog.Logger) *http.Server {
 		ReadTimeout:       15 * time.Second,
 		WriteTimeout:      15 * time.Second,
 		IdleTimeout:       90 * time.Second,
-		MaxHeaderBytes:    32 << 10,
+		MaxHeaderBytes:    maxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 }
