@@ -8,12 +8,19 @@ func handleHealth(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 }
 
-// handleReady serves GET /readyz: 200 when the database answers, else 503.
-func handleReady(db *store) http.HandlerFunc {
+// handleReady serves GET /readyz: 200 when the database answers and, with a
+// JWKS configured, its key set has been fetched once; else 503, the cause on the log line.
+func handleReady(db *store, v *verifier) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if err := db.ping(r.Context()); err != nil {
 			writeError(w, r, err)
 			return
+		}
+		if v.jwks != nil {
+			if err := v.jwks.ready(); err != nil {
+				writeError(w, r, err)
+				return
+			}
 		}
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
 	}

@@ -25,7 +25,7 @@ type validationError []fieldError
 
 func (e validationError) Error() string { return "validation failed: " + e[0].Msg }
 
-// statusError is a client error that is not about one field (401, 403, 413, 415, 429).
+// statusError is an error with its own status and detail, not about one field (401, 403, 413, 415, 429; 503 from /readyz).
 type statusError struct {
 	status int
 	detail string

@@ -44,7 +44,26 @@ type jwks struct {
 type keySet struct {
 	keys    map[string]publicKey // by kid
 	fetched time.Time            // when it was last tried, successful or not
+	ok      bool                 // some fetch, this one or an earlier, succeeded
+	err     error                // this fetch's failure, if it failed
 }
+
+// ready answers an error, a 503 for /readyz, while no fetch of the key set has
+// succeeded: Better Auth's tokens cannot be checked. It fetches at most once a
+// second, as an unknown kid does.
+func (j *jwks) ready() error {
+	set := j.set.Load()
+	if set == nil || !set.ok {
+		set = j.refresh("")
+	}
+	if !set.ok {
+		return fmt.Errorf("%w: %s: %w", errNoKeySet, j.url, set.err)
+	}
+	return nil
+}
+
+// errNoKeySet is /readyz's answer while the JWKS has never been fetched.
+var errNoKeySet = &statusError{http.StatusServiceUnavailable, "Better Auth's key set (JWKS) has not been fetched; the log says why"}
 
 // publicKey is a verification key and the token algorithms it may verify.
 type publicKey struct {
@@ -78,13 +97,14 @@ func (j *jwks) refresh(kid string) *keySet {
 		}
 	}
 	keys, err := j.fetch()
+	ok := err == nil
 	if err != nil {
 		j.log.Error("jwks fetch failed", "url", j.url, "err", err.Error())
 		if old != nil {
-			keys = old.keys
+			keys, ok = old.keys, old.ok
 		}
 	}
-	set := &keySet{keys: keys, fetched: time.Now()}
+	set := &keySet{keys: keys, fetched: time.Now(), ok: ok, err: err}
 	j.set.Store(set)
 	return set
 }

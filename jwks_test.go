@@ -12,6 +12,7 @@ import (
 	"math/big"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -105,4 +106,67 @@ func TestKeyRotation(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	e.want(e.do("GET", path, signed(t, jwt.SigningMethodEdDSA, key1, "k1", claims), nil), 200, "token from key 1 after rotation")
+}
+
+// TestBetterAuthURLForms: BETTER_AUTH_URL is read as Better Auth reads it: a
+// path is its base path, and without one the base path is /api/auth; the
+// tokens' default iss and aud are the origin either way.
+func TestBetterAuthURLForms(t *testing.T) {
+	for base, want := range map[string]string{
+		"http://127.0.0.1:3998":               "http://127.0.0.1:3998/api/auth/jwks",
+		"http://127.0.0.1:3998/":              "http://127.0.0.1:3998/api/auth/jwks",
+		"http://127.0.0.1:3998/api/auth":      "http://127.0.0.1:3998/api/auth/jwks",
+		"http://127.0.0.1:3998/api/auth/":     "http://127.0.0.1:3998/api/auth/jwks",
+		"https://app.example.com/auth":        "https://app.example.com/auth/jwks",
+		"https://app.example.com/v1/api/auth": "https://app.example.com/v1/api/auth/jwks",
+	} {
+		cfg, err := loadConfig(func(k string) string { return map[string]string{"BETTER_AUTH_URL": base}[k] })
+		origin := base
+		if i := strings.Index(base[8:], "/"); i >= 0 { // after the scheme's //
+			origin = base[:i+8]
+		}
+		if err != nil || cfg.Auth.JWKSURL != want || cfg.Auth.JWKSIssuer != origin || cfg.Auth.JWKSAudience != origin {
+			t.Errorf("BETTER_AUTH_URL=%s: JWKS %q, iss %q, aud %q, %v; want %q and %q", base, cfg.Auth.JWKSURL, cfg.Auth.JWKSIssuer, cfg.Auth.JWKSAudience, err, want, origin)
+		}
+	}
+	// Through the handler: a Better Auth whose base URL has its base path.
+	_, key, _ := ed25519.GenerateKey(rand.Reader)
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /api/auth/jwks", func(w http.ResponseWriter, r *http.Request) {
+		json.NewEncoder(w).Encode(map[string]any{"keys": []any{jwkOf(t, "ed", key.Public())}})
+	})
+	auth := httptest.NewServer(mux)
+	t.Cleanup(auth.Close)
+	cfg, err := loadConfig(func(k string) string { return map[string]string{"BETTER_AUTH_URL": auth.URL + "/api/auth"}[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t, cfg.Auth)
+	user := newUser(t)
+	tok := signed(t, jwt.SigningMethodEdDSA, key, "ed", jwt.MapClaims{"sub": user, "exp": time.Now().Add(time.Hour).Unix(), "iss": auth.URL, "aud": auth.URL})
+	e.want(e.do("GET", "/api/"+user+"/tasks", tok, nil), 200, "a token from a Better Auth at BETTER_AUTH_URL with its base path")
+	e.want(e.do("GET", "/readyz", "", nil), 200, "readyz with the JWKS fetched")
+}
+
+// TestReadyzSaysJWKSNeverAnswered: while the JWKS has never been fetched,
+// /readyz answers 503 and its log line says why; once it answers, 200.
+func TestReadyzSaysJWKSNeverAnswered(t *testing.T) {
+	_, key, _ := ed25519.GenerateKey(rand.Reader)
+	var up atomic.Bool
+	ks := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !up.Load() {
+			http.NotFound(w, r)
+			return
+		}
+		json.NewEncoder(w).Encode(map[string]any{"keys": []any{jwkOf(t, "ed", key.Public())}})
+	}))
+	t.Cleanup(ks.Close)
+	e := newEnv(t, authConfig{JWKSURL: ks.URL})
+	r := e.do("GET", "/readyz", "", nil)
+	if r.status != 503 || !strings.Contains(string(r.body), "JWKS") || !strings.Contains(e.logs.String(), "status 404") {
+		t.Fatalf("readyz with a JWKS that answers 404 = %s, want 503 naming the JWKS, its cause logged:\n%s", r, e.logs)
+	}
+	up.Store(true)
+	time.Sleep(jwksRefetchEvery + 100*time.Millisecond) // fetched again at most this often
+	e.want(e.do("GET", "/readyz", "", nil), 200, "readyz once the JWKS answers")
 }

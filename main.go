@@ -74,7 +74,7 @@ func loadConfig(getenv func(string) string) (config, error) {
 		if err != nil {
 			return c, fmt.Errorf("BETTER_AUTH_URL: %w", err)
 		}
-		c.Auth.JWKSURL = strings.TrimSuffix(base, "/") + "/api/auth/jwks"
+		c.Auth.JWKSURL = betterAuthJWKS(base)
 		if c.Auth.Issuer == "" {
 			c.Auth.JWKSIssuer = origin
 		}
@@ -156,6 +156,19 @@ func parseOrigin(s string, withPath bool) (string, error) {
 		return "", errors.New("must be an origin such as https://app.example.com, without a path")
 	}
 	return u.Scheme + "://" + u.Host, nil
+}
+
+// betterAuthJWKS is where Better Auth serves its JWKS for the base URL base (a
+// valid http(s) URL), read as Better Auth reads it (better-auth's withPath): a
+// path in it is Better Auth's base path; without one, the base path is /api/auth.
+// Its tokens' default iss and aud are the origin either way.
+func betterAuthJWKS(base string) string {
+	u, _ := url.Parse(base)
+	path := strings.TrimRight(u.Path, "/")
+	if path == "" {
+		path = "/api/auth"
+	}
+	return u.Scheme + "://" + u.Host + path + "/jwks"
 }
 
 // orDefault returns s, or def when s is empty.
@@ -280,7 +293,7 @@ func newServer(log *slog.Logger, db *store, cfg config) http.Handler {
 		m.routes = append(m.routes, pattern)
 	}
 	handle("GET /healthz", http.HandlerFunc(handleHealth))
-	handle("GET /readyz", handleReady(db))
+	handle("GET /readyz", handleReady(db, v))
 	handle("GET /openapi.json", http.HandlerFunc(handleOpenAPI))
 	handle("GET /docs", http.HandlerFunc(handleDocs))
 	handle("GET /api/{user_id}/tasks", auth(handleListTasks(db)))

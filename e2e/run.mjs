@@ -121,10 +121,12 @@ function listen(server, port = 0, host) {
 }
 
 // startBetterAuth runs a real Better Auth server signing with alg, on its own database.
-async function startBetterAuth(alg, dbURL, secret) {
+// With basePath, its baseURL carries Better Auth's base path (http://host:port/api/auth),
+// a form Better Auth accepts and the API must read as Better Auth does.
+async function startBetterAuth(alg, dbURL, secret, basePath = "") {
   const server = http.createServer();
   const port = await listen(server, 0, "127.0.0.1");
-  const baseURL = `http://127.0.0.1:${port}`;
+  const baseURL = `http://127.0.0.1:${port}${basePath}`;
   const pool = new pg.Pool({ connectionString: dbURL, max: 4 });
   const keyPairConfig = { EdDSA: { alg, crv: "Ed25519" }, RS256: { alg, modulusLength: 2048 }, PS256: { alg, modulusLength: 2048 } }[alg] ?? { alg };
   const auth = betterAuth({
@@ -224,7 +226,8 @@ async function main() {
     await Promise.all(
       ALGS.map(async (alg) => {
         const db = await createDatabase(`${run}_${alg.toLowerCase()}`);
-        const ba = await startBetterAuth(alg, db, secret);
+        // Two of the five give BETTER_AUTH_URL with Better Auth's base path, as Better Auth accepts it.
+        const ba = await startBetterAuth(alg, db, secret, alg === "ES256" || alg === "PS256" ? "/api/auth" : "");
         // Five stacks share the machine's PostgreSQL (100 connections): small pools.
         const apiDB = new URL(db);
         apiDB.searchParams.set("pool_max_conns", "4");
@@ -274,7 +277,8 @@ async function main() {
 
   for (const alg of ALGS) {
     const s = stacks[alg];
-    await check(`${alg}: Better Auth's token accepted; expired, tampered, other audience refused`, async () => {
+    const form = s.baseURL.endsWith("/api/auth") ? " (BETTER_AUTH_URL with its base path)" : "";
+    await check(`${alg}${form}: Better Auth's token accepted; expired, tampered, other audience refused`, async () => {
       const u = await signUp(s.client, `user-${alg.toLowerCase()}`);
       const token = await jwtOf(s.client, u);
       assert(decodeProtectedHeader(token).alg === alg, `Better Auth signed with ${decodeProtectedHeader(token).alg}`);
