@@ -22,6 +22,7 @@ import (
 // and its sum here.
 var releasedMigrations = []string{
 	"5327a752fed5034fcff1ff9c9a5c96b6659223a03542deaf75e202b70ea09d71", // migration 1
+	"9241f9ecde340a3de1ae3ac3d9695f743602382c00072e18eed11f413f81147e", // migration 2
 }
 
 func TestMigrationsUnchanged(t *testing.T) {
@@ -34,7 +35,10 @@ func TestMigrationsUnchanged(t *testing.T) {
 	}
 	for i, m := range ms {
 		got := hex.EncodeToString(m.sha256[:])
-		if i < len(releasedMigrations) && got != releasedMigrations[i] {
+		switch {
+		case i >= len(releasedMigrations):
+			t.Errorf("migration %d (%s) is new: add %q to releasedMigrations", m.version, m.name, got)
+		case got != releasedMigrations[i]:
 			t.Errorf("migration %d (%s) has SHA-256 %s, released as %q: never edit a migration, add one", m.version, m.name, got, releasedMigrations[i])
 		}
 	}

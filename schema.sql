@@ -66,3 +66,10 @@ CREATE TABLE IF NOT EXISTS idempotency_keys (
     PRIMARY KEY (user_id, key)
 );
 CREATE INDEX IF NOT EXISTS idempotency_keys_created ON idempotency_keys (created_at);
+
+-- migration 2: a collation that folds case in every script, whatever the database's locale
+-- lower() folds as the database's LC_CTYPE says, and with C (Docker images, some
+-- managed databases) that is ASCII only: search (q) and sort=title fold text in
+-- this collation, ICU's root locale, instead. On a PostgreSQL built without ICU
+-- this migration fails, and the service with it, at start rather than at each search.
+CREATE COLLATION IF NOT EXISTS task_fold (provider = icu, locale = 'und');

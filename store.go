@@ -286,7 +286,7 @@ type listSort struct {
 var listSorts = []listSort{
 	{"created", true, "created_at, id", "created_at DESC, id DESC"},
 	{"updated", true, "updated_at, id", "updated_at DESC, id DESC"},
-	{"title", false, "lower(title), id", "lower(title) DESC, id DESC"},
+	{"title", false, "lower(title COLLATE task_fold), id", "lower(title COLLATE task_fold) DESC, id DESC"},
 	{"due_date", false, "due_date NULLS LAST, id", "due_date DESC NULLS LAST, id DESC"},
 	{"priority", true, "array_position('{low,medium,high}', priority), id", "array_position('{low,medium,high}', priority) DESC, id DESC"},
 }
@@ -319,7 +319,10 @@ func (s *store) listTasks(ctx context.Context, userID string, q listQuery) ([]Ta
 	if q.Q != "" {
 		args = append(args, q.Q)
 		n := strconv.Itoa(len(args))
-		where += ` AND (strpos(lower(title), lower($` + n + `)) > 0 OR strpos(lower(description), lower($` + n + `)) > 0)`
+		// lower() folds by the database's LC_CTYPE, which with C (Docker images,
+		// some managed databases) folds ASCII only: ICU's root locale folds every script.
+		where += ` AND (strpos(lower(title COLLATE task_fold), lower($` + n + ` COLLATE task_fold)) > 0` +
+			` OR strpos(lower(description COLLATE task_fold), lower($` + n + ` COLLATE task_fold)) > 0)`
 	}
 	if len(q.Tags) > 0 {
 		args = append(args, q.Tags)

@@ -7,6 +7,8 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"log/slog"
+	"net/url"
 	"slices"
 	"strings"
 	"sync"
@@ -460,5 +462,46 @@ func TestRequestHashGolden(t *testing.T) {
 		if got := hex.EncodeToString(requestHash(c.change)); got != c.want {
 			t.Errorf("requestHash(%+v) = %s, want %s", c.change, got, c.want)
 		}
+	}
+}
+
+// TestSearchAnyLocale: q finds text case-insensitively in every script, and
+// sort=title orders the same way, on the test database and on one created with
+// the C locale (Docker images and some managed databases make those), where
+// PostgreSQL's own lower() folds ASCII only.
+func TestSearchAnyLocale(t *testing.T) {
+	cLocale, err := openStore(newDatabase(t, "TEMPLATE template0 LC_COLLATE 'C' LC_CTYPE 'C'"), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cLocale.pool.Close)
+	if err := cLocale.migrate(context.Background(), slog.New(slog.DiscardHandler)); err != nil {
+		t.Fatal(err)
+	}
+	for name, db := range map[string]*store{"default locale": testDB, "C locale": cLocale} {
+		t.Run(name, func(t *testing.T) {
+			e := newEnvDB(t, db, testConfig(hsAuth()))
+			user := newUser(t)
+			for _, title := range []string{"Élan vital", "ПРИВЕТ мир", "Ωμέγα", "zebra", "apple"} {
+				e.create(user, map[string]any{"title": title, "description": "note " + title})
+			}
+			for q, want := range map[string]string{
+				"élan": "Élan vital", "ÉLAN": "Élan vital", "привет": "ПРИВЕТ мир", "МИР": "ПРИВЕТ мир",
+				"ωμέγα": "Ωμέγα", "ZEBRA": "zebra", "note élan": "Élan vital",
+			} {
+				tasks, total := e.list(user, "?q="+url.QueryEscape(q))
+				if total != 1 || tasks[0].Title != want {
+					t.Errorf("q=%s found %d: %v, want %q", q, total, tasks, want)
+				}
+			}
+			tasks, _ := e.list(user, "?sort=title")
+			var titles []string
+			for _, task := range tasks {
+				titles = append(titles, task.Title)
+			}
+			if want := []string{"apple", "Élan vital", "zebra", "Ωμέγα", "ПРИВЕТ мир"}; !slices.Equal(titles, want) {
+				t.Errorf("sort=title = %q, want %q", titles, want)
+			}
+		})
 	}
 }
