@@ -99,7 +99,9 @@ func applyMigrations(ctx context.Context, tx pgx.Tx, migrations []migration, log
 	if err != nil {
 		return err
 	}
-	rows, _ := tx.Query(ctx, `SELECT version, sha256 FROM schema_migrations ORDER BY version`)
+	// The simple protocol throughout: no named statement is left on a server
+	// connection that a transaction-mode pooler would hand to another replica.
+	rows, _ := tx.Query(ctx, `SELECT version, sha256 FROM schema_migrations ORDER BY version`, pgx.QueryExecModeSimpleProtocol)
 	applied, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (migration, error) {
 		var m migration
 		var sum []byte
@@ -128,7 +130,7 @@ func applyMigrations(ctx context.Context, tx pgx.Tx, migrations []migration, log
 			return fmt.Errorf("migration %d (%s): %w", m.version, m.name, err)
 		}
 		_, err := tx.Exec(ctx, `INSERT INTO schema_migrations (version, name, sha256) VALUES ($1, $2, $3)`,
-			m.version, m.name, m.sha256[:])
+			pgx.QueryExecModeSimpleProtocol, m.version, m.name, m.sha256[:])
 		if err != nil {
 			return err
 		}

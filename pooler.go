@@ -1,0 +1,106 @@
+// pooler.go finds out, at start, whether a pooler between the service and PostgreSQL keeps prepared statements, and picks a query mode that works.
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// sqlstateInvalidStatementName: a named prepared statement that this server session does not hold.
+const sqlstateInvalidStatementName = "26000"
+
+// checkPooler asks whether a named prepared statement outlives its
+// transaction. pgx's default mode (cache_statement) prepares each statement
+// once per connection under a name; a transaction-mode pooler (PgBouncer,
+// Neon's -pooler endpoint) may serve the next transaction from another server
+// connection, which holds no such name unless the pooler tracks them
+// (PgBouncer 1.21 and later with max_prepared_statements, as Neon's does).
+// Without that, most statements would fail (SQLSTATE 26000 or 42P05) and answer
+// 500. Then, unless DATABASE_URL chose a mode itself, the pool moves to
+// cache_describe (unnamed statements, described once per connection) and
+// says so once; a URL that chose cache_statement is refused.
+func (s *store) checkPooler(ctx context.Context, databaseURL string, log *slog.Logger) error {
+	mode := s.pool.Config().ConnConfig.DefaultQueryExecMode
+	if mode != pgx.QueryExecModeCacheStatement {
+		return nil // every other mode uses unnamed statements, which any pooler passes through
+	}
+	keeps, err := s.preparedStatementsOutliveTransactions(ctx)
+	if err != nil || keeps {
+		return err
+	}
+	if strings.Contains(databaseURL, "default_query_exec_mode") {
+		return errors.New("DATABASE_URL asks for default_query_exec_mode=cache_statement, but it reaches a transaction-mode pooler that drops prepared statements between transactions (PgBouncer before 1.21, or max_prepared_statements = 0): use default_query_exec_mode=cache_describe")
+	}
+	cfg := s.pool.Config()
+	cfg.ConnConfig.DefaultQueryExecMode = pgx.QueryExecModeCacheDescribe
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return fmt.Errorf("open pool: %w", err)
+	}
+	s.pool.Close()
+	s.pool = pool
+	log.Warn("DATABASE_URL reaches a transaction-mode pooler that drops prepared statements between transactions (PgBouncer before 1.21, or max_prepared_statements = 0); using default_query_exec_mode=cache_describe, add it to DATABASE_URL to say so")
+	return nil
+}
+
+// preparedStatementsOutliveTransactions prepares a statement in a transaction
+// on one connection while a second connection holds a transaction of its own,
+// so that a pooler must serve them from two server connections; ends both;
+// and runs the statement on the first connection again. PgBouncer reuses the
+// server connection released last, the second one's, so there the name is
+// gone unless the pooler tracks it. Directly, or in session mode, it is kept.
+func (s *store) preparedStatementsOutliveTransactions(ctx context.Context) (bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, 2*s.timeout)
+	defer cancel()
+	a, err := pgx.ConnectConfig(ctx, s.pool.Config().ConnConfig)
+	if err != nil {
+		return false, err
+	}
+	defer a.Close(context.Background())
+	b, err := pgx.ConnectConfig(ctx, s.pool.Config().ConnConfig)
+	if err != nil {
+		return false, err
+	}
+	defer b.Close(context.Background())
+
+	name := "tasks_pooler_probe_" + strings.ToLower(rand.Text()[:10]) // never another session's
+	txA, err := a.Begin(ctx)
+	if err != nil {
+		return false, err
+	}
+	if _, err := txA.Prepare(ctx, name, "SELECT 1"); err != nil {
+		return false, err
+	}
+	// The second transaction, on a server connection of its own; a pooler
+	// with a single server connection would make it wait, and tell nothing.
+	waitCtx, cancelWait := context.WithTimeout(ctx, time.Second)
+	txB, err := b.Begin(waitCtx)
+	if err == nil {
+		_, err = txB.Exec(waitCtx, "SELECT 1", pgx.QueryExecModeSimpleProtocol)
+	}
+	cancelWait()
+	if err := txA.Commit(ctx); err != nil {
+		return false, err
+	}
+	if txB != nil {
+		txB.Commit(ctx)
+	}
+	var one int
+	err = a.QueryRow(ctx, name).Scan(&one)
+	if pgErr, ok := errors.AsType[*pgconn.PgError](err); ok && pgErr.Code == sqlstateInvalidStatementName {
+		return false, nil
+	}
+	if err == nil {
+		a.Deallocate(ctx, name)
+	}
+	return err == nil, err
+}
