@@ -80,19 +80,20 @@ func (s *store) preparedStatementsOutliveTransactions(ctx context.Context) (bool
 	if _, err := txA.Prepare(ctx, name, "SELECT 1"); err != nil {
 		return false, err
 	}
-	// The second transaction, on a server connection of its own; a pooler
-	// with a single server connection would make it wait, and tell nothing.
+	// The second transaction, on a server connection of its own. A pooler with
+	// a single server connection makes it wait: then it tells nothing, and
+	// its failure is ignored.
 	waitCtx, cancelWait := context.WithTimeout(ctx, time.Second)
-	txB, err := b.Begin(waitCtx)
-	if err == nil {
-		_, err = txB.Exec(waitCtx, "SELECT 1", pgx.QueryExecModeSimpleProtocol)
+	txB, errB := b.Begin(waitCtx)
+	if errB == nil {
+		txB.Exec(waitCtx, "SELECT 1", pgx.QueryExecModeSimpleProtocol)
 	}
 	cancelWait()
 	if err := txA.Commit(ctx); err != nil {
 		return false, err
 	}
-	if txB != nil {
-		txB.Commit(ctx)
+	if errB == nil {
+		txB.Commit(ctx) // after A's: its server connection is the one released last
 	}
 	var one int
 	err = a.QueryRow(ctx, name).Scan(&one)
