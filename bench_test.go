@@ -185,7 +185,7 @@ func BenchmarkFastPaths(b *testing.B) {
 		b.Fatalf("list = %d tasks, %v", len(page), err)
 	}
 	due := time.Now().UTC()
-	page[0].DueDate, page[0].Tags = &due, []string{"home", "work"}
+	page[0].DueDate, page[0].Tags = &Due{due, dueInstant}, []string{"home", "work"}
 	b.Run("json_page20/appendTask", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
@@ -230,7 +230,9 @@ func BenchmarkFastPaths(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
 			var t Task
-			dst := []any{&t.ID, &t.UserID, &t.Title, &t.Description, &t.Completed, &t.Priority, &t.DueDate, &t.Tags, &t.CreatedAt, &t.UpdatedAt}
+			var due *time.Time
+			var kind *string
+			dst := []any{&t.ID, &t.UserID, &t.Title, &t.Description, &t.Completed, &t.Priority, &due, &t.Tags, &t.CreatedAt, &t.UpdatedAt, &kind}
 			for i, f := range fields {
 				if err := m.Scan(f.DataTypeOID, f.Format, raw[i], dst[i]); err != nil {
 					b.Fatal(err)

@@ -23,6 +23,7 @@ import (
 var releasedMigrations = []string{
 	"5327a752fed5034fcff1ff9c9a5c96b6659223a03542deaf75e202b70ea09d71", // migration 1
 	"9241f9ecde340a3de1ae3ac3d9695f743602382c00072e18eed11f413f81147e", // migration 2
+	"8a6b18e7bf55288a90f94affd0a9a371051d2028cf75c6302cdabdcd7cd445a2", // migration 3
 }
 
 func TestMigrationsUnchanged(t *testing.T) {
@@ -97,7 +98,8 @@ func TestMigrateUpgradesInPlace(t *testing.T) {
 		t.Helper()
 		var s string
 		err := old.QueryRow(ctx, `SELECT json_build_array(
-			(SELECT json_agg(t ORDER BY id) FROM tasks t),
+			(SELECT json_agg(t ORDER BY id) FROM (SELECT id, user_id, title, description, completed, priority,
+				due_date, tags, created_at, updated_at FROM tasks) t), -- the columns the old release had
 			(SELECT json_agg(c ORDER BY user_id) FROM task_counts c),
 			(SELECT json_agg(k ORDER BY key) FROM idempotency_keys k))::text`).Scan(&s)
 		if err != nil {
@@ -126,6 +128,11 @@ func TestMigrateUpgradesInPlace(t *testing.T) {
 		resp.Body.Close()
 		if resp.StatusCode != 200 || len(tasks) != 25 || resp.Header.Get("X-Total-Count") != "25" {
 			t.Fatalf("start %d: GET list = %d with %d tasks, want 200 with 25", start, resp.StatusCode, len(tasks))
+		}
+		for _, task := range tasks { // a due date the old release stored is the instant it returned
+			if d := task.DueDate; d != nil && (d.Kind != dueInstant || !d.At.Equal(time.Date(2026, 12, 1, 17, 0, 0, 0, time.UTC))) {
+				t.Fatalf("start %d: an old due date reads as %+v", start, d)
+			}
 		}
 		if err := stop(); err != nil {
 			t.Fatal(err)

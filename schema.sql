@@ -73,3 +73,11 @@ CREATE INDEX IF NOT EXISTS idempotency_keys_created ON idempotency_keys (created
 -- this collation, ICU's root locale, instead. On a PostgreSQL built without ICU
 -- this migration fails, and the service with it, at start rather than at each search.
 CREATE COLLATION IF NOT EXISTS task_fold (provider = icu, locale = 'und');
+
+-- migration 3: a due date keeps its form: a date, a floating time or an instant
+-- due_date holds the moment; for a date its midnight, and for a floating time its
+-- wall clock, both as UTC, so the three sort together. due_kind says which it is;
+-- rows written before (and by an older release during a rolling deploy) have none,
+-- and are instants, as they were returned.
+CREATE DOMAIN task_due_kind AS text CHECK (VALUE IN ('instant', 'date', 'local'));
+ALTER TABLE tasks ADD COLUMN due_kind task_due_kind;

@@ -116,7 +116,15 @@ func (s *store) ping(ctx context.Context) error {
 	return storeError(s.pool.Ping(ctx))
 }
 
-const taskColumns = `id, user_id, title, description, completed, priority, due_date, tags, created_at, updated_at`
+const taskColumns = `id, user_id, title, description, completed, priority, due_date, tags, created_at, updated_at, due_kind`
+
+// dueColumns are a due date's due_date and due_kind, or NULLs.
+func dueColumns(d *Due) (*time.Time, *string) {
+	if d == nil {
+		return nil, nil
+	}
+	return &d.At, &dueKinds[d.Kind]
+}
 
 // one runs a statement that returns at most one task.
 func (s *store) one(ctx context.Context, sql string, args ...any) (Task, error) {
@@ -150,16 +158,17 @@ func (s *store) createTask(ctx context.Context, userID string, n newTask) (task 
 	// costs one row, not a count of the user's tasks.
 	const slotAndTask = `slot AS (INSERT INTO task_counts (user_id, n) VALUES ($1, 1)
 		ON CONFLICT (user_id) DO UPDATE SET n = task_counts.n + 1 WHERE task_counts.n < $7 RETURNING 1),
-		task AS (INSERT INTO tasks (user_id, title, description, priority, due_date, tags)
-		SELECT $1::text, $2::text, $3::text, $4::text, $5::timestamptz, $6::text[] FROM slot
+		task AS (INSERT INTO tasks (user_id, title, description, priority, due_date, tags, due_kind)
+		SELECT $1::text, $2::text, $3::text, $4::text, $5::timestamptz, $6::text[], $8::text FROM slot
 		RETURNING ` + taskColumns + `)`
 	insert := `WITH ` + slotAndTask + ` SELECT ` + taskColumns + ` FROM task`
-	args := []any{userID, *n.Title, n.Description, priority, n.DueDate, tags, n.MaxTasks}
+	dueAt, dueKind := dueColumns(n.DueDate)
+	args := []any{userID, *n.Title, n.Description, priority, dueAt, tags, n.MaxTasks, dueKind}
 	if n.Key != "" {
 		// A concurrent request with the same key waits on the key's unique index,
 		// then fails with 23505, and its task insert is undone with it.
 		insert = `WITH ` + slotAndTask + `, key AS (
-			INSERT INTO idempotency_keys (user_id, key, request_hash, task_id) SELECT $1, $8, $9, id FROM task)
+			INSERT INTO idempotency_keys (user_id, key, request_hash, task_id) SELECT $1, $9, $10, id FROM task)
 			SELECT ` + taskColumns + ` FROM task`
 		args = append(args, n.Key, n.RequestHash)
 	}
@@ -219,17 +228,19 @@ func (s *store) deleteOldKeys(ctx context.Context) (int64, error) {
 
 // updateTask applies a partial change in one statement; updated_at always moves forward.
 func (s *store) updateTask(ctx context.Context, userID string, id int64, c taskChange, ifMatch []time.Time) (Task, error) {
+	dueAt, dueKind := dueColumns(c.DueDate)
 	t, err := s.one(ctx, `UPDATE tasks SET
 			title       = coalesce($3, title),
 			description = CASE WHEN $4 THEN NULL ELSE coalesce($5, description) END,
 			completed   = coalesce($6, completed),
 			priority    = coalesce($7, priority),
 			due_date    = CASE WHEN $8 THEN NULL ELSE coalesce($9, due_date) END,
+			due_kind    = CASE WHEN $8 THEN NULL ELSE coalesce($12, due_kind) END,
 			tags        = coalesce($10, tags),
 			updated_at  = greatest(now(), updated_at + interval '1 microsecond')
 		WHERE id = $1 AND user_id = $2 AND ($11::timestamptz[] IS NULL OR updated_at = ANY($11))
 		RETURNING `+taskColumns,
-		id, userID, c.Title, c.ClearDesc, c.Description, c.Completed, c.Priority, c.ClearDue, c.DueDate, c.Tags, ifMatch)
+		id, userID, c.Title, c.ClearDesc, c.Description, c.Completed, c.Priority, c.ClearDue, dueAt, c.Tags, ifMatch, dueKind)
 	return s.checkStale(ctx, userID, id, ifMatch, t, err)
 }
 

@@ -5,16 +5,16 @@ import "time"
 
 // Task is one task as stored and as sent to clients.
 type Task struct {
-	ID          int64      `json:"id"`
-	UserID      string     `json:"user_id"`
-	Title       string     `json:"title"`
-	Description *string    `json:"description"`
-	Completed   bool       `json:"completed"`
-	Priority    string     `json:"priority"`
-	DueDate     *time.Time `json:"due_date"`
-	Tags        []string   `json:"tags"`
-	CreatedAt   time.Time  `json:"created_at"`
-	UpdatedAt   time.Time  `json:"updated_at"`
+	ID          int64     `json:"id"`
+	UserID      string    `json:"user_id"`
+	Title       string    `json:"title"`
+	Description *string   `json:"description"`
+	Completed   bool      `json:"completed"`
+	Priority    string    `json:"priority"`
+	DueDate     *Due      `json:"due_date"`
+	Tags        []string  `json:"tags"`
+	CreatedAt   time.Time `json:"created_at"`
+	UpdatedAt   time.Time `json:"updated_at"`
 }
 
 // taskChange is a validated create or partial update; nil pointers leave a field as it is.
@@ -24,7 +24,7 @@ type taskChange struct {
 	ClearDesc   bool // set description to NULL
 	Completed   *bool
 	Priority    *string
-	DueDate     *time.Time
+	DueDate     *Due
 	ClearDue    bool // set due_date to NULL
 	Tags        []string
 }

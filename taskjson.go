@@ -35,7 +35,7 @@ func appendTask(b []byte, t *Task) []byte {
 	if t.DueDate == nil {
 		b = append(b, "null"...)
 	} else {
-		b = appendTime(b, *t.DueDate)
+		b = appendDue(b, *t.DueDate)
 	}
 	b = append(b, `,"tags":[`...)
 	for i, tag := range t.Tags {

@@ -29,9 +29,9 @@ func checkAppendTask(t *testing.T, task Task) {
 
 func TestAppendTask(t *testing.T) {
 	due := time.Date(2026, 12, 1, 17, 0, 0, 123456000, time.UTC)
-	for _, s := range []string{"", "plain", `quote " backslash \ slash /`, "tab\tnew\nline\rcr", "\x00\x01\x1f\x7f",
+	for i, s := range []string{"", "plain", `quote " backslash \ slash /`, "tab\tnew\nline\rcr", "\x00\x01\x1f\x7f",
 		"<html>&amp;", "日本語 é 🎉", "line\u2028para\u2029", "bad \xff\xfe utf8", "\ufffd literal", "\xed\xa0\x80 surrogate"} {
-		checkAppendTask(t, Task{ID: 1 << 40, UserID: s, Title: s, Description: &s, Priority: "high", DueDate: &due,
+		checkAppendTask(t, Task{ID: 1 << 40, UserID: s, Title: s, Description: &s, Priority: "high", DueDate: &Due{due, dueKind(i % 3)},
 			Tags: []string{s, "x"}, CreatedAt: due, UpdatedAt: due.Add(time.Microsecond)})
 	}
 	checkAppendTask(t, Task{ID: 7, Tags: []string{}, CreatedAt: time.Unix(0, 0).UTC(), UpdatedAt: time.Unix(1, 0).UTC()})
@@ -42,6 +42,6 @@ func FuzzAppendTask(f *testing.F) {
 	f.Fuzz(func(t *testing.T, title, description, tag string, id, micros int64, completed bool) {
 		ts := time.UnixMicro(int64(uint64(micros) % 253402300799000000)).UTC() // within years 1970 to 9999
 		checkAppendTask(t, Task{ID: id, UserID: tag, Title: title, Description: &description, Completed: completed,
-			Priority: "low", DueDate: &ts, Tags: []string{tag, title}, CreatedAt: ts, UpdatedAt: ts})
+			Priority: "low", DueDate: &Due{ts, dueKind(uint64(id) % 3)}, Tags: []string{tag, title}, CreatedAt: ts, UpdatedAt: ts})
 	})
 }

@@ -19,15 +19,16 @@ func scanTask(rows pgx.CollectableRow) (Task, error) {
 		return t, nil
 	}
 	var t Task
+	var due *time.Time
+	var kind *string
 	err := rows.Scan(&t.ID, &t.UserID, &t.Title, &t.Description, &t.Completed, &t.Priority,
-		&t.DueDate, &t.Tags, &t.CreatedAt, &t.UpdatedAt)
+		&due, &t.Tags, &t.CreatedAt, &t.UpdatedAt, &kind)
 	if err != nil {
 		return t, err
 	}
 	t.CreatedAt, t.UpdatedAt = t.CreatedAt.UTC(), t.UpdatedAt.UTC()
-	if t.DueDate != nil {
-		d := t.DueDate.UTC()
-		t.DueDate = &d
+	if due != nil {
+		t.DueDate = &Due{due.UTC(), dueKindOf(deref(kind))}
 	}
 	if t.Tags == nil {
 		t.Tags = []string{}
@@ -37,7 +38,7 @@ func scanTask(rows pgx.CollectableRow) (Task, error) {
 
 // taskColumnTypes are the type OIDs of taskColumns (domains are sent as their base types).
 var taskColumnTypes = [...]uint32{pgtype.Int8OID, pgtype.TextOID, pgtype.TextOID, pgtype.TextOID,
-	pgtype.BoolOID, pgtype.TextOID, pgtype.TimestamptzOID, pgtype.TextArrayOID, pgtype.TimestamptzOID, pgtype.TimestamptzOID}
+	pgtype.BoolOID, pgtype.TextOID, pgtype.TimestamptzOID, pgtype.TextArrayOID, pgtype.TimestamptzOID, pgtype.TimestamptzOID, pgtype.TextOID}
 
 // taskFromBinary decodes a row of taskColumns in the binary format; ok is false
 // for anything else (text format, other types, a value it does not expect), which
@@ -48,7 +49,7 @@ func taskFromBinary(fields []pgconn.FieldDescription, raw [][]byte) (t Task, ok 
 	}
 	for i, f := range fields {
 		binaryOrText := f.Format == pgx.BinaryFormatCode || f.DataTypeOID == pgtype.TextOID // text reads the same in both
-		nullable := i == 3 || i == 6                                                        // description, due_date
+		nullable := i == 3 || i == 6 || i == 10                                             // description, due_date, due_kind
 		if !binaryOrText || f.DataTypeOID != taskColumnTypes[i] || raw[i] == nil && !nullable {
 			return t, false
 		}
@@ -78,7 +79,7 @@ func taskFromBinary(fields []pgconn.FieldDescription, raw [][]byte) (t Task, ok 
 		if !ok {
 			return t, false
 		}
-		t.DueDate = &d
+		t.DueDate = &Due{d, dueKindOf(string(raw[10]))}
 	}
 	var created, updated bool
 	t.Tags, ok = textArrayFromBinary(raw[7])
@@ -131,4 +132,12 @@ func textArrayFromBinary(b []byte) ([]string, bool) {
 		b = b[4+size:]
 	}
 	return tags, len(b) == 0
+}
+
+// deref is *s, or "" for nil.
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
 }

@@ -81,9 +81,10 @@ func validKey(key string) bool {
 // a stored hash; it is the form every release so far has stored, which
 // TestRequestHashGolden pins.
 func requestHash(c taskChange) []byte {
-	var due *string
+	var due *string // an instant as it always was; a date and a floating time as they are returned
 	if c.DueDate != nil {
-		s := c.DueDate.Format(time.RFC3339Nano)
+		s := string(appendDue(nil, *c.DueDate))
+		s = s[1 : len(s)-1]
 		due = &s
 	}
 	canonical, _ := json.Marshal(struct { // cannot fail: strings, bools and pointers to them

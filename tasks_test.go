@@ -30,7 +30,7 @@ func TestTaskLifecycle(t *testing.T) {
 		t.Errorf("Location = %q, want %s/%d", loc, base, created.ID)
 	}
 	if created.Title != "Buy milk" || *created.Description != "2 litres" || created.Completed || created.Priority != "high" ||
-		!created.DueDate.Equal(time.Date(2026, 12, 1, 8, 0, 0, 0, time.UTC)) || !slices.Equal(created.Tags, []string{"home", "shop"}) ||
+		!created.DueDate.At.Equal(time.Date(2026, 12, 1, 8, 0, 0, 0, time.UTC)) || created.DueDate.Kind != dueInstant || !slices.Equal(created.Tags, []string{"home", "shop"}) ||
 		created.UserID != user || created.CreatedAt.IsZero() || !created.UpdatedAt.Equal(created.CreatedAt) {
 		t.Fatalf("created %+v", created)
 	}
@@ -454,7 +454,7 @@ func TestRequestHashGolden(t *testing.T) {
 		want   string
 	}{
 		{taskChange{Title: &title}, "47a51fcc6b14d6ca73adcd23c3811a28ab6d7fc77da65d69eb962ffe33284127"},
-		{taskChange{Title: &title, Description: &desc, Priority: &prio, DueDate: &due, Tags: []string{"home", "日本"}},
+		{taskChange{Title: &title, Description: &desc, Priority: &prio, DueDate: &Due{due, dueInstant}, Tags: []string{"home", "日本"}},
 			"7817d9763b4265f94a310a37eeeb982c89c19862f13cf92fb450bf39e9d2cbb8"},
 		{taskChange{Title: &title, ClearDesc: true, ClearDue: true, Tags: []string{}},
 			"c4c54d56a1723f4dcee6428a7de422583fe50eee582133617ffc3dcbc920de69"},

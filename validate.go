@@ -12,7 +12,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"time"
 	"unicode"
 	"unicode/utf16"
 	"unicode/utf8"
@@ -134,10 +133,10 @@ func decodeTask(w http.ResponseWriter, r *http.Request, create bool) (taskChange
 		if string(v) == "null" {
 			c.ClearDue = true
 		} else if s, ok := text("due_date", v); ok {
-			if d, ok := parseDate(s); ok {
+			if d, ok := parseDue(s); ok {
 				c.DueDate = &d
 			} else {
-				fail("Input should be a valid datetime (RFC 3339, e.g. 2026-12-01T17:00:00Z, or a date 2026-12-01)", "datetime_parsing", "due_date")
+				fail("Input should be a date (2026-12-01), a date-time without an offset (2026-12-01T10:00) or with one (2026-12-01T10:00:00+01:00), years 1 to 9999", "datetime_parsing", "due_date")
 			}
 		}
 	}
@@ -275,18 +274,6 @@ func taskID(r *http.Request) (int64, error) {
 		return 0, validationError{{[]any{"path", "id"}, "Input should be a positive integer", "int_parsing"}}
 	}
 	return id, nil
-}
-
-// parseDate reads an RFC 3339 date-time, one without an offset (taken as UTC),
-// or a bare date (midnight UTC), within years 1 to 9999.
-func parseDate(s string) (time.Time, bool) {
-	for _, layout := range []string{time.RFC3339Nano, "2006-01-02T15:04:05.999999999", "2006-01-02"} {
-		if d, err := time.Parse(layout, s); err == nil {
-			d = d.UTC()
-			return d, d.Year() >= 1 && d.Year() <= 9999
-		}
-	}
-	return time.Time{}, false
 }
 
 // parseListQuery validates the list parameters; unknown parameters are ignored.

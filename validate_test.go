@@ -117,7 +117,7 @@ func TestValidation(t *testing.T) {
 		}
 		r := e.do("PATCH", item, tok, map[string]any{"tags": nil, "due_date": "2027-01-02"})
 		e.want(r, 200, "PATCH tags null")
-		if got := decode[Task](t, r); len(got.Tags) != 0 || !got.DueDate.Equal(time.Date(2027, 1, 2, 0, 0, 0, 0, time.UTC)) {
+		if got := decode[Task](t, r); len(got.Tags) != 0 || !got.DueDate.At.Equal(time.Date(2027, 1, 2, 0, 0, 0, 0, time.UTC)) || got.DueDate.Kind != dueDate {
 			t.Fatalf("PATCH tags null, date = %+v", got)
 		}
 	})
@@ -174,7 +174,7 @@ func checkChange(t *testing.T, c taskChange, create bool) {
 	if c.Priority != nil && !slices.Contains([]string{"low", "medium", "high"}, *c.Priority) {
 		t.Fatalf("priority %q passed", *c.Priority)
 	}
-	if c.DueDate != nil && (c.DueDate.Year() < 1 || c.DueDate.Year() > 9999 || c.DueDate.Location() != time.UTC) {
+	if c.DueDate != nil && (c.DueDate.At.Year() < 1 || c.DueDate.At.Year() > 9999 || c.DueDate.At.Location() != time.UTC) {
 		t.Fatalf("due_date %v passed", c.DueDate)
 	}
 	if len(c.Tags) > maxTags {
@@ -267,6 +267,11 @@ func checkFaithful(t *testing.T, body []byte, c taskChange) {
 	}
 	if n := strings.Count(strings.Join(c.Tags, ""), string(utf8.RuneError)); n > sent(members["tags"]) {
 		t.Fatalf("tags %q hold a U+FFFD the body %q did not send", c.Tags, body)
+	}
+	if c.DueDate != nil {
+		var due string
+		json.Unmarshal(members["due_date"], &due)
+		checkDueFaithful(t, due, *c.DueDate)
 	}
 }
 

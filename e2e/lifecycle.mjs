@@ -68,7 +68,7 @@ export async function lifecycle(base, user, token, conform) {
     body: edit,
   });
   assert(
-    updated.response.status === 200 && updated.data?.description === "edited" && updated.data.due_date === "2027-01-15T00:00:00Z",
+    updated.response.status === 200 && updated.data?.description === "edited" && updated.data.due_date === "2027-01-15",
     `update: ${updated.response.status}`,
   );
 

@@ -1,0 +1,125 @@
+// due.go holds a task's due date in its three forms (a date, a floating time, an instant) and their spellings.
+package main
+
+import (
+	"strings"
+	"time"
+)
+
+// dueKind says what a due date means, as its client spelled it.
+type dueKind uint8
+
+const (
+	dueInstant dueKind = iota // a date-time with an offset: a moment, returned in UTC (2026-12-01T09:00:00Z)
+	dueDate                   // a date: all day, wherever the user is (2026-12-01)
+	dueLocal                  // a date-time without an offset, as <input type="datetime-local"> sends: a wall-clock time in the user's own zone (2026-12-01T10:00:00)
+)
+
+// dueKinds are the kinds' names in the due_kind column.
+var dueKinds = [...]string{dueInstant: "instant", dueDate: "date", dueLocal: "local"}
+
+// Due is a task's due date. At is the instant; for a date, its midnight, and
+// for a floating time, its wall clock, both read as UTC. So all three sort
+// together in one order: a date at the start of its day, a floating time as
+// if it were UTC, an instant as itself.
+type Due struct {
+	At   time.Time
+	Kind dueKind
+}
+
+// dueKindOf reads the due_kind column; NULL (a row an older release wrote) is an instant, as it meant.
+func dueKindOf(name string) dueKind {
+	for k, n := range dueKinds {
+		if n == name {
+			return dueKind(k)
+		}
+	}
+	return dueInstant
+}
+
+// appendDue appends d as a JSON string in its kind's one spelling.
+func appendDue(b []byte, d Due) []byte {
+	b = append(b, '"')
+	switch d.Kind {
+	case dueDate:
+		b = d.At.AppendFormat(b, time.DateOnly)
+	case dueLocal:
+		b = d.At.AppendFormat(b, "2006-01-02T15:04:05.999999999")
+	default:
+		b = d.At.UTC().AppendFormat(b, time.RFC3339Nano)
+	}
+	return append(b, '"')
+}
+
+// MarshalJSON writes d as appendDue does.
+func (d Due) MarshalJSON() ([]byte, error) { return appendDue(nil, d), nil }
+
+// UnmarshalJSON reads any spelling parseDue accepts.
+func (d *Due) UnmarshalJSON(b []byte) error {
+	s := strings.Trim(string(b), `"`)
+	due, ok := parseDue(s)
+	if !ok {
+		return &time.ParseError{Value: s, Message: ": not a due date"}
+	}
+	*d = due
+	return nil
+}
+
+// parseDue reads a due date in the spellings pydantic v2 accepts for a date or
+// a date-time: 2026-12-01 (a date); 2026-12-01T10:00, with T, t or a space,
+// seconds and up to nine digits of fraction optional, (a floating time); the
+// same followed by Z, z, +01:00 or +0100 (an instant). Years run from 1 to 9999.
+func parseDue(s string) (Due, bool) {
+	if len(s) < len(time.DateOnly) || !shaped(s[:10], "9999-99-99") {
+		return Due{}, false
+	}
+	if len(s) == len(time.DateOnly) {
+		d, err := time.Parse(time.DateOnly, s)
+		return Due{d, dueDate}, err == nil && d.Year() >= 1
+	}
+	if len(s) < len("2006-01-02T15:04") || !strings.ContainsRune("Tt ", rune(s[10])) {
+		return Due{}, false
+	}
+	clock, zone := s[11:], ""
+	if i := strings.IndexAny(clock, "Zz+-"); i >= 0 {
+		clock, zone = clock[:i], clock[i:]
+	}
+	switch {
+	case shaped(clock, "99:99"):
+		clock += ":00"
+	case len(clock) > len("99:99:99.") && clock[8] == '.' && len(clock) <= len("99:99:99.999999999"):
+		if !shaped(clock, "99:99:99."+strings.Repeat("9", len(clock)-9)) {
+			return Due{}, false
+		}
+	case !shaped(clock, "99:99:99"):
+		return Due{}, false
+	}
+	switch {
+	case zone == "Z" || zone == "z":
+		zone = "Z"
+	case shaped(zone[min(1, len(zone)):], "9999") && (zone[0] == '+' || zone[0] == '-'):
+		zone = zone[:3] + ":" + zone[3:]
+	case zone != "" && !shaped(zone[1:], "99:99"):
+		return Due{}, false
+	}
+	if zone == "" {
+		d, err := time.Parse("2006-01-02T15:04:05.999999999", s[:10]+"T"+clock)
+		return Due{d, dueLocal}, err == nil && d.Year() >= 1
+	}
+	d, err := time.Parse(time.RFC3339Nano, s[:10]+"T"+clock+zone)
+	d = d.UTC()
+	return Due{d, dueInstant}, err == nil && d.Year() >= 1 && d.Year() <= 9999
+}
+
+// shaped reports whether s has pattern's shape, each 9 standing for a digit.
+func shaped(s, pattern string) bool {
+	if len(s) != len(pattern) {
+		return false
+	}
+	for i := range len(s) {
+		if pattern[i] == '9' && (s[i] < '0' || s[i] > '9') || pattern[i] != '9' && s[i] != pattern[i] {
+			return false
+		}
+	}
+	return true
+}
