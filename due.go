@@ -37,6 +37,14 @@ func dueKindOf(name string) dueKind {
 	return dueInstant
 }
 
+// dueColumns are a due date's due_date and due_kind, or NULLs.
+func dueColumns(d *Due) (*time.Time, *string) {
+	if d == nil {
+		return nil, nil
+	}
+	return &d.At, &dueKinds[d.Kind]
+}
+
 // appendDue appends d as a JSON string in its kind's one spelling.
 func appendDue(b []byte, d Due) []byte {
 	b = append(b, '"')

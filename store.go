@@ -118,14 +118,6 @@ func (s *store) ping(ctx context.Context) error {
 
 const taskColumns = `id, user_id, title, description, completed, priority, due_date, tags, created_at, updated_at, due_kind`
 
-// dueColumns are a due date's due_date and due_kind, or NULLs.
-func dueColumns(d *Due) (*time.Time, *string) {
-	if d == nil {
-		return nil, nil
-	}
-	return &d.At, &dueKinds[d.Kind]
-}
-
 // one runs a statement that returns at most one task.
 func (s *store) one(ctx context.Context, sql string, args ...any) (Task, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
@@ -314,11 +306,9 @@ func findSort(name string) (listSort, bool) {
 
 // listTasks returns one page of the user's matching tasks and how many match in all.
 // The WHERE clause holds only the filters asked for, so PostgreSQL never
-// evaluates an unused one row by row; each combination is its own cached
-// statement. The page is read with one row more than it shows: when nothing
-// follows it, the total is the offset plus the page's length, and the list is
-// one statement. A count follows only for a page with more after it, or an
-// empty page past the end.
+// evaluates an unused one row by row. The page is read with one row more than
+// it shows: when nothing follows it, the total is the offset plus the page's
+// length; a count follows only a page with more after it, or one past the end.
 func (s *store) listTasks(ctx context.Context, userID string, q listQuery) ([]Task, int, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
@@ -365,11 +355,9 @@ func (s *store) listTasks(ctx context.Context, userID string, q listQuery) ([]Ta
 }
 
 // storeError turns a driver error into a store error: no row is errNotFound; a
-// value the schema rejects (check violation, data exception) is errRejected.
-// errUnavailable, a 503 the client may retry, needs evidence that the database
-// could not be reached or could not serve: isUnavailable. Anything else is a
-// bug (a scan, an encoding, a statement) and passes through, for a 500 with
-// its cause on the log line.
+// value the schema rejects (check violation, data exception) is errRejected;
+// errUnavailable (503, retry) needs isUnavailable's evidence. Anything else is a
+// bug and passes through, for a 500 with its cause on the log line.
 func storeError(err error) error {
 	if err == nil {
 		return nil
@@ -388,12 +376,10 @@ func storeError(err error) error {
 }
 
 // isUnavailable reports whether err says the database could not be reached or
-// could not serve: pgx could not connect; a deadline passed, or the request
-// that waited ended; the network failed (a reset, a closed connection, EOF
-// mid-answer); or the server answered with an SQLSTATE of class 08
-// (connection exception), 53 (insufficient resources) or 57 (operator
-// intervention, which includes statement_timeout's query_canceled).
-// Everything else, a bug until shown otherwise, answers 500 and is not retried.
+// serve: pgx could not connect; a deadline passed, or the request that waited
+// ended; the network failed (a reset, a closed connection, EOF mid-answer); or
+// an SQLSTATE of class 08 (connection exception), 53 (insufficient resources)
+// or 57 (operator intervention, statement_timeout's query_canceled included).
 func isUnavailable(err error) bool {
 	if _, ok := errors.AsType[*pgconn.ConnectError](err); ok {
 		return true // whatever the reason, even an SQLSTATE such as 3D000 or 28P01: no connection, no service
