@@ -39,7 +39,7 @@ const (
 // tokenRefused says why a token was refused, for the request's log line; the
 // client sees only the detail of err, 401 either way.
 type tokenRefused struct {
-	reason string       // no token, not the bearer scheme, too large, malformed, bad signature, unknown kid, expired, not yet valid, wrong issuer or audience
+	reason string       // no token, more than one Authorization header, not the bearer scheme, too large, malformed, bad signature, unknown kid, expired, not yet valid, wrong issuer or audience
 	err    *statusError // errNoToken, errInvalidToken or errExpiredToken
 }
 
@@ -235,6 +235,9 @@ func bearerToken(r *http.Request) (string, error) {
 	h := r.Header.Get("Authorization")
 	if h == "" {
 		return "", &tokenRefused{"no token", errNoToken}
+	}
+	if len(r.Header.Values("Authorization")) > 1 { // which one a proxy checked is anyone's guess
+		return "", refused("more than one Authorization header")
 	}
 	scheme, token, _ := strings.Cut(h, " ")
 	token = strings.TrimSpace(token)

@@ -43,8 +43,8 @@ func handleListTasks(db *store) userHandler {
 func handleCreateTask(db *store, maxTasks int) userHandler {
 	return func(w http.ResponseWriter, r *http.Request, userID string) {
 		n := newTask{MaxTasks: maxTasks, Key: r.Header.Get("Idempotency-Key")}
-		if n.Key != "" && !validKey(n.Key) {
-			writeError(w, r, validationError{{[]any{"header", "Idempotency-Key"}, "Should be 1 to 255 visible ASCII characters", "string_invalid"}})
+		if n.Key != "" && !validKey(n.Key) || len(r.Header.Values("Idempotency-Key")) > 1 {
+			writeError(w, r, validationError{{[]any{"header", "Idempotency-Key"}, "Should be one header of 1 to 255 visible ASCII characters", "string_invalid"}})
 			return
 		}
 		change, err := decodeTask(w, r, true)

@@ -283,6 +283,12 @@ func parseListQuery(v url.Values) (listQuery, error) {
 	fail := func(name, msg, typ string) {
 		errs = append(errs, fieldError{[]any{"query", name}, msg, typ})
 	}
+	// Each parameter but tag is given once: of two, a proxy may read the other one.
+	for _, name := range []string{"status", "sort", "order", "q", "limit", "offset"} {
+		if len(v[name]) > 1 {
+			fail(name, "Give this parameter once", "duplicate")
+		}
+	}
 	switch v.Get("status") {
 	case "", "all":
 	case "pending":

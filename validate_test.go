@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -238,8 +239,9 @@ func FuzzListQuery(f *testing.F) {
 }
 
 // checkFaithful fails unless an accepted body was one JSON object naming each
-// member once, and its text fields hold what was sent: no character of it
-// replaced by U+FFFD (as encoding/json does with a lone surrogate escape).
+// member once, and each of its fields comes back as it was sent: no character
+// replaced by U+FFFD (as encoding/json does with a lone surrogate escape), each
+// due date in the form it was sent in.
 func checkFaithful(t *testing.T, body []byte, c taskChange) {
 	t.Helper()
 	dec := json.NewDecoder(bytes.NewReader(body))
@@ -268,10 +270,49 @@ func checkFaithful(t *testing.T, body []byte, c taskChange) {
 	if n := strings.Count(strings.Join(c.Tags, ""), string(utf8.RuneError)); n > sent(members["tags"]) {
 		t.Fatalf("tags %q hold a U+FFFD the body %q did not send", c.Tags, body)
 	}
+	// What is stored, and returned (appendTask, which TestAppendTask holds to
+	// json.Marshal), is what was sent: the title and each tag trimmed of white
+	// space, and the tags without repeats, as the README says; nothing else changed.
+	str := func(name string) string {
+		var v string
+		json.Unmarshal(members[name], &v)
+		return v
+	}
+	task := Task{Description: c.Description, Tags: c.Tags, DueDate: c.DueDate}
+	if c.Title != nil {
+		task.Title = *c.Title
+	}
+	if c.Priority != nil {
+		task.Priority = *c.Priority
+	}
+	var back struct {
+		Title, Priority string
+		Description     *string
+		Tags            []string
+		DueDate         *string `json:"due_date"`
+	}
+	if err := json.Unmarshal(appendTask(nil, &task), &back); err != nil {
+		t.Fatal(err)
+	}
+	var sentTags, wantTags []string
+	json.Unmarshal(members["tags"], &sentTags)
+	for _, tag := range sentTags {
+		if tag = strings.TrimSpace(tag); !slices.Contains(wantTags, tag) {
+			wantTags = append(wantTags, tag)
+		}
+	}
+	switch {
+	case c.Title != nil && back.Title != strings.TrimSpace(str("title")):
+		t.Fatalf("title %q came back as %q", str("title"), back.Title)
+	case c.Description != nil && *back.Description != str("description"):
+		t.Fatalf("description %q came back as %q", str("description"), *back.Description)
+	case c.Priority != nil && back.Priority != str("priority"):
+		t.Fatalf("priority %q came back as %q", str("priority"), back.Priority)
+	case c.Tags != nil && !slices.Equal(back.Tags, wantTags) && len(back.Tags)+len(wantTags) > 0:
+		t.Fatalf("tags %q came back as %q, want %q", sentTags, back.Tags, wantTags)
+	}
 	if c.DueDate != nil {
-		var due string
-		json.Unmarshal(members["due_date"], &due)
-		checkDueFaithful(t, due, *c.DueDate)
+		checkDueFaithful(t, str("due_date"), *c.DueDate)
 	}
 }
 
@@ -338,5 +379,35 @@ func TestBodyIsOneObject(t *testing.T) {
 		if r.status != 422 {
 			t.Errorf("GET %s = %s, want 422", q, r)
 		}
+	}
+}
+
+// TestOneOfEach: a query parameter or header that means one value, given
+// twice, is refused: which one a proxy or a WAF checked is anyone's guess.
+func TestOneOfEach(t *testing.T) {
+	e := newEnv(t, hsAuth())
+	user := newUser(t)
+	tok := tokenFor(t, user)
+	base := "/api/" + user + "/tasks"
+	for _, q := range []string{"status=pending&status=completed", "sort=title&sort=created", "order=asc&order=desc",
+		"q=a&q=b", "limit=1&limit=1000", "offset=0&offset=5"} {
+		wantLoc(t, e.do("GET", base+"?"+q, tok, nil), "query", q[:strings.IndexByte(q, '=')])
+	}
+	e.want(e.do("GET", base+"?tag=a&tag=b", tok, nil), 200, "tag, which may repeat")
+	send := func(header http.Header) result {
+		req := must(http.NewRequest("POST", e.srv.URL+base, strings.NewReader(`{"title":"twice"}`)))
+		req.Header = header
+		resp := must(e.srv.Client().Do(req))
+		defer resp.Body.Close()
+		return result{resp.StatusCode, resp.Header, must(io.ReadAll(resp.Body))}
+	}
+	wantLoc(t, send(http.Header{"Authorization": {"Bearer " + tok}, "Content-Type": {"application/json"},
+		"Idempotency-Key": {"k1", "k2"}}), "header", "Idempotency-Key")
+	r := send(http.Header{"Authorization": {"Bearer " + tok, "Bearer " + tok}, "Content-Type": {"application/json"}})
+	if r.status != 401 || !strings.Contains(e.logs.String(), `"token_refused":"more than one Authorization header"`) {
+		t.Fatalf("two Authorization headers = %s, want 401 and the reason logged", r)
+	}
+	if _, total := e.list(user, ""); total != 0 {
+		t.Fatalf("refused creates left %d tasks", total)
 	}
 }
