@@ -18,27 +18,37 @@ import (
 // sqlstateInvalidStatementName: a named prepared statement that this server session does not hold.
 const sqlstateInvalidStatementName = "26000"
 
-// checkPooler asks whether a named prepared statement outlives its
-// transaction. pgx's default mode (cache_statement) prepares each statement
-// once per connection under a name; a transaction-mode pooler (PgBouncer,
-// Neon's -pooler endpoint) may serve the next transaction from another server
-// connection, which holds no such name unless the pooler tracks them
-// (PgBouncer 1.21 and later with max_prepared_statements, as Neon's does).
-// Without that, most statements would fail (SQLSTATE 26000 or 42P05) and answer
-// 500. Then, unless DATABASE_URL chose a mode itself, the pool moves to
-// cache_describe (unnamed statements, described once per connection) and
-// says so once; a URL that chose cache_statement is refused.
+// checkPooler finds out whether DATABASE_URL reaches a transaction-mode
+// pooler (PgBouncer; Neon's -pooler endpoint), which serves a connection's
+// transactions from whichever server connection is free. pgx's default mode
+// (cache_statement) prepares each statement once per connection under a name,
+// which another server connection does not hold unless the pooler tracks
+// names (PgBouncer 1.21 and later with max_prepared_statements; Neon's does);
+// without that, most statements fail (SQLSTATE 26000 or 42P05) and answer 500.
+// Behind such a pooler, unless DATABASE_URL chose a mode, the pool moves to
+// cache_describe (unnamed statements, described once per connection), which
+// works behind any pooler, and says so once. A URL that chose cache_statement
+// keeps it if the pooler keeps prepared statements, and is refused if not.
 func (s *store) checkPooler(ctx context.Context, databaseURL string, log *slog.Logger) error {
-	mode := s.pool.Config().ConnConfig.DefaultQueryExecMode
-	if mode != pgx.QueryExecModeCacheStatement {
+	if s.pool.Config().ConnConfig.DefaultQueryExecMode != pgx.QueryExecModeCacheStatement {
 		return nil // every other mode uses unnamed statements, which any pooler passes through
 	}
-	keeps, err := s.preparedStatementsOutliveTransactions(ctx)
-	if err != nil || keeps {
+	ctx, cancel := context.WithTimeout(ctx, 4*s.timeout)
+	defer cancel()
+	pooled, err := s.serversShared(ctx)
+	if err != nil || !pooled {
 		return err
 	}
 	if strings.Contains(databaseURL, "default_query_exec_mode") {
-		return errors.New("DATABASE_URL asks for default_query_exec_mode=cache_statement, but it reaches a transaction-mode pooler that drops prepared statements between transactions (PgBouncer before 1.21, or max_prepared_statements = 0): use default_query_exec_mode=cache_describe")
+		for range 3 {
+			if keeps, err := s.preparedStatementsOutliveTransactions(ctx); err != nil || !keeps {
+				if err == nil {
+					err = errors.New("DATABASE_URL asks for default_query_exec_mode=cache_statement, but it reaches a transaction-mode pooler that drops prepared statements between transactions (PgBouncer before 1.21, or max_prepared_statements = 0): use default_query_exec_mode=cache_describe")
+				}
+				return err
+			}
+		}
+		return nil
 	}
 	cfg := s.pool.Config()
 	cfg.ConnConfig.DefaultQueryExecMode = pgx.QueryExecModeCacheDescribe
@@ -48,8 +58,44 @@ func (s *store) checkPooler(ctx context.Context, databaseURL string, log *slog.L
 	}
 	s.pool.Close()
 	s.pool = pool
-	log.Warn("DATABASE_URL reaches a transaction-mode pooler that drops prepared statements between transactions (PgBouncer before 1.21, or max_prepared_statements = 0); using default_query_exec_mode=cache_describe, add it to DATABASE_URL to say so")
+	log.Warn("DATABASE_URL reaches a transaction-mode pooler (PgBouncer, or Neon's -pooler endpoint); using default_query_exec_mode=cache_describe, which works behind any pooler: add it to DATABASE_URL to say so")
 	return nil
+}
+
+// serversShared reports whether two connections' statements run on server
+// sessions that move or are shared, as only a transaction-mode pooler makes
+// them: it asks each connection's backend process id, the first twice, in
+// up to five rounds. Directly or in session mode, a connection keeps its own
+// backend. PgBouncer hands out the server connection released last (so both
+// connections get the same one) or, with server_round_robin, the next one (so
+// the first connection's moves); other clients' traffic only adds movement.
+func (s *store) serversShared(ctx context.Context) (bool, error) {
+	a, err := pgx.ConnectConfig(ctx, s.pool.Config().ConnConfig)
+	if err != nil {
+		return false, err
+	}
+	defer a.Close(context.Background())
+	b, err := pgx.ConnectConfig(ctx, s.pool.Config().ConnConfig)
+	if err != nil {
+		return false, err
+	}
+	defer b.Close(context.Background())
+	pid := func(c *pgx.Conn) (n int32) {
+		if err == nil {
+			err = c.QueryRow(ctx, "SELECT pg_backend_pid()", pgx.QueryExecModeSimpleProtocol).Scan(&n)
+		}
+		return n
+	}
+	for range 5 {
+		a1, a2, b1 := pid(a), pid(a), pid(b)
+		if err != nil {
+			return false, err
+		}
+		if a1 != a2 || a1 == b1 || a2 == b1 {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // preparedStatementsOutliveTransactions prepares a statement in a transaction
@@ -59,8 +105,6 @@ func (s *store) checkPooler(ctx context.Context, databaseURL string, log *slog.L
 // server connection released last, the second one's, so there the name is
 // gone unless the pooler tracks it. Directly, or in session mode, it is kept.
 func (s *store) preparedStatementsOutliveTransactions(ctx context.Context) (bool, error) {
-	ctx, cancel := context.WithTimeout(ctx, 2*s.timeout)
-	defer cancel()
 	a, err := pgx.ConnectConfig(ctx, s.pool.Config().ConnConfig)
 	if err != nil {
 		return false, err

@@ -11,8 +11,9 @@ import (
 	"testing"
 )
 
-// TestPoolerModeWorks starts the program on TEST_DATABASE_URL without the
-// query mode it may carry, then sends concurrent creates, lists and reads on
+// TestPoolerModeWorks starts three replicas of the program on
+// TEST_DATABASE_URL without the query mode it may carry, while other clients
+// keep the database busy, then sends concurrent creates, lists and reads on
 // many connections: none may fail. Directly on PostgreSQL nothing changes;
 // through CI's PgBouncer 1.18 in transaction mode the program must find that
 // prepared statements do not outlive a transaction and use cache_describe
@@ -24,12 +25,31 @@ func TestPoolerModeWorks(t *testing.T) {
 	q.Del("default_query_exec_mode")
 	u.RawQuery = q.Encode()
 	env := map[string]string{"DATABASE_URL": u.String(), "BETTER_AUTH_SECRET": testSecret, "PORT": "0", "RATE_LIMIT_PER_SECOND": "0"}
-	base, stop, logs := startRun(t, env)
+	// Other clients' transactions run meanwhile, as other replicas' would.
+	busy, quiet := context.WithCancel(context.Background())
+	var traffic sync.WaitGroup
+	for range 4 {
+		traffic.Go(func() {
+			for busy.Err() == nil {
+				testDB.pool.Exec(busy, `SELECT pg_sleep(0.001)`)
+			}
+		})
+	}
+	var starts []func() error
+	var replicas []string
+	var logs []*syncBuffer
+	for range 3 {
+		base, stop, log := startRun(t, env)
+		replicas, starts, logs = append(replicas, base), append(starts, stop), append(logs, log)
+	}
+	quiet()
+	traffic.Wait()
 	user := newUser(t)
 	tok := tokenFor(t, user)
 	var wg sync.WaitGroup
 	failures := make(chan string, 1000)
 	for w := range 16 {
+		base := replicas[w%len(replicas)]
 		wg.Go(func() {
 			client := &http.Client{Transport: &http.Transport{}} // a connection of its own
 			for i := range 10 {
@@ -58,11 +78,20 @@ func TestPoolerModeWorks(t *testing.T) {
 	for f := range failures {
 		t.Error(f)
 	}
-	if err := stop(); err != nil {
-		t.Fatal(err)
+	detected := 0
+	for i, stop := range starts {
+		if err := stop(); err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(logs[i].String(), "transaction-mode pooler") {
+			detected++
+		}
 	}
-	if !strings.Contains(logs.String(), "transaction-mode pooler") {
+	if detected == 0 {
 		return // no such pooler here: nothing more to check
+	}
+	if detected != len(starts) {
+		t.Fatalf("%d of %d replicas found the pooler", detected, len(starts))
 	}
 	t.Log("a transaction-mode pooler without prepared statements: the program moved to cache_describe")
 	q.Set("default_query_exec_mode", "cache_statement")
