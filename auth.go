@@ -32,7 +32,7 @@ const (
 	// A token as large as a request's headers may be: Better Auth puts the user's
 	// profile in it, a data: URL picture included, and refusing one locks its user
 	// out (a new token is as large). Only tokens up to maxCachedToken are cached.
-	maxTokenBytes  = maxHeaderBytes
+	maxTokenBytes  = maxHeaderBytes + 4<<10 // net/http reads 4 KiB past MaxHeaderBytes before it answers 431
 	maxCachedToken = 2 << 10
 )
 
@@ -66,22 +66,51 @@ func refusal(err error) error {
 	return refused("malformed") // not a JWT, a claim missing or of the wrong type
 }
 
-// claims are a token's registered claims with RFC 7519's types held: a
-// NumericDate (exp, nbf, iat) is a JSON number (§2), where golang-jwt also
-// accepts a string holding one.
+// claims are a token's registered claims (RFC 7519 §4.1), read strictly:
+// only the exact names count (encoding/json would also take "EXP" or "Sub"
+// for them), none may appear twice, a NumericDate (exp, nbf, iat) is a JSON
+// number (§2; golang-jwt alone also takes a string holding one) within years
+// 1970 to 9999, and sub holds no lone surrogate. Any other claim is ignored.
 type claims struct{ jwt.RegisteredClaims }
 
 func (c *claims) UnmarshalJSON(b []byte) error {
-	var raw map[string]json.RawMessage
-	if err := json.Unmarshal(b, &raw); err != nil {
+	members, err := decodeObject(b)
+	if err != nil {
 		return err
 	}
-	for _, name := range []string{"exp", "nbf", "iat"} {
-		if v, ok := raw[name]; ok && (len(v) == 0 || v[0] != '-' && (v[0] < '0' || v[0] > '9')) {
-			return fmt.Errorf("claim %s is not a number", name)
+	for name, v := range members {
+		var err error
+		switch name {
+		case "exp", "nbf", "iat":
+			var f float64
+			if v[0] != '-' && (v[0] < '0' || v[0] > '9') || json.Unmarshal(v, &f) != nil || f < 0 || f > 253402300799 {
+				return fmt.Errorf("claim %s is not a NumericDate", name)
+			}
+			d := jwt.NewNumericDate(time.UnixMicro(int64(f * 1e6)))
+			switch name {
+			case "exp":
+				c.ExpiresAt = d
+			case "nbf":
+				c.NotBefore = d
+			default:
+				c.IssuedAt = d
+			}
+		case "sub":
+			if err = json.Unmarshal(v, &c.Subject); err == nil && loneSurrogate(v) {
+				err = errors.New("claim sub holds a lone surrogate")
+			}
+		case "iss":
+			err = json.Unmarshal(v, &c.Issuer)
+		case "aud":
+			err = json.Unmarshal(v, &c.Audience)
+		case "jti":
+			err = json.Unmarshal(v, &c.ID)
+		}
+		if err != nil {
+			return fmt.Errorf("claim %s: %w", name, err)
 		}
 	}
-	return json.Unmarshal(b, &c.RegisteredClaims)
+	return nil
 }
 
 // asymmetricAlgs are the algorithms Better Auth's jwt plugin can sign with.

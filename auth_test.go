@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -267,4 +268,49 @@ func TestTokenRefused(t *testing.T) {
 	if _, err := v.verify(strings.Repeat("a", maxTokenBytes+1)); err == nil || err.Error() != "token refused: too large" {
 		t.Fatalf("verify of a token over the header limit = %v, want too large", err)
 	}
+}
+
+// TestClaimsStrict: claims are read by their exact names, once each, with
+// NumericDates as numbers of a real date: encoding/json alone would take "EXP"
+// for exp and "Sub" for sub, and 1e300 overflows into the past.
+func TestClaimsStrict(t *testing.T) {
+	e := newEnv(t, hsAuth())
+	user := newUser(t)
+	hour := time.Now().Add(time.Hour).Unix()
+	raw := func(payload string) string { // an HS256 token over payload exactly as written
+		enc := base64.RawURLEncoding.EncodeToString
+		signing := enc([]byte(`{"alg":"HS256","typ":"JWT"}`)) + "." + enc([]byte(payload))
+		sig := must(jwt.SigningMethodHS256.Sign(signing, []byte(testSecret)))
+		return signing + "." + enc(sig)
+	}
+	for _, payload := range []string{
+		fmt.Sprintf(`{"sub":%q,"EXP":%d}`, user, hour),
+		fmt.Sprintf(`{"Sub":%q,"exp":%d}`, user, hour),
+		fmt.Sprintf(`{"sub":"other","Sub":%q,"exp":%d}`, user, hour),
+		fmt.Sprintf(`{"ſub":%q,"exp":%d}`, user, hour),
+		fmt.Sprintf(`{"sub":%q,"exp":"1","exp":%d}`, user, hour),
+		fmt.Sprintf(`{"sub":%q,"exp":%d,"exp":%d}`, user, hour, hour),
+		fmt.Sprintf(`{"sub":%q,"exp":%d,"nbf":1e300}`, user, hour),
+		fmt.Sprintf(`{"sub":%q,"exp":%d,"nbf":-1e300}`, user, hour),
+		fmt.Sprintf(`{"sub":%q,"exp":1e300}`, user),
+		fmt.Sprintf(`{"sub":"a\ud800","exp":%d}`, hour),
+		`null`, `[]`,
+	} {
+		r := e.do("GET", "/api/"+user+"/tasks", raw(payload), nil)
+		if r.status != 401 && !(r.status == 403 && strings.Contains(payload, `"sub":"other"`)) {
+			t.Errorf("claims %s = %s, want 401 (403 for the token whose sub is another user)", payload, r)
+		}
+	}
+	for _, payload := range []string{
+		fmt.Sprintf(`{"sub":%q,"exp":%d}`, user, hour),
+		fmt.Sprintf(`{"sub":%q,"exp":%d.5,"nbf":1.5e9,"iat":1700000000,"name":"Ann","EMAIL":"a@b.c"}`, user, hour),
+	} {
+		e.want(e.do("GET", "/api/"+user+"/tasks", raw(payload), nil), 200, "claims "+payload)
+	}
+	// A token as large as net/http lets through is accepted, not refused as too large.
+	big := hsToken(t, jwt.MapClaims{"sub": user, "exp": hour, "image": strings.Repeat("x", 26000)})
+	if len(big) <= maxHeaderBytes {
+		t.Fatalf("the token has %d bytes, want more than %d", len(big), maxHeaderBytes)
+	}
+	e.want(e.do("GET", "/api/"+user+"/tasks", big, nil), 200, "a token past MaxHeaderBytes that net/http let through")
 }
