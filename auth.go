@@ -39,7 +39,7 @@ const (
 // tokenRefused says why a token was refused, for the request's log line; the
 // client sees only the detail of err, 401 either way.
 type tokenRefused struct {
-	reason string       // no token, more than one Authorization header, not the bearer scheme, too large, malformed, bad signature, unknown kid, expired, not yet valid, wrong issuer or audience
+	reason string       // no token, more than one Authorization header, not the bearer scheme, too large, key set not fetched, malformed, bad signature, unknown kid, expired, not yet valid, wrong issuer or audience
 	err    *statusError // errNoToken, errInvalidToken or errExpiredToken
 }
 
@@ -58,6 +58,8 @@ func refusal(err error) error {
 		return refused("not yet valid")
 	case errors.Is(err, errUnknownKey):
 		return refused("unknown kid")
+	case errors.Is(err, errNoKeySet):
+		return refused("key set not fetched")
 	case errors.Is(err, jwt.ErrTokenSignatureInvalid):
 		return refused("bad signature")
 	case errors.Is(err, jwt.ErrTokenInvalidIssuer), errors.Is(err, jwt.ErrTokenInvalidAudience):

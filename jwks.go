@@ -78,6 +78,9 @@ func (j *jwks) key(kid, alg string) (any, error) {
 		set = j.refresh(kid)
 	}
 	k := set.keys[kid]
+	if !set.ok {
+		return nil, errNoKeySet
+	}
 	if k.key == nil || !slices.Contains(k.algs, alg) {
 		return nil, errUnknownKey
 	}
@@ -130,6 +133,9 @@ func (j *jwks) fetch() (map[string]publicKey, error) {
 		if pk, err := k.publicKey(); err == nil && k.Kid != "" && (k.Use == "" || k.Use == "sig") {
 			keys[k.Kid] = pk
 		}
+	}
+	if len(keys) == 0 { // null, {}, an error document: nothing a token could be checked with
+		return nil, errors.New("no usable signing key in the key set")
 	}
 	return keys, nil
 }

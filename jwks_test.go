@@ -112,19 +112,19 @@ func TestKeyRotation(t *testing.T) {
 // path is its base path, and without one the base path is /api/auth; the
 // tokens' default iss and aud are the origin either way.
 func TestBetterAuthURLForms(t *testing.T) {
-	for base, want := range map[string]string{
-		"http://127.0.0.1:3998":               "http://127.0.0.1:3998/api/auth/jwks",
-		"http://127.0.0.1:3998/":              "http://127.0.0.1:3998/api/auth/jwks",
-		"http://127.0.0.1:3998/api/auth":      "http://127.0.0.1:3998/api/auth/jwks",
-		"http://127.0.0.1:3998/api/auth/":     "http://127.0.0.1:3998/api/auth/jwks",
-		"https://app.example.com/auth":        "https://app.example.com/auth/jwks",
-		"https://app.example.com/v1/api/auth": "https://app.example.com/v1/api/auth/jwks",
+	for _, c := range [][3]string{ // BETTER_AUTH_URL, JWKS, iss and aud as Better Auth spells them (new URL(base).origin)
+		{"http://127.0.0.1:3998", "http://127.0.0.1:3998/api/auth/jwks", "http://127.0.0.1:3998"},
+		{"http://127.0.0.1:3998/", "http://127.0.0.1:3998/api/auth/jwks", "http://127.0.0.1:3998"},
+		{"http://127.0.0.1:3998/api/auth", "http://127.0.0.1:3998/api/auth/jwks", "http://127.0.0.1:3998"},
+		{"http://127.0.0.1:3998/api/auth/", "http://127.0.0.1:3998/api/auth/jwks", "http://127.0.0.1:3998"},
+		{"https://app.example.com/auth", "https://app.example.com/auth/jwks", "https://app.example.com"},
+		{"https://app.example.com/v1/api/auth", "https://app.example.com/v1/api/auth/jwks", "https://app.example.com"},
+		{"http://LOCALHOST:18130/api/auth", "http://LOCALHOST:18130/api/auth/jwks", "http://localhost:18130"},
+		{"http://127.0.0.1:80/api/auth", "http://127.0.0.1:80/api/auth/jwks", "http://127.0.0.1"},
+		{"https://App.Example.com:443", "https://App.Example.com:443/api/auth/jwks", "https://app.example.com"},
 	} {
+		base, want, origin := c[0], c[1], c[2]
 		cfg, err := loadConfig(func(k string) string { return map[string]string{"BETTER_AUTH_URL": base}[k] })
-		origin := base
-		if i := strings.Index(base[8:], "/"); i >= 0 { // after the scheme's //
-			origin = base[:i+8]
-		}
 		if err != nil || cfg.Auth.JWKSURL != want || cfg.Auth.JWKSIssuer != origin || cfg.Auth.JWKSAudience != origin {
 			t.Errorf("BETTER_AUTH_URL=%s: JWKS %q, iss %q, aud %q, %v; want %q and %q", base, cfg.Auth.JWKSURL, cfg.Auth.JWKSIssuer, cfg.Auth.JWKSAudience, err, want, origin)
 		}
@@ -155,18 +155,32 @@ func TestReadyzSaysJWKSNeverAnswered(t *testing.T) {
 	var up atomic.Bool
 	ks := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !up.Load() {
+			if r.URL.Query().Has("empty") {
+				w.Write([]byte(`{}`))
+				return
+			}
 			http.NotFound(w, r)
 			return
 		}
 		json.NewEncoder(w).Encode(map[string]any{"keys": []any{jwkOf(t, "ed", key.Public())}})
 	}))
 	t.Cleanup(ks.Close)
+	// A key set with no usable key ({} here) cannot check a token either.
+	empty := newEnv(t, authConfig{JWKSURL: ks.URL + "?empty"})
+	empty.want(empty.do("GET", "/readyz", "", nil), 503, "readyz with a JWKS of no keys")
 	e := newEnv(t, authConfig{JWKSURL: ks.URL})
 	r := e.do("GET", "/readyz", "", nil)
 	if r.status != 503 || !strings.Contains(string(r.body), "JWKS") || !strings.Contains(e.logs.String(), "status 404") {
 		t.Fatalf("readyz with a JWKS that answers 404 = %s, want 503 naming the JWKS, its cause logged:\n%s", r, e.logs)
 	}
+	user := newUser(t)
+	tok := signed(t, jwt.SigningMethodEdDSA, key, "ed", jwt.MapClaims{"sub": user, "exp": time.Now().Add(time.Hour).Unix()})
+	e.want(e.do("GET", "/api/"+user+"/tasks", tok, nil), 401, "a token while the key set was never fetched")
+	if !strings.Contains(e.logs.String(), `"token_refused":"key set not fetched"`) {
+		t.Fatalf("the log does not say the key set was never fetched:\n%s", e.logs)
+	}
 	up.Store(true)
 	time.Sleep(jwksRefetchEvery + 100*time.Millisecond) // fetched again at most this often
 	e.want(e.do("GET", "/readyz", "", nil), 200, "readyz once the JWKS answers")
+	e.want(e.do("GET", "/api/"+user+"/tasks", tok, nil), 200, "the token once the JWKS answers")
 }

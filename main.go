@@ -74,6 +74,7 @@ func loadConfig(getenv func(string) string) (config, error) {
 		if err != nil {
 			return c, fmt.Errorf("BETTER_AUTH_URL: %w", err)
 		}
+		origin = webOrigin(origin)
 		c.Auth.JWKSURL = betterAuthJWKS(base)
 		if c.Auth.Issuer == "" {
 			c.Auth.JWKSIssuer = origin
@@ -169,6 +170,19 @@ func betterAuthJWKS(base string) string {
 		path = "/api/auth"
 	}
 	return u.Scheme + "://" + u.Host + path + "/jwks"
+}
+
+// webOrigin is an origin as a browser's URL parser spells it, which is how
+// Better Auth spells the default iss and aud: host in lower case, no default port.
+func webOrigin(origin string) string {
+	scheme, host, _ := strings.Cut(origin, "://")
+	host = strings.ToLower(host)
+	if scheme == "http" {
+		host = strings.TrimSuffix(host, ":80")
+	} else {
+		host = strings.TrimSuffix(host, ":443")
+	}
+	return scheme + "://" + host
 }
 
 // orDefault returns s, or def when s is empty.

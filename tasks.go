@@ -14,7 +14,14 @@ import (
 // handleListTasks serves GET /api/{user_id}/tasks.
 func handleListTasks(db *store) userHandler {
 	return func(w http.ResponseWriter, r *http.Request, userID string) {
-		q, err := parseListQuery(r.URL.Query())
+		// r.URL.Query() drops a pair it cannot decode (a bad escape, a ;), which
+		// would silently drop a filter; such a query string is refused instead.
+		values, err := url.ParseQuery(r.URL.RawQuery)
+		if err != nil {
+			writeError(w, r, validationError{{[]any{"query"}, "The query string could not be decoded: use & between parameters and %XX escapes", "query_invalid"}})
+			return
+		}
+		q, err := parseListQuery(values)
 		if err != nil {
 			writeError(w, r, err)
 			return

@@ -505,3 +505,14 @@ func TestSearchAnyLocale(t *testing.T) {
 		})
 	}
 }
+
+// TestQueryStringDecoded: a query string with a pair that cannot be decoded (a
+// bad escape, a semicolon) is refused; dropping the pair would drop its filter.
+func TestQueryStringDecoded(t *testing.T) {
+	e := newEnv(t, hsAuth())
+	user := newUser(t)
+	e.create(user, map[string]any{"title": "milk"})
+	for _, q := range []string{"q=%zz", "q=milk;x=1", "status=completed;", "limit=1;", "q=%zz&q=milk", "q=%"} {
+		wantLoc(t, e.do("GET", "/api/"+user+"/tasks?"+q, tokenFor(t, user), nil), "query")
+	}
+}
