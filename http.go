@@ -139,10 +139,11 @@ func (m *middleware) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	// FastAPI redirected /tasks/ to /tasks, and a cross-origin redirect drops
 	// Authorization in browsers: serve both spellings instead.
-	if p := r.URL.Path; len(p) > 1 && strings.HasSuffix(p, "/") {
+	// Only a slash that is one: an escaped %2F belongs to its segment.
+	if p := r.URL.EscapedPath(); len(p) > 1 && strings.HasSuffix(p, "/") {
 		r2 := *r
 		u := *r.URL
-		u.Path, u.RawPath = strings.TrimSuffix(p, "/"), ""
+		u.Path, u.RawPath = strings.TrimSuffix(u.Path, "/"), strings.TrimSuffix(u.RawPath, "/")
 		r2.URL = &u
 		r = &r2
 	}

@@ -201,3 +201,48 @@ func TestNoRedirects(t *testing.T) {
 	}
 	e.want(e.do("GET", base+"/", tok, nil), 200, "a single trailing slash")
 }
+
+// TestOneSpellingPerPath: an escaped slash belongs to its segment, a task has
+// one id, and a user id with an escaped slash keeps its single trailing slash.
+func TestOneSpellingPerPath(t *testing.T) {
+	e := newEnv(t, hsAuth())
+	user := "al/ice " + newUser(t)
+	tok := tokenFor(t, user)
+	base := "/api/" + url.PathEscape(user) + "/tasks"
+	r := e.do("POST", base, tok, map[string]any{"title": "one"})
+	e.want(r, 201, "create for a user id with an escaped slash")
+	task := decode[Task](t, r)
+	item := fmt.Sprintf("%s/%d", base, task.ID)
+	e.want(e.do("GET", base+"/", tok, nil), 200, "a user id with an escaped slash, and a trailing slash")
+	for _, c := range [][2]string{{"POST", base + "%2F"}, {"PATCH", item + "%2F"}, {"DELETE", item + "%2F"},
+		{"GET", fmt.Sprintf("%s/0%d", base, task.ID)}, {"GET", fmt.Sprintf("%s/+%d", base, task.ID)}, {"DELETE", fmt.Sprintf("%s/0%d", base, task.ID)}} {
+		if r := e.do(c[0], c[1], tok, `{"title":"x"}`, "Content-Type", "application/json"); r.status != 404 && r.status != 422 {
+			t.Errorf("%s %s = %s, want 404 or 422", c[0], c[1], r)
+		}
+	}
+	if tasks := decode[[]Task](t, e.do("GET", base, tok, nil)); len(tasks) != 1 || tasks[0].UpdatedAt != task.UpdatedAt {
+		t.Fatalf("the user has %+v, want the one task unchanged: a refused path did something", tasks)
+	}
+	// Two Content-Types, or a charset that is not UTF-8: 415. Two If-Match lines are one list.
+	send := func(method, path string, header http.Header, body string) int {
+		req := must(http.NewRequest(method, e.srv.URL+path, strings.NewReader(body)))
+		req.Header = header
+		req.Header.Set("Authorization", "Bearer "+tok)
+		resp := must(e.srv.Client().Do(req))
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	for _, ct := range [][]string{{"text/plain", "application/json"}, {"application/json", "text/plain"},
+		{"application/json; charset=latin-1"}, {"application/json; charset=utf-16"}} {
+		if got := send("PATCH", item, http.Header{"Content-Type": ct}, `{"title":"x"}`); got != 415 {
+			t.Errorf("Content-Type %q = %d, want 415", ct, got)
+		}
+	}
+	if got := send("PATCH", item, http.Header{"Content-Type": {"application/json; charset=UTF-8"}}, `{"title":"utf8"}`); got != 200 {
+		t.Errorf("charset=UTF-8 = %d, want 200", got)
+	}
+	current := decode[Task](t, e.do("GET", item, tok, nil))
+	if got := send("PATCH", item, http.Header{"Content-Type": {"application/json"}, "If-Match": {`"1"`, etag(current)}}, `{"title":"listed"}`); got != 200 {
+		t.Errorf("If-Match on two lines, the second current = %d, want 200", got)
+	}
+}

@@ -122,7 +122,7 @@ func writeTask(w http.ResponseWriter, status int, t Task) {
 // ifMatch reads the versions an If-Match header allows (RFC 9110 §13.1.1): nil
 // when any will do (no header, or *); otherwise the strong ETags listed, none if none parse.
 func ifMatch(r *http.Request) []time.Time {
-	h := r.Header.Get("If-Match")
+	h := strings.Join(r.Header.Values("If-Match"), ",") // several header lines are one list
 	if h == "" {
 		return nil
 	}
@@ -142,7 +142,7 @@ func ifMatch(r *http.Request) []time.Time {
 
 // noneMatch reports whether an If-None-Match header names the task's current version.
 func noneMatch(r *http.Request, t Task) bool {
-	h := r.Header.Get("If-None-Match")
+	h := strings.Join(r.Header.Values("If-None-Match"), ",")
 	for tag := range strings.SplitSeq(h, ",") {
 		tag = strings.TrimPrefix(strings.TrimSpace(tag), "W/") // If-None-Match compares weakly
 		if tag == "*" || tag == etag(t) {

@@ -39,10 +39,14 @@ var taskFields = []string{"title", "description", "completed", "priority", "due_
 // absent fields stay as they are and null clears description and due_date.
 func decodeTask(w http.ResponseWriter, r *http.Request, create bool) (taskChange, error) {
 	var c taskChange
-	if ct := r.Header.Get("Content-Type"); ct != "" {
-		mt, _, err := mime.ParseMediaType(ct)
-		if err != nil || mt != "application/json" && !strings.HasSuffix(mt, "+json") {
-			return c, &statusError{http.StatusUnsupportedMediaType, "Content-Type must be application/json"}
+	if ct := r.Header.Get("Content-Type"); ct != "" || len(r.Header.Values("Content-Type")) > 1 {
+		// One Content-Type, JSON, and UTF-8 as JSON is (RFC 8259 §8.1): a
+		// charset that is not, or two headers, would be read two ways.
+		mt, params, err := mime.ParseMediaType(ct)
+		charset, hasCharset := params["charset"]
+		if err != nil || mt != "application/json" && !strings.HasSuffix(mt, "+json") ||
+			hasCharset && !strings.EqualFold(charset, "utf-8") || len(r.Header.Values("Content-Type")) > 1 {
+			return c, &statusError{http.StatusUnsupportedMediaType, "Content-Type must be one application/json header, in UTF-8"}
 		}
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBodyBytes))
@@ -269,8 +273,9 @@ func checkLength(s string, lo, hi int, fail func(msg, typ string, loc ...any), l
 
 // taskID reads the {id} path value: a positive integer.
 func taskID(r *http.Request) (int64, error) {
-	id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
-	if err != nil || id < 1 {
+	s := r.PathValue("id")
+	id, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || id < 1 || strconv.FormatInt(id, 10) != s { // one spelling per task: not +1, not 01
 		return 0, validationError{{[]any{"path", "id"}, "Input should be a positive integer", "int_parsing"}}
 	}
 	return id, nil
