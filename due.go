@@ -75,7 +75,7 @@ func (d *Due) UnmarshalJSON(b []byte) error {
 
 // parseDue reads a due date in the spellings pydantic v2 accepts for a date or
 // a date-time: 2026-12-01 (a date); 2026-12-01T10:00, with T, t or a space,
-// seconds and up to nine digits of fraction optional, (a floating time); the
+// seconds and up to six digits of fraction optional, (a floating time); the
 // same followed by Z, z, +01:00 or +0100 (an instant). Years run from 1 to 9999.
 func parseDue(s string) (Due, bool) {
 	if len(s) < len(time.DateOnly) || !shaped(s[:10], "9999-99-99") {
@@ -95,7 +95,7 @@ func parseDue(s string) (Due, bool) {
 	switch {
 	case shaped(clock, "99:99"):
 		clock += ":00"
-	case len(clock) > len("99:99:99.") && clock[8] == '.' && len(clock) <= len("99:99:99.999999999"):
+	case len(clock) > len("99:99:99.") && clock[8] == '.' && len(clock) <= len("99:99:99.999999"): // microseconds, what PostgreSQL keeps
 		if !shaped(clock, "99:99:99."+strings.Repeat("9", len(clock)-9)) {
 			return Due{}, false
 		}
@@ -108,6 +108,9 @@ func parseDue(s string) (Due, bool) {
 	case shaped(zone[min(1, len(zone)):], "9999") && (zone[0] == '+' || zone[0] == '-'):
 		zone = zone[:3] + ":" + zone[3:]
 	case zone != "" && !shaped(zone[1:], "99:99"):
+		return Due{}, false
+	}
+	if zone != "Z" && zone != "" && (zone[1:3] > "23" || zone[4:6] > "59") {
 		return Due{}, false
 	}
 	if zone == "" {

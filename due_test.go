@@ -24,7 +24,8 @@ func TestParseDue(t *testing.T) {
 		{"2026-12-01T10:00z", "2026-12-01T10:00:00Z", dueInstant},
 		{"2026-12-01T10:00:00+01:00", "2026-12-01T09:00:00Z", dueInstant},
 		{"2026-12-01 10:00+0100", "2026-12-01T09:00:00Z", dueInstant},
-		{"2026-12-01T10:00:00.123456789-05:30", "2026-12-01T15:30:00.123456789Z", dueInstant},
+		{"2026-12-01T10:00:00.123456-05:30", "2026-12-01T15:30:00.123456Z", dueInstant},
+		{"2026-12-01T10:00:00+23:59", "2026-11-30T10:01:00Z", dueInstant},
 		{"0001-01-01", "0001-01-01", dueDate},
 		{"9999-12-31T23:59:59", "9999-12-31T23:59:59", dueLocal},
 	} {
@@ -36,7 +37,8 @@ func TestParseDue(t *testing.T) {
 	for _, in := range []string{"", "next week", "2026-12-1", "2026-13-01", "2026-02-30", "2026-12-01T25:00", "2026-12-01T10",
 		"2026-12-01X10:00", "0000-01-01", "0000-12-31T23:00:00", "9999-12-31T23:00:00-02:00", "0001-01-01T00:30:00+01:00",
 		"2026-12-01T10:00:00+01", "2026-12-01T10:00:00 +01:00", "2026-12-01T10:00:00Z+01:00", "2026-12-01T10:60", "+2026-12-01",
-		"2026-12-01T10:00:00+1:00", "2026-12-01T1:00", " 2026-12-01", "2026-12-01 "} {
+		"2026-12-01T10:00:00+1:00", "2026-12-01T1:00", " 2026-12-01", "2026-12-01 ",
+		"2026-12-01T10:00:00.1234567", "2026-12-01T10:00:00.123456789Z", "2026-12-01T10:00:00+24:00", "2026-12-01T10:00:00-00:60"} {
 		if d, ok := parseDue(in); ok {
 			t.Errorf("parseDue(%q) = %+v, want a refusal", in, d)
 		}
@@ -100,7 +102,7 @@ func TestDueDateForms(t *testing.T) {
 
 // dueSpelling is what a due_date spelling says, read by a regular expression
 // rather than parseDue's scanning: the date, the clock, the fraction, the zone.
-var dueSpelling = regexp.MustCompile(`^(\d{4}-\d{2}-\d{2})(?:[Tt ](\d{2}:\d{2})(?::(\d{2})(?:\.(\d{1,9}))?)?([Zz]|[+-]\d{2}:?\d{2})?)?$`)
+var dueSpelling = regexp.MustCompile(`^(\d{4}-\d{2}-\d{2})(?:[Tt ](\d{2}:\d{2})(?::(\d{2})(?:\.(\d{1,6}))?)?([Zz]|[+-]\d{2}:?\d{2})?)?$`)
 
 // checkDueFaithful fails unless an accepted due_date comes back meaning what
 // was sent: a date as that date, a floating time as that wall clock with
