@@ -24,6 +24,7 @@ var releasedMigrations = []string{
 	"5327a752fed5034fcff1ff9c9a5c96b6659223a03542deaf75e202b70ea09d71", // migration 1
 	"9241f9ecde340a3de1ae3ac3d9695f743602382c00072e18eed11f413f81147e", // migration 2
 	"8a6b18e7bf55288a90f94affd0a9a371051d2028cf75c6302cdabdcd7cd445a2", // migration 3
+	"9677e57a4da9818238a254650fd74ac10c0822d9ea9b3ea8338038eeba7e3ff4", // migration 4
 }
 
 func TestMigrationsUnchanged(t *testing.T) {

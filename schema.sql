@@ -81,3 +81,11 @@ CREATE COLLATION IF NOT EXISTS task_fold (provider = icu, locale = 'und');
 -- and are instants, as they were returned.
 CREATE DOMAIN task_due_kind AS text CHECK (VALUE IN ('instant', 'date', 'local'));
 ALTER TABLE tasks ADD COLUMN due_kind task_due_kind;
+
+-- migration 4: a due date's kind counts only for the due date it was written with
+-- A release before migration 3 that changes due_date leaves due_kind as it was:
+-- a task sent as a date and moved by such a release to an instant would read back
+-- as a date. due_kind_at is the due_date that due_kind describes; the store reads
+-- the kind only while the two agree, and an instant otherwise.
+ALTER TABLE tasks ADD COLUMN due_kind_at timestamptz;
+UPDATE tasks SET due_kind_at = due_date WHERE due_kind IS NOT NULL;

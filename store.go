@@ -116,7 +116,12 @@ func (s *store) ping(ctx context.Context) error {
 	return storeError(s.pool.Ping(ctx))
 }
 
-const taskColumns = `id, user_id, title, description, completed, priority, due_date, tags, created_at, updated_at, due_kind`
+// taskColumns are a task's columns, in the order taskFromBinary reads them. A
+// due_kind counts only for the due_date it was written with: a release before
+// due_kind that changes due_date (in a rolling deploy, or after a rollback)
+// leaves an instant, as it meant, not a stale kind.
+const taskColumns = `id, user_id, title, description, completed, priority, due_date, tags, created_at, updated_at,
+	CASE WHEN due_kind_at = due_date THEN due_kind END AS due_kind`
 
 // one runs a statement that returns at most one task.
 func (s *store) one(ctx context.Context, sql string, args ...any) (Task, error) {
@@ -150,10 +155,10 @@ func (s *store) createTask(ctx context.Context, userID string, n newTask) (task 
 	// costs one row, not a count of the user's tasks.
 	const slotAndTask = `slot AS (INSERT INTO task_counts (user_id, n) VALUES ($1, 1)
 		ON CONFLICT (user_id) DO UPDATE SET n = task_counts.n + 1 WHERE task_counts.n < $7 RETURNING 1),
-		task AS (INSERT INTO tasks (user_id, title, description, priority, due_date, tags, due_kind)
-		SELECT $1::text, $2::text, $3::text, $4::text, $5::timestamptz, $6::text[], $8::text FROM slot
+		task AS (INSERT INTO tasks (user_id, title, description, priority, due_date, tags, due_kind, due_kind_at)
+		SELECT $1::text, $2::text, $3::text, $4::text, $5::timestamptz, $6::text[], $8::text, $5::timestamptz FROM slot
 		RETURNING ` + taskColumns + `)`
-	insert := `WITH ` + slotAndTask + ` SELECT ` + taskColumns + ` FROM task`
+	insert := `WITH ` + slotAndTask + ` SELECT * FROM task`
 	dueAt, dueKind := dueColumns(n.DueDate)
 	args := []any{userID, *n.Title, n.Description, priority, dueAt, tags, n.MaxTasks, dueKind}
 	if n.Key != "" {
@@ -161,7 +166,7 @@ func (s *store) createTask(ctx context.Context, userID string, n newTask) (task 
 		// then fails with 23505, and its task insert is undone with it.
 		insert = `WITH ` + slotAndTask + `, key AS (
 			INSERT INTO idempotency_keys (user_id, key, request_hash, task_id) SELECT $1, $9, $10, id FROM task)
-			SELECT ` + taskColumns + ` FROM task`
+			SELECT * FROM task`
 		args = append(args, n.Key, n.RequestHash)
 	}
 	task, err = s.one(ctx, insert, args...)
@@ -228,6 +233,7 @@ func (s *store) updateTask(ctx context.Context, userID string, id int64, c taskC
 			priority    = coalesce($7, priority),
 			due_date    = CASE WHEN $8 THEN NULL ELSE coalesce($9, due_date) END,
 			due_kind    = CASE WHEN $8 THEN NULL ELSE coalesce($12, due_kind) END,
+			due_kind_at = CASE WHEN $8 THEN NULL WHEN $12::text IS NOT NULL THEN $9 ELSE due_kind_at END,
 			tags        = coalesce($10, tags),
 			updated_at  = greatest(now(), updated_at + interval '1 microsecond')
 		WHERE id = $1 AND user_id = $2 AND ($11::timestamptz[] IS NULL OR updated_at = ANY($11))
