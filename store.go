@@ -180,7 +180,7 @@ func (s *store) createTask(ctx context.Context, userID string, n newTask) (task 
 	}
 	// The key was used before (23505), or, at the limit, may have been: a retry
 	// of the create that took the user's last slot must replay, not answer 409.
-	task, err = s.replay(ctx, userID, n.Key, n.RequestHash)
+	task, err = s.replay(ctx, userID, n.Key, n.RequestHash, n.LegacyHash)
 	if errors.Is(err, errKeyUnknown) {
 		if err = errNotFound; atLimit {
 			err = errTaskLimit
@@ -191,7 +191,7 @@ func (s *store) createTask(ctx context.Context, userID string, n newTask) (task 
 
 // replay returns the task an earlier create with the user's key made, if the
 // request was the same; a task deleted since is not found.
-func (s *store) replay(ctx context.Context, userID, key string, requestHash []byte) (Task, error) {
+func (s *store) replay(ctx context.Context, userID, key string, requestHash, legacyHash []byte) (Task, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
 	var hash []byte
@@ -204,7 +204,7 @@ func (s *store) replay(ctx context.Context, userID, key string, requestHash []by
 	if err != nil {
 		return Task{}, storeError(err)
 	}
-	if !bytes.Equal(hash, requestHash) {
+	if !bytes.Equal(hash, requestHash) && (legacyHash == nil || !bytes.Equal(hash, legacyHash)) {
 		return Task{}, errKeyReused
 	}
 	return s.getTask(ctx, userID, taskID)
@@ -298,16 +298,6 @@ var listSorts = []listSort{
 	{"title", false, "lower(title COLLATE task_fold), id", "lower(title COLLATE task_fold) DESC, id DESC"},
 	{"due_date", false, "due_date NULLS LAST, id", "due_date DESC NULLS LAST, id DESC"},
 	{"priority", true, "array_position('{low,medium,high}', priority), id", "array_position('{low,medium,high}', priority) DESC, id DESC"},
-}
-
-// findSort returns the sort key named name.
-func findSort(name string) (listSort, bool) {
-	for _, s := range listSorts {
-		if s.name == name {
-			return s, true
-		}
-	}
-	return listSort{}, false
 }
 
 // listTasks returns one page of the user's matching tasks and how many match in all.

@@ -47,4 +47,5 @@ type newTask struct {
 	MaxTasks    int
 	Key         string
 	RequestHash []byte
+	LegacyHash  []byte // the hash an earlier release stored for the same request, when it differs
 }

@@ -62,6 +62,13 @@ func handleCreateTask(db *store, maxTasks int) userHandler {
 		n.taskChange = change
 		if n.Key != "" {
 			n.RequestHash = requestHash(change)
+			if d := change.DueDate; d != nil && d.Kind != dueInstant {
+				// Releases before due dates kept their form hashed a date or a floating
+				// time as the instant they stored: a retry across the upgrade still matches.
+				legacy := change
+				legacy.DueDate = &Due{d.At, dueInstant}
+				n.LegacyHash = requestHash(legacy)
+			}
 		}
 		task, replayed, err := db.createTask(r.Context(), userID, n)
 		if err != nil {

@@ -516,3 +516,27 @@ func TestQueryStringDecoded(t *testing.T) {
 		wantLoc(t, e.do("GET", "/api/"+user+"/tasks?"+q, tokenFor(t, user), nil), "query")
 	}
 }
+
+// TestIdempotencyKeyAcrossTheDueDateUpgrade: a key stored by a release before
+// due dates kept their form hashed a date as its midnight instant; the same
+// request retried now replays, and a different one still does not.
+func TestIdempotencyKeyAcrossTheDueDateUpgrade(t *testing.T) {
+	e := newEnv(t, hsAuth())
+	user := newUser(t)
+	task := e.create(user, map[string]any{"title": "upgraded", "due_date": "2026-12-01"})
+	title := "upgraded"
+	old := requestHash(taskChange{Title: &title, DueDate: &Due{time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC), dueInstant}})
+	_, err := testDB.pool.Exec(context.Background(), `INSERT INTO idempotency_keys (user_id, key, request_hash, task_id) VALUES ($1, 'before-upgrade', $2, $3)`,
+		user, old, task.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	post := func(body map[string]any) result {
+		return e.do("POST", "/api/"+user+"/tasks", tokenFor(t, user), body, "Idempotency-Key", "before-upgrade")
+	}
+	r := post(map[string]any{"title": "upgraded", "due_date": "2026-12-01"})
+	if r.status != 201 || r.header.Get("Idempotent-Replayed") != "true" || decode[Task](t, r).ID != task.ID {
+		t.Fatalf("the retry across the upgrade = %s, want 201 replaying task %d", r, task.ID)
+	}
+	wantLoc(t, post(map[string]any{"title": "upgraded", "due_date": "2026-12-02"}), "header", "Idempotency-Key")
+}

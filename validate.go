@@ -356,6 +356,16 @@ func parseListQuery(v url.Values) (listQuery, error) {
 	return q, nil
 }
 
+// findSort returns the sort key named name.
+func findSort(name string) (listSort, bool) {
+	for _, s := range listSorts {
+		if s.name == name {
+			return s, true
+		}
+	}
+	return listSort{}, false
+}
+
 // sortNames lists the sort keys as a message does: 'a', 'b' or 'c'.
 func sortNames() string {
 	var b strings.Builder
