@@ -25,6 +25,7 @@ var releasedMigrations = []string{
 	"9241f9ecde340a3de1ae3ac3d9695f743602382c00072e18eed11f413f81147e", // migration 2
 	"8a6b18e7bf55288a90f94affd0a9a371051d2028cf75c6302cdabdcd7cd445a2", // migration 3
 	"9677e57a4da9818238a254650fd74ac10c0822d9ea9b3ea8338038eeba7e3ff4", // migration 4
+	"855dd6ac30c752e565851afd7115b44ca07d53385cb98f41e41273addd890609", // migration 5
 }
 
 func TestMigrationsUnchanged(t *testing.T) {

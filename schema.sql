@@ -89,3 +89,11 @@ ALTER TABLE tasks ADD COLUMN due_kind task_due_kind;
 -- the kind only while the two agree, and an instant otherwise.
 ALTER TABLE tasks ADD COLUMN due_kind_at timestamptz;
 UPDATE tasks SET due_kind_at = due_date WHERE due_kind IS NOT NULL;
+
+-- migration 5: search folds case rather than lowercases
+-- ICU's lower() is right for display and wrong for matching: it writes a final
+-- sigma (ΟΔΟΣ → οδος, so σ is not found), turns İ into i and a combining dot, keeps
+-- ß (so strasse does not find Straße), and leaves decomposed é apart from composed
+-- é. task_casefold does what a fold does for those; search compares folded text.
+CREATE FUNCTION task_casefold(t text) RETURNS text LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN replace(replace(translate(lower(normalize(t, NFC) COLLATE task_fold), 'ς', 'σ'), U&'i\0307', 'i'), 'ß', 'ss');

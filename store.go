@@ -316,10 +316,10 @@ func (s *store) listTasks(ctx context.Context, userID string, q listQuery) ([]Ta
 	if q.Q != "" {
 		args = append(args, q.Q)
 		n := strconv.Itoa(len(args))
-		// lower() folds by the database's LC_CTYPE, which with C (Docker images,
-		// some managed databases) folds ASCII only: ICU's root locale folds every script.
-		where += ` AND (strpos(lower(title COLLATE task_fold), lower($` + n + ` COLLATE task_fold)) > 0` +
-			` OR strpos(lower(description COLLATE task_fold), lower($` + n + ` COLLATE task_fold)) > 0)`
+		// Not lower(), which folds as the database's LC_CTYPE says (ASCII only with
+		// C): task_casefold (schema.sql) folds every script the same everywhere.
+		where += ` AND (strpos(task_casefold(title), task_casefold($` + n + `)) > 0` +
+			` OR strpos(task_casefold(description), task_casefold($` + n + `)) > 0)`
 	}
 	if len(q.Tags) > 0 {
 		args = append(args, q.Tags)

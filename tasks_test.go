@@ -481,9 +481,12 @@ func TestSearchAnyLocale(t *testing.T) {
 	for name, db := range map[string]*store{"default locale": testDB, "C locale": cLocale} {
 		t.Run(name, func(t *testing.T) {
 			e := newEnvDB(t, db, testConfig(hsAuth()))
-			user := newUser(t)
+			user, other := newUser(t), newUser(t)
 			for _, title := range []string{"Élan vital", "ПРИВЕТ мир", "Ωμέγα", "zebra", "apple"} {
 				e.create(user, map[string]any{"title": title, "description": "note " + title})
+			}
+			for _, title := range []string{"ΟΔΟΣ", "İSTANBUL", "Straße", "Cafe\u0301 noir"} { // not sorted below
+				e.create(other, map[string]any{"title": title})
 			}
 			for q, want := range map[string]string{
 				"élan": "Élan vital", "ÉLAN": "Élan vital", "привет": "ПРИВЕТ мир", "МИР": "ПРИВЕТ мир",
@@ -492,6 +495,16 @@ func TestSearchAnyLocale(t *testing.T) {
 				tasks, total := e.list(user, "?q="+url.QueryEscape(q))
 				if total != 1 || tasks[0].Title != want {
 					t.Errorf("q=%s found %d: %v, want %q", q, total, tasks, want)
+				}
+			}
+			// Folded, not lowercased: final sigma, dotted capital I, sharp s, composed accents.
+			for q, want := range map[string]string{
+				"οδος": "ΟΔΟΣ", "σ": "ΟΔΟΣ", "ΟΔΌΣ": "", "istanbul": "İSTANBUL", "ISTANBUL": "İSTANBUL",
+				"strasse": "Straße", "STRASSE": "Straße", "straße": "Straße", "café": "Cafe\u0301 noir", "CAFÉ NOIR": "Cafe\u0301 noir",
+			} {
+				tasks, _ := e.list(other, "?q="+url.QueryEscape(q))
+				if want == "" && len(tasks) != 0 || want != "" && (len(tasks) != 1 || tasks[0].Title != want) {
+					t.Errorf("q=%s found %v, want %q", q, tasks, want)
 				}
 			}
 			tasks, _ := e.list(user, "?sort=title")
