@@ -2,6 +2,8 @@
 package main
 
 import (
+	"regexp"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -76,8 +78,12 @@ func (d *Due) UnmarshalJSON(b []byte) error {
 // parseDue reads a due date in the spellings pydantic v2 accepts for a date or
 // a date-time: 2026-12-01 (a date); 2026-12-01T10:00, with T, t or a space,
 // seconds and up to six digits of fraction optional, (a floating time); the
-// same followed by Z, z, +01:00 or +0100 (an instant). Years run from 1 to 9999.
+// same followed by Z, z, +01:00 or +0100 (an instant); Unix time (an instant).
+// Years run from 1 to 9999.
 func parseDue(s string) (Due, bool) {
+	if unix.MatchString(s) {
+		return parseUnix(s)
+	}
 	if len(s) < len(time.DateOnly) || !shaped(s[:10], "9999-99-99") {
 		return Due{}, false
 	}
@@ -120,6 +126,29 @@ func parseDue(s string) (Due, bool) {
 	d, err := time.Parse(time.RFC3339Nano, s[:10]+"T"+clock+zone)
 	d = d.UTC()
 	return Due{d, dueInstant}, err == nil && d.Year() >= 1 && d.Year() <= 9999
+}
+
+// unix is Unix time as pydantic v2 takes it for a date-time: seconds, or
+// milliseconds beyond 2e10, with a fraction down to the microsecond.
+var unix = regexp.MustCompile(`^-?[0-9]{1,15}(\.[0-9]{1,6})?$`)
+
+// parseUnix reads a string unix matched as an instant.
+func parseUnix(s string) (Due, bool) {
+	whole, frac, _ := strings.Cut(s, ".")
+	n, _ := strconv.ParseInt(whole, 10, 64) // at most 15 digits
+	scale, digits := int64(1e6), 6          // seconds, to microseconds
+	if n > 2e10 || n < -2e10 {
+		scale, digits = 1e3, 3 // milliseconds
+	}
+	if len(frac) > digits {
+		return Due{}, false
+	}
+	f, _ := strconv.ParseInt((frac + "000000")[:digits], 10, 64)
+	if strings.HasPrefix(whole, "-") {
+		f = -f
+	}
+	d := time.UnixMicro(n*scale + f).UTC()
+	return Due{d, dueInstant}, d.Year() >= 1 && d.Year() <= 9999
 }
 
 // shaped reports whether s has pattern's shape, each 9 standing for a digit.

@@ -4,7 +4,9 @@ package main
 import (
 	"context"
 	"fmt"
+	"math"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -29,6 +31,10 @@ func TestParseDue(t *testing.T) {
 		{"2026-12-01T10:00:00+23:59", "2026-11-30T10:01:00Z", dueInstant},
 		{"0001-01-01", "0001-01-01", dueDate},
 		{"9999-12-31T23:59:59", "9999-12-31T23:59:59", dueLocal},
+		{"1796083200", "2026-12-01T00:00:00Z", dueInstant},
+		{"1796083200.5", "2026-12-01T00:00:00.5Z", dueInstant},
+		{"1796083200500", "2026-12-01T00:00:00.5Z", dueInstant},
+		{"-1", "1969-12-31T23:59:59Z", dueInstant},
 	} {
 		d, ok := parseDue(c.in)
 		if got := string(appendDue(nil, d)); !ok || d.Kind != c.kind || got != `"`+c.out+`"` {
@@ -39,7 +45,8 @@ func TestParseDue(t *testing.T) {
 		"2026-12-01X10:00", "0000-01-01", "0000-12-31T23:00:00", "9999-12-31T23:00:00-02:00", "0001-01-01T00:30:00+01:00",
 		"2026-12-01T10:00:00+01", "2026-12-01T10:00:00 +01:00", "2026-12-01T10:00:00Z+01:00", "2026-12-01T10:60", "+2026-12-01",
 		"2026-12-01T10:00:00+1:00", "2026-12-01T1:00", " 2026-12-01", "2026-12-01 ",
-		"2026-12-01T10:00:00.1234567", "2026-12-01T10:00:00.123456789Z", "2026-12-01T10:00:00+24:00", "2026-12-01T10:00:00-00:60"} {
+		"2026-12-01T10:00:00.1234567", "2026-12-01T10:00:00.123456789Z", "2026-12-01T10:00:00+24:00", "2026-12-01T10:00:00-00:60",
+		"1e9", "1796083200.1234567", "1796083200500.5555", "999999999999999", "-999999999999999", "+1796083200", "0x10"} {
 		if d, ok := parseDue(in); ok {
 			t.Errorf("parseDue(%q) = %+v, want a refusal", in, d)
 		}
@@ -111,6 +118,16 @@ var dueSpelling = regexp.MustCompile(`^(\d{4}-\d{2}-\d{2})(?:[Tt ](\d{2}:\d{2})(
 func checkDueFaithful(t *testing.T, sent string, d Due) {
 	t.Helper()
 	got := strings.Trim(string(appendDue(nil, d)), `"`)
+	if f, err := strconv.ParseFloat(sent, 64); err == nil { // Unix time: seconds, or milliseconds past 2e10
+		if math.Abs(f) > 2e10 {
+			f /= 1000
+		}
+		back, _ := time.Parse(time.RFC3339Nano, got)
+		if diff := back.UnixMicro() - int64(math.Round(f*1e6)); diff < -1 || diff > 1 || !strings.HasSuffix(got, "Z") {
+			t.Fatalf("Unix time %s came back as %q (%d µs off)", sent, got, diff)
+		}
+		return
+	}
 	m := dueSpelling.FindStringSubmatch(sent)
 	if m == nil {
 		t.Fatalf("accepted due_date %q, which is no spelling of a date or a date-time", sent)

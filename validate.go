@@ -134,14 +134,19 @@ func decodeTask(w http.ResponseWriter, r *http.Request, create bool) (taskChange
 		}
 	}
 	if v, ok := raw["due_date"]; ok {
-		if string(v) == "null" {
+		s, isText := "", true
+		if v[0] == '-' || v[0] >= '0' && v[0] <= '9' { // a JSON number: Unix time, as pydantic takes it
+			s = string(v)
+		} else if string(v) != "null" {
+			s, isText = text("due_date", v)
+		}
+		switch d, ok := parseDue(s); {
+		case string(v) == "null":
 			c.ClearDue = true
-		} else if s, ok := text("due_date", v); ok {
-			if d, ok := parseDue(s); ok {
-				c.DueDate = &d
-			} else {
-				fail("Input should be a date (2026-12-01), a date-time without an offset (2026-12-01T10:00) or with one (2026-12-01T10:00:00+01:00), years 1 to 9999", "datetime_parsing", "due_date")
-			}
+		case ok:
+			c.DueDate = &d
+		case isText:
+			fail("Input should be a date (2026-12-01), a date-time without an offset (2026-12-01T10:00) or with one (2026-12-01T10:00:00+01:00), or Unix time in seconds, years 1 to 9999", "datetime_parsing", "due_date")
 		}
 	}
 	if v, ok := raw["tags"]; ok {

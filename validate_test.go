@@ -312,7 +312,11 @@ func checkFaithful(t *testing.T, body []byte, c taskChange) {
 		t.Fatalf("tags %q came back as %q, want %q", sentTags, back.Tags, wantTags)
 	}
 	if c.DueDate != nil {
-		checkDueFaithful(t, str("due_date"), *c.DueDate)
+		sent := str("due_date")
+		if v := members["due_date"]; v[0] != '"' {
+			sent = string(v) // a JSON number
+		}
+		checkDueFaithful(t, sent, *c.DueDate)
 	}
 }
 
