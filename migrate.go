@@ -77,9 +77,18 @@ func (s *store) migrate(ctx context.Context, log *slog.Logger) error {
 		}
 		delay = min(delay*2, 5*time.Second)
 	}
-	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		return applyMigrations(ctx, tx, migrations, log)
-	})
+	// Tasks hold any Unicode text, and search folds it with ICU: a database in
+	// SQL_ASCII (what initdb --locale=C gives without -E) or LATIN1 cannot.
+	var encoding string
+	err = s.pool.QueryRow(ctx, `SHOW server_encoding`, pgx.QueryExecModeExec).Scan(&encoding) // unnamed, as the simple protocol needs UTF8
+	if err == nil && encoding != "UTF8" {
+		return fmt.Errorf("the database's encoding is %s; the service needs UTF8 (CREATE DATABASE ... ENCODING 'UTF8' TEMPLATE template0)", encoding)
+	}
+	if err == nil {
+		err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+			return applyMigrations(ctx, tx, migrations, log)
+		})
+	}
 	if err != nil {
 		return fmt.Errorf("migrate schema: %w", err)
 	}

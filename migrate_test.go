@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"os"
 	"strings"
 	"testing"
@@ -224,5 +225,26 @@ func TestMigrationFailsWhole(t *testing.T) {
 	db.pool.QueryRow(ctx, `SELECT count(*) FROM information_schema.columns WHERE table_name = 'a'`).Scan(&columns)
 	if columns != 1 {
 		t.Fatalf("table a has %d columns: the edited migration ran again", columns)
+	}
+}
+
+// TestStartRefusesWhatCannotWork: a database not in UTF8 (what initdb --locale=C
+// gives without -E), and a DATABASE_URL whose settings stop pgx from running a
+// statement, stop the program at start with one line, rather than serve 500s.
+func TestStartRefusesWhatCannotWork(t *testing.T) {
+	u := must(url.Parse(testURL))
+	q := u.Query()
+	q.Set("default_query_exec_mode", "cache_describe")
+	q.Set("description_cache_capacity", "0")
+	u.RawQuery = q.Encode()
+	for name, c := range map[string][2]string{
+		"SQL_ASCII database": {newDatabase(t, "ENCODING 'SQL_ASCII' TEMPLATE template0 LC_COLLATE 'C' LC_CTYPE 'C'"), "needs UTF8"},
+		"no statement cache": {u.String(), "a statement cannot run"},
+	} {
+		env := map[string]string{"DATABASE_URL": c[0], "BETTER_AUTH_SECRET": testSecret, "PORT": "0", "STARTUP_TIMEOUT": "10s"}
+		err := run(context.Background(), []string{"tasks"}, func(k string) string { return env[k] }, &syncBuffer{})
+		if err == nil || !strings.Contains(err.Error(), c[1]) || strings.Contains(err.Error(), "\n") {
+			t.Errorf("%s: run = %v, want one line saying %q", name, err, c[1])
+		}
 	}
 }

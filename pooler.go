@@ -30,11 +30,26 @@ const sqlstateInvalidStatementName = "26000"
 // works behind any pooler, and says so once. A URL that chose cache_statement
 // keeps it if the pooler keeps prepared statements, and is refused if not.
 func (s *store) checkPooler(ctx context.Context, databaseURL string, log *slog.Logger) error {
+	ctx, cancel := context.WithTimeout(ctx, 4*s.timeout)
+	defer cancel()
+	if err := s.checkPoolerMode(ctx, databaseURL, log); err != nil {
+		return err
+	}
+	// Then one statement as the store sends them: a setting in DATABASE_URL
+	// that stops pgx from running any (statement_cache_capacity=0 with the
+	// default mode, say) is refused here rather than answered with 500s.
+	var one int
+	if err := s.pool.QueryRow(ctx, `SELECT $1::int`, 1).Scan(&one); err != nil {
+		return fmt.Errorf("DATABASE_URL: a statement cannot run with these settings: %w", err)
+	}
+	return nil
+}
+
+// checkPoolerMode moves the pool to cache_describe behind a transaction-mode pooler (see checkPooler).
+func (s *store) checkPoolerMode(ctx context.Context, databaseURL string, log *slog.Logger) error {
 	if s.pool.Config().ConnConfig.DefaultQueryExecMode != pgx.QueryExecModeCacheStatement {
 		return nil // every other mode uses unnamed statements, which any pooler passes through
 	}
-	ctx, cancel := context.WithTimeout(ctx, 4*s.timeout)
-	defer cancel()
 	pooled, err := s.serversShared(ctx)
 	if err != nil || !pooled {
 		return err
