@@ -97,3 +97,15 @@ UPDATE tasks SET due_kind_at = due_date WHERE due_kind IS NOT NULL;
 -- é. task_casefold does what a fold does for those; search compares folded text.
 CREATE FUNCTION task_casefold(t text) RETURNS text LANGUAGE sql IMMUTABLE PARALLEL SAFE
 RETURN replace(replace(translate(lower(normalize(t, NFC) COLLATE task_fold), 'ς', 'σ'), U&'i\0307', 'i'), 'ß', 'ss');
+
+-- migration 6: an Idempotency-Key says how its request was hashed
+-- Releases before migration 3 hashed a date or a floating time as the instant they
+-- stored. A key they wrote (hashed_due_forms NULL) also matches its retry hashed
+-- that way; a key written since (true) only as the request is hashed now.
+ALTER TABLE idempotency_keys ADD COLUMN hashed_due_forms boolean;
+
+-- migration 7: search folds compatibility forms too
+-- NFKC rather than NFC: a ligature (ﬁ), a long s (ſ) and fullwidth letters (Ｆ) as
+-- pasted from a PDF or typed on an East Asian keyboard match their plain letters.
+CREATE OR REPLACE FUNCTION task_casefold(t text) RETURNS text LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN replace(replace(translate(lower(normalize(t, NFKC) COLLATE task_fold), 'ς', 'σ'), U&'i\0307', 'i'), 'ß', 'ss');

@@ -165,7 +165,8 @@ func (s *store) createTask(ctx context.Context, userID string, n newTask) (task 
 		// A concurrent request with the same key waits on the key's unique index,
 		// then fails with 23505, and its task insert is undone with it.
 		insert = `WITH ` + slotAndTask + `, key AS (
-			INSERT INTO idempotency_keys (user_id, key, request_hash, task_id) SELECT $1, $9, $10, id FROM task)
+			INSERT INTO idempotency_keys (user_id, key, request_hash, task_id, hashed_due_forms)
+			SELECT $1, $9, $10, id, true FROM task)
 			SELECT * FROM task`
 		args = append(args, n.Key, n.RequestHash)
 	}
@@ -196,15 +197,16 @@ func (s *store) replay(ctx context.Context, userID, key string, requestHash, leg
 	defer cancel()
 	var hash []byte
 	var taskID int64
-	err := s.pool.QueryRow(ctx, `SELECT request_hash, task_id FROM idempotency_keys WHERE user_id = $1 AND key = $2`,
-		userID, key).Scan(&hash, &taskID)
+	var legacy bool // stored by a release that hashed every due date as an instant
+	err := s.pool.QueryRow(ctx, `SELECT request_hash, task_id, hashed_due_forms IS NULL FROM idempotency_keys
+		WHERE user_id = $1 AND key = $2`, userID, key).Scan(&hash, &taskID, &legacy)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Task{}, errKeyUnknown
 	}
 	if err != nil {
 		return Task{}, storeError(err)
 	}
-	if !bytes.Equal(hash, requestHash) && (legacyHash == nil || !bytes.Equal(hash, legacyHash)) {
+	if !bytes.Equal(hash, requestHash) && !(legacy && bytes.Equal(hash, legacyHash)) {
 		return Task{}, errKeyReused
 	}
 	return s.getTask(ctx, userID, taskID)
