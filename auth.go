@@ -2,6 +2,7 @@
 package main
 
 import (
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -207,6 +208,14 @@ func (v *verifier) verify(token string) (string, error) {
 	}
 	if len(token) > maxTokenBytes {
 		return "", refused("too large")
+	}
+	// The header is read as golang-jwt reads it, where a repeated member (two
+	// alg) counts last; a proxy may have checked the first. Refused, as in claims.
+	header, _, _ := strings.Cut(token, ".")
+	if b, err := base64.RawURLEncoding.DecodeString(header); err != nil {
+		return "", refused("malformed")
+	} else if _, err := decodeObject(b); err != nil {
+		return "", refused("malformed")
 	}
 	var c claims
 	t, err := v.parser.ParseWithClaims(token, &c, v.key)

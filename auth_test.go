@@ -277,9 +277,10 @@ func TestClaimsStrict(t *testing.T) {
 	e := newEnv(t, hsAuth())
 	user := newUser(t)
 	hour := time.Now().Add(time.Hour).Unix()
-	raw := func(payload string) string { // an HS256 token over payload exactly as written
+	header := `{"alg":"HS256","typ":"JWT"}`
+	raw := func(payload string) string { // an HS256 token over header and payload exactly as written
 		enc := base64.RawURLEncoding.EncodeToString
-		signing := enc([]byte(`{"alg":"HS256","typ":"JWT"}`)) + "." + enc([]byte(payload))
+		signing := enc([]byte(header)) + "." + enc([]byte(payload))
 		sig := must(jwt.SigningMethodHS256.Sign(signing, []byte(testSecret)))
 		return signing + "." + enc(sig)
 	}
@@ -306,6 +307,12 @@ func TestClaimsStrict(t *testing.T) {
 		fmt.Sprintf(`{"sub":%q,"exp":%d.5,"nbf":1.5e9,"iat":1700000000,"name":"Ann","EMAIL":"a@b.c"}`, user, hour),
 	} {
 		e.want(e.do("GET", "/api/"+user+"/tasks", raw(payload), nil), 200, "claims "+payload)
+	}
+	// A header naming alg twice reads as its last alg to golang-jwt, and its first to others.
+	for _, header = range []string{`{"alg":"none","alg":"HS256"}`, `{"alg":"HS256","kid":"a","kid":"b"}`, `{"alg":"HS256","typ":"JWT"} x`} {
+		if r := e.do("GET", "/api/"+user+"/tasks", raw(fmt.Sprintf(`{"sub":%q,"exp":%d}`, user, hour)), nil); r.status != 401 {
+			t.Errorf("header %s = %s, want 401", header, r)
+		}
 	}
 	// A token as large as net/http lets through is accepted, not refused as too large.
 	big := hsToken(t, jwt.MapClaims{"sub": user, "exp": hour, "image": strings.Repeat("x", 26000)})

@@ -45,7 +45,7 @@ func decodeTask(w http.ResponseWriter, r *http.Request, create bool) (taskChange
 		mt, params, err := mime.ParseMediaType(ct)
 		charset, hasCharset := params["charset"]
 		if err != nil || mt != "application/json" && !strings.HasSuffix(mt, "+json") ||
-			hasCharset && !strings.EqualFold(charset, "utf-8") || len(r.Header.Values("Content-Type")) > 1 {
+			hasCharset && !strings.EqualFold(charset, "utf-8") && !strings.EqualFold(charset, "utf8") || len(r.Header.Values("Content-Type")) > 1 {
 			return c, &statusError{http.StatusUnsupportedMediaType, "Content-Type must be one application/json header, in UTF-8"}
 		}
 	}
