@@ -232,7 +232,7 @@ func BenchmarkFastPaths(b *testing.B) {
 			var t Task
 			var due *time.Time
 			var kind *string
-			dst := []any{&t.ID, &t.UserID, &t.Title, &t.Description, &t.Completed, &t.Priority, &due, &t.Tags, &t.CreatedAt, &t.UpdatedAt, &kind}
+			dst := []any{&t.ID, &t.UserID, &t.Title, &t.Description, &t.Completed, &t.Priority, &due, &t.Tags, &t.CreatedAt, &t.UpdatedAt, &kind, &t.CompletedAt}
 			for i, f := range fields {
 				if err := m.Scan(f.DataTypeOID, f.Format, raw[i], dst[i]); err != nil {
 					b.Fatal(err)

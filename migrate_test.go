@@ -29,6 +29,7 @@ var releasedMigrations = []string{
 	"855dd6ac30c752e565851afd7115b44ca07d53385cb98f41e41273addd890609", // migration 5
 	"4294a22dca5d1f56908dd95aecd42a7e3f02fcab2f7d32ef969a3bf8a2dd1aaa", // migration 6
 	"0082073edae12cd6fe11d5a956558bc5ea7b50c8bbdef64255114c31549d3338", // migration 7
+	"5eb668e322001378bfb3fa54a5988b8d1e06ec14b20b8a43a2b06d9b2cd127cc", // migration 8
 }
 
 func TestMigrationsUnchanged(t *testing.T) {
@@ -137,6 +138,10 @@ func TestMigrateUpgradesInPlace(t *testing.T) {
 		for _, task := range tasks { // a due date the old release stored is the instant it returned
 			if d := task.DueDate; d != nil && (d.Kind != dueInstant || !d.At.Equal(time.Date(2026, 12, 1, 17, 0, 0, 0, time.UTC))) {
 				t.Fatalf("start %d: an old due date reads as %+v", start, d)
+			}
+			// A task completed before completed_at existed reads its last write's time.
+			if c := task.CompletedAt; task.Completed != (c != nil) || c != nil && !c.Equal(task.UpdatedAt) {
+				t.Fatalf("start %d: completed %v with completed_at %v (updated_at %v)", start, task.Completed, c, task.UpdatedAt)
 			}
 		}
 		if err := stop(); err != nil {

@@ -109,3 +109,10 @@ ALTER TABLE idempotency_keys ADD COLUMN hashed_due_forms boolean;
 -- pasted from a PDF or typed on an East Asian keyboard match their plain letters.
 CREATE OR REPLACE FUNCTION task_casefold(t text) RETURNS text LANGUAGE sql IMMUTABLE PARALLEL SAFE
 RETURN replace(replace(translate(lower(normalize(t, NFKC) COLLATE task_fold), 'ς', 'σ'), U&'i\0307', 'i'), 'ß', 'ss');
+
+-- migration 8: when a task was completed
+-- Set when a task becomes completed, cleared when it is reopened; read only while
+-- completed, so a release before it that reopens a task leaves no stale time.
+-- A task already completed gets its last write's time, the nearest known.
+ALTER TABLE tasks ADD COLUMN completed_at timestamptz;
+UPDATE tasks SET completed_at = updated_at WHERE completed;

@@ -121,7 +121,7 @@ func (s *store) ping(ctx context.Context) error {
 // due_kind that changes due_date (in a rolling deploy, or after a rollback)
 // leaves an instant, as it meant, not a stale kind.
 const taskColumns = `id, user_id, title, description, completed, priority, due_date, tags, created_at, updated_at,
-	CASE WHEN due_kind_at = due_date THEN due_kind END AS due_kind`
+	CASE WHEN due_kind_at = due_date THEN due_kind END AS due_kind, CASE WHEN completed THEN completed_at END AS completed_at`
 
 // one runs a statement that returns at most one task.
 func (s *store) one(ctx context.Context, sql string, args ...any) (Task, error) {
@@ -232,6 +232,7 @@ func (s *store) updateTask(ctx context.Context, userID string, id int64, c taskC
 			title       = coalesce($3, title),
 			description = CASE WHEN $4 THEN NULL ELSE coalesce($5, description) END,
 			completed   = coalesce($6, completed),
+			completed_at = CASE WHEN $6 IS NULL OR $6 = completed THEN completed_at WHEN $6 THEN now() END,
 			priority    = coalesce($7, priority),
 			due_date    = CASE WHEN $8 THEN NULL ELSE coalesce($9, due_date) END,
 			due_kind    = CASE WHEN $8 THEN NULL ELSE coalesce($12, due_kind) END,
@@ -247,6 +248,7 @@ func (s *store) updateTask(ctx context.Context, userID string, id int64, c taskC
 // toggleTask flips completed in one statement, so concurrent toggles never lose one.
 func (s *store) toggleTask(ctx context.Context, userID string, id int64, ifMatch []time.Time) (Task, error) {
 	t, err := s.one(ctx, `UPDATE tasks SET completed = NOT completed,
+			completed_at = CASE WHEN completed THEN NULL ELSE now() END,
 			updated_at = greatest(now(), updated_at + interval '1 microsecond')
 		WHERE id = $1 AND user_id = $2 AND ($3::timestamptz[] IS NULL OR updated_at = ANY($3))
 		RETURNING `+taskColumns, id, userID, ifMatch)

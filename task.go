@@ -5,16 +5,17 @@ import "time"
 
 // Task is one task as stored and as sent to clients.
 type Task struct {
-	ID          int64     `json:"id"`
-	UserID      string    `json:"user_id"`
-	Title       string    `json:"title"`
-	Description *string   `json:"description"`
-	Completed   bool      `json:"completed"`
-	Priority    string    `json:"priority"`
-	DueDate     *Due      `json:"due_date"`
-	Tags        []string  `json:"tags"`
-	CreatedAt   time.Time `json:"created_at"`
-	UpdatedAt   time.Time `json:"updated_at"`
+	ID          int64      `json:"id"`
+	UserID      string     `json:"user_id"`
+	Title       string     `json:"title"`
+	Description *string    `json:"description"`
+	Completed   bool       `json:"completed"`
+	CompletedAt *time.Time `json:"completed_at"` // when it last became completed; nil while open
+	Priority    string     `json:"priority"`
+	DueDate     *Due       `json:"due_date"`
+	Tags        []string   `json:"tags"`
+	CreatedAt   time.Time  `json:"created_at"`
+	UpdatedAt   time.Time  `json:"updated_at"`
 }
 
 // taskChange is a validated create or partial update; nil pointers leave a field as it is.

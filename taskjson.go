@@ -29,6 +29,12 @@ func appendTask(b []byte, t *Task) []byte {
 	}
 	b = append(b, `,"completed":`...)
 	b = strconv.AppendBool(b, t.Completed)
+	b = append(b, `,"completed_at":`...)
+	if t.CompletedAt == nil {
+		b = append(b, "null"...)
+	} else {
+		b = appendTime(b, *t.CompletedAt)
+	}
 	b = append(b, `,"priority":`...)
 	b = appendString(b, t.Priority)
 	b = append(b, `,"due_date":`...)

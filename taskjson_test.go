@@ -32,7 +32,7 @@ func TestAppendTask(t *testing.T) {
 	for i, s := range []string{"", "plain", `quote " backslash \ slash /`, "tab\tnew\nline\rcr", "\x00\x01\x1f\x7f",
 		"<html>&amp;", "日本語 é 🎉", "line\u2028para\u2029", "bad \xff\xfe utf8", "\ufffd literal", "\xed\xa0\x80 surrogate"} {
 		checkAppendTask(t, Task{ID: 1 << 40, UserID: s, Title: s, Description: &s, Priority: "high", DueDate: &Due{due, dueKind(i % 3)},
-			Tags: []string{s, "x"}, CreatedAt: due, UpdatedAt: due.Add(time.Microsecond)})
+			Tags: []string{s, "x"}, CreatedAt: due, UpdatedAt: due.Add(time.Microsecond), Completed: i%2 == 1, CompletedAt: map[bool]*time.Time{true: &due}[i%2 == 1]})
 	}
 	checkAppendTask(t, Task{ID: 7, Tags: []string{}, CreatedAt: time.Unix(0, 0).UTC(), UpdatedAt: time.Unix(1, 0).UTC()})
 }

@@ -22,11 +22,15 @@ func scanTask(rows pgx.CollectableRow) (Task, error) {
 	var due *time.Time
 	var kind *string
 	err := rows.Scan(&t.ID, &t.UserID, &t.Title, &t.Description, &t.Completed, &t.Priority,
-		&due, &t.Tags, &t.CreatedAt, &t.UpdatedAt, &kind)
+		&due, &t.Tags, &t.CreatedAt, &t.UpdatedAt, &kind, &t.CompletedAt)
 	if err != nil {
 		return t, err
 	}
 	t.CreatedAt, t.UpdatedAt = t.CreatedAt.UTC(), t.UpdatedAt.UTC()
+	if t.CompletedAt != nil {
+		at := t.CompletedAt.UTC()
+		t.CompletedAt = &at
+	}
 	if due != nil {
 		t.DueDate = &Due{due.UTC(), dueKindOf(deref(kind))}
 	}
@@ -38,7 +42,7 @@ func scanTask(rows pgx.CollectableRow) (Task, error) {
 
 // taskColumnTypes are the type OIDs of taskColumns (domains are sent as their base types).
 var taskColumnTypes = [...]uint32{pgtype.Int8OID, pgtype.TextOID, pgtype.TextOID, pgtype.TextOID,
-	pgtype.BoolOID, pgtype.TextOID, pgtype.TimestamptzOID, pgtype.TextArrayOID, pgtype.TimestamptzOID, pgtype.TimestamptzOID, pgtype.TextOID}
+	pgtype.BoolOID, pgtype.TextOID, pgtype.TimestamptzOID, pgtype.TextArrayOID, pgtype.TimestamptzOID, pgtype.TimestamptzOID, pgtype.TextOID, pgtype.TimestamptzOID}
 
 // taskFromBinary decodes a row of taskColumns in the binary format; ok is false
 // for anything else (text format, other types, a value it does not expect), which
@@ -49,7 +53,7 @@ func taskFromBinary(fields []pgconn.FieldDescription, raw [][]byte) (t Task, ok 
 	}
 	for i, f := range fields {
 		binaryOrText := f.Format == pgx.BinaryFormatCode || f.DataTypeOID == pgtype.TextOID // text reads the same in both
-		nullable := i == 3 || i == 6 || i == 10                                             // description, due_date, due_kind
+		nullable := i == 3 || i == 6 || i >= 10                                             // description, due_date, due_kind, completed_at
 		if !binaryOrText || f.DataTypeOID != taskColumnTypes[i] || raw[i] == nil && !nullable {
 			return t, false
 		}
@@ -80,6 +84,13 @@ func taskFromBinary(fields []pgconn.FieldDescription, raw [][]byte) (t Task, ok 
 			return t, false
 		}
 		t.DueDate = &Due{d, dueKindOf(string(raw[10]))}
+	}
+	if raw[11] != nil {
+		d, ok := timeFromBinary(raw[11])
+		if !ok {
+			return t, false
+		}
+		t.CompletedAt = &d
 	}
 	var created, updated bool
 	t.Tags, ok = textArrayFromBinary(raw[7])

@@ -76,7 +76,7 @@ func FuzzTaskFromBinary(f *testing.F) {
 	}
 	id := encode(pgtype.Int8OID, int64(7))
 	f.Fuzz(func(t *testing.T, tags, ts []byte) {
-		got, ok := taskFromBinary(fields, [][]byte{id, []byte("u"), []byte("t"), nil, {1}, []byte("low"), ts, tags, ts, ts, []byte("local")})
+		got, ok := taskFromBinary(fields, [][]byte{id, []byte("u"), []byte("t"), nil, {1}, []byte("low"), ts, tags, ts, ts, []byte("local"), ts})
 		if !ok {
 			return
 		}
@@ -88,7 +88,7 @@ func FuzzTaskFromBinary(f *testing.F) {
 		if err := m.Scan(pgtype.TimestamptzOID, pgtype.BinaryFormatCode, ts, &wantTime); err != nil {
 			t.Fatalf("timestamp %x: decoded as %v, pgx: %v", ts, got.CreatedAt, err)
 		}
-		if !slices.Equal(got.Tags, wantTags) && len(got.Tags)+len(wantTags) > 0 || !got.CreatedAt.Equal(wantTime) || !got.DueDate.At.Equal(wantTime) || got.DueDate.Kind != dueLocal {
+		if !slices.Equal(got.Tags, wantTags) && len(got.Tags)+len(wantTags) > 0 || !got.CreatedAt.Equal(wantTime) || !got.DueDate.At.Equal(wantTime) || got.DueDate.Kind != dueLocal || !got.CompletedAt.Equal(wantTime) {
 			t.Fatalf("tags %x, timestamp %x: decoded %q %v, pgx %q %v", tags, ts, got.Tags, got.CreatedAt, wantTags, wantTime)
 		}
 	})

@@ -563,3 +563,37 @@ func TestIdempotencyKeyAcrossTheDueDateUpgrade(t *testing.T) {
 	e.want(keyed("after-upgrade-2", map[string]any{"title": "i", "due_date": "2026-12-01T10:00:00Z"}), 201, "POST an instant")
 	wantLoc(t, keyed("after-upgrade-2", map[string]any{"title": "i", "due_date": "2026-12-01T10:00"}), "header", "Idempotency-Key")
 }
+
+// TestCompletedAt: set when a task becomes completed, by the toggle or an
+// update, kept while it stays completed, cleared when it is reopened.
+func TestCompletedAt(t *testing.T) {
+	e := newEnv(t, hsAuth())
+	user := newUser(t)
+	tok := tokenFor(t, user)
+	task := e.create(user, map[string]any{"title": "to do", "completed_at": "2020-01-01T00:00:00Z"})
+	item := fmt.Sprintf("/api/%s/tasks/%d", user, task.ID)
+	if task.CompletedAt != nil {
+		t.Fatalf("a new task has completed_at %v", task.CompletedAt)
+	}
+	step := func(method, path string, body any, wantCompleted bool, wantAt func(*time.Time, Task) bool, what string) Task {
+		t.Helper()
+		r := e.do(method, path, tok, body)
+		e.want(r, 200, what)
+		got := decode[Task](t, r)
+		if got.Completed != wantCompleted || !wantAt(got.CompletedAt, got) {
+			t.Fatalf("%s: completed %v, completed_at %v (updated_at %v)", what, got.Completed, got.CompletedAt, got.UpdatedAt)
+		}
+		return got
+	}
+	isNil := func(at *time.Time, _ Task) bool { return at == nil }
+	now := func(at *time.Time, got Task) bool {
+		return at != nil && !at.After(got.UpdatedAt) && got.UpdatedAt.Sub(*at) < time.Second
+	}
+	done := step("PATCH", item+"/complete", nil, true, now, "toggle to completed")
+	same := func(at *time.Time, _ Task) bool { return at != nil && at.Equal(*done.CompletedAt) }
+	step("PATCH", item, map[string]any{"title": "renamed"}, true, same, "an edit keeps completed_at")
+	step("PATCH", item, map[string]any{"completed": true, "completed_at": "2020-01-01T00:00:00Z"}, true, same, "completed again keeps it")
+	step("PATCH", item+"/complete", nil, false, isNil, "toggle to open")
+	step("PUT", item, map[string]any{"completed": true}, true, now, "an update to completed")
+	step("PATCH", item, map[string]any{"completed": false}, false, isNil, "an update to open")
+}

@@ -29,7 +29,7 @@ const (
 )
 
 // readOnlyFields may come back in a body when a client sends a task it read; they are ignored.
-var readOnlyFields = []string{"id", "user_id", "created_at", "updated_at"}
+var readOnlyFields = []string{"id", "user_id", "created_at", "updated_at", "completed_at"}
 
 // taskFields are the fields a body may set.
 var taskFields = []string{"title", "description", "completed", "priority", "due_date", "tags"}

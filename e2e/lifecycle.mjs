@@ -79,7 +79,10 @@ export async function lifecycle(base, user, token, conform) {
   assert(stale.response.status === 412, `stale If-Match: ${stale.response.status}`);
 
   const toggled = await api.PATCH("/api/{user_id}/tasks/{id}/complete", { params: { path: { user_id, id } } });
-  assert(toggled.response.status === 200 && toggled.data?.completed === true, `toggle: ${toggled.response.status}`);
+  assert(
+    toggled.response.status === 200 && toggled.data?.completed === true && typeof toggled.data.completed_at === "string",
+    `toggle: ${toggled.response.status}`,
+  );
 
   const done = await api.GET("/api/{user_id}/tasks", { params: { path: { user_id }, query: { status: "completed", tag: ["e2e"] } } });
   assert(done.response.status === 200 && done.data?.length === 1, `list completed: ${done.data?.length}`);
