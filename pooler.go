@@ -85,15 +85,11 @@ func (s *store) checkPoolerMode(ctx context.Context, databaseURL string, log *sl
 // connections get the same one) or, with server_round_robin, the next one (so
 // the first connection's moves); other clients' traffic only adds movement.
 func (s *store) serversShared(ctx context.Context) (bool, error) {
-	a, err := pgx.ConnectConfig(ctx, s.pool.Config().ConnConfig)
+	a, b, err := s.connectTwo(ctx)
 	if err != nil {
 		return false, err
 	}
 	defer a.Close(context.Background())
-	b, err := pgx.ConnectConfig(ctx, s.pool.Config().ConnConfig)
-	if err != nil {
-		return false, err
-	}
 	defer b.Close(context.Background())
 	pid := func(c *pgx.Conn) (n int32) {
 		if err == nil {
@@ -113,6 +109,19 @@ func (s *store) serversShared(ctx context.Context) (bool, error) {
 	return false, nil
 }
 
+// connectTwo opens two sessions of the pool's settings outside the pool, for a
+// probe that needs both at once even when pool_max_conns is 1.
+func (s *store) connectTwo(ctx context.Context) (a, b *pgx.Conn, err error) {
+	if a, err = pgx.ConnectConfig(ctx, s.pool.Config().ConnConfig); err != nil {
+		return nil, nil, err
+	}
+	if b, err = pgx.ConnectConfig(ctx, s.pool.Config().ConnConfig); err != nil {
+		a.Close(context.Background())
+		return nil, nil, err
+	}
+	return a, b, nil
+}
+
 // preparedStatementsOutliveTransactions prepares a statement in a transaction
 // on one connection while a second connection holds a transaction of its own,
 // so that a pooler must serve them from two server connections; ends both;
@@ -120,15 +129,11 @@ func (s *store) serversShared(ctx context.Context) (bool, error) {
 // server connection released last, the second one's, so there the name is
 // gone unless the pooler tracks it. Directly, or in session mode, it is kept.
 func (s *store) preparedStatementsOutliveTransactions(ctx context.Context) (bool, error) {
-	a, err := pgx.ConnectConfig(ctx, s.pool.Config().ConnConfig)
+	a, b, err := s.connectTwo(ctx)
 	if err != nil {
 		return false, err
 	}
 	defer a.Close(context.Background())
-	b, err := pgx.ConnectConfig(ctx, s.pool.Config().ConnConfig)
-	if err != nil {
-		return false, err
-	}
 	defer b.Close(context.Background())
 
 	name := "tasks_pooler_probe_" + strings.ToLower(rand.Text()[:10]) // never another session's
