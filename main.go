@@ -74,7 +74,6 @@ func loadConfig(getenv func(string) string) (config, error) {
 		if err != nil {
 			return c, fmt.Errorf("BETTER_AUTH_URL: %w", err)
 		}
-		origin = webOrigin(origin)
 		c.Auth.JWKSURL = betterAuthJWKS(base)
 		if c.Auth.Issuer == "" {
 			c.Auth.JWKSIssuer = origin
@@ -146,8 +145,8 @@ func readSecret(getenv func(string) string) ([]byte, error) {
 	return []byte(secret), nil
 }
 
-// parseOrigin checks an http(s) URL and returns its origin (scheme://host[:port]);
-// unless withPath, the URL must be an origin already.
+// parseOrigin checks an http(s) URL and returns its origin (scheme://host[:port])
+// as browsers spell it; unless withPath, the URL must be an origin already.
 func parseOrigin(s string, withPath bool) (string, error) {
 	u, err := url.Parse(strings.TrimSuffix(s, "/"))
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil {
@@ -156,7 +155,11 @@ func parseOrigin(s string, withPath bool) (string, error) {
 	if !withPath && (u.Path != "" || u.RawQuery != "" || u.Fragment != "") {
 		return "", errors.New("must be an origin such as https://app.example.com, without a path")
 	}
-	return u.Scheme + "://" + u.Host, nil
+	// As a browser's URL parser spells it, in Origin headers and in Better Auth's
+	// default iss and aud: the host in lower case, without the scheme's default port.
+	host := strings.ToLower(u.Host)
+	host = strings.TrimSuffix(host, map[string]string{"http": ":80", "https": ":443"}[u.Scheme])
+	return u.Scheme + "://" + host, nil
 }
 
 // betterAuthJWKS is where Better Auth serves its JWKS for the base URL base (a
@@ -170,19 +173,6 @@ func betterAuthJWKS(base string) string {
 		path = "/api/auth"
 	}
 	return u.Scheme + "://" + u.Host + path + "/jwks"
-}
-
-// webOrigin is an origin as a browser's URL parser spells it, which is how
-// Better Auth spells the default iss and aud: host in lower case, no default port.
-func webOrigin(origin string) string {
-	scheme, host, _ := strings.Cut(origin, "://")
-	host = strings.ToLower(host)
-	if scheme == "http" {
-		host = strings.TrimSuffix(host, ":80")
-	} else {
-		host = strings.TrimSuffix(host, ":443")
-	}
-	return scheme + "://" + host
 }
 
 // orDefault returns s, or def when s is empty.

@@ -432,3 +432,18 @@ func TestTokenNeedsOnlyTheSecret(t *testing.T) {
 		t.Fatalf("the printed token verifies as %q, %v; want u1", sub, err)
 	}
 }
+
+// TestOriginsAsBrowsersSpellThem: CORS_ORIGINS are compared with the Origin
+// header a browser sends, host in lower case and no default port.
+func TestOriginsAsBrowsersSpellThem(t *testing.T) {
+	env := map[string]string{"BETTER_AUTH_SECRET": testSecret, "CORS_ORIGINS": "http://LOCALHOST:3000, https://App.Example.com:443, http://a.test:80"}
+	cfg, err := loadConfig(func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, origin := range []string{"http://localhost:3000", "https://app.example.com", "http://a.test"} {
+		if !cfg.CORSOrigins[origin] {
+			t.Errorf("CORS_ORIGINS %q does not admit the browser's Origin %q: %v", env["CORS_ORIGINS"], origin, cfg.CORSOrigins)
+		}
+	}
+}
