@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -240,4 +241,32 @@ func BenchmarkFastPaths(b *testing.B) {
 			}
 		}
 	})
+}
+
+// TestBenchSQLIsTheStoresSQL holds bench/sql/, which bench/run.sh gives
+// pgbench as "the statement the API sends", to the store: each file returns
+// taskColumns, sets what the store's statement sets, and runs on the schema.
+func TestBenchSQLIsTheStoresSQL(t *testing.T) {
+	flat := func(s string) string { return strings.Join(strings.Fields(s), " ") }
+	for file, sets := range map[string][]string{"get.sql": nil, "list.sql": {"LIMIT 1001"}, "create.sql": {"due_kind_at)"},
+		"toggle.sql": {"completed_at ="}, "update.sql": {"completed_at =", "due_kind =", "due_kind_at ="}} {
+		sql := string(must(os.ReadFile("bench/sql/" + file)))
+		for _, want := range append(sets, flat(taskColumns)) {
+			if !strings.Contains(flat(sql), want) {
+				t.Errorf("bench/sql/%s lacks %q", file, want)
+			}
+		}
+		var lines []string // pgbench's \set lines out, its variables as user 1 and task 1
+		for line := range strings.Lines(sql) {
+			if !strings.HasPrefix(line, `\set`) {
+				lines = append(lines, strings.NewReplacer(":id", "1", ":u", "1").Replace(line))
+			}
+		}
+		tx := must(testDB.pool.Begin(context.Background()))
+		_, err := tx.Exec(context.Background(), strings.Join(lines, ""))
+		tx.Rollback(context.Background())
+		if err != nil {
+			t.Errorf("bench/sql/%s does not run: %v", file, err)
+		}
+	}
 }

@@ -2,7 +2,8 @@
 \set u random(1, :users)
 WITH slot AS (INSERT INTO task_counts (user_id, n) VALUES ('bench-w' || lpad(:u::text, 5, '0'), 1)
     ON CONFLICT (user_id) DO UPDATE SET n = task_counts.n + 1 WHERE task_counts.n < 10000 RETURNING 1),
-  task AS (INSERT INTO tasks (user_id, title, description, priority, due_date, tags)
-    SELECT ('bench-w' || lpad(:u::text, 5, '0'))::text, 'Load task'::text, 'created under load by pgbench'::text, 'medium'::text, NULL::timestamptz, '{}'::text[] FROM slot
-    RETURNING id, user_id, title, description, completed, priority, due_date, tags, created_at, updated_at)
-SELECT id, user_id, title, description, completed, priority, due_date, tags, created_at, updated_at FROM task;
+  task AS (INSERT INTO tasks (user_id, title, description, priority, due_date, tags, due_kind, due_kind_at)
+    SELECT ('bench-w' || lpad(:u::text, 5, '0'))::text, 'Load task'::text, 'created under load by pgbench'::text, 'medium'::text, NULL::timestamptz, '{}'::text[], NULL::text, NULL::timestamptz FROM slot
+    RETURNING id, user_id, title, description, completed, priority, due_date, tags, created_at, updated_at,
+  CASE WHEN due_kind_at = due_date THEN due_kind END AS due_kind, CASE WHEN completed THEN completed_at END AS completed_at)
+SELECT * FROM task;
