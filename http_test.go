@@ -2,11 +2,13 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -200,6 +202,16 @@ func TestNoRedirects(t *testing.T) {
 		t.Fatalf("after unclean paths the task is %+v, want it unchanged", got)
 	}
 	e.want(e.do("GET", base+"/", tok, nil), 200, "a single trailing slash")
+	// An absolute-form target with an empty path reaches the mux as "", which it
+	// would redirect to "/": the only redirect left, which responseWriter turns into a 404.
+	conn := must(net.Dial("tcp", e.srv.Listener.Addr().String()))
+	defer conn.Close()
+	fmt.Fprintf(conn, "GET http://%s HTTP/1.1\r\nHost: %[1]s\r\nConnection: close\r\n\r\n", e.srv.Listener.Addr())
+	resp := must(http.ReadResponse(bufio.NewReader(conn), nil))
+	resp.Body.Close()
+	if resp.StatusCode != 404 || resp.Header.Get("Location") != "" {
+		t.Fatalf("GET http://host (empty path) = %d, Location %q; want 404 without Location", resp.StatusCode, resp.Header.Get("Location"))
+	}
 }
 
 // TestOneSpellingPerPath: an escaped slash belongs to its segment, a task has
