@@ -248,8 +248,9 @@ func BenchmarkFastPaths(b *testing.B) {
 // taskColumns, sets what the store's statement sets, and runs on the schema.
 func TestBenchSQLIsTheStoresSQL(t *testing.T) {
 	flat := func(s string) string { return strings.Join(strings.Fields(s), " ") }
-	for file, sets := range map[string][]string{"get.sql": nil, "list.sql": {"LIMIT 1001"}, "create.sql": {"due_kind_at)"},
-		"toggle.sql": {"completed_at ="}, "update.sql": {"completed_at =", "due_kind =", "due_kind_at ="}} {
+	for file, sets := range map[string][]string{"get.sql": nil, "list.sql": {"LIMIT 1001"}, "create.sql": {"due_kind_at, version)", "version FROM slot"},
+		"toggle.sql": {"completed_at =", "version = next.version"}, "update.sql": {"completed_at =", "due_kind =", "due_kind_at =", "version = next.version"},
+		"changes.sql": {"UNION ALL", "ORDER BY version, id LIMIT"}} {
 		sql := string(must(os.ReadFile("bench/sql/" + file)))
 		for _, want := range append(sets, flat(taskColumns)) {
 			if !strings.Contains(flat(sql), want) {

@@ -29,6 +29,7 @@ const (
 type store struct {
 	pool    *pgxpool.Pool
 	timeout time.Duration // bounds every statement, including the wait for a pooled connection
+	tx      pgx.Tx        // when not nil, the statements run in it (store.once)
 }
 
 // openStore builds a pool for url without connecting; it dials on first use.

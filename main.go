@@ -36,6 +36,7 @@ type config struct {
 	StartupTimeout time.Duration // how long to wait for the database at start
 	DrainTimeout   time.Duration // how long requests in flight may take after SIGTERM
 	QueryTimeout   time.Duration // bound on each statement, including the wait for a connection
+	SyncRetention  time.Duration // how long the change feed keeps deletions; an older cursor gets 410
 	MaxTasks       int           // tasks one user may hold
 	RatePerSecond  int           // requests a user may make each second; 0: no limit
 	RateBurst      int           // requests a user may make at once
@@ -50,6 +51,7 @@ func loadConfig(getenv func(string) string) (config, error) {
 		StartupTimeout: 30 * time.Second,
 		DrainTimeout:   10 * time.Second,
 		QueryTimeout:   5 * time.Second,
+		SyncRetention:  30 * 24 * time.Hour,
 		MaxTasks:       10000,
 		RatePerSecond:  50,
 		RateBurst:      100,
@@ -106,13 +108,14 @@ func loadConfig(getenv func(string) string) (config, error) {
 	}
 	// Slices, not maps: of two bad settings, the first in this order is the one reported.
 	for _, d := range []struct {
-		name string
-		dst  *time.Duration
-	}{{"STARTUP_TIMEOUT", &c.StartupTimeout}, {"DRAIN_TIMEOUT", &c.DrainTimeout}, {"QUERY_TIMEOUT", &c.QueryTimeout}} {
+		name, example string
+		dst           *time.Duration
+	}{{"STARTUP_TIMEOUT", "30s", &c.StartupTimeout}, {"DRAIN_TIMEOUT", "10s", &c.DrainTimeout},
+		{"QUERY_TIMEOUT", "5s", &c.QueryTimeout}, {"SYNC_RETENTION", "720h (30 days)", &c.SyncRetention}} {
 		if s := getenv(d.name); s != "" {
 			v, err := time.ParseDuration(s)
 			if err != nil || v <= 0 {
-				return c, fmt.Errorf("%s must be a positive duration such as 30s, not %q", d.name, s)
+				return c, fmt.Errorf("%s must be a positive duration such as %s, not %q", d.name, d.example, s)
 			}
 			*d.dst = v
 		}
@@ -211,7 +214,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		return err
 	}
 
-	go forgetOldKeys(ctx, db, log)
+	go forgetOld(ctx, db, cfg.SyncRetention, log)
 
 	ln, err := net.Listen("tcp", ":"+cfg.Port)
 	if err != nil {
@@ -235,13 +238,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	return nil
 }
 
-// forgetOldKeys deletes expired Idempotency-Keys now and every hour until ctx ends.
-func forgetOldKeys(ctx context.Context, db *store, log *slog.Logger) {
+// forgetOld deletes expired Idempotency-Keys and tombstones now and every hour until ctx ends.
+func forgetOld(ctx context.Context, db *store, retention time.Duration, log *slog.Logger) {
 	tick := time.NewTicker(time.Hour)
 	defer tick.Stop()
 	for {
 		if _, err := db.deleteOldKeys(ctx); err != nil && ctx.Err() == nil {
 			log.Warn("deleting old idempotency keys", "err", err.Error())
+		}
+		if _, err := db.deleteOldTombstones(ctx, retention); err != nil && ctx.Err() == nil {
+			log.Warn("deleting old tombstones", "err", err.Error())
 		}
 		select {
 		case <-ctx.Done():
@@ -310,5 +316,6 @@ func newServer(log *slog.Logger, db *store, cfg config) http.Handler {
 	handle("PATCH /api/{user_id}/tasks/{id}", auth(handleUpdateTask(db)))
 	handle("DELETE /api/{user_id}/tasks/{id}", auth(handleDeleteTask(db)))
 	handle("PATCH /api/{user_id}/tasks/{id}/complete", auth(handleToggleTask(db)))
+	handle("GET /api/{user_id}/changes", auth(handleChanges(db, cfg.SyncRetention)))
 	return m
 }

@@ -89,7 +89,7 @@ type env struct {
 // testConfig is the production configuration with auth, minus the rate limit
 // (tests hammer one user on purpose), changed by each of opts.
 func testConfig(auth authConfig, opts ...func(*config)) config {
-	cfg := config{Auth: auth, CORSOrigins: map[string]bool{"http://localhost:3000": true}, MaxTasks: 10000}
+	cfg := config{Auth: auth, CORSOrigins: map[string]bool{"http://localhost:3000": true}, MaxTasks: 10000, SyncRetention: 30 * 24 * time.Hour}
 	for _, o := range opts {
 		o(&cfg)
 	}

@@ -30,6 +30,7 @@ var releasedMigrations = []string{
 	"4294a22dca5d1f56908dd95aecd42a7e3f02fcab2f7d32ef969a3bf8a2dd1aaa", // migration 6
 	"0082073edae12cd6fe11d5a956558bc5ea7b50c8bbdef64255114c31549d3338", // migration 7
 	"5eb668e322001378bfb3fa54a5988b8d1e06ec14b20b8a43a2b06d9b2cd127cc", // migration 8
+	"81f02d6dac5ba38f1b70ec65dc618553a15e249f5ca5ce46cc92279e39ebeb0e", // migration 9
 }
 
 func TestMigrationsUnchanged(t *testing.T) {
@@ -106,7 +107,7 @@ func TestMigrateUpgradesInPlace(t *testing.T) {
 		err := old.QueryRow(ctx, `SELECT json_build_array(
 			(SELECT json_agg(t ORDER BY id) FROM (SELECT id, user_id, title, description, completed, priority,
 				due_date, tags, created_at, updated_at FROM tasks) t), -- the columns the old release had
-			(SELECT json_agg(c ORDER BY user_id) FROM task_counts c),
+			(SELECT json_agg(c ORDER BY user_id) FROM (SELECT user_id, n FROM task_counts) c),
 			(SELECT json_agg(k ORDER BY key) FROM (SELECT user_id, key, request_hash, task_id, created_at FROM idempotency_keys) k))::text`).Scan(&s)
 		if err != nil {
 			t.Fatal(err)
@@ -143,6 +144,30 @@ func TestMigrateUpgradesInPlace(t *testing.T) {
 			if c := task.CompletedAt; task.Completed != (c != nil) || c != nil && !c.Equal(task.UpdatedAt) {
 				t.Fatalf("start %d: completed %v with completed_at %v (updated_at %v)", start, task.Completed, c, task.UpdatedAt)
 			}
+		}
+		// A first sync of the change feed returns every task there before the feed.
+		req, _ = http.NewRequest("GET", base+"/api/"+user+"/changes?limit=10", nil)
+		req.Header.Set("Authorization", "Bearer "+tokenFor(t, user))
+		var synced []int64
+		for more := true; more; {
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var page struct {
+				Tasks   []Task
+				Cursor  string
+				HasMore bool `json:"has_more"`
+			}
+			json.NewDecoder(resp.Body).Decode(&page)
+			resp.Body.Close()
+			for _, task := range page.Tasks {
+				synced = append(synced, task.ID)
+			}
+			req.URL.RawQuery, more = "limit=10&since="+page.Cursor, page.HasMore
+		}
+		if len(synced) != 25 || synced[0] != 1 || synced[24] != 25 {
+			t.Fatalf("start %d: a first sync returned tasks %v, want 1 to 25", start, synced)
 		}
 		if err := stop(); err != nil {
 			t.Fatal(err)

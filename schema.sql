@@ -116,3 +116,29 @@ RETURN replace(replace(translate(lower(normalize(t, NFKC) COLLATE task_fold), 'Ï
 -- A task already completed gets its last write's time, the nearest known.
 ALTER TABLE tasks ADD COLUMN completed_at timestamptz;
 UPDATE tasks SET completed_at = updated_at WHERE completed;
+
+-- migration 9: a change feed: a version per user on every task, and tombstones
+-- task_counts.version counts a user's writes. Each write moves it and stamps the
+-- task (or the deleted task's tombstone) with the new value; the row lock that
+-- creates already took on it holds until commit, so one user's versions commit
+-- in the order they were given out, and a feed read after version v misses
+-- nothing (store.changes). Tasks there before get versions 1..n, so the first
+-- sync after the upgrade returns them. A release before it inserts version 0.
+ALTER TABLE task_counts ADD COLUMN version bigint NOT NULL DEFAULT 0;
+INSERT INTO task_counts (user_id, n) SELECT user_id, count(*) FROM tasks GROUP BY user_id
+ON CONFLICT (user_id) DO NOTHING;
+ALTER TABLE tasks ADD COLUMN version bigint NOT NULL DEFAULT 0;
+UPDATE tasks t SET version = v.version
+FROM (SELECT id, row_number() OVER (PARTITION BY user_id ORDER BY id) AS version FROM tasks) v WHERE t.id = v.id;
+UPDATE task_counts c SET version = v.version
+FROM (SELECT user_id, max(version) AS version FROM tasks GROUP BY user_id) v WHERE c.user_id = v.user_id;
+CREATE INDEX tasks_user_version ON tasks (user_id, version);
+-- A deleted task, kept SYNC_RETENTION (and an hour) so that devices learn of it.
+CREATE TABLE task_tombstones (
+    user_id    text        NOT NULL,
+    version    bigint      NOT NULL,
+    task_id    bigint      NOT NULL,
+    deleted_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (user_id, version)
+);
+CREATE INDEX task_tombstones_deleted ON task_tombstones (deleted_at);

@@ -37,11 +37,27 @@ const idempotencyTTL = 24 * time.Hour
 const taskColumns = `id, user_id, title, description, completed, priority, due_date, tags, created_at, updated_at,
 	CASE WHEN due_kind_at = due_date THEN due_kind END AS due_kind, CASE WHEN completed THEN completed_at END AS completed_at`
 
+// querier runs statements: the pool, or the transaction of a write under an Idempotency-Key.
+type querier interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults
+}
+
+// q is what the store's statements run on: its transaction, if it has one, else the pool.
+func (s *store) q() querier {
+	if s.tx != nil {
+		return s.tx
+	}
+	return s.pool
+}
+
 // one runs a statement that returns at most one task.
 func (s *store) one(ctx context.Context, sql string, args ...any) (Task, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
-	rows, _ := s.pool.Query(ctx, sql, args...) // a failed query's error comes back from CollectOneRow
+	rows, _ := s.q().Query(ctx, sql, args...) // a failed query's error comes back from CollectOneRow
 	t, err := pgx.CollectOneRow(rows, scanTask)
 	return t, storeError(err)
 }
@@ -67,10 +83,12 @@ func (s *store) createTask(ctx context.Context, userID string, n newTask) (task 
 	// The user's count goes up only while below the limit, and its row lock makes
 	// concurrent creates by one user take turns: the limit holds exactly, and
 	// costs one row, not a count of the user's tasks.
-	const slotAndTask = `slot AS (INSERT INTO task_counts (user_id, n) VALUES ($1, 1)
-		ON CONFLICT (user_id) DO UPDATE SET n = task_counts.n + 1 WHERE task_counts.n < $7 RETURNING 1),
-		task AS (INSERT INTO tasks (user_id, title, description, priority, due_date, tags, due_kind, due_kind_at)
-		SELECT $1::text, $2::text, $3::text, $4::text, $5::timestamptz, $6::text[], $8::text, $5::timestamptz FROM slot
+	// The same row holds the user's version, which the new task takes (store.changes).
+	const slotAndTask = `slot AS (INSERT INTO task_counts (user_id, n, version) VALUES ($1, 1, 1)
+		ON CONFLICT (user_id) DO UPDATE SET n = task_counts.n + 1, version = task_counts.version + 1
+		WHERE task_counts.n < $7 RETURNING version),
+		task AS (INSERT INTO tasks (user_id, title, description, priority, due_date, tags, due_kind, due_kind_at, version)
+		SELECT $1::text, $2::text, $3::text, $4::text, $5::timestamptz, $6::text[], $8::text, $5::timestamptz, version FROM slot
 		RETURNING ` + taskColumns + `)`
 	insert := `WITH ` + slotAndTask + ` SELECT * FROM task`
 	dueAt, dueKind := dueColumns(n.DueDate)
@@ -112,7 +130,7 @@ func (s *store) replay(ctx context.Context, userID, key string, requestHash, leg
 	var hash []byte
 	var taskID int64
 	var legacy bool // stored by a release that hashed every due date as an instant
-	err := s.pool.QueryRow(ctx, `SELECT request_hash, task_id, hashed_due_forms IS NULL FROM idempotency_keys
+	err := s.q().QueryRow(ctx, `SELECT request_hash, task_id, hashed_due_forms IS NULL FROM idempotency_keys
 		WHERE user_id = $1 AND key = $2`, userID, key).Scan(&hash, &taskID, &legacy)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Task{}, errKeyUnknown
@@ -130,7 +148,7 @@ func (s *store) replay(ctx context.Context, userID, key string, requestHash, leg
 func (s *store) deleteOldKeys(ctx context.Context) (int64, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
-	tag, err := s.pool.Exec(ctx, `DELETE FROM idempotency_keys WHERE created_at < now() - make_interval(secs => $1)`,
+	tag, err := s.q().Exec(ctx, `DELETE FROM idempotency_keys WHERE created_at < now() - make_interval(secs => $1)`,
 		idempotencyTTL.Seconds())
 	return tag.RowsAffected(), storeError(err)
 }
@@ -138,11 +156,19 @@ func (s *store) deleteOldKeys(ctx context.Context) (int64, error) {
 // The writes below take the versions a client's If-Match allows: nil for any
 // version, else the task's updated_at must be one of them. The check is part
 // of the statement, so nothing can change the task in between.
+//
+// Each write first moves the user's version (task_counts.version) and stamps
+// the task or its tombstone with it: the change feed's order (store.changes).
+// The counter's row is locked before the task's, in every write, so two writes
+// never wait on each other in a cycle. A write that finds no task has moved the
+// version for nothing, which the feed does not notice.
+const nextVersion = `next AS (UPDATE task_counts SET version = version + 1 WHERE user_id = $2 RETURNING version)`
 
 // updateTask applies a partial change in one statement; updated_at always moves forward.
 func (s *store) updateTask(ctx context.Context, userID string, id int64, c taskChange, ifMatch []time.Time) (Task, error) {
 	dueAt, dueKind := dueColumns(c.DueDate)
-	t, err := s.one(ctx, `UPDATE tasks SET
+	t, err := s.one(ctx, `WITH `+nextVersion+` UPDATE tasks SET
+			version     = next.version,
 			title       = coalesce($3, title),
 			description = CASE WHEN $4 THEN NULL ELSE coalesce($5, description) END,
 			completed   = coalesce($6, completed),
@@ -153,7 +179,7 @@ func (s *store) updateTask(ctx context.Context, userID string, id int64, c taskC
 			due_kind_at = CASE WHEN $8 THEN NULL WHEN $12::text IS NOT NULL THEN $9 ELSE due_kind_at END,
 			tags        = coalesce($10, tags),
 			updated_at  = greatest(now(), updated_at + interval '1 microsecond')
-		WHERE id = $1 AND user_id = $2 AND ($11::timestamptz[] IS NULL OR updated_at = ANY($11))
+		FROM next WHERE id = $1 AND user_id = $2 AND ($11::timestamptz[] IS NULL OR updated_at = ANY($11))
 		RETURNING `+taskColumns,
 		id, userID, c.Title, c.ClearDesc, c.Description, c.Completed, c.Priority, c.ClearDue, dueAt, c.Tags, ifMatch, dueKind)
 	return s.checkStale(ctx, userID, id, ifMatch, t, err)
@@ -161,30 +187,81 @@ func (s *store) updateTask(ctx context.Context, userID string, id int64, c taskC
 
 // toggleTask flips completed in one statement, so concurrent toggles never lose one.
 func (s *store) toggleTask(ctx context.Context, userID string, id int64, ifMatch []time.Time) (Task, error) {
-	t, err := s.one(ctx, `UPDATE tasks SET completed = NOT completed,
-			completed_at = CASE WHEN completed THEN NULL ELSE now() END,
+	t, err := s.one(ctx, `WITH `+nextVersion+` UPDATE tasks SET completed = NOT completed,
+			completed_at = CASE WHEN completed THEN NULL ELSE now() END, version = next.version,
 			updated_at = greatest(now(), updated_at + interval '1 microsecond')
-		WHERE id = $1 AND user_id = $2 AND ($3::timestamptz[] IS NULL OR updated_at = ANY($3))
+		FROM next WHERE id = $1 AND user_id = $2 AND ($3::timestamptz[] IS NULL OR updated_at = ANY($3))
 		RETURNING `+taskColumns, id, userID, ifMatch)
 	return s.checkStale(ctx, userID, id, ifMatch, t, err)
 }
 
-// deleteTask removes the user's task id.
+// deleteTask removes the user's task id and leaves a tombstone for the change
+// feed. Two statements sent at once, which PostgreSQL runs as one transaction:
+// the first moves the version, so the counter's row is locked before the task's
+// (see nextVersion); the second, with a snapshot taken after that lock, counts
+// the task out only if this statement deleted it.
 func (s *store) deleteTask(ctx context.Context, userID string, id int64, ifMatch []time.Time) error {
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
 	var deleted int
-	err := s.pool.QueryRow(ctx, `WITH gone AS (DELETE FROM tasks WHERE id = $1 AND user_id = $2
-			AND ($3::timestamptz[] IS NULL OR updated_at = ANY($3)) RETURNING user_id),
-		counted AS (UPDATE task_counts c SET n = c.n - 1 FROM gone WHERE c.user_id = gone.user_id)
-		SELECT count(*) FROM gone`, id, userID, ifMatch).Scan(&deleted)
-	if err != nil {
+	b := &pgx.Batch{}
+	b.Queue(`UPDATE task_counts SET version = version + 1 WHERE user_id = $1`, userID)
+	b.Queue(`WITH gone AS (DELETE FROM tasks WHERE id = $1 AND user_id = $2
+			AND ($3::timestamptz[] IS NULL OR updated_at = ANY($3)) RETURNING id),
+		counted AS (UPDATE task_counts SET n = n - 1 WHERE user_id = $2 AND EXISTS (SELECT FROM gone) RETURNING version),
+		tombstone AS (INSERT INTO task_tombstones (user_id, version, task_id) SELECT $2, version, $1 FROM counted)
+		SELECT count(*) FROM gone`, id, userID, ifMatch).QueryRow(func(row pgx.Row) error { return row.Scan(&deleted) })
+	if err := s.q().SendBatch(ctx, b).Close(); err != nil {
 		return storeError(err)
 	}
-	if deleted == 0 {
-		_, err = s.checkStale(ctx, userID, id, ifMatch, Task{}, errNotFound)
+	if deleted > 0 {
+		return nil
 	}
+	_, err := s.checkStale(ctx, userID, id, ifMatch, Task{}, errNotFound)
 	return err
+}
+
+// feedPos is a place in a user's change feed: after the change of version
+// Version to the task ID (ID breaks ties, as between the version-0 tasks that a
+// release before the feed inserts; math.MaxInt64 is after every task of Version).
+type feedPos struct{ Version, ID int64 }
+
+// change is an entry of the change feed: a task in its latest state, or only
+// its ID when it was deleted; Version is the write that left it so.
+type change struct {
+	Task
+	Version int64
+	Deleted bool
+}
+
+// changes returns the user's changes after pos, in version order: the tasks
+// written since, and tombstones of those deleted since, at most limit in all.
+// One statement, one snapshot: a user's versions commit in the order they were
+// given out (nextVersion), so a snapshot that holds version v holds every version
+// before it, and a read that goes on from the last version it returned skips nothing.
+func (s *store) changes(ctx context.Context, userID string, pos feedPos, limit int) ([]change, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	rows, _ := s.q().Query(ctx, `(SELECT `+taskColumns+`, version, false AS deleted FROM tasks
+			WHERE user_id = $1 AND version >= $2 AND (version, id) > ($2, $3) ORDER BY version, id LIMIT $4)
+		UNION ALL
+		(SELECT task_id, user_id, '', NULL, false, '', NULL, '{}', deleted_at, deleted_at, NULL, NULL, version, true
+			FROM task_tombstones WHERE user_id = $1 AND version >= $2 AND (version, task_id) > ($2, $3)
+			ORDER BY version, task_id LIMIT $4)
+		ORDER BY version, id LIMIT $4`, userID, pos.Version, pos.ID, limit)
+	changes, err := pgx.CollectRows(rows, scanChange)
+	return changes, storeError(err)
+}
+
+// deleteOldTombstones forgets deletions older than retention and an hour: a
+// margin for a delete whose transaction began (its deleted_at) before a feed
+// read that did not yet see it, and for clocks that disagree.
+func (s *store) deleteOldTombstones(ctx context.Context, retention time.Duration) (int64, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	tag, err := s.q().Exec(ctx, `DELETE FROM task_tombstones WHERE deleted_at < now() - make_interval(secs => $1)`,
+		(retention + time.Hour).Seconds())
+	return tag.RowsAffected(), storeError(err)
 }
 
 // checkStale tells a failed precondition from a missing task, after a write
@@ -250,7 +327,7 @@ func (s *store) listTasks(ctx context.Context, userID string, q listQuery) ([]Ta
 	}
 	n := len(args)
 	page := ` ORDER BY ` + order + ` LIMIT $` + strconv.Itoa(n+1) + ` OFFSET $` + strconv.Itoa(n+2)
-	rows, _ := s.pool.Query(ctx, `SELECT `+taskColumns+` FROM tasks `+where+page, append(args, q.Limit+1, q.Offset)...)
+	rows, _ := s.q().Query(ctx, `SELECT `+taskColumns+` FROM tasks `+where+page, append(args, q.Limit+1, q.Offset)...)
 	tasks, err := pgx.CollectRows(rows, scanTask)
 	if err != nil {
 		return nil, 0, storeError(err)
@@ -261,7 +338,7 @@ func (s *store) listTasks(ctx context.Context, userID string, q listQuery) ([]Ta
 	}
 	total := q.Offset + len(tasks)
 	if more || len(tasks) == 0 && q.Offset > 0 {
-		if err := s.pool.QueryRow(ctx, `SELECT count(*) FROM tasks `+where, args[:n]...).Scan(&total); err != nil {
+		if err := s.q().QueryRow(ctx, `SELECT count(*) FROM tasks `+where, args[:n]...).Scan(&total); err != nil {
 			return nil, 0, storeError(err)
 		}
 	}

@@ -19,12 +19,18 @@ func scanTask(rows pgx.CollectableRow) (Task, error) {
 		return t, nil
 	}
 	var t Task
+	err := scanTaskInto(rows, &t)
+	return t, err
+}
+
+// scanTaskInto reads a row of taskColumns, then the extra columns into extra, with pgx's Scan.
+func scanTaskInto(rows pgx.CollectableRow, t *Task, extra ...any) error {
 	var due *time.Time
 	var kind *string
-	err := rows.Scan(&t.ID, &t.UserID, &t.Title, &t.Description, &t.Completed, &t.Priority,
-		&due, &t.Tags, &t.CreatedAt, &t.UpdatedAt, &kind, &t.CompletedAt)
+	err := rows.Scan(append([]any{&t.ID, &t.UserID, &t.Title, &t.Description, &t.Completed, &t.Priority,
+		&due, &t.Tags, &t.CreatedAt, &t.UpdatedAt, &kind, &t.CompletedAt}, extra...)...)
 	if err != nil {
-		return t, err
+		return err
 	}
 	t.CreatedAt, t.UpdatedAt = t.CreatedAt.UTC(), t.UpdatedAt.UTC()
 	if t.CompletedAt != nil {
@@ -37,7 +43,22 @@ func scanTask(rows pgx.CollectableRow) (Task, error) {
 	if t.Tags == nil {
 		t.Tags = []string{}
 	}
-	return t, nil
+	return nil
+}
+
+// scanChange reads one row of the change feed: taskColumns, then version and deleted.
+func scanChange(rows pgx.CollectableRow) (change, error) {
+	fields, raw := rows.FieldDescriptions(), rows.RawValues()
+	n := len(taskColumnTypes)
+	if len(fields) == n+2 && fields[n].Format == pgx.BinaryFormatCode && fields[n].DataTypeOID == pgtype.Int8OID &&
+		len(raw[n]) == 8 && fields[n+1].Format == pgx.BinaryFormatCode && len(raw[n+1]) == 1 {
+		if t, ok := taskFromBinary(fields[:n], raw[:n]); ok {
+			return change{t, int64(binary.BigEndian.Uint64(raw[n])), raw[n+1][0] == 1}, nil
+		}
+	}
+	var c change
+	err := scanTaskInto(rows, &c.Task, &c.Version, &c.Deleted)
+	return c, err
 }
 
 // taskColumnTypes are the type OIDs of taskColumns (domains are sent as their base types).

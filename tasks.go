@@ -147,12 +147,12 @@ func ifMatch(r *http.Request) []time.Time {
 	return versions
 }
 
-// noneMatch reports whether an If-None-Match header names the task's current version.
-func noneMatch(r *http.Request, t Task) bool {
+// noneMatch reports whether an If-None-Match header names tag, the current version.
+func noneMatch(r *http.Request, current string) bool {
 	h := strings.Join(r.Header.Values("If-None-Match"), ",")
-	for tag := range strings.SplitSeq(h, ",") {
-		tag = strings.TrimPrefix(strings.TrimSpace(tag), "W/") // If-None-Match compares weakly
-		if tag == "*" || tag == etag(t) {
+	for t := range strings.SplitSeq(h, ",") {
+		t = strings.TrimPrefix(strings.TrimSpace(t), "W/") // If-None-Match compares weakly
+		if t == "*" || t == current {
 			return true
 		}
 	}
@@ -172,7 +172,7 @@ func handleGetTask(db *store) userHandler {
 			writeError(w, r, err)
 			return
 		}
-		if noneMatch(r, task) {
+		if noneMatch(r, etag(task)) {
 			w.Header().Set("ETag", etag(task))
 			w.WriteHeader(http.StatusNotModified)
 			return

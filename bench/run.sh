@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # HTTP-level benchmark of the tasks API, next to pgbench running the same SQL.
 #
-#   bash bench/run.sh [-c 100] [-d 10] [-u 1000] [-t 20] [-p list,list_params,get,update,toggle,create] [-r 1]
+#   bash bench/run.sh [-c 100] [-d 10] [-u 1000] [-t 20] [-p list,list_params,get,update,toggle,create,changes] [-r 1]
 #
 # Starts a private PostgreSQL 15 (initdb in a temporary directory, max_connections 300, so 100
 # clients fit), builds the binary, seeds -u users x -t tasks, then for each phase runs wrk
@@ -12,7 +12,7 @@
 # Needs: wrk and pgbench (Debian: apt-get install wrk postgresql-client), Go, root (for runuser).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-C=100 D=10 USERS=1000 TASKS=20 PHASES=list,list_params,get,update,toggle,create REPLICAS=1
+C=100 D=10 USERS=1000 TASKS=20 PHASES=list,list_params,get,update,toggle,create,changes REPLICAS=1
 while getopts "c:d:u:t:p:r:h" o; do
   case $o in
     c) C=$OPTARG ;; d) D=$OPTARG ;; u) USERS=$OPTARG ;; t) TASKS=$OPTARG ;; p) PHASES=$OPTARG ;; r) REPLICAS=$OPTARG ;;
@@ -72,11 +72,12 @@ for _ in $(seq 50); do curl -sf "http://127.0.0.1:18201/readyz" >/dev/null && br
 # Seed: user n owns task ids (n-1)*TASKS+1 .. n*TASKS; writers (bench-wNNNNN) start empty.
 psql -q -v ON_ERROR_STOP=1 <<EOF
 TRUNCATE tasks, task_counts RESTART IDENTITY;
-INSERT INTO tasks (user_id, title, description, tags, created_at, updated_at)
+INSERT INTO tasks (user_id, title, description, tags, created_at, updated_at, version)
 SELECT 'bench-u' || lpad(u::text, 5, '0'), 'Seed task ' || k, CASE WHEN k % 2 = 0 THEN 'Seeded description ' || k END,
        CASE WHEN k % 3 = 0 THEN '{home}'::text[] ELSE '{}' END,
-       now() - interval '1 hour' + k * interval '1 second', now() - interval '1 hour' + k * interval '1 second'
+       now() - interval '1 hour' + k * interval '1 second', now() - interval '1 hour' + k * interval '1 second', k
 FROM generate_series(1, $USERS) u, generate_series(1, $TASKS) k ORDER BY u, k;
+INSERT INTO task_counts (user_id, n, version) SELECT user_id, count(*), max(version) FROM tasks GROUP BY user_id;
 VACUUM ANALYZE tasks;
 EOF
 for u in $(seq "$USERS"); do "$work/tasks" token "$(printf 'bench-u%05d' "$u")"; done >"$work/tokens"
@@ -87,7 +88,7 @@ load() { # phase seconds -> RESULT lines
   local per=$((C / REPLICAS)) jobs=()
   for r in $(seq "$REPLICAS"); do
     wrk -t "$((2 / REPLICAS > 0 ? 2 / REPLICAS : 1))" -c "$per" -d "${2}s" --timeout 10s -s bench/wrk.lua \
-      "http://127.0.0.1:$((18200 + r))" -- "$1" "$USERS" "$TASKS" "$work/tokens" | grep '^RESULT' &
+      "http://127.0.0.1:$((18200 + r))" -- "$1" "$USERS" "$TASKS" "$work/tokens" "$work/cursors" | grep '^RESULT' &
     jobs+=($!)
   done
   wait "${jobs[@]}"
@@ -99,6 +100,10 @@ echo
 echo "| phase | API req/s | API p99 ms | API CPU µs/req | DB CPU µs/req (API) | pgbench tps | pgbench p99 ms | DB CPU µs/req (pgbench) | API ÷ pgbench |"
 echo "|---|---|---|---|---|---|---|---|---|"
 for phase in ${PHASES//,/ }; do
+  if [ "$phase" = changes ]; then # each user's cursor at their last version: a poll that finds nothing new
+    psql -qAt -c "SELECT version FROM task_counts WHERE user_id LIKE 'bench-u%' ORDER BY user_id" |
+      while read -r v; do printf '%s' "$v.9223372036854775807.$(date +%s%3N)" | base64 -w0 | tr '+/' '-_' | tr -d '='; echo; done >"$work/cursors"
+  fi
   load "$phase" 2 >/dev/null
   a0=$(apicpu); p0=$(pgcpu)
   res=$(load "$phase" "$D")

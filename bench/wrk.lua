@@ -1,10 +1,11 @@
 -- wrk script for bench/run.sh: every request as a random seeded user, with that
--- user's token. Arguments (after --): phase users tasks tokens-file
-local phase, users, tasks, tokens = "list", 1000, 20, {}
+-- user's token. Arguments (after --): phase users tasks tokens-file cursors-file
+local phase, users, tasks, tokens, cursors = "list", 1000, 20, {}, {}
 
 function init(args)
   phase, users, tasks = args[1], tonumber(args[2]), tonumber(args[3])
   for line in io.lines(args[4]) do tokens[#tokens + 1] = line end
+  if phase == "changes" then for line in io.lines(args[5]) do cursors[#cursors + 1] = line end end
 end
 
 local bodies = {
@@ -21,6 +22,7 @@ function request()
   if phase == "list" then return wrk.format("GET", base, headers) end
   if phase == "list_params" then return wrk.format("GET", base .. "?status=pending&sort=title&order=desc&q=task&tag=home&limit=20", headers) end
   if phase == "get" then return wrk.format("GET", base .. "/" .. id, headers) end
+  if phase == "changes" then return wrk.format("GET", "/api/" .. user .. "/changes?since=" .. cursors[u], headers) end
   if phase == "toggle" then return wrk.format("PATCH", base .. "/" .. id .. "/complete", headers) end
   headers["Content-Type"] = "application/json"
   if phase == "update" then return wrk.format("PUT", base .. "/" .. id, headers, bodies.update) end

@@ -1,0 +1,262 @@
+// feed_test.go tests the change feed: its answers, its cursor, and that a device following it converges.
+package main
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"net/url"
+	"reflect"
+	"sort"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+)
+
+// feedPage is one answer of the change feed.
+type feedPage struct {
+	Tasks   []Task  `json:"tasks"`
+	Deleted []int64 `json:"deleted"`
+	Cursor  string  `json:"cursor"`
+	HasMore bool    `json:"has_more"`
+}
+
+// device is a client's copy of one user's tasks, kept by the feed.
+type device struct {
+	tasks  map[int64]Task
+	cursor string
+}
+
+// pull follows the feed until has_more is false, applying each page, and returns the pages read.
+func (e *env) pull(user string, d *device, limit int) int {
+	e.t.Helper()
+	pages := 0
+	for {
+		q := url.Values{"limit": {strconv.Itoa(limit)}}
+		if d.cursor != "" {
+			q.Set("since", d.cursor)
+		}
+		r := e.do("GET", "/api/"+user+"/changes?"+q.Encode(), tokenFor(e.t, user), nil)
+		e.want(r, 200, "GET changes")
+		p := decode[feedPage](e.t, r)
+		if len(p.Tasks)+len(p.Deleted) > limit || p.Cursor == "" || p.Tasks == nil || p.Deleted == nil {
+			e.t.Fatalf("page %s: over the limit %d, or a field missing", r, limit)
+		}
+		for _, t := range p.Tasks {
+			d.tasks[t.ID] = t
+		}
+		for _, id := range p.Deleted {
+			delete(d.tasks, id)
+		}
+		d.cursor, pages = p.Cursor, pages+1
+		if !p.HasMore {
+			return pages
+		}
+	}
+}
+
+// wantSame fails unless the device holds exactly the user's list.
+func (e *env) wantSame(user string, d *device, what string) {
+	e.t.Helper()
+	list, total := e.list(user, "?limit=100")
+	if total != len(list) {
+		e.t.Fatalf("%s: the user has %d tasks, more than one page", what, total)
+	}
+	want := map[int64]Task{}
+	for _, t := range list {
+		want[t.ID] = t
+	}
+	if !reflect.DeepEqual(d.tasks, want) {
+		e.t.Fatalf("%s: the device holds\n%v\nthe list is\n%v", what, d.tasks, want)
+	}
+}
+
+func TestFeed(t *testing.T) {
+	e := newEnv(t, hsAuth())
+	user := newUser(t)
+	tok := tokenFor(t, user)
+	var ids []int64
+	for i := range 5 {
+		ids = append(ids, e.create(user, map[string]any{"title": fmt.Sprint("task ", i)}).ID)
+	}
+	d := &device{tasks: map[int64]Task{}}
+	if pages := e.pull(user, d, 2); pages != 3 {
+		t.Fatalf("a first sync of 5 tasks at limit=2 took %d pages, want 3", pages)
+	}
+	e.wantSame(user, d, "first sync")
+
+	// Each task that changed appears once, in its latest state; a deleted one by id.
+	e.want(e.do("PATCH", fmt.Sprint("/api/", user, "/tasks/", ids[0]), tok, map[string]any{"title": "renamed"}), 200, "PATCH")
+	e.want(e.do("PATCH", fmt.Sprint("/api/", user, "/tasks/", ids[0]), tok, map[string]any{"title": "renamed again"}), 200, "PATCH")
+	e.want(e.do("PATCH", fmt.Sprint("/api/", user, "/tasks/", ids[1], "/complete"), tok, nil), 200, "toggle")
+	e.want(e.do("DELETE", fmt.Sprint("/api/", user, "/tasks/", ids[2]), tok, nil), 204, "DELETE")
+	e.want(e.do("DELETE", fmt.Sprint("/api/", user, "/tasks/", ids[2]), tok, nil), 404, "DELETE again")
+	created := e.create(user, map[string]any{"title": "new"})
+	r := e.do("GET", "/api/"+user+"/changes?since="+d.cursor, tok, nil)
+	e.want(r, 200, "GET changes")
+	p := decode[feedPage](t, r)
+	var got []string
+	for _, task := range p.Tasks {
+		got = append(got, fmt.Sprint(task.ID, task.Title, task.Completed))
+	}
+	want := []string{fmt.Sprint(ids[0], "renamed again", false), fmt.Sprint(ids[1], "task 1", true), fmt.Sprint(created.ID, "new", false)}
+	if !reflect.DeepEqual(got, want) || !reflect.DeepEqual(p.Deleted, []int64{ids[2]}) || p.HasMore {
+		t.Fatalf("changes = %s, want tasks %v and deleted [%d]", r, want, ids[2])
+	}
+	if p.Tasks[1].CompletedAt == nil {
+		t.Fatalf("a completed task in the feed has no completed_at: %s", r)
+	}
+	e.pull(user, d, 1000)
+	e.wantSame(user, d, "after changes")
+
+	// Polling an unchanged feed: an empty answer, then 304 with the ETag it gave.
+	r = e.do("GET", "/api/"+user+"/changes?since="+d.cursor, tok, nil)
+	if p := decode[feedPage](t, r); r.status != 200 || len(p.Tasks)+len(p.Deleted) != 0 || p.HasMore || r.header.Get("ETag") == "" {
+		t.Fatalf("an unchanged feed = %s %v", r, r.header)
+	}
+	tag := r.header.Get("ETag")
+	r = e.do("GET", "/api/"+user+"/changes?since="+d.cursor, tok, nil, "If-None-Match", tag)
+	if r.status != 304 || len(r.body) != 0 || r.header.Get("ETag") != tag {
+		t.Fatalf("If-None-Match with the feed's ETag = %s %v, want 304", r, r.header)
+	}
+	e.create(user, map[string]any{"title": "one more"})
+	e.want(e.do("GET", "/api/"+user+"/changes?since="+d.cursor, tok, nil, "If-None-Match", tag), 200, "If-None-Match after a change")
+	// The first sync's ETag too.
+	r = e.do("GET", "/api/"+user+"/changes", tok, nil)
+	e.want(e.do("GET", "/api/"+user+"/changes", tok, nil, "If-None-Match", r.header.Get("ETag")), 304, "first sync, unchanged")
+
+	// Auth and isolation, as on every route: another user's feed is not this one's.
+	e.want(e.do("GET", "/api/"+user+"/changes", "", nil), 401, "no token")
+	e.want(e.do("GET", "/api/someone-else/changes", tok, nil), 403, "another user's feed")
+	other := newUser(t)
+	if p := decode[feedPage](t, e.do("GET", "/api/"+other+"/changes?since="+d.cursor, tokenFor(t, other), nil)); len(p.Tasks)+len(p.Deleted) != 0 {
+		t.Fatalf("another user's feed from this user's cursor holds %+v", p)
+	}
+}
+
+func TestFeedRefusesBadInput(t *testing.T) {
+	e := newEnv(t, hsAuth(), func(c *config) { c.SyncRetention = time.Hour })
+	user := newUser(t)
+	tok := tokenFor(t, user)
+	good := feedCursor{feedPos{3, 7}, time.Now()}.String()
+	b64 := base64.RawURLEncoding.EncodeToString
+	for _, since := range []string{"", "x", "!!!!", good + "=", good[:len(good)-1], base64.URLEncoding.EncodeToString([]byte("1.2.3")),
+		feedCursor{feedPos{-2, 0}, time.Now()}.String(), feedCursor{feedPos{1, -1}, time.Now()}.String(),
+		b64([]byte("01.2.3")), b64([]byte("+1.2.3")), b64([]byte("1.2")), b64([]byte("1.2.3.4")), b64([]byte("1.2.x"))} {
+		wantLoc(t, e.do("GET", "/api/"+user+"/changes?since="+url.QueryEscape(since), tok, nil), "query", "since")
+	}
+	for _, limit := range []string{"0", "1001", "-1", "x", "1e3"} {
+		wantLoc(t, e.do("GET", "/api/"+user+"/changes?limit="+limit, tok, nil), "query", "limit")
+	}
+	wantLoc(t, e.do("GET", "/api/"+user+"/changes?limit=1&limit=2", tok, nil), "query", "limit")
+	wantLoc(t, e.do("GET", "/api/"+user+"/changes?since="+good+"&since="+good, tok, nil), "query", "since")
+
+	// Older than SYNC_RETENTION: 410, whether or not anything was deleted since.
+	old := feedCursor{feedPos{3, math.MaxInt64}, time.Now().Add(-time.Hour - time.Second)}.String()
+	r := e.do("GET", "/api/"+user+"/changes?since="+old, tok, nil)
+	if r.status != 410 || !json410(r) {
+		t.Fatalf("a cursor older than SYNC_RETENTION = %s, want 410 with a detail", r)
+	}
+	// Past half of it, a 200 with a new cursor rather than a 304 that keeps the old one.
+	aging := feedCursor{feedPos{3, math.MaxInt64}, time.Now().Add(-40 * time.Minute)}
+	r = e.do("GET", "/api/"+user+"/changes?since="+aging.String(), tok, nil, "If-None-Match", aging.etag())
+	if p := decode[feedPage](t, r); r.status != 200 || p.Cursor == aging.String() {
+		t.Fatalf("a cursor past half the retention, unchanged = %s, want 200 with a new cursor", r)
+	}
+}
+
+// json410 reports whether r's body tells the client to sync from scratch.
+func json410(r result) bool {
+	var body struct{ Detail string }
+	return json.Unmarshal(r.body, &body) == nil && body.Detail != ""
+}
+
+// TestFeedConverges runs writers that create, update, toggle and delete one
+// user's tasks concurrently while a device follows the feed in small pages,
+// over many random schedules; when the writers stop, one more pull must leave
+// the device holding exactly the list.
+func TestFeedConverges(t *testing.T) {
+	e := newEnv(t, hsAuth())
+	schedules := 12
+	if testing.Short() {
+		schedules = 3
+	}
+	for s := range schedules {
+		rng := rand.New(rand.NewPCG(uint64(s), uint64(time.Now().UnixNano())))
+		user := newUser(t) + strconv.Itoa(s)
+		tok := tokenFor(t, user)
+		writers, ops := 2+rng.IntN(4), 15+rng.IntN(25)
+		var wg sync.WaitGroup
+		for w := range writers {
+			seed := rng.Uint64()
+			wg.Go(func() {
+				rng := rand.New(rand.NewPCG(seed, uint64(w)))
+				var mine []int64
+				for range ops {
+					path := func() string { return fmt.Sprint("/api/", user, "/tasks/", mine[rng.IntN(len(mine))]) }
+					switch op := rng.IntN(10); {
+					case op < 4 || len(mine) == 0:
+						r := e.do("POST", "/api/"+user+"/tasks", tok, map[string]any{"title": fmt.Sprint("w", w, " ", rng.Int())})
+						if r.status == 201 {
+							mine = append(mine, decode[Task](t, r).ID)
+						}
+					case op < 6:
+						e.do("PATCH", path(), tok, map[string]any{"title": fmt.Sprint("edit ", rng.Int()), "priority": "high"})
+					case op < 8:
+						e.do("PATCH", path()+"/complete", tok, nil)
+					default:
+						i := rng.IntN(len(mine))
+						e.do("DELETE", fmt.Sprint("/api/", user, "/tasks/", mine[i]), tok, nil)
+						mine = append(mine[:i], mine[i+1:]...)
+					}
+				}
+			})
+		}
+		d := &device{tasks: map[int64]Task{}}
+		done := make(chan struct{})
+		go func() { wg.Wait(); close(done) }()
+		limit := 1 + rng.IntN(4)
+		for polling := true; polling; {
+			select {
+			case <-done:
+				polling = false
+			default:
+				e.pull(user, d, limit)
+			}
+		}
+		e.pull(user, d, limit)
+		e.wantSame(user, d, fmt.Sprintf("schedule %d (%d writers × %d writes, pages of %d)", s, writers, ops, limit))
+	}
+}
+
+// TestFeedTombstonesExpire checks that the purge removes only tombstones past the retention and its margin.
+func TestFeedTombstonesExpire(t *testing.T) {
+	e := newEnv(t, hsAuth())
+	user := newUser(t)
+	for range 2 {
+		task := e.create(user, map[string]any{"title": "to delete"})
+		e.want(e.do("DELETE", fmt.Sprint("/api/", user, "/tasks/", task.ID), tokenFor(t, user), nil), 204, "DELETE")
+	}
+	ctx := t.Context()
+	if _, err := testDB.pool.Exec(ctx, `UPDATE task_tombstones SET deleted_at = now() - interval '2 hours 1 minute'
+		WHERE user_id = $1 AND version = (SELECT min(version) FROM task_tombstones WHERE user_id = $1)`, user); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := testDB.deleteOldTombstones(ctx, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	var left []int64
+	rows, _ := testDB.pool.Query(ctx, `SELECT version FROM task_tombstones WHERE user_id = $1`, user)
+	for rows.Next() {
+		var v int64
+		rows.Scan(&v)
+		left = append(left, v)
+	}
+	sort.Slice(left, func(i, j int) bool { return left[i] < left[j] })
+	if rows.Err() != nil || len(left) != 1 || left[0] != 4 {
+		t.Fatalf("tombstones left: %v (%v), want the second delete's (version 4)", left, rows.Err())
+	}
+}
