@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"strconv"
 	"time"
 
@@ -144,6 +145,71 @@ func (s *store) replay(ctx context.Context, userID, key string, requestHash, leg
 	return s.getTask(ctx, userID, taskID)
 }
 
+// answer is a write's first answer, kept with its Idempotency-Key: a retry gets it again.
+type answer struct {
+	Status int
+	ETag   string // "" for none
+	Body   []byte // nil for none
+}
+
+// once runs write, a write on the user's task id, at most once per Idempotency-Key,
+// in a transaction that first claims the key with the request's hash. A retry
+// with the key and the same hash gets the first answer (replayed) and writes
+// nothing; a concurrent one waits on the key's unique index for the first to
+// end. Another request with the key is errKeyReused. When write fails, nothing
+// is kept, the key included, so a retry runs it again.
+func (s *store) once(ctx context.Context, userID, key string, requestHash []byte, id int64,
+	write func(*store) (answer, error)) (a answer, replayed bool, err error) {
+	ctx, cancel := context.WithTimeout(ctx, s.timeout) // the whole transaction, as for one statement
+	defer cancel()
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return a, false, storeError(err)
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx)) // after Commit, nothing to do
+	claimed, err := tx.Exec(ctx, `INSERT INTO idempotency_keys (user_id, key, request_hash, task_id, hashed_due_forms)
+		VALUES ($1, $2, $3, $4, true) ON CONFLICT (user_id, key) DO NOTHING`, userID, key, requestHash, id)
+	if err != nil {
+		return a, false, storeError(err)
+	}
+	if claimed.RowsAffected() == 0 {
+		tx.Rollback(ctx)
+		a, err = s.answerOf(ctx, userID, key, requestHash)
+		return a, err == nil, err
+	}
+	if a, err = write(&store{pool: s.pool, timeout: s.timeout, tx: tx}); err != nil {
+		return a, false, err
+	}
+	_, err = tx.Exec(ctx, `UPDATE idempotency_keys SET status = $3, etag = $4, answer = $5 WHERE user_id = $1 AND key = $2`,
+		userID, key, a.Status, a.ETag, a.Body)
+	if err == nil {
+		err = tx.Commit(ctx)
+	}
+	return a, false, storeError(err)
+}
+
+// answerOf returns the answer kept with the user's key, if it was for the same request.
+func (s *store) answerOf(ctx context.Context, userID, key string, requestHash []byte) (answer, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	var a answer
+	var hash []byte
+	var status *int16 // none: the key is a create's
+	err := s.q().QueryRow(ctx, `SELECT request_hash, status, coalesce(etag, ''), answer FROM idempotency_keys
+		WHERE user_id = $1 AND key = $2`, userID, key).Scan(&hash, &status, &a.ETag, &a.Body)
+	if errors.Is(err, pgx.ErrNoRows) { // forgotten (idempotencyTTL) since this request found it
+		return a, fmt.Errorf("%w: the Idempotency-Key expired during the request", errUnavailable)
+	}
+	if err != nil {
+		return a, storeError(err)
+	}
+	if status == nil || !bytes.Equal(hash, requestHash) {
+		return a, errKeyReused
+	}
+	a.Status = int(*status)
+	return a, nil
+}
+
 // deleteOldKeys forgets Idempotency-Keys older than idempotencyTTL.
 func (s *store) deleteOldKeys(ctx context.Context) (int64, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
@@ -242,8 +308,11 @@ type change struct {
 func (s *store) changes(ctx context.Context, userID string, pos feedPos, limit int) ([]change, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
+	// A read that finds the user's version where the cursor is (nothing new) stops
+	// at the counter's row, and does not read the user's tasks.
 	rows, _ := s.q().Query(ctx, `(SELECT `+taskColumns+`, version, false AS deleted FROM tasks
-			WHERE user_id = $1 AND version >= $2 AND (version, id) > ($2, $3) ORDER BY version, id LIMIT $4)
+			WHERE user_id = $1 AND version >= $2 AND (version, id) > ($2, $3)
+			AND ($2 < (SELECT version FROM task_counts WHERE user_id = $1) OR $2 <= 0) ORDER BY version, id LIMIT $4)
 		UNION ALL
 		(SELECT task_id, user_id, '', NULL, false, '', NULL, '{}', deleted_at, deleted_at, NULL, NULL, version, true
 			FROM task_tombstones WHERE user_id = $1 AND version >= $2 AND (version, task_id) > ($2, $3)

@@ -49,11 +49,12 @@ func handleListTasks(db *store) userHandler {
 // again, with Idempotent-Replayed: true, and creates nothing.
 func handleCreateTask(db *store, maxTasks int) userHandler {
 	return func(w http.ResponseWriter, r *http.Request, userID string) {
-		n := newTask{MaxTasks: maxTasks, Key: r.Header.Get("Idempotency-Key")}
-		if n.Key != "" && !validKey(n.Key) || len(r.Header.Values("Idempotency-Key")) > 1 {
-			writeError(w, r, validationError{{[]any{"header", "Idempotency-Key"}, "Should be one header of 1 to 255 visible ASCII characters", "string_invalid"}})
+		key, err := idempotencyKey(r)
+		if err != nil {
+			writeError(w, r, err)
 			return
 		}
+		n := newTask{MaxTasks: maxTasks, Key: key}
 		change, err := decodeTask(w, r, true)
 		if err != nil {
 			writeError(w, r, err)
@@ -83,9 +84,15 @@ func handleCreateTask(db *store, maxTasks int) userHandler {
 	}
 }
 
-// validKey accepts an Idempotency-Key of 1 to 255 visible ASCII characters.
-func validKey(key string) bool {
-	return len(key) <= 255 && !strings.ContainsFunc(key, func(c rune) bool { return c < '!' || c > '~' })
+// idempotencyKey reads a request's Idempotency-Key: "" for none, else one
+// header of 1 to 255 visible ASCII characters (a 422 otherwise).
+func idempotencyKey(r *http.Request) (string, error) {
+	key := r.Header.Get("Idempotency-Key")
+	if len(r.Header.Values("Idempotency-Key")) > 1 || len(key) > 255 ||
+		strings.ContainsFunc(key, func(c rune) bool { return c < '!' || c > '~' }) {
+		return "", validationError{{[]any{"header", "Idempotency-Key"}, "Should be one header of 1 to 255 visible ASCII characters", "string_invalid"}}
+	}
+	return key, nil
 }
 
 // requestHash is the SHA-256 of a create's canonical form, stored with its
@@ -95,6 +102,20 @@ func validKey(key string) bool {
 // a stored hash; it is the form every release so far has stored, which
 // TestRequestHashGolden pins.
 func requestHash(c taskChange) []byte {
+	sum := sha256.Sum256(canonicalForm(c))
+	return sum[:]
+}
+
+// writeHash is the SHA-256 of an update's, a toggle's or a delete's route, task
+// id and canonical body, stored with its Idempotency-Key: the same key on another
+// route or task, or with another body, is another request.
+func writeHash(r *http.Request, id int64, c taskChange) []byte {
+	sum := sha256.Sum256(append([]byte(r.Pattern+"\n"+strconv.FormatInt(id, 10)+"\n"), canonicalForm(c)...))
+	return sum[:]
+}
+
+// canonicalForm is a change as requestHash and writeHash read it.
+func canonicalForm(c taskChange) []byte {
 	var due *string // an instant as it always was; a date and a floating time as they are returned
 	if c.DueDate != nil {
 		s := string(appendDue(nil, *c.DueDate))
@@ -111,8 +132,7 @@ func requestHash(c taskChange) []byte {
 		ClearDue    bool     `json:"ClearDue"`
 		Tags        []string `json:"Tags"`
 	}{c.Title, c.Description, c.ClearDesc, c.Completed, c.Priority, due, c.ClearDue, c.Tags})
-	sum := sha256.Sum256(canonical)
-	return sum[:]
+	return canonical
 }
 
 // etag is a task's strong entity tag: its version, which every write moves forward.
@@ -122,8 +142,27 @@ func etag(t Task) string {
 
 // writeTask sends one task with its ETag.
 func writeTask(w http.ResponseWriter, status int, t Task) {
-	w.Header().Set("ETag", etag(t))
-	writeBody(w, status, append(appendTask(make([]byte, 0, 512), &t), '\n'))
+	writeAnswer(w, taskAnswer(status, t), false)
+}
+
+// taskAnswer is the answer that sends one task with its ETag.
+func taskAnswer(status int, t Task) answer {
+	return answer{status, etag(t), append(appendTask(make([]byte, 0, 512), &t), '\n')}
+}
+
+// writeAnswer sends a, saying whether it replays an earlier request's answer.
+func writeAnswer(w http.ResponseWriter, a answer, replayed bool) {
+	if replayed {
+		w.Header().Set("Idempotent-Replayed", "true")
+	}
+	if a.ETag != "" {
+		w.Header().Set("ETag", a.ETag)
+	}
+	if a.Body == nil {
+		w.WriteHeader(a.Status)
+		return
+	}
+	writeBody(w, a.Status, a.Body)
 }
 
 // ifMatch reads the versions an If-Match header allows (RFC 9110 §13.1.1): nil
@@ -183,20 +222,37 @@ func handleGetTask(db *store) userHandler {
 
 // handleUpdateTask serves PUT and PATCH /api/{user_id}/tasks/{id}: a partial update.
 func handleUpdateTask(db *store) userHandler {
-	return withTaskID(func(w http.ResponseWriter, r *http.Request, userID string, id int64) (Task, error) {
+	return func(w http.ResponseWriter, r *http.Request, userID string) {
+		id, err := taskID(r)
+		if err != nil {
+			writeError(w, r, err)
+			return
+		}
 		change, err := decodeTask(w, r, false)
 		if err != nil {
-			return Task{}, err
+			writeError(w, r, err)
+			return
 		}
-		return db.updateTask(r.Context(), userID, id, change, ifMatch(r))
-	})
+		serveWrite(w, r, db, userID, id, change, func(s *store) (answer, error) {
+			t, err := s.updateTask(r.Context(), userID, id, change, ifMatch(r))
+			return taskAnswer(http.StatusOK, t), err
+		})
+	}
 }
 
 // handleToggleTask serves PATCH /api/{user_id}/tasks/{id}/complete; a body is ignored.
 func handleToggleTask(db *store) userHandler {
-	return withTaskID(func(w http.ResponseWriter, r *http.Request, userID string, id int64) (Task, error) {
-		return db.toggleTask(r.Context(), userID, id, ifMatch(r))
-	})
+	return func(w http.ResponseWriter, r *http.Request, userID string) {
+		id, err := taskID(r)
+		if err != nil {
+			writeError(w, r, err)
+			return
+		}
+		serveWrite(w, r, db, userID, id, taskChange{}, func(s *store) (answer, error) {
+			t, err := s.toggleTask(r.Context(), userID, id, ifMatch(r))
+			return taskAnswer(http.StatusOK, t), err
+		})
+	}
 }
 
 // handleDeleteTask serves DELETE /api/{user_id}/tasks/{id}.
@@ -207,27 +263,33 @@ func handleDeleteTask(db *store) userHandler {
 			writeError(w, r, err)
 			return
 		}
-		if err := db.deleteTask(r.Context(), userID, id, ifMatch(r)); err != nil {
-			writeError(w, r, err)
-			return
-		}
-		w.WriteHeader(http.StatusNoContent)
+		serveWrite(w, r, db, userID, id, taskChange{}, func(s *store) (answer, error) {
+			return answer{Status: http.StatusNoContent}, s.deleteTask(r.Context(), userID, id, ifMatch(r))
+		})
 	}
 }
 
-// withTaskID serves a write on one task: it parses {id}, runs fn and answers the task it returns.
-func withTaskID(fn func(w http.ResponseWriter, r *http.Request, userID string, id int64) (Task, error)) userHandler {
-	return func(w http.ResponseWriter, r *http.Request, userID string) {
-		id, err := taskID(r)
-		if err != nil {
-			writeError(w, r, err)
-			return
-		}
-		task, err := fn(w, r, userID, id)
-		if err != nil {
-			writeError(w, r, err)
-			return
-		}
-		writeTask(w, http.StatusOK, task)
+// serveWrite runs write, a write on the user's task id whose body was change,
+// and sends its answer. With an Idempotency-Key, it runs at most once per key:
+// a retry of the same request gets the first answer again, with
+// Idempotent-Replayed: true, and changes nothing (store.once).
+func serveWrite(w http.ResponseWriter, r *http.Request, db *store, userID string, id int64, change taskChange,
+	write func(*store) (answer, error)) {
+	key, err := idempotencyKey(r)
+	if err != nil {
+		writeError(w, r, err)
+		return
 	}
+	var a answer
+	var replayed bool
+	if key == "" {
+		a, err = write(db)
+	} else {
+		a, replayed, err = db.once(r.Context(), userID, key, writeHash(r, id, change), id, write)
+	}
+	if err != nil {
+		writeError(w, r, err)
+		return
+	}
+	writeAnswer(w, a, replayed)
 }

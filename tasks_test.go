@@ -390,6 +390,76 @@ func TestIdempotencyKey(t *testing.T) {
 	}
 }
 
+// TestIdempotentWrites: an update, a toggle or a delete retried with its
+// Idempotency-Key gets its first answer and changes nothing.
+func TestIdempotentWrites(t *testing.T) {
+	e := newEnv(t, hsAuth())
+	user := newUser(t)
+	tok := tokenFor(t, user)
+	task := e.create(user, map[string]any{"title": "water plants"})
+	path := fmt.Sprint("/api/", user, "/tasks/", task.ID)
+
+	first := e.do("PATCH", path, tok, map[string]any{"title": "water the plants"}, "Idempotency-Key", "edit-1")
+	e.want(first, 200, "PATCH with a key")
+	e.want(e.do("PATCH", path, tok, map[string]any{"priority": "high"}), 200, "another device's PATCH")
+	retry := e.do("PATCH", path, tok, `{ "title" : "water the plants" }`, "Idempotency-Key", "edit-1", "Content-Type", "application/json")
+	if retry.status != 200 || !bytes.Equal(retry.body, first.body) || retry.header.Get("ETag") != first.header.Get("ETag") ||
+		retry.header.Get("Idempotent-Replayed") != "true" || first.header.Get("Idempotent-Replayed") != "" {
+		t.Fatalf("retried PATCH = %s %v, want the first answer %s", retry, retry.header, first)
+	}
+	if now := decode[Task](t, e.do("GET", path, tok, nil)); now.Priority != "high" || now.Title != "water the plants" {
+		t.Fatalf("after the retry the task is %+v: the retry wrote", now)
+	}
+	// The same key with another body, on another task, route or method, or for a create: another request.
+	other := e.create(user, map[string]any{"title": "other"})
+	wantLoc(t, e.do("PATCH", path, tok, map[string]any{"title": "else"}, "Idempotency-Key", "edit-1"), "header", "Idempotency-Key")
+	wantLoc(t, e.do("PATCH", fmt.Sprint("/api/", user, "/tasks/", other.ID), tok, map[string]any{"title": "water the plants"}, "Idempotency-Key", "edit-1"), "header", "Idempotency-Key")
+	wantLoc(t, e.do("PUT", path, tok, map[string]any{"title": "water the plants"}, "Idempotency-Key", "edit-1"), "header", "Idempotency-Key")
+	wantLoc(t, e.do("PATCH", path+"/complete", tok, nil, "Idempotency-Key", "edit-1"), "header", "Idempotency-Key")
+	wantLoc(t, e.do("DELETE", path, tok, nil, "Idempotency-Key", "edit-1"), "header", "Idempotency-Key")
+	wantLoc(t, e.do("POST", "/api/"+user+"/tasks", tok, map[string]any{"title": "water the plants"}, "Idempotency-Key", "edit-1"), "header", "Idempotency-Key")
+	e.do("POST", "/api/"+user+"/tasks", tok, map[string]any{"title": "made"}, "Idempotency-Key", "create-1")
+	wantLoc(t, e.do("PATCH", path, tok, map[string]any{"title": "made"}, "Idempotency-Key", "create-1"), "header", "Idempotency-Key")
+
+	// A toggle retried, even 20 times at once, flips the task exactly once.
+	var wg sync.WaitGroup
+	var replays sync.Map
+	for i := range 20 {
+		wg.Go(func() {
+			r := e.do("PATCH", path+"/complete", tok, nil, "Idempotency-Key", "tick-1")
+			if r.status != 200 || !decode[Task](t, r).Completed {
+				t.Errorf("toggle %d = %s, want the task completed", i, r)
+			}
+			replays.Store(i, r.header.Get("Idempotent-Replayed"))
+		})
+	}
+	wg.Wait()
+	firsts := 0
+	replays.Range(func(_, v any) bool {
+		if v == "" {
+			firsts++
+		}
+		return true
+	})
+	if now := decode[Task](t, e.do("GET", path, tok, nil)); !now.Completed || firsts != 1 {
+		t.Fatalf("20 toggles with one key: completed %v, %d not replayed; want true and 1", now.Completed, firsts)
+	}
+
+	// A delete retried answers 204 again, though the task is gone; without the key, 404.
+	e.want(e.do("DELETE", path, tok, nil, "Idempotency-Key", "rm-1"), 204, "DELETE with a key")
+	r := e.do("DELETE", path, tok, nil, "Idempotency-Key", "rm-1")
+	if r.status != 204 || r.header.Get("Idempotent-Replayed") != "true" {
+		t.Fatalf("retried DELETE = %s %v, want 204 replayed", r, r.header)
+	}
+	e.want(e.do("DELETE", path, tok, nil), 404, "DELETE again without the key")
+
+	// A write that fails keeps nothing: its key is free for the request that follows.
+	stale := fmt.Sprint("/api/", user, "/tasks/", other.ID)
+	e.want(e.do("PATCH", stale, tok, map[string]any{"title": "late"}, "Idempotency-Key", "late-1", "If-Match", `"1"`), 412, "PATCH with a stale If-Match")
+	e.want(e.do("PATCH", stale, tok, map[string]any{"title": "late"}, "Idempotency-Key", "late-1", "If-Match", `"1"`), 412, "its retry")
+	e.want(e.do("PATCH", stale, tok, map[string]any{"title": "late"}, "Idempotency-Key", "late-1"), 200, "the key, after two failures")
+}
+
 func TestConcurrentWrites(t *testing.T) {
 	e := newEnv(t, hsAuth())
 	user := newUser(t)
