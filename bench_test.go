@@ -181,7 +181,7 @@ func BenchmarkFastPaths(b *testing.B) {
 	ctx := context.Background()
 	users, _ := benchUsers(b, 1, 20)
 	q, _ := parseListQuery(nil)
-	page, _, err := testDB.listTasks(ctx, users[0], q)
+	page, _, _, err := testDB.listTasks(ctx, users[0], q)
 	if err != nil || len(page) != 20 {
 		b.Fatalf("list = %d tasks, %v", len(page), err)
 	}
@@ -250,9 +250,12 @@ func TestBenchSQLIsTheStoresSQL(t *testing.T) {
 	flat := func(s string) string { return strings.Join(strings.Fields(s), " ") }
 	for file, sets := range map[string][]string{"get.sql": nil, "list.sql": {"LIMIT 1001"}, "create.sql": {"due_kind_at, version)", "version FROM slot"},
 		"toggle.sql": {"completed_at =", "version = next.version"}, "update.sql": {"completed_at =", "due_kind =", "due_kind_at =", "version = next.version"},
-		"changes.sql": {"UNION ALL", "ORDER BY version, id LIMIT"}} {
+		"changes.sql": {"SELECT version FROM task_counts WHERE user_id ="}} {
 		sql := string(must(os.ReadFile("bench/sql/" + file)))
-		for _, want := range append(sets, flat(taskColumns)) {
+		if file != "changes.sql" { // the one statement that reads no task
+			sets = append(sets, flat(taskColumns))
+		}
+		for _, want := range sets {
 			if !strings.Contains(flat(sql), want) {
 				t.Errorf("bench/sql/%s lacks %q", file, want)
 			}

@@ -1,4 +1,4 @@
-// db.go holds the PostgreSQL pool and its dialer, and how a driver error becomes a store error.
+// db.go holds the PostgreSQL pool and its dialer, the store errors, and how a driver error becomes one.
 package main
 
 import (
@@ -24,6 +24,21 @@ const (
 	sqlstateClassInsufficientResources = "53" // insufficient resources: too many connections, out of memory or disk
 	sqlstateClassOperatorIntervention  = "57" // query canceled (statement timeout), admin shutdown, cannot connect now
 )
+
+// Store errors; handlers map them to statuses in writeError.
+var (
+	errNotFound    = errors.New("task not found")
+	errUnavailable = errors.New("database unavailable")
+	errRejected    = errors.New("rejected by a database constraint")
+	errTaskLimit   = errors.New("task limit reached")
+	errKeyReused   = errors.New("idempotency key reused with a different request")
+	errKeyUnknown  = errors.New("idempotency key not stored") // replay's, mapped by createTask
+)
+
+// staleError says a precondition (If-Match) failed: the task has changed since.
+type staleError struct{ Current Task }
+
+func (e *staleError) Error() string { return "task changed since the version given" }
 
 // store runs the service's SQL on a pgx pool.
 type store struct {
@@ -139,4 +154,20 @@ func isUnavailable(err error) bool {
 	return pgconn.Timeout(err) || pgconn.SafeToRetry(err) || errors.Is(err, pgconn.ErrConnClosed) ||
 		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) ||
 		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
+}
+
+// querier runs statements: the pool, or the transaction of a write under an Idempotency-Key.
+type querier interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults
+}
+
+// q is what the store's statements run on: its transaction, if it has one, else the pool.
+func (s *store) q() querier {
+	if s.tx != nil {
+		return s.tx
+	}
+	return s.pool
 }

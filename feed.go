@@ -2,54 +2,12 @@
 package main
 
 import (
-	"encoding/base64"
 	"math"
 	"net/http"
 	"net/url"
 	"strconv"
-	"strings"
 	"time"
 )
-
-// feedCursor is where a client's copy of the feed stands: a place in the feed,
-// and when its copy was last whole (Issued). Every deletion after Pos was made
-// after Issued, so while Issued is within SYNC_RETENTION its tombstones are
-// all still kept; past that, some may be gone, and the client must start over.
-type feedCursor struct {
-	Pos    feedPos
-	Issued time.Time // to the millisecond
-}
-
-// String is the cursor as clients hold it: base64url (RFC 4648 §5, no padding)
-// of "version.id.issued-unix-milliseconds". Clients treat it as opaque.
-func (c feedCursor) String() string {
-	s := strconv.FormatInt(c.Pos.Version, 10) + "." + strconv.FormatInt(c.Pos.ID, 10) + "." + strconv.FormatInt(c.Issued.UnixMilli(), 10)
-	return base64.RawURLEncoding.EncodeToString([]byte(s))
-}
-
-// parseFeedCursor reads a cursor String made; it accepts no other spelling.
-func parseFeedCursor(s string) (feedCursor, bool) {
-	b, err := base64.RawURLEncoding.Strict().DecodeString(s)
-	parts := strings.Split(string(b), ".")
-	if err != nil || len(parts) != 3 {
-		return feedCursor{}, false
-	}
-	var n [3]int64
-	for i, p := range parts {
-		if n[i], err = strconv.ParseInt(p, 10, 64); err != nil {
-			return feedCursor{}, false
-		}
-	}
-	c := feedCursor{feedPos{n[0], n[1]}, time.UnixMilli(n[2])}
-	return c, c.Pos.Version >= -1 && c.Pos.ID >= 0 && c.String() == s
-}
-
-// etag is the feed's entity tag for an answer whose cursor is c: the place it
-// brings a client to. A client that holds it and asks again gets 304 while
-// nothing has changed; when a time goes into the new cursor, not the tag.
-func (c feedCursor) etag() string {
-	return `"` + strconv.FormatInt(c.Pos.Version, 10) + "." + strconv.FormatInt(c.Pos.ID, 10) + `"`
-}
 
 // maxFeedLimit caps a page of the feed, the first sync's too.
 const maxFeedLimit = 1000
@@ -94,21 +52,24 @@ func handleChanges(db *store, retention time.Duration) userHandler {
 			writeError(w, r, &statusError{http.StatusGone, "This cursor is older than the feed keeps deletions (SYNC_RETENTION): sync from scratch, without since"})
 			return
 		}
-		changes, err := db.changes(r.Context(), userID, cursor.Pos, limit+1)
+		changes, current, err := db.changes(r.Context(), userID, cursor.Pos, limit+1)
 		if err != nil {
 			writeError(w, r, err)
 			return
 		}
 		more := len(changes) > limit
-		next := feedCursor{cursor.Pos, now} // nothing new: the same place, a fresh time
-		switch {
-		case more:
+		var next feedCursor
+		if more {
 			changes = changes[:limit]
 			last := changes[limit-1]
 			// Not yet whole: the deletions after this page are as old as the cursor's.
 			next = feedCursor{feedPos{last.Version, last.ID}, cursor.Issued}
-		case len(changes) > 0:
-			next.Pos = feedPos{changes[len(changes)-1].Version, math.MaxInt64}
+		} else {
+			// Every version up to the user's current one has been read: whole as of now.
+			next = feedCursor{feedPos{max(current, cursor.Pos.Version), math.MaxInt64}, now}
+			if n := len(changes); n > 0 {
+				next.Pos.Version = max(next.Pos.Version, changes[n-1].Version)
+			}
 		}
 		w.Header().Set("ETag", next.etag())
 		// A 304 keeps the client's cursor, and its time: once half of the retention

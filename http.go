@@ -113,7 +113,7 @@ func (m *middleware) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if allowed {
 			h.Set("Access-Control-Allow-Origin", origin)
 			h.Set("Access-Control-Allow-Credentials", "true")
-			h.Set("Access-Control-Expose-Headers", "X-Total-Count, Location, ETag, Retry-After, Idempotent-Replayed")
+			h.Set("Access-Control-Expose-Headers", "X-Total-Count, Link, Location, ETag, Retry-After, Idempotent-Replayed")
 		}
 		if r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != "" {
 			if !allowed {

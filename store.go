@@ -1,4 +1,4 @@
-// store.go holds one method per SQL statement, and the store errors handlers map to statuses.
+// store.go holds one method per SQL statement.
 package main
 
 import (
@@ -13,21 +13,6 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
-// Store errors; handlers map them to statuses in writeError.
-var (
-	errNotFound    = errors.New("task not found")
-	errUnavailable = errors.New("database unavailable")
-	errRejected    = errors.New("rejected by a database constraint")
-	errTaskLimit   = errors.New("task limit reached")
-	errKeyReused   = errors.New("idempotency key reused with a different request")
-	errKeyUnknown  = errors.New("idempotency key not stored") // replay's, mapped by createTask
-)
-
-// staleError says a precondition (If-Match) failed: the task has changed since.
-type staleError struct{ Current Task }
-
-func (e *staleError) Error() string { return "task changed since the version given" }
-
 // idempotencyTTL is how long an Idempotency-Key is kept at least.
 const idempotencyTTL = 24 * time.Hour
 
@@ -37,22 +22,6 @@ const idempotencyTTL = 24 * time.Hour
 // leaves an instant, as it meant, not a stale kind.
 const taskColumns = `id, user_id, title, description, completed, priority, due_date, tags, created_at, updated_at,
 	CASE WHEN due_kind_at = due_date THEN due_kind END AS due_kind, CASE WHEN completed THEN completed_at END AS completed_at`
-
-// querier runs statements: the pool, or the transaction of a write under an Idempotency-Key.
-type querier interface {
-	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
-	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
-	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
-	SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults
-}
-
-// q is what the store's statements run on: its transaction, if it has one, else the pool.
-func (s *store) q() querier {
-	if s.tx != nil {
-		return s.tx
-	}
-	return s.pool
-}
 
 // one runs a statement that returns at most one task.
 func (s *store) one(ctx context.Context, sql string, args ...any) (Task, error) {
@@ -143,13 +112,6 @@ func (s *store) replay(ctx context.Context, userID, key string, requestHash, leg
 		return Task{}, errKeyReused
 	}
 	return s.getTask(ctx, userID, taskID)
-}
-
-// answer is a write's first answer, kept with its Idempotency-Key: a retry gets it again.
-type answer struct {
-	Status int
-	ETag   string // "" for none
-	Body   []byte // nil for none
 }
 
 // once runs write, a write on the user's task id, at most once per Idempotency-Key,
@@ -287,39 +249,34 @@ func (s *store) deleteTask(ctx context.Context, userID string, id int64, ifMatch
 	return err
 }
 
-// feedPos is a place in a user's change feed: after the change of version
-// Version to the task ID (ID breaks ties, as between the version-0 tasks that a
-// release before the feed inserts; math.MaxInt64 is after every task of Version).
-type feedPos struct{ Version, ID int64 }
-
-// change is an entry of the change feed: a task in its latest state, or only
-// its ID when it was deleted; Version is the write that left it so.
-type change struct {
-	Task
-	Version int64
-	Deleted bool
-}
-
 // changes returns the user's changes after pos, in version order: the tasks
-// written since, and tombstones of those deleted since, at most limit in all.
-// One statement, one snapshot: a user's versions commit in the order they were
-// given out (nextVersion), so a snapshot that holds version v holds every version
-// before it, and a read that goes on from the last version it returned skips nothing.
-func (s *store) changes(ctx context.Context, userID string, pos feedPos, limit int) ([]change, error) {
+// written since, and tombstones of those deleted since, at most limit in all;
+// and the user's version, which every change up to has been read when no more
+// than limit came back. A user's versions commit in the order they were given
+// out (nextVersion): a snapshot that holds version v holds every version before
+// it, so a read that goes on from the last version it returned skips nothing.
+// A read that finds the user's version where pos is (nothing new) stops after
+// one row, the counter's; one that does not reads the feed in one statement.
+func (s *store) changes(ctx context.Context, userID string, pos feedPos, limit int) ([]change, int64, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
-	// A read that finds the user's version where the cursor is (nothing new) stops
-	// at the counter's row, and does not read the user's tasks.
+	var current int64
+	err := s.q().QueryRow(ctx, `SELECT version FROM task_counts WHERE user_id = $1`, userID).Scan(&current)
+	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		return nil, 0, storeError(err)
+	}
+	if current <= pos.Version && pos.Version > 0 { // version 0: a release before the feed may have added tasks
+		return nil, pos.Version, nil
+	}
 	rows, _ := s.q().Query(ctx, `(SELECT `+taskColumns+`, version, false AS deleted FROM tasks
-			WHERE user_id = $1 AND version >= $2 AND (version, id) > ($2, $3)
-			AND ($2 < (SELECT version FROM task_counts WHERE user_id = $1) OR $2 <= 0) ORDER BY version, id LIMIT $4)
+			WHERE user_id = $1 AND version >= $2 AND (version, id) > ($2, $3) ORDER BY version, id LIMIT $4)
 		UNION ALL
 		(SELECT task_id, user_id, '', NULL, false, '', NULL, '{}', deleted_at, deleted_at, NULL, NULL, version, true
 			FROM task_tombstones WHERE user_id = $1 AND version >= $2 AND (version, task_id) > ($2, $3)
 			ORDER BY version, task_id LIMIT $4)
 		ORDER BY version, id LIMIT $4`, userID, pos.Version, pos.ID, limit)
 	changes, err := pgx.CollectRows(rows, scanChange)
-	return changes, storeError(err)
+	return changes, current, storeError(err)
 }
 
 // deleteOldTombstones forgets deletions older than retention and an hour: a
@@ -346,30 +303,15 @@ func (s *store) checkStale(ctx context.Context, userID string, id int64, ifMatch
 	return t, &staleError{Current: current}
 }
 
-// listSort is a sort key of the list: its name in ?sort=, its natural
-// direction, and its ORDER BY each way. Ties are broken by id in the same
-// direction so pages are stable; tasks without a due date come last either way.
-type listSort struct {
-	name     string
-	desc     bool // the natural direction: newest, soonest, high first; titles A to Z
-	asc, dsc string
-}
-
-// listSorts are the sort keys, in the order a message lists them; "created" is the default.
-var listSorts = []listSort{
-	{"created", true, "created_at, id", "created_at DESC, id DESC"},
-	{"updated", true, "updated_at, id", "updated_at DESC, id DESC"},
-	{"title", false, "lower(title COLLATE task_fold), id", "lower(title COLLATE task_fold) DESC, id DESC"},
-	{"due_date", false, "due_date NULLS LAST, id", "due_date DESC NULLS LAST, id DESC"},
-	{"priority", true, "array_position('{low,medium,high}', priority), id", "array_position('{low,medium,high}', priority) DESC, id DESC"},
-}
-
-// listTasks returns one page of the user's matching tasks and how many match in all.
+// listTasks returns one page of the user's matching tasks, how many match in
+// all, and whether more follow it. After a cursor (q.After), the page starts
+// after the cursor's task in the list's order, wherever that task is now, so
+// writes between two page loads neither repeat nor skip a task.
 // The WHERE clause holds only the filters asked for, so PostgreSQL never
 // evaluates an unused one row by row. The page is read with one row more than
 // it shows: when nothing follows it, the total is the offset plus the page's
 // length; a count follows only a page with more after it, or one past the end.
-func (s *store) listTasks(ctx context.Context, userID string, q listQuery) ([]Task, int, error) {
+func (s *store) listTasks(ctx context.Context, userID string, q listQuery) (tasks []Task, total int, more bool, err error) {
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
 	where, args := `WHERE user_id = $1`, []any{userID}
@@ -390,26 +332,45 @@ func (s *store) listTasks(ctx context.Context, userID string, q listQuery) ([]Ta
 		where += ` AND tags @> $` + strconv.Itoa(len(args))
 	}
 	sort, _ := findSort(q.Sort) // parseListQuery admits only known keys
-	order := sort.asc
+	op, dir := ">", ""
 	if q.Desc {
-		order = sort.dsc
+		op, dir = "<", " DESC"
 	}
-	n := len(args)
-	page := ` ORDER BY ` + order + ` LIMIT $` + strconv.Itoa(n+1) + ` OFFSET $` + strconv.Itoa(n+2)
-	rows, _ := s.q().Query(ctx, `SELECT `+taskColumns+` FROM tasks `+where+page, append(args, q.Limit+1, q.Offset)...)
-	tasks, err := pgx.CollectRows(rows, scanTask)
-	if err != nil {
-		return nil, 0, storeError(err)
+	nulls := ""
+	if sort.nullable {
+		nulls = " NULLS LAST"
 	}
-	more := len(tasks) > q.Limit
+	n, keyset := len(args), ""
+	if a := q.After; a != nil { // keyset paging: after the cursor's task, in this order
+		args = append(args, a.ID)
+		id := "$" + strconv.Itoa(len(args))
+		switch key := sort.key(0); {
+		case a.Key == nil: // a task without a due date: only those after it, by id
+			keyset = ` AND ` + key + ` IS NULL AND id ` + op + ` ` + id
+		case sort.nullable:
+			args = append(args, a.Key)
+			at := sort.key(len(args))
+			keyset = ` AND (` + key + ` ` + op + ` ` + at + ` OR ` + key + ` = ` + at + ` AND id ` + op + ` ` + id + ` OR ` + key + ` IS NULL)`
+		default:
+			args = append(args, a.Key)
+			keyset = ` AND (` + key + `, id) ` + op + ` (` + sort.key(len(args)) + `, ` + id + `)`
+		}
+	}
+	page := ` ORDER BY ` + sort.key(0) + dir + nulls + `, id` + dir +
+		` LIMIT $` + strconv.Itoa(len(args)+1) + ` OFFSET $` + strconv.Itoa(len(args)+2)
+	rows, _ := s.q().Query(ctx, `SELECT `+taskColumns+` FROM tasks `+where+keyset+page, append(args, q.Limit+1, q.Offset)...)
+	if tasks, err = pgx.CollectRows(rows, scanTask); err != nil {
+		return nil, 0, false, storeError(err)
+	}
+	more = len(tasks) > q.Limit
 	if more {
 		tasks = tasks[:q.Limit]
 	}
-	total := q.Offset + len(tasks)
-	if more || len(tasks) == 0 && q.Offset > 0 {
+	total = q.Offset + len(tasks)
+	if more || len(tasks) == 0 && q.Offset > 0 || q.After != nil { // after a cursor, how many came before is not known
 		if err := s.q().QueryRow(ctx, `SELECT count(*) FROM tasks `+where, args[:n]...).Scan(&total); err != nil {
-			return nil, 0, storeError(err)
+			return nil, 0, false, storeError(err)
 		}
 	}
-	return tasks, total, nil
+	return tasks, total, more, nil
 }

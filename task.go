@@ -1,4 +1,4 @@
-// task.go holds the task as stored and sent, and the validated values that change or list tasks.
+// task.go holds the task as stored and sent, the validated values that change or list tasks, and what the feed and a kept answer hold.
 package main
 
 import "time"
@@ -39,6 +39,7 @@ type listQuery struct {
 	Tags      []string // all must be present
 	Limit     int
 	Offset    int
+	After     *listKey // keyset paging: only the tasks after this place (a cursor); nil for none
 }
 
 // newTask is a create: the change, the user's task limit, and the client's
@@ -49,4 +50,24 @@ type newTask struct {
 	Key         string
 	RequestHash []byte
 	LegacyHash  []byte // the hash an earlier release stored for the same request, when it differs
+}
+
+// feedPos is a place in a user's change feed: after the change of version
+// Version to the task ID (ID breaks ties, as between the version-0 tasks that a
+// release before the feed inserts; math.MaxInt64 is after every task of Version).
+type feedPos struct{ Version, ID int64 }
+
+// change is an entry of the change feed: a task in its latest state, or only
+// its ID when it was deleted; Version is the write that left it so.
+type change struct {
+	Task
+	Version int64
+	Deleted bool
+}
+
+// answer is a write's first answer, kept with its Idempotency-Key: a retry gets it again.
+type answer struct {
+	Status int
+	ETag   string // "" for none
+	Body   []byte // nil for none
 }

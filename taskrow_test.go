@@ -35,11 +35,11 @@ newline', true, 'high', '1969-07-20 20:17:40.5+00', '{"a,b","c d","{e}","\"f\""}
 	}
 	defer simple.pool.Close()
 	q, _ := parseListQuery(url.Values{})
-	viaBinary, _, err := testDB.listTasks(ctx, user, q)
+	viaBinary, _, _, err := testDB.listTasks(ctx, user, q)
 	if err != nil {
 		t.Fatal(err)
 	}
-	viaPgx, _, err := simple.listTasks(ctx, user, q)
+	viaPgx, _, _, err := simple.listTasks(ctx, user, q)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,7 +11,8 @@ import (
 	"time"
 )
 
-// handleListTasks serves GET /api/{user_id}/tasks.
+// handleListTasks serves GET /api/{user_id}/tasks: a page of tasks, with
+// X-Total-Count, and a Link to the next page when there is one.
 func handleListTasks(db *store) userHandler {
 	return func(w http.ResponseWriter, r *http.Request, userID string) {
 		// r.URL.Query() drops a pair it cannot decode (a bad escape, a ;), which
@@ -26,12 +27,16 @@ func handleListTasks(db *store) userHandler {
 			writeError(w, r, err)
 			return
 		}
-		tasks, total, err := db.listTasks(r.Context(), userID, q)
+		tasks, total, more, err := db.listTasks(r.Context(), userID, q)
 		if err != nil {
 			writeError(w, r, err)
 			return
 		}
 		w.Header().Set("X-Total-Count", strconv.Itoa(total))
+		if more {
+			sort, _ := findSort(q.Sort)
+			w.Header().Set("Link", nextLink("/api/"+url.PathEscape(userID)+"/tasks", values, listCursor(sort, q.Desc, tasks[len(tasks)-1])))
+		}
 		b := make([]byte, 0, 64+400*len(tasks))
 		b = append(b, '[')
 		for i := range tasks {

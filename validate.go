@@ -294,7 +294,7 @@ func parseListQuery(v url.Values) (listQuery, error) {
 		errs = append(errs, fieldError{[]any{"query", name}, msg, typ})
 	}
 	// Each parameter but tag is given once: of two, a proxy may read the other one.
-	for _, name := range []string{"status", "sort", "order", "q", "limit", "offset"} {
+	for _, name := range []string{"status", "sort", "order", "q", "limit", "offset", "cursor"} {
 		if len(v[name]) > 1 {
 			fail(name, "Give this parameter once", "duplicate")
 		}
@@ -355,33 +355,17 @@ func parseListQuery(v url.Values) (listQuery, error) {
 	}
 	integer("limit", 1, maxLimit, &q.Limit)
 	integer("offset", 0, 1<<31-1, &q.Offset)
+	if c := v.Get("cursor"); c != "" {
+		sort, _ := findSort(q.Sort) // "created" when sort was refused
+		var msg string
+		if q.After, msg = parseListCursor(c, sort, q.Desc); msg != "" {
+			fail("cursor", msg, "cursor_invalid")
+		} else if v.Has("offset") {
+			fail("cursor", "Give cursor or offset, not both", "cursor_invalid")
+		}
+	}
 	if errs != nil {
 		return q, errs
 	}
 	return q, nil
-}
-
-// findSort returns the sort key named name.
-func findSort(name string) (listSort, bool) {
-	for _, s := range listSorts {
-		if s.name == name {
-			return s, true
-		}
-	}
-	return listSort{}, false
-}
-
-// sortNames lists the sort keys as a message does: 'a', 'b' or 'c'.
-func sortNames() string {
-	var b strings.Builder
-	for i, s := range listSorts {
-		switch {
-		case i == len(listSorts)-1:
-			b.WriteString(" or ")
-		case i > 0:
-			b.WriteString(", ")
-		}
-		b.WriteString("'" + s.name + "'")
-	}
-	return b.String()
 }

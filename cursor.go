@@ -1,0 +1,127 @@
+// cursor.go holds the opaque cursors clients page with: the change feed's and the list's.
+package main
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/json"
+	"maps"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// feedCursor is where a client's copy of the feed stands: a place in the feed,
+// and when its copy was last whole (Issued). Every deletion after Pos was made
+// after Issued, so while Issued is within SYNC_RETENTION its tombstones are
+// all still kept; past that, some may be gone, and the client must start over.
+type feedCursor struct {
+	Pos    feedPos
+	Issued time.Time // to the millisecond
+}
+
+// String is the cursor as clients hold it: base64url (RFC 4648 §5, no padding)
+// of "version.id.issued-unix-milliseconds". Clients treat it as opaque.
+func (c feedCursor) String() string {
+	s := strconv.FormatInt(c.Pos.Version, 10) + "." + strconv.FormatInt(c.Pos.ID, 10) + "." + strconv.FormatInt(c.Issued.UnixMilli(), 10)
+	return base64.RawURLEncoding.EncodeToString([]byte(s))
+}
+
+// parseFeedCursor reads a cursor String made; it accepts no other spelling.
+func parseFeedCursor(s string) (feedCursor, bool) {
+	b, err := base64.RawURLEncoding.Strict().DecodeString(s)
+	parts := strings.Split(string(b), ".")
+	if err != nil || len(parts) != 3 {
+		return feedCursor{}, false
+	}
+	var n [3]int64
+	for i, p := range parts {
+		if n[i], err = strconv.ParseInt(p, 10, 64); err != nil {
+			return feedCursor{}, false
+		}
+	}
+	c := feedCursor{feedPos{n[0], n[1]}, time.UnixMilli(n[2])}
+	return c, c.Pos.Version >= -1 && c.Pos.ID >= 0 && c.String() == s
+}
+
+// etag is the feed's entity tag for an answer whose cursor is c: the place it
+// brings a client to. A client that holds it and asks again gets 304 while
+// nothing has changed; when a time goes into the new cursor, not the tag.
+func (c feedCursor) etag() string {
+	return `"` + strconv.FormatInt(c.Pos.Version, 10) + "." + strconv.FormatInt(c.Pos.ID, 10) + `"`
+}
+
+// listKey is a place in a list: after the task whose sort key is Key (nil
+// for a missing due date) and id is ID, in the list's order.
+type listKey struct {
+	Key any // time.Time, string or int, as the sort's value returns it
+	ID  int64
+}
+
+// listCursor is the cursor of the list page after task t, sorted by sort
+// (descending when desc): base64url (RFC 4648 §5, no padding) of the JSON
+// {"sort": ..., "desc": ..., "key": ..., "id": ...}, a time as microseconds since 1970.
+func listCursor(sort listSort, desc bool, t Task) string {
+	key := sort.value(t)
+	if at, ok := key.(time.Time); ok {
+		key = at.UnixMicro()
+	}
+	b, _ := json.Marshal(struct { // cannot fail: strings, numbers, a bool
+		Sort string `json:"sort"`
+		Desc bool   `json:"desc"`
+		Key  any    `json:"key"`
+		ID   int64  `json:"id"`
+	}{sort.name, desc, key, t.ID})
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// parseListCursor reads a cursor listCursor made for the list sorted by sort
+// (descending when desc); a message says what is wrong with another.
+func parseListCursor(s string, sort listSort, desc bool) (*listKey, string) {
+	const bad = "Input should be a cursor from this list's Link header"
+	b, err := base64.RawURLEncoding.Strict().DecodeString(s)
+	var c struct {
+		Sort string
+		Desc bool
+		Key  json.RawMessage
+		ID   int64
+	}
+	d := json.NewDecoder(bytes.NewReader(b))
+	d.DisallowUnknownFields()
+	if err != nil || d.Decode(&c) != nil || d.More() || c.ID < 1 || c.Key == nil {
+		return nil, bad
+	}
+	if c.Sort != sort.name || c.Desc != desc {
+		order := map[bool]string{true: "desc", false: "asc"}[c.Desc]
+		return nil, "This cursor pages a list with sort=" + c.Sort + " and order=" + order + ": ask with the same"
+	}
+	k := &listKey{ID: c.ID}
+	var micros int64
+	switch {
+	case sort.nullable && string(c.Key) == "null":
+	case sort.param == "timestamptz" && json.Unmarshal(c.Key, &micros) == nil:
+		k.Key = time.UnixMicro(micros)
+	case sort.param == "text" && json.Unmarshal(c.Key, &k.Key) == nil && isType[string](k.Key):
+	case sort.param == "int" && json.Unmarshal(c.Key, &micros) == nil && micros == int64(int32(micros)):
+		k.Key = int(micros)
+	default:
+		return nil, bad
+	}
+	return k, ""
+}
+
+// isType reports whether v holds a T.
+func isType[T any](v any) bool {
+	_, ok := v.(T)
+	return ok
+}
+
+// nextLink is the Link header (RFC 8288) of a list page with more after it:
+// the same request, with the cursor of the page after it instead of an offset.
+func nextLink(path string, query url.Values, cursor string) string {
+	q := maps.Clone(query)
+	delete(q, "offset")
+	q.Set("cursor", cursor)
+	return "<" + path + "?" + q.Encode() + `>; rel="next"`
+}

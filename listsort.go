@@ -1,0 +1,68 @@
+// listsort.go holds the list's sort keys: their names, their SQL, and a task's value for each, which a cursor keeps.
+package main
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+)
+
+// listSort is a sort key of the list: its name in ?sort=, its natural
+// direction, its SQL (expr of column), and how to read its value off a task,
+// for a cursor. Ties are broken by id in the same direction so pages are
+// stable; tasks without a due date come last either way.
+type listSort struct {
+	name          string
+	desc          bool           // the natural direction: newest, soonest, high first; titles A to Z
+	expr          string         // the key's SQL, %s for column
+	column, param string         // the column, and its type as a parameter: timestamptz or text
+	nullable      bool           // only due_date
+	value         func(Task) any // the column's value: a time.Time, a string, or nil for NULL
+}
+
+// listSorts are the sort keys, in the order a message lists them; "created" is the default.
+var listSorts = []listSort{
+	{"created", true, "%s", "created_at", "timestamptz", false, func(t Task) any { return t.CreatedAt }},
+	{"updated", true, "%s", "updated_at", "timestamptz", false, func(t Task) any { return t.UpdatedAt }},
+	{"title", false, "lower(%s COLLATE task_fold)", "title", "text", false, func(t Task) any { return t.Title }},
+	{"due_date", false, "%s", "due_date", "timestamptz", true, func(t Task) any {
+		if t.DueDate == nil {
+			return nil
+		}
+		return t.DueDate.At
+	}},
+	{"priority", true, "array_position('{low,medium,high}', %s)", "priority", "text", false, func(t Task) any { return t.Priority }},
+}
+
+// key is the SQL of the sort key of a row, or with n > 0 of the value of parameter $n.
+func (s listSort) key(n int) string {
+	if n > 0 {
+		return fmt.Sprintf(s.expr, "$"+strconv.Itoa(n)+"::"+s.param)
+	}
+	return fmt.Sprintf(s.expr, s.column)
+}
+
+// findSort returns the sort key named name.
+func findSort(name string) (listSort, bool) {
+	for _, s := range listSorts {
+		if s.name == name {
+			return s, true
+		}
+	}
+	return listSort{}, false
+}
+
+// sortNames lists the sort keys as a message does: 'a', 'b' or 'c'.
+func sortNames() string {
+	var b strings.Builder
+	for i, s := range listSorts {
+		switch {
+		case i == len(listSorts)-1:
+			b.WriteString(" or ")
+		case i > 0:
+			b.WriteString(", ")
+		}
+		b.WriteString("'" + s.name + "'")
+	}
+	return b.String()
+}
