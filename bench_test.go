@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -35,9 +36,11 @@ func benchUsers(b *testing.B, users, tasks int) ([]string, []string) {
 		ids[u] = fmt.Sprintf("bench-%s-%04d", run, u)
 		toks[u] = must(mintToken([]byte(testSecret), ids[u], time.Hour))
 	}
-	_, err := testDB.pool.Exec(context.Background(), `INSERT INTO tasks (user_id, title, description, tags)
-		SELECT ($1::text[])[u], 'Seed task ' || k, CASE WHEN k % 2 = 0 THEN 'description ' || k END, '{home}'
-		FROM generate_series(1, cardinality($1::text[])) u, generate_series(1, $2) k`, ids, tasks)
+	// As the API would have written them: each task a version, each user a count and a version.
+	_, err := testDB.pool.Exec(context.Background(), `WITH seeded AS (INSERT INTO tasks (user_id, title, description, tags, version)
+		SELECT ($1::text[])[u], 'Seed task ' || k, CASE WHEN k % 2 = 0 THEN 'description ' || k END, '{home}', k
+		FROM generate_series(1, cardinality($1::text[])) u, generate_series(1, $2) k RETURNING user_id)
+		INSERT INTO task_counts (user_id, n, version) SELECT user_id, count(*), count(*) FROM seeded GROUP BY user_id`, ids, tasks)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -112,6 +115,18 @@ func BenchmarkRoutes(b *testing.B) {
 		defer func() { toks, h = hs, hsHandler }()
 		h = newServer(slog.New(slog.NewJSONHandler(io.Discard, nil)), testDB, testConfig(authConfig{Secret: []byte(testSecret), JWKSURL: ks.URL}))
 		serve(b, "GET", item, "", 200)
+	})
+	b.Run("changes_first_sync", func(b *testing.B) { // the user's 20 tasks
+		serve(b, "GET", func(u int, _ int64) string { return "/api/" + users[u] + "/changes" }, "", 200)
+	})
+	b.Run("changes_nothing_new", func(b *testing.B) { // a poll from the cursor of the last one
+		cursors := make([]string, len(users))
+		for u, id := range users {
+			var v int64
+			testDB.pool.QueryRow(context.Background(), `SELECT version FROM task_counts WHERE user_id = $1`, id).Scan(&v)
+			cursors[u] = feedCursor{feedPos{v, math.MaxInt64}, time.Now()}.String()
+		}
+		serve(b, "GET", func(u int, _ int64) string { return "/api/" + users[u] + "/changes?since=" + cursors[u] }, "", 200)
 	})
 	b.Run("update", func(b *testing.B) {
 		serve(b, "PUT", item, `{"title":"Updated","description":"changed under load"}`, 200)

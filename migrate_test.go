@@ -30,7 +30,7 @@ var releasedMigrations = []string{
 	"4294a22dca5d1f56908dd95aecd42a7e3f02fcab2f7d32ef969a3bf8a2dd1aaa", // migration 6
 	"0082073edae12cd6fe11d5a956558bc5ea7b50c8bbdef64255114c31549d3338", // migration 7
 	"5eb668e322001378bfb3fa54a5988b8d1e06ec14b20b8a43a2b06d9b2cd127cc", // migration 8
-	"4d27a3478fa3004ec6f47ce276cb6c6edca4c41dec927de4de56a14e4b238dbd", // migration 9
+	"7c311256b5c4899ead54cad0c98577dbb59f5264802aca050a040f993dbde952", // migration 9
 	"10bc4610621e5e0c3b1e9ec024765d417cd1b95143b3f861af5ad6f5df6a93a2", // migration 10
 }
 

@@ -87,6 +87,21 @@ export async function lifecycle(base, user, token, conform) {
   const done = await api.GET("/api/{user_id}/tasks", { params: { path: { user_id }, query: { status: "completed", tag: ["e2e"] } } });
   assert(done.response.status === 200 && done.data?.length === 1, `list completed: ${done.data?.length}`);
 
+  // The change feed from the first sync on, one task a page: this task comes completed, once.
+  /** @type {Map<number, Task>} */
+  const copy = new Map();
+  /** @type {string | undefined} */
+  let since;
+  for (let more = true; more; ) {
+    const page = await api.GET("/api/{user_id}/changes", { params: { path: { user_id }, query: { limit: 1, ...(since ? { since } : {}) } } });
+    assert(page.response.status === 200 && page.data, `changes: ${page.response.status}`);
+    for (const t of page.data.tasks) copy.set(t.id, t);
+    for (const gone of page.data.deleted) copy.delete(gone);
+    since = page.data.cursor;
+    more = page.data.has_more;
+  }
+  assert(copy.get(id)?.completed === true && copy.size === list.data.length, `changes: ${copy.size} tasks, task ${id} ${JSON.stringify(copy.get(id))}`);
+
   const invalid = await api.POST("/api/{user_id}/tasks", { params: { path: { user_id } }, body: emptyTitle });
   assert(
     invalid.response.status === 422 && Array.isArray(invalid.error?.detail) && invalid.error.detail[0].loc.join(".") === "body.title",

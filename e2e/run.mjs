@@ -329,9 +329,10 @@ async function main() {
 // headless Chromium; each calls the API with fetch and a Bearer token.
 async function browser(base, user, token) {
   const page = readFileSync(new URL("./page.html", import.meta.url));
+  const sync = readFileSync(new URL("./sync.html", import.meta.url));
   const serve = (req, res) => {
     res.writeHead(200, { "Content-Type": "text/html" });
-    res.end(page);
+    res.end(req.url.startsWith("/sync") ? sync : page);
   };
   const servers = [http.createServer(serve), http.createServer(serve)];
   await listen(servers[0], 3000);
@@ -356,6 +357,33 @@ async function browser(base, user, token) {
     for (const step of r.steps) conform(step.method, base + step.path, step.status, new Headers(step.headers), step.body);
     assert(r.steps.map((s) => s.status).join(",") === "201,200,200,204", `statuses ${r.steps.map((s) => s.status)}`);
     assert(r.steps[1].headers["x-total-count"], "X-Total-Count not exposed to the page");
+  });
+  await check("Chromium, two pages of one user as two devices: one writes, the other follows /changes to the same list", async () => {
+    const open = async (role) => {
+      const p = await b.newPage();
+      await p.goto(`${ALLOWED}/sync#` + new URLSearchParams({ api: base, user: user.id, token, role }));
+      return p;
+    };
+    const reader = await open("reader");
+    await reader.waitForFunction(() => window.synced || window.result !== undefined, null, { timeout: 15000 });
+    const writer = await open("writer");
+    await writer.waitForFunction(() => window.result !== undefined, null, { timeout: 15000 });
+    const wrote = await writer.evaluate(() => window.result);
+    await reader.evaluate(() => (window.stop = true));
+    await reader.waitForFunction(() => window.result !== undefined, null, { timeout: 15000 });
+    const read = await reader.evaluate(() => window.result);
+    await Promise.all([writer.close(), reader.close()]);
+    assert(!wrote.error && !read.error, `a page failed: ${wrote.error || read.error}`);
+    for (const step of [...wrote.steps, ...read.steps]) conform(step.method, base + step.path, step.status, new Headers(step.headers), step.body);
+    const statuses = wrote.steps.map((s) => s.status).join(",");
+    assert(statuses === "201,201,201,201,201,201,200,200,200,204,422,204", `the writer's statuses: ${statuses}`);
+    assert(wrote.steps[8].headers["idempotent-replayed"] === "true", "the retried toggle was not a replay");
+    const pulls = read.steps.filter((s) => s.status === 200).length;
+    const byID = (ts) => JSON.stringify([...ts].sort((x, y) => x.id - y.id));
+    const list = (await api(base, "GET", `/api/${user.id}/tasks`, token)).body;
+    assert(byID(read.tasks) === byID(list), `the reader holds ${byID(read.tasks)}\nthe list is ${byID(list)}`);
+    assert(list.some((t) => t.title === "edited on the laptop" && t.due_date === "2027-02-01") && list.some((t) => t.completed_at), "the writes are not in the list");
+    console.log(`        the reader pulled ${read.steps.length} times (${pulls} pages, ${read.steps.length - pulls} answered 304)`);
   });
   await check("Chromium, origin not in CORS_ORIGINS: the browser blocks the call", async () => {
     const before = (await api(base, "GET", `/api/${user.id}/tasks`, token)).body.length;
