@@ -260,3 +260,61 @@ func TestFeedTombstonesExpire(t *testing.T) {
 		t.Fatalf("tombstones left: %v (%v), want the second delete's (version 4)", left, rows.Err())
 	}
 }
+
+// TestFeedCommitOrder pins the property the feed rests on: a write that takes
+// the user's next version while another holds the one before waits until that
+// one commits, so two of one user's writes cannot commit in the opposite order
+// to their versions, and a feed read between them misses neither.
+func TestFeedCommitOrder(t *testing.T) {
+	e := newEnv(t, hsAuth())
+	user := newUser(t)
+	a, b := e.create(user, map[string]any{"title": "a"}), e.create(user, map[string]any{"title": "b"})
+	d := &device{tasks: map[int64]Task{}}
+	e.pull(user, d, 10)
+	ctx := t.Context()
+	inTx := func() (*store, func() error) {
+		tx := must(testDB.pool.Begin(ctx))
+		t.Cleanup(func() { tx.Rollback(ctx) })
+		return &store{pool: testDB.pool, timeout: testDB.timeout, tx: tx}, func() error { return tx.Commit(ctx) }
+	}
+	first, commitFirst := inTx()
+	if _, err := first.updateTask(ctx, user, a.ID, taskChange{Title: new("a, first")}, nil); err != nil {
+		t.Fatal(err)
+	}
+	// The second write, on another task, starts after the first and waits on it.
+	second, commitSecond := inTx()
+	wrote := make(chan error, 1)
+	go func() {
+		_, err := second.updateTask(ctx, user, b.ID, taskChange{Title: new("b, second")}, nil)
+		wrote <- err
+	}()
+	for tries, waiting := 0, false; !waiting; tries++ { // until it waits on the first's lock
+		if tries == 1000 {
+			t.Fatal("the second write did not wait for the first to commit")
+		}
+		time.Sleep(10 * time.Millisecond)
+		testDB.pool.QueryRow(ctx, `SELECT count(*) > 0 FROM pg_stat_activity
+			WHERE wait_event_type = 'Lock' AND query LIKE '%UPDATE task_counts SET version%'`).Scan(&waiting)
+	}
+	e.pull(user, d, 10)
+	if d.tasks[a.ID].Title != "a" || d.tasks[b.ID].Title != "b" {
+		t.Fatalf("a read while neither committed holds %v", d.tasks)
+	}
+	// The first commits; the second has written but not committed: a read sees the first only.
+	if err := commitFirst(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-wrote; err != nil {
+		t.Fatal(err)
+	}
+	e.pull(user, d, 10)
+	if d.tasks[a.ID].Title != "a, first" || d.tasks[b.ID].Title != "b" {
+		t.Fatalf("a read between the commits holds %v", d.tasks)
+	}
+	// The second commits: the next read, from the cursor the last one gave, has it.
+	if err := commitSecond(); err != nil {
+		t.Fatal(err)
+	}
+	e.pull(user, d, 10)
+	e.wantSame(user, d, "after both commits")
+}
