@@ -55,7 +55,7 @@ func (c feedCursor) etag() string {
 // listKey is a place in a list: after the task whose sort key is Key (nil
 // for a missing due date) and id is ID, in the list's order.
 type listKey struct {
-	Key any // time.Time, string or int, as the sort's value returns it
+	Key any // a time.Time or a string, as the sort's value returns it; nil for NULL
 	ID  int64
 }
 
@@ -92,6 +92,9 @@ func parseListCursor(s string, sort listSort, desc bool) (*listKey, string) {
 	if err != nil || d.Decode(&c) != nil || d.More() || c.ID < 1 || c.Key == nil {
 		return nil, bad
 	}
+	if _, known := findSort(c.Sort); !known {
+		return nil, bad
+	}
 	if c.Sort != sort.name || c.Desc != desc {
 		order := map[bool]string{true: "desc", false: "asc"}[c.Desc]
 		return nil, "This cursor pages a list with sort=" + c.Sort + " and order=" + order + ": ask with the same"
@@ -100,11 +103,10 @@ func parseListCursor(s string, sort listSort, desc bool) (*listKey, string) {
 	var micros int64
 	switch {
 	case sort.nullable && string(c.Key) == "null":
-	case sort.param == "timestamptz" && json.Unmarshal(c.Key, &micros) == nil:
+	case sort.param == "timestamptz" && json.Unmarshal(c.Key, &micros) == nil && // years 1 to 9999, as stored
+		micros >= -62135596800000000 && micros < 253402300800000000:
 		k.Key = time.UnixMicro(micros)
-	case sort.param == "text" && json.Unmarshal(c.Key, &k.Key) == nil && isType[string](k.Key):
-	case sort.param == "int" && json.Unmarshal(c.Key, &micros) == nil && micros == int64(int32(micros)):
-		k.Key = int(micros)
+	case sort.param == "text" && json.Unmarshal(c.Key, &k.Key) == nil && isType[string](k.Key) && badText(k.Key.(string)) == "":
 	default:
 		return nil, bad
 	}

@@ -135,19 +135,22 @@ func TestListCursorRefused(t *testing.T) {
 	c := cursor.Get("cursor")
 	b64 := func(s string) string { return base64.RawURLEncoding.EncodeToString([]byte(s)) }
 	for _, query := range []string{
-		"?sort=title&cursor=" + c + "&offset=1",                                                     // both
-		"?sort=title&order=desc&cursor=" + c,                                                        // another order
-		"?sort=created&cursor=" + c,                                                                 // another sort
-		"?sort=title&cursor=" + c + "&cursor=" + c,                                                  // twice
-		"?sort=title&cursor=%21%21",                                                                 // not base64url
-		"?sort=title&cursor=" + c + "%3D",                                                           // padded
-		"?sort=title&cursor=" + b64(`{"sort":"title","desc":false,"key":1,"id":1}`),                 // a number for a title
-		"?sort=title&cursor=" + b64(`{"sort":"title","desc":false,"key":null,"id":1}`),              // null for a title
-		"?sort=title&cursor=" + b64(`{"sort":"title","desc":false,"key":"a","id":0}`),               // no id
-		"?sort=title&cursor=" + b64(`{"sort":"title","desc":false,"key":"a","id":1,"x":1}`),         // a member more
-		"?sort=title&cursor=" + b64(`{"sort":"title","desc":false,"key":"a","id":1} {}`),            // a value more
-		"?sort=created&order=desc&cursor=" + b64(`{"sort":"created","desc":true,"key":"a","id":1}`), // a string for a time
-		"?sort=created&order=desc&cursor=" + b64(`{"sort":"created","desc":true,"key":1.5,"id":1}`), // a fraction
+		"?sort=title&cursor=" + c + "&offset=1",                                                                      // both
+		"?sort=title&order=desc&cursor=" + c,                                                                         // another order
+		"?sort=created&cursor=" + c,                                                                                  // another sort
+		"?sort=title&cursor=" + c + "&cursor=" + c,                                                                   // twice
+		"?sort=title&cursor=%21%21",                                                                                  // not base64url
+		"?sort=title&cursor=" + c + "%3D",                                                                            // padded
+		"?sort=title&cursor=" + b64(`{"sort":"title","desc":false,"key":1,"id":1}`),                                  // a number for a title
+		"?sort=title&cursor=" + b64(`{"sort":"title","desc":false,"key":null,"id":1}`),                               // null for a title
+		"?sort=title&cursor=" + b64(`{"sort":"title","desc":false,"key":"a","id":0}`),                                // no id
+		"?sort=title&cursor=" + b64(`{"sort":"title","desc":false,"key":"a","id":1,"x":1}`),                          // a member more
+		"?sort=title&cursor=" + b64(`{"sort":"title","desc":false,"key":"a","id":1} {}`),                             // a value more
+		"?sort=created&order=desc&cursor=" + b64(`{"sort":"created","desc":true,"key":"a","id":1}`),                  // a string for a time
+		"?sort=created&order=desc&cursor=" + b64(`{"sort":"created","desc":true,"key":1.5,"id":1}`),                  // a fraction
+		"?sort=created&order=desc&cursor=" + b64(`{"sort":"created","desc":true,"key":-9223372036854775808,"id":1}`), // out of range
+		"?sort=title&cursor=" + b64(`{"sort":"title","desc":false,"key":"a\u0000b","id":1}`),                         // a NUL
+		"?sort=title&cursor=" + b64(`{"sort":"<script>","desc":false,"key":"a","id":1}`),                             // no such sort
 	} {
 		wantLoc(t, e.do("GET", "/api/"+user+"/tasks"+query, tok, nil), "query", "cursor")
 	}
