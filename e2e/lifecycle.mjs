@@ -100,7 +100,7 @@ export async function lifecycle(base, user, token, conform) {
     since = page.data.cursor;
     more = page.data.has_more;
   }
-  assert(copy.get(id)?.completed === true && copy.size === list.data.length, `changes: ${copy.size} tasks, task ${id} ${JSON.stringify(copy.get(id))}`);
+  assert(copy.get(id)?.completed === true && copy.size === list.data?.length, `changes: ${copy.size} tasks, task ${id} ${JSON.stringify(copy.get(id))}`);
 
   const invalid = await api.POST("/api/{user_id}/tasks", { params: { path: { user_id } }, body: emptyTitle });
   assert(

@@ -369,7 +369,7 @@ async function browser(base, user, token) {
     const writer = await open("writer");
     await writer.waitForFunction(() => window.result !== undefined, null, { timeout: 15000 });
     const wrote = await writer.evaluate(() => window.result);
-    await reader.evaluate(() => (window.stop = true));
+    await reader.evaluate(() => (window.stopSync = true));
     await reader.waitForFunction(() => window.result !== undefined, null, { timeout: 15000 });
     const read = await reader.evaluate(() => window.result);
     await Promise.all([writer.close(), reader.close()]);
@@ -381,7 +381,7 @@ async function browser(base, user, token) {
     const pulls = read.steps.filter((s) => s.status === 200).length;
     const byID = (ts) => JSON.stringify([...ts].sort((x, y) => x.id - y.id));
     const list = (await api(base, "GET", `/api/${user.id}/tasks`, token)).body;
-    assert(byID(read.tasks) === byID(list), `the reader holds ${byID(read.tasks)}\nthe list is ${byID(list)}`);
+    assert(byID(read.tasks) === byID(list), `the reader holds ${byID(read.tasks)}\nthe list is ${byID(list)}\nafter ${read.steps.map((s) => `${s.status} ${s.path} ${s.body.slice(0, 80)}`).join("\n")}`);
     assert(list.some((t) => t.title === "edited on the laptop" && t.due_date === "2027-02-01") && list.some((t) => t.completed_at), "the writes are not in the list");
     console.log(`        the reader pulled ${read.steps.length} times (${pulls} pages, ${read.steps.length - pulls} answered 304)`);
   });
