@@ -3,10 +3,12 @@ package main
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"maps"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -19,30 +21,48 @@ import (
 type feedCursor struct {
 	Pos    feedPos
 	Issued time.Time // to the millisecond
+	User   string    // whose feed it is: userTag of the user id
 }
 
 // String is the cursor as clients hold it: base64url (RFC 4648 §5, no padding)
-// of "version.id.issued-unix-milliseconds". Clients treat it as opaque.
+// of "version.id.issued-unix-milliseconds.user-tag". Clients treat it as opaque.
 func (c feedCursor) String() string {
-	s := strconv.FormatInt(c.Pos.Version, 10) + "." + strconv.FormatInt(c.Pos.ID, 10) + "." + strconv.FormatInt(c.Issued.UnixMilli(), 10)
+	s := strconv.FormatInt(c.Pos.Version, 10) + "." + strconv.FormatInt(c.Pos.ID, 10) + "." +
+		strconv.FormatInt(c.Issued.UnixMilli(), 10) + "." + c.User
 	return base64.RawURLEncoding.EncodeToString([]byte(s))
 }
 
-// parseFeedCursor reads a cursor String made; it accepts no other spelling.
-func parseFeedCursor(s string) (feedCursor, bool) {
+// userTag tells one user's feed cursors from another's: the first 48 bits of
+// the SHA-256 of the user id, base64url. Not a secret: it catches a cursor kept
+// by a browser in which another account has since signed in.
+func userTag(userID string) string {
+	sum := sha256.Sum256([]byte(userID))
+	return base64.RawURLEncoding.EncodeToString(sum[:6])
+}
+
+// parseFeedCursor reads a cursor String made for the user's feed, issued
+// before now; it accepts no other spelling. A message says what is wrong.
+func parseFeedCursor(s, userID string, now time.Time) (feedCursor, string) {
+	const bad = "Input should be a cursor this feed returned"
 	b, err := base64.RawURLEncoding.Strict().DecodeString(s)
 	parts := strings.Split(string(b), ".")
-	if err != nil || len(parts) != 3 {
-		return feedCursor{}, false
+	if err != nil || len(parts) != 4 {
+		return feedCursor{}, bad
 	}
 	var n [3]int64
-	for i, p := range parts {
+	for i, p := range parts[:3] {
 		if n[i], err = strconv.ParseInt(p, 10, 64); err != nil {
-			return feedCursor{}, false
+			return feedCursor{}, bad
 		}
 	}
-	c := feedCursor{feedPos{n[0], n[1]}, time.UnixMilli(n[2])}
-	return c, c.Pos.Version >= -1 && c.Pos.ID >= 0 && c.String() == s
+	c := feedCursor{feedPos{n[0], n[1]}, time.UnixMilli(n[2]), parts[3]}
+	switch {
+	case c.Pos.Version < -1 || c.Pos.ID < 0 || c.Issued.After(now.Add(time.Minute)) || c.String() != s:
+		return feedCursor{}, bad
+	case c.User != userTag(userID):
+		return feedCursor{}, "This cursor is from another user's feed: sync from scratch, without since"
+	}
+	return c, ""
 }
 
 // etag is the feed's entity tag for an answer whose cursor is c: the place it
@@ -82,14 +102,16 @@ func parseListCursor(s string, sort listSort, desc bool) (*listKey, string) {
 	const bad = "Input should be a cursor from this list's Link header"
 	b, err := base64.RawURLEncoding.Strict().DecodeString(s)
 	var c struct {
-		Sort string
-		Desc bool
-		Key  json.RawMessage
-		ID   int64
+		Sort string          `json:"sort"`
+		Desc bool            `json:"desc"`
+		Key  json.RawMessage `json:"key"`
+		ID   int64           `json:"id"`
 	}
-	d := json.NewDecoder(bytes.NewReader(b))
-	d.DisallowUnknownFields()
-	if err != nil || d.Decode(&c) != nil || d.More() || c.ID < 1 || c.Key == nil {
+	// Only as listCursor spells it: json matches names in any case, and takes the last of two.
+	if err != nil || json.Unmarshal(b, &c) != nil || c.ID < 1 || c.Key == nil {
+		return nil, bad
+	}
+	if canonical, err := json.Marshal(c); err != nil || !bytes.Equal(canonical, b) {
 		return nil, bad
 	}
 	if _, known := findSort(c.Sort); !known {
@@ -102,11 +124,15 @@ func parseListCursor(s string, sort listSort, desc bool) (*listKey, string) {
 	k := &listKey{ID: c.ID}
 	var micros int64
 	switch {
-	case sort.nullable && string(c.Key) == "null":
+	case string(c.Key) == "null":
+		if !sort.nullable {
+			return nil, bad
+		}
 	case sort.param == "timestamptz" && json.Unmarshal(c.Key, &micros) == nil && // years 1 to 9999, as stored
 		micros >= -62135596800000000 && micros < 253402300800000000:
 		k.Key = time.UnixMicro(micros)
-	case sort.param == "text" && json.Unmarshal(c.Key, &k.Key) == nil && isType[string](k.Key) && badText(k.Key.(string)) == "":
+	case sort.param == "text" && json.Unmarshal(c.Key, &k.Key) == nil && isType[string](k.Key) && badText(k.Key.(string)) == "" &&
+		(sort.keys == nil || slices.Contains(sort.keys, k.Key.(string))):
 	default:
 		return nil, bad
 	}

@@ -151,9 +151,15 @@ func TestListCursorRefused(t *testing.T) {
 		"?sort=created&order=desc&cursor=" + b64(`{"sort":"created","desc":true,"key":-9223372036854775808,"id":1}`), // out of range
 		"?sort=title&cursor=" + b64(`{"sort":"title","desc":false,"key":"a\u0000b","id":1}`),                         // a NUL
 		"?sort=title&cursor=" + b64(`{"sort":"<script>","desc":false,"key":"a","id":1}`),                             // no such sort
+		"?sort=created&order=desc&cursor=" + b64(`{"sort":"created","desc":true,"key":null,"id":1}`),                 // null for a time
+		"?sort=priority&order=desc&cursor=" + b64(`{"sort":"priority","desc":true,"key":"urgent","id":1}`),           // no such priority
+		"?sort=title&cursor=" + b64(`{"Sort":"title","desc":false,"KEY":"a","id":1}`),                                // names in another case
+		"?sort=title&cursor=" + b64(`{"sort":"title","desc":false,"key":"a","id":1,"id":2}`),                         // a name twice
+		"?sort=title&cursor=" + b64(`{"sort":"title", "desc":false,"key":"a","id":1}`),                               // another spelling
 	} {
 		wantLoc(t, e.do("GET", "/api/"+user+"/tasks"+query, tok, nil), "query", "cursor")
 	}
+	e.want(e.do("GET", "/api/"+user+"/tasks?sort=title&offset=0&cursor="+c, tok, nil), 200, "a cursor with offset=0, as Swagger UI sends it")
 	// A cursor's key is compared by PostgreSQL, not trusted: any title pages from where it sorts.
 	r = e.do("GET", "/api/"+user+"/tasks?sort=title&cursor="+b64(`{"sort":"title","desc":false,"key":"'; DROP TABLE tasks; --","id":1}`), tok, nil)
 	e.want(r, 200, "a cursor with any title")

@@ -33,6 +33,7 @@ var (
 	errTaskLimit   = errors.New("task limit reached")
 	errKeyReused   = errors.New("idempotency key reused with a different request")
 	errKeyUnknown  = errors.New("idempotency key not stored") // replay's, mapped by createTask
+	errCursorAhead = errors.New("feed cursor past the user's version")
 )
 
 // staleError says a precondition (If-Match) failed: the task has changed since.

@@ -2,6 +2,7 @@
 package main
 
 import (
+	"errors"
 	"math"
 	"net/http"
 	"net/url"
@@ -22,15 +23,16 @@ func handleChanges(db *store, retention time.Duration) userHandler {
 		var errs validationError
 		fail := func(name, msg, typ string) { errs = append(errs, fieldError{[]any{"query", name}, msg, typ}) }
 		if err != nil {
-			fail("query", "The query string could not be decoded: use & between parameters and %XX escapes", "query_invalid")
+			writeError(w, r, validationError{{[]any{"query"}, "The query string could not be decoded: use & between parameters and %XX escapes", "query_invalid"}})
+			return
 		}
 		now := time.Now()
-		cursor := feedCursor{feedPos{-1, 0}, now}
+		cursor := feedCursor{feedPos{-1, 0}, now, userTag(userID)}
 		since, first := values.Get("since"), !values.Has("since")
 		if !first {
-			var ok bool
-			if cursor, ok = parseFeedCursor(since); !ok {
-				fail("since", "Input should be a cursor this feed returned", "cursor_invalid")
+			var msg string
+			if cursor, msg = parseFeedCursor(since, userID, now); msg != "" {
+				fail("since", msg, "cursor_invalid")
 			}
 		}
 		limit := maxFeedLimit
@@ -52,7 +54,11 @@ func handleChanges(db *store, retention time.Duration) userHandler {
 			writeError(w, r, &statusError{http.StatusGone, "This cursor is older than the feed keeps deletions (SYNC_RETENTION): sync from scratch, without since"})
 			return
 		}
-		changes, current, err := db.changes(r.Context(), userID, cursor.Pos, limit+1)
+		changes, current, err := db.changes(r.Context(), userID, cursor.Pos, !first, limit+1)
+		if errors.Is(err, errCursorAhead) {
+			writeError(w, r, &statusError{http.StatusGone, "This cursor is ahead of the feed (the database was restored from a backup?): sync from scratch, without since"})
+			return
+		}
 		if err != nil {
 			writeError(w, r, err)
 			return
@@ -63,10 +69,10 @@ func handleChanges(db *store, retention time.Duration) userHandler {
 			changes = changes[:limit]
 			last := changes[limit-1]
 			// Not yet whole: the deletions after this page are as old as the cursor's.
-			next = feedCursor{feedPos{last.Version, last.ID}, cursor.Issued}
+			next = feedCursor{feedPos{last.Version, last.ID}, cursor.Issued, cursor.User}
 		} else {
 			// Every version up to the user's current one has been read: whole as of now.
-			next = feedCursor{feedPos{max(current, cursor.Pos.Version), math.MaxInt64}, now}
+			next = feedCursor{feedPos{max(current, cursor.Pos.Version), math.MaxInt64}, now, cursor.User}
 			if n := len(changes); n > 0 {
 				next.Pos.Version = max(next.Pos.Version, changes[n-1].Version)
 			}
@@ -92,8 +98,7 @@ func handleChanges(db *store, retention time.Duration) userHandler {
 		b = append(b, `],"deleted":[`...)
 		comma = false
 		for i := range changes {
-			// A first sync leaves out deletions: the client holds nothing to delete.
-			if changes[i].Deleted && !first {
+			if changes[i].Deleted {
 				if comma {
 					b = append(b, ',')
 				}

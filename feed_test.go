@@ -131,21 +131,48 @@ func TestFeed(t *testing.T) {
 	// Auth and isolation, as on every route: another user's feed is not this one's.
 	e.want(e.do("GET", "/api/"+user+"/changes", "", nil), 401, "no token")
 	e.want(e.do("GET", "/api/someone-else/changes", tok, nil), 403, "another user's feed")
+	// A cursor from another user's feed (a browser where another account signed in) is refused.
 	other := newUser(t)
-	if p := decode[feedPage](t, e.do("GET", "/api/"+other+"/changes?since="+d.cursor, tokenFor(t, other), nil)); len(p.Tasks)+len(p.Deleted) != 0 {
-		t.Fatalf("another user's feed from this user's cursor holds %+v", p)
+	wantLoc(t, e.do("GET", "/api/"+other+"/changes?since="+d.cursor, tokenFor(t, other), nil), "query", "since")
+}
+
+// TestFeedFirstSyncPages: a first sync's pages hold tasks only, full up to the
+// limit, however many tasks were deleted before it.
+func TestFeedFirstSyncPages(t *testing.T) {
+	e := newEnv(t, hsAuth())
+	user := newUser(t)
+	for i := range 6 {
+		task := e.create(user, map[string]any{"title": fmt.Sprint("task ", i)})
+		if i%2 == 0 {
+			e.want(e.do("DELETE", fmt.Sprint("/api/", user, "/tasks/", task.ID), tokenFor(t, user), nil), 204, "DELETE")
+		}
 	}
+	r := e.do("GET", "/api/"+user+"/changes?limit=2", tokenFor(t, user), nil)
+	if p := decode[feedPage](t, r); len(p.Tasks) != 2 || len(p.Deleted) != 0 || !p.HasMore {
+		t.Fatalf("a first sync's first page = %s, want 2 tasks and more", r)
+	}
+	d := &device{tasks: map[int64]Task{}}
+	if pages := e.pull(user, d, 2); pages != 2 {
+		t.Fatalf("a first sync of 3 tasks at limit=2 took %d pages", pages)
+	}
+	e.wantSame(user, d, "first sync after deletions")
 }
 
 func TestFeedRefusesBadInput(t *testing.T) {
 	e := newEnv(t, hsAuth(), func(c *config) { c.SyncRetention = time.Hour })
 	user := newUser(t)
 	tok := tokenFor(t, user)
-	good := feedCursor{feedPos{3, 7}, time.Now()}.String()
-	b64 := base64.RawURLEncoding.EncodeToString
-	for _, since := range []string{"", "x", "!!!!", good + "=", good[:len(good)-1], base64.URLEncoding.EncodeToString([]byte("1.2.3")),
-		feedCursor{feedPos{-2, 0}, time.Now()}.String(), feedCursor{feedPos{1, -1}, time.Now()}.String(),
-		b64([]byte("01.2.3")), b64([]byte("+1.2.3")), b64([]byte("1.2")), b64([]byte("1.2.3.4")), b64([]byte("1.2.x"))} {
+	for range 3 {
+		e.create(user, map[string]any{"title": "x"})
+	}
+	me := userTag(user)
+	good := feedCursor{feedPos{3, 7}, time.Now(), me}.String()
+	b64 := func(s string) string { return base64.RawURLEncoding.EncodeToString([]byte(s)) }
+	for _, since := range []string{"", "x", "!!!!", good + "=", good[:len(good)-1], base64.URLEncoding.EncodeToString([]byte("1.2.3." + me)),
+		feedCursor{feedPos{-2, 0}, time.Now(), me}.String(), feedCursor{feedPos{1, -1}, time.Now(), me}.String(),
+		feedCursor{feedPos{1, 1}, time.Now().Add(time.Hour), me}.String(), // issued in the future
+		feedCursor{feedPos{1, 1}, time.Now(), userTag("someone else")}.String(),
+		b64("01.2.3." + me), b64("+1.2.3." + me), b64("1.2." + me), b64("1.2.3.4." + me), b64("1.2.x." + me), b64("1.2.3")} {
 		wantLoc(t, e.do("GET", "/api/"+user+"/changes?since="+url.QueryEscape(since), tok, nil), "query", "since")
 	}
 	for _, limit := range []string{"0", "1001", "-1", "x", "1e3"} {
@@ -155,16 +182,21 @@ func TestFeedRefusesBadInput(t *testing.T) {
 	wantLoc(t, e.do("GET", "/api/"+user+"/changes?since="+good+"&since="+good, tok, nil), "query", "since")
 
 	// Older than SYNC_RETENTION: 410, whether or not anything was deleted since.
-	old := feedCursor{feedPos{3, math.MaxInt64}, time.Now().Add(-time.Hour - time.Second)}.String()
+	old := feedCursor{feedPos{3, math.MaxInt64}, time.Now().Add(-time.Hour - time.Second), me}.String()
 	r := e.do("GET", "/api/"+user+"/changes?since="+old, tok, nil)
 	if r.status != 410 || !json410(r) {
 		t.Fatalf("a cursor older than SYNC_RETENTION = %s, want 410 with a detail", r)
 	}
 	// Past half of it, a 200 with a new cursor rather than a 304 that keeps the old one.
-	aging := feedCursor{feedPos{3, math.MaxInt64}, time.Now().Add(-40 * time.Minute)}
+	aging := feedCursor{feedPos{3, math.MaxInt64}, time.Now().Add(-40 * time.Minute), me}
 	r = e.do("GET", "/api/"+user+"/changes?since="+aging.String(), tok, nil, "If-None-Match", aging.etag())
 	if p := decode[feedPage](t, r); r.status != 200 || p.Cursor == aging.String() {
 		t.Fatalf("a cursor past half the retention, unchanged = %s, want 200 with a new cursor", r)
+	}
+	// Ahead of the user's version (a database restored from a backup): 410, start over.
+	ahead := feedCursor{feedPos{4, math.MaxInt64}, time.Now(), me}.String()
+	if r := e.do("GET", "/api/"+user+"/changes?since="+ahead, tok, nil); r.status != 410 || !json410(r) {
+		t.Fatalf("a cursor ahead of the feed = %s, want 410", r)
 	}
 }
 

@@ -59,7 +59,7 @@ func writeError(w http.ResponseWriter, r *http.Request, err error) {
 		w.Header().Set("ETag", tag)
 		status, detail = http.StatusPreconditionFailed, "The task has changed since the version in If-Match; its current ETag is "+tag+". Reload it and apply your change again"
 	case errors.Is(err, errKeyReused):
-		status, detail = http.StatusUnprocessableEntity, validationError{{[]any{"header", "Idempotency-Key"}, "This Idempotency-Key was used with a different request body", "idempotency_key_reused"}}
+		status, detail = http.StatusUnprocessableEntity, validationError{{[]any{"header", "Idempotency-Key"}, "This Idempotency-Key was used with a different request (body, route or task)", "idempotency_key_reused"}}
 	case errors.Is(err, errTaskLimit):
 		status, detail = http.StatusConflict, "Task limit reached: delete some tasks before adding more"
 	case errors.Is(err, errRejected):

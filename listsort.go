@@ -17,21 +17,22 @@ type listSort struct {
 	expr          string         // the key's SQL, %s for column
 	column, param string         // the column, and its type as a parameter: timestamptz or text
 	nullable      bool           // only due_date
+	keys          []string       // the values a text key can take; nil for any
 	value         func(Task) any // the column's value: a time.Time, a string, or nil for NULL
 }
 
 // listSorts are the sort keys, in the order a message lists them; "created" is the default.
 var listSorts = []listSort{
-	{"created", true, "%s", "created_at", "timestamptz", false, func(t Task) any { return t.CreatedAt }},
-	{"updated", true, "%s", "updated_at", "timestamptz", false, func(t Task) any { return t.UpdatedAt }},
-	{"title", false, "lower(%s COLLATE task_fold)", "title", "text", false, func(t Task) any { return t.Title }},
-	{"due_date", false, "%s", "due_date", "timestamptz", true, func(t Task) any {
+	{"created", true, "%s", "created_at", "timestamptz", false, nil, func(t Task) any { return t.CreatedAt }},
+	{"updated", true, "%s", "updated_at", "timestamptz", false, nil, func(t Task) any { return t.UpdatedAt }},
+	{"title", false, "lower(%s COLLATE task_fold)", "title", "text", false, nil, func(t Task) any { return t.Title }},
+	{"due_date", false, "%s", "due_date", "timestamptz", true, nil, func(t Task) any {
 		if t.DueDate == nil {
 			return nil
 		}
 		return t.DueDate.At
 	}},
-	{"priority", true, "array_position('{low,medium,high}', %s)", "priority", "text", false, func(t Task) any { return t.Priority }},
+	{"priority", true, "array_position('{low,medium,high}', %s)", "priority", "text", false, []string{"low", "medium", "high"}, func(t Task) any { return t.Priority }},
 }
 
 // key is the SQL of the sort key of a row, or with n > 0 of the value of parameter $n.

@@ -129,6 +129,12 @@ func (s *store) once(ctx context.Context, userID, key string, requestHash []byte
 		return a, false, storeError(err)
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx)) // after Commit, nothing to do
+	// The user's counter row first, then the key, as a create takes them (and
+	// every write, the counter before the task): else a create and another write
+	// with one key at once would each wait on what the other holds.
+	if _, err = tx.Exec(ctx, `SELECT FROM task_counts WHERE user_id = $1 FOR NO KEY UPDATE`, userID); err != nil {
+		return a, false, storeError(err)
+	}
 	claimed, err := tx.Exec(ctx, `INSERT INTO idempotency_keys (user_id, key, request_hash, task_id, hashed_due_forms)
 		VALUES ($1, $2, $3, $4, true) ON CONFLICT (user_id, key) DO NOTHING`, userID, key, requestHash, id)
 	if err != nil {
@@ -187,9 +193,10 @@ func (s *store) deleteOldKeys(ctx context.Context) (int64, error) {
 //
 // Each write first moves the user's version (task_counts.version) and stamps
 // the task or its tombstone with it: the change feed's order (store.changes).
-// The counter's row is locked before the task's, in every write, so two writes
-// never wait on each other in a cycle. A write that finds no task has moved the
-// version for nothing, which the feed does not notice.
+// The counter's row is locked before the task's (and a key's) in every write, so
+// two writes never wait on each other in a cycle. An update or a toggle that
+// finds no task (404, 412) has moved the version for nothing: the next poll of
+// each device reads the user's tasks once, finds nothing and answers 200, not 304.
 const nextVersion = `next AS (UPDATE task_counts SET version = version + 1 WHERE user_id = $2 RETURNING version)`
 
 // updateTask applies a partial change in one statement; updated_at always moves forward.
@@ -225,18 +232,19 @@ func (s *store) toggleTask(ctx context.Context, userID string, id int64, ifMatch
 
 // deleteTask removes the user's task id and leaves a tombstone for the change
 // feed. Two statements sent at once, which PostgreSQL runs as one transaction:
-// the first moves the version, so the counter's row is locked before the task's
-// (see nextVersion); the second, with a snapshot taken after that lock, counts
-// the task out only if this statement deleted it.
+// the first locks the counter's row, before the task's (see nextVersion); the
+// second, with a snapshot taken after that lock, counts the task out and moves
+// the version only if it deleted the task.
 func (s *store) deleteTask(ctx context.Context, userID string, id int64, ifMatch []time.Time) error {
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
 	var deleted int
 	b := &pgx.Batch{}
-	b.Queue(`UPDATE task_counts SET version = version + 1 WHERE user_id = $1`, userID)
+	b.Queue(`SELECT FROM task_counts WHERE user_id = $1 FOR NO KEY UPDATE`, userID)
 	b.Queue(`WITH gone AS (DELETE FROM tasks WHERE id = $1 AND user_id = $2
 			AND ($3::timestamptz[] IS NULL OR updated_at = ANY($3)) RETURNING id),
-		counted AS (UPDATE task_counts SET n = n - 1 WHERE user_id = $2 AND EXISTS (SELECT FROM gone) RETURNING version),
+		counted AS (UPDATE task_counts SET n = n - 1, version = version + 1
+			WHERE user_id = $2 AND EXISTS (SELECT FROM gone) RETURNING version),
 		tombstone AS (INSERT INTO task_tombstones (user_id, version, task_id) SELECT $2, version, $1 FROM counted)
 		SELECT count(*) FROM gone`, id, userID, ifMatch).QueryRow(func(row pgx.Row) error { return row.Scan(&deleted) })
 	if err := s.q().SendBatch(ctx, b).Close(); err != nil {
@@ -250,14 +258,15 @@ func (s *store) deleteTask(ctx context.Context, userID string, id int64, ifMatch
 }
 
 // changes returns the user's changes after pos, in version order: the tasks
-// written since, and tombstones of those deleted since, at most limit in all;
+// written since, and if withDeleted tombstones of those deleted since, at most
+// limit in all;
 // and the user's version, which every change up to has been read when no more
 // than limit came back. A user's versions commit in the order they were given
 // out (nextVersion): a snapshot that holds version v holds every version before
 // it, so a read that goes on from the last version it returned skips nothing.
 // A read that finds the user's version where pos is (nothing new) stops after
 // one row, the counter's; one that does not reads the feed in one statement.
-func (s *store) changes(ctx context.Context, userID string, pos feedPos, limit int) ([]change, int64, error) {
+func (s *store) changes(ctx context.Context, userID string, pos feedPos, withDeleted bool, limit int) ([]change, int64, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
 	var current int64
@@ -265,16 +274,19 @@ func (s *store) changes(ctx context.Context, userID string, pos feedPos, limit i
 	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
 		return nil, 0, storeError(err)
 	}
-	if current <= pos.Version && pos.Version > 0 { // version 0: a release before the feed may have added tasks
+	if pos.Version > current {
+		return nil, current, errCursorAhead
+	}
+	if current == pos.Version && pos.Version > 0 { // version 0: a release before the feed may have added tasks
 		return nil, pos.Version, nil
 	}
 	rows, _ := s.q().Query(ctx, `(SELECT `+taskColumns+`, version, false AS deleted FROM tasks
 			WHERE user_id = $1 AND version >= $2 AND (version, id) > ($2, $3) ORDER BY version, id LIMIT $4)
 		UNION ALL
 		(SELECT task_id, user_id, '', NULL, false, '', NULL, '{}', deleted_at, deleted_at, NULL, NULL, version, true
-			FROM task_tombstones WHERE user_id = $1 AND version >= $2 AND (version, task_id) > ($2, $3)
+			FROM task_tombstones WHERE $5 AND user_id = $1 AND version >= $2 AND (version, task_id) > ($2, $3)
 			ORDER BY version, task_id LIMIT $4)
-		ORDER BY version, id LIMIT $4`, userID, pos.Version, pos.ID, limit)
+		ORDER BY version, id LIMIT $4`, userID, pos.Version, pos.ID, limit, withDeleted)
 	changes, err := pgx.CollectRows(rows, scanChange)
 	return changes, current, storeError(err)
 }

@@ -445,6 +445,20 @@ func TestIdempotentWrites(t *testing.T) {
 		t.Fatalf("20 toggles with one key: completed %v, %d not replayed; want true and 1", now.Completed, firsts)
 	}
 
+	// One key on a create and on another write at once: one of them wins, the other is refused; no deadlock.
+	for i := range 10 {
+		key := fmt.Sprint("race-", i)
+		statuses := make(chan int, 2)
+		wg.Go(func() {
+			statuses <- e.do("POST", "/api/"+user+"/tasks", tok, map[string]any{"title": "raced"}, "Idempotency-Key", key).status
+		})
+		wg.Go(func() { statuses <- e.do("PATCH", path+"/complete", tok, nil, "Idempotency-Key", key).status })
+		wg.Wait()
+		if a, b := <-statuses, <-statuses; a+b != 201+422 && a+b != 200+422 {
+			t.Fatalf("a create and a toggle with one key at once = %d and %d, want one 422", a, b)
+		}
+	}
+
 	// A delete retried answers 204 again, though the task is gone; without the key, 404.
 	e.want(e.do("DELETE", path, tok, nil, "Idempotency-Key", "rm-1"), 204, "DELETE with a key")
 	r := e.do("DELETE", path, tok, nil, "Idempotency-Key", "rm-1")

@@ -360,8 +360,8 @@ func parseListQuery(v url.Values) (listQuery, error) {
 		var msg string
 		if q.After, msg = parseListCursor(c, sort, q.Desc); msg != "" {
 			fail("cursor", msg, "cursor_invalid")
-		} else if v.Has("offset") {
-			fail("cursor", "Give cursor or offset, not both", "cursor_invalid")
+		} else if q.Offset > 0 { // offset=0, a default some clients send, is no offset
+			fail("cursor", "Give cursor or a non-zero offset, not both", "cursor_invalid")
 		}
 	}
 	if errs != nil {
