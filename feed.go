@@ -27,7 +27,7 @@ func handleChanges(db *store, retention time.Duration) userHandler {
 			return
 		}
 		now := time.Now()
-		cursor := feedCursor{feedPos{-1, 0}, now, userTag(userID)}
+		cursor := feedCursor{feedPos{-1, 0}, now, -1, userTag(userID)}
 		since, first := values.Get("since"), !values.Has("since")
 		if !first {
 			var msg string
@@ -54,7 +54,11 @@ func handleChanges(db *store, retention time.Duration) userHandler {
 			writeError(w, r, &statusError{http.StatusGone, "This cursor is older than the feed keeps deletions (SYNC_RETENTION): sync from scratch, without since"})
 			return
 		}
-		changes, current, err := db.changes(r.Context(), userID, cursor.Pos, !first, limit+1)
+		floor := cursor.Floor
+		if first {
+			floor = math.MaxInt64 // the client holds nothing to delete
+		}
+		changes, current, err := db.changes(r.Context(), userID, cursor.Pos, floor, limit+1)
 		if errors.Is(err, errCursorAhead) {
 			writeError(w, r, &statusError{http.StatusGone, "This cursor is ahead of the feed (the database was restored from a backup?): sync from scratch, without since"})
 			return
@@ -69,10 +73,13 @@ func handleChanges(db *store, retention time.Duration) userHandler {
 			changes = changes[:limit]
 			last := changes[limit-1]
 			// Not yet whole: the deletions after this page are as old as the cursor's.
-			next = feedCursor{feedPos{last.Version, last.ID}, cursor.Issued, cursor.User}
+			next = feedCursor{feedPos{last.Version, last.ID}, cursor.Issued, cursor.Floor, cursor.User}
+			if first { // deletions up to the user's version now were done before this page was read
+				next.Floor = current
+			}
 		} else {
 			// Every version up to the user's current one has been read: whole as of now.
-			next = feedCursor{feedPos{max(current, cursor.Pos.Version), math.MaxInt64}, now, cursor.User}
+			next = feedCursor{feedPos{max(current, cursor.Pos.Version), math.MaxInt64}, now, -1, cursor.User}
 			if n := len(changes); n > 0 {
 				next.Pos.Version = max(next.Pos.Version, changes[n-1].Version)
 			}

@@ -151,11 +151,19 @@ func TestFeedFirstSyncPages(t *testing.T) {
 	if p := decode[feedPage](t, r); len(p.Tasks) != 2 || len(p.Deleted) != 0 || !p.HasMore {
 		t.Fatalf("a first sync's first page = %s, want 2 tasks and more", r)
 	}
-	d := &device{tasks: map[int64]Task{}}
-	if pages := e.pull(user, d, 2); pages != 2 {
-		t.Fatalf("a first sync of 3 tasks at limit=2 took %d pages", pages)
+	p := decode[feedPage](t, r)
+	r = e.do("GET", "/api/"+user+"/changes?limit=2&since="+p.Cursor, tokenFor(t, user), nil)
+	if p := decode[feedPage](t, r); len(p.Tasks) != 1 || len(p.Deleted) != 0 || p.HasMore {
+		t.Fatalf("a first sync's second page = %s, want the last task and no deletions from before the sync", r)
 	}
-	e.wantSame(user, d, "first sync after deletions")
+	// A deletion after the first page, of a task the device holds, still comes.
+	d := &device{tasks: map[int64]Task{}}
+	r = e.do("GET", "/api/"+user+"/changes?limit=1", tokenFor(t, user), nil)
+	first := decode[feedPage](t, r)
+	d.tasks[first.Tasks[0].ID], d.cursor = first.Tasks[0], first.Cursor
+	e.want(e.do("DELETE", fmt.Sprint("/api/", user, "/tasks/", first.Tasks[0].ID), tokenFor(t, user), nil), 204, "DELETE")
+	e.pull(user, d, 1)
+	e.wantSame(user, d, "first sync with a deletion between its pages")
 }
 
 func TestFeedRefusesBadInput(t *testing.T) {
@@ -166,12 +174,13 @@ func TestFeedRefusesBadInput(t *testing.T) {
 		e.create(user, map[string]any{"title": "x"})
 	}
 	me := userTag(user)
-	good := feedCursor{feedPos{3, 7}, time.Now(), me}.String()
+	good := feedCursor{feedPos{3, 7}, time.Now(), -1, me}.String()
 	b64 := func(s string) string { return base64.RawURLEncoding.EncodeToString([]byte(s)) }
-	for _, since := range []string{"", "x", "!!!!", good + "=", good[:len(good)-1], base64.URLEncoding.EncodeToString([]byte("1.2.3." + me)),
-		feedCursor{feedPos{-2, 0}, time.Now(), me}.String(), feedCursor{feedPos{1, -1}, time.Now(), me}.String(),
-		feedCursor{feedPos{1, 1}, time.Now(), userTag("someone else")}.String(),
-		b64("01.2.3." + me), b64("+1.2.3." + me), b64("1.2." + me), b64("1.2.3.4." + me), b64("1.2.x." + me), b64("1.2.3")} {
+	for _, since := range []string{"", "x", "!!!!", good + "=", good[:len(good)-1], base64.URLEncoding.EncodeToString([]byte("1.2.3.-1." + me)),
+		feedCursor{feedPos{-2, 0}, time.Now(), -1, me}.String(), feedCursor{feedPos{1, -1}, time.Now(), -1, me}.String(),
+		feedCursor{feedPos{1, 1}, time.Now(), -1, userTag("someone else")}.String(),
+		b64("01.2.3.-1." + me), b64("+1.2.3.-1." + me), b64("1.2.-1." + me), b64("1.2.3.4.-1." + me), b64("1.2.x.-1." + me),
+		b64("1.2.3.-2." + me), b64("1.2.3.-1")} {
 		wantLoc(t, e.do("GET", "/api/"+user+"/changes?since="+url.QueryEscape(since), tok, nil), "query", "since")
 	}
 	for _, limit := range []string{"0", "1001", "-1", "x", "1e3"} {
@@ -181,25 +190,25 @@ func TestFeedRefusesBadInput(t *testing.T) {
 	wantLoc(t, e.do("GET", "/api/"+user+"/changes?since="+good+"&since="+good, tok, nil), "query", "since")
 
 	// Older than SYNC_RETENTION: 410, whether or not anything was deleted since.
-	old := feedCursor{feedPos{3, math.MaxInt64}, time.Now().Add(-time.Hour - time.Second), me}.String()
+	old := feedCursor{feedPos{3, math.MaxInt64}, time.Now().Add(-time.Hour - time.Second), -1, me}.String()
 	r := e.do("GET", "/api/"+user+"/changes?since="+old, tok, nil)
 	if r.status != 410 || !json410(r) {
 		t.Fatalf("a cursor older than SYNC_RETENTION = %s, want 410 with a detail", r)
 	}
 	// Past half of it, a 200 with a new cursor rather than a 304 that keeps the old one.
-	aging := feedCursor{feedPos{3, math.MaxInt64}, time.Now().Add(-40 * time.Minute), me}
+	aging := feedCursor{feedPos{3, math.MaxInt64}, time.Now().Add(-40 * time.Minute), -1, me}
 	r = e.do("GET", "/api/"+user+"/changes?since="+aging.String(), tok, nil, "If-None-Match", aging.etag())
 	if p := decode[feedPage](t, r); r.status != 200 || p.Cursor == aging.String() {
 		t.Fatalf("a cursor past half the retention, unchanged = %s, want 200 with a new cursor", r)
 	}
 	// Issued in the future (another replica's clock, or forged): as if issued now.
-	future := feedCursor{feedPos{3, math.MaxInt64}, time.Now().Add(time.Hour), me}
+	future := feedCursor{feedPos{3, math.MaxInt64}, time.Now().Add(time.Hour), -1, me}
 	r = e.do("GET", "/api/"+user+"/changes?since="+future.String(), tok, nil)
 	if p := decode[feedPage](t, r); r.status != 200 || p.Cursor == future.String() {
 		t.Fatalf("a cursor issued in the future = %s, want 200 with a cursor of now", r)
 	}
 	// Ahead of the user's version (a database restored from a backup): 410, start over.
-	ahead := feedCursor{feedPos{4, math.MaxInt64}, time.Now(), me}.String()
+	ahead := feedCursor{feedPos{4, math.MaxInt64}, time.Now(), -1, me}.String()
 	if r := e.do("GET", "/api/"+user+"/changes?since="+ahead, tok, nil); r.status != 410 || !json410(r) {
 		t.Fatalf("a cursor ahead of the feed = %s, want 410", r)
 	}

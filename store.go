@@ -258,7 +258,7 @@ func (s *store) deleteTask(ctx context.Context, userID string, id int64, ifMatch
 }
 
 // changes returns the user's changes after pos, in version order: the tasks
-// written since, and if withDeleted tombstones of those deleted since, at most
+// written since, and tombstones (above floor) of those deleted since, at most
 // limit in all;
 // and the user's version, which every change up to has been read when no more
 // than limit came back. A user's versions commit in the order they were given
@@ -266,7 +266,7 @@ func (s *store) deleteTask(ctx context.Context, userID string, id int64, ifMatch
 // it, so a read that goes on from the last version it returned skips nothing.
 // A read that finds the user's version where pos is (nothing new) stops after
 // one row, the counter's; one that does not reads the feed in one statement.
-func (s *store) changes(ctx context.Context, userID string, pos feedPos, withDeleted bool, limit int) ([]change, int64, error) {
+func (s *store) changes(ctx context.Context, userID string, pos feedPos, floor int64, limit int) ([]change, int64, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
 	var current int64
@@ -284,9 +284,9 @@ func (s *store) changes(ctx context.Context, userID string, pos feedPos, withDel
 			WHERE user_id = $1 AND version >= $2 AND (version, id) > ($2, $3) ORDER BY version, id LIMIT $4)
 		UNION ALL
 		(SELECT task_id, user_id, '', NULL, false, '', NULL, '{}', deleted_at, deleted_at, NULL, NULL, version, true
-			FROM task_tombstones WHERE $5 AND user_id = $1 AND version >= $2 AND (version, task_id) > ($2, $3)
+			FROM task_tombstones WHERE user_id = $1 AND version > $5 AND version >= $2 AND (version, task_id) > ($2, $3)
 			ORDER BY version, task_id LIMIT $4)
-		ORDER BY version, id LIMIT $4`, userID, pos.Version, pos.ID, limit, withDeleted)
+		ORDER BY version, id LIMIT $4`, userID, pos.Version, pos.ID, limit, floor)
 	changes, err := pgx.CollectRows(rows, scanChange)
 	return changes, current, storeError(err)
 }
