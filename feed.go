@@ -2,6 +2,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"math"
 	"net/http"
@@ -50,72 +51,96 @@ func handleChanges(db *store, retention time.Duration) userHandler {
 			writeError(w, r, errs)
 			return
 		}
-		if now.Sub(cursor.Issued) > retention {
-			writeError(w, r, &statusError{http.StatusGone, "This cursor is older than the feed keeps deletions (SYNC_RETENTION): sync from scratch, without since"})
-			return
-		}
-		floor := cursor.Floor
-		if first {
-			floor = math.MaxInt64 // the client holds nothing to delete
-		}
-		changes, current, err := db.changes(r.Context(), userID, cursor.Pos, floor, limit+1)
-		if errors.Is(err, errCursorAhead) {
-			writeError(w, r, &statusError{http.StatusGone, "This cursor is ahead of the feed (the database was restored from a backup?): sync from scratch, without since"})
-			return
-		}
+		page, err := readFeed(r.Context(), db, userID, cursor, first, limit, now, retention)
 		if err != nil {
 			writeError(w, r, err)
 			return
 		}
-		more := len(changes) > limit
-		var next feedCursor
-		if more {
-			changes = changes[:limit]
-			last := changes[limit-1]
-			// Not yet whole: the deletions after this page are as old as the cursor's.
-			next = feedCursor{feedPos{last.Version, last.ID}, cursor.Issued, cursor.Floor, cursor.User}
-			if first { // deletions up to the user's version now were done before this page was read
-				next.Floor = current
-			}
-		} else {
-			// Every version up to the user's current one has been read: whole as of now.
-			next = feedCursor{feedPos{max(current, cursor.Pos.Version), math.MaxInt64}, now, -1, cursor.User}
-			if n := len(changes); n > 0 {
-				next.Pos.Version = max(next.Pos.Version, changes[n-1].Version)
-			}
-		}
-		w.Header().Set("ETag", next.etag())
+		w.Header().Set("ETag", page.next.etag())
 		// A 304 keeps the client's cursor, and its time: once half of the retention
 		// is gone, a 200 gives it a new one rather than let it expire.
-		if !more && noneMatch(r, next.etag()) && now.Sub(cursor.Issued) < retention/2 {
+		if !page.more && noneMatch(r, page.next.etag()) && now.Sub(cursor.Issued) < retention/2 {
 			w.WriteHeader(http.StatusNotModified)
 			return
 		}
-		b := make([]byte, 0, 128+400*len(changes))
-		b = append(b, `{"tasks":[`...)
-		comma := false
-		for i := range changes {
-			if !changes[i].Deleted {
-				if comma {
-					b = append(b, ',')
-				}
-				b, comma = appendTask(b, &changes[i].Task), true
-			}
-		}
-		b = append(b, `],"deleted":[`...)
-		comma = false
-		for i := range changes {
-			if changes[i].Deleted {
-				if comma {
-					b = append(b, ',')
-				}
-				b, comma = strconv.AppendInt(b, changes[i].ID, 10), true
-			}
-		}
-		b = append(b, `],"cursor":"`...)
-		b = append(b, next.String()...)
-		b = append(b, `","has_more":`...)
-		b = strconv.AppendBool(b, more)
-		writeBody(w, http.StatusOK, append(b, '}', '\n'))
+		writeBody(w, http.StatusOK, append(page.appendJSON(nil), '\n'))
 	}
+}
+
+// feedPage is one page of a user's feed: its changes, the cursor after it, and whether more follow.
+type feedPage struct {
+	changes []change
+	next    feedCursor
+	more    bool
+}
+
+// errGone answers a cursor the feed cannot go on from (410): the client syncs from scratch.
+func errGone(why string) error {
+	return &statusError{http.StatusGone, why + ": sync from scratch, without since"}
+}
+
+// readFeed reads the page of the user's feed after cursor (first: a first
+// sync), at most limit changes; a cursor older than retention, or ahead of the
+// user's version, is errGone.
+func readFeed(ctx context.Context, db *store, userID string, cursor feedCursor, first bool, limit int, now time.Time, retention time.Duration) (feedPage, error) {
+	if now.Sub(cursor.Issued) > retention {
+		return feedPage{}, errGone("This cursor is older than the feed keeps deletions (SYNC_RETENTION)")
+	}
+	floor := cursor.Floor
+	if first {
+		floor = math.MaxInt64 // the client holds nothing to delete
+	}
+	changes, current, err := db.changes(ctx, userID, cursor.Pos, floor, limit+1)
+	if errors.Is(err, errCursorAhead) {
+		return feedPage{}, errGone("This cursor is ahead of the feed (the database was restored from a backup?)")
+	}
+	if err != nil {
+		return feedPage{}, err
+	}
+	p := feedPage{changes: changes, more: len(changes) > limit}
+	if p.more {
+		p.changes = changes[:limit]
+		last := p.changes[limit-1]
+		// Not yet whole: the deletions after this page are as old as the cursor's.
+		p.next = feedCursor{feedPos{last.Version, last.ID}, cursor.Issued, cursor.Floor, cursor.User}
+		if first { // deletions up to the user's version now were done before this page was read
+			p.next.Floor = current
+		}
+		return p, nil
+	}
+	// Every version up to the user's current one has been read: whole as of now.
+	p.next = feedCursor{feedPos{max(current, cursor.Pos.Version), math.MaxInt64}, now, -1, cursor.User}
+	if n := len(changes); n > 0 {
+		p.next.Pos.Version = max(p.next.Pos.Version, changes[n-1].Version)
+	}
+	return p, nil
+}
+
+// appendJSON appends the page as the feed sends it: {"tasks": [...], "deleted": [ids], "cursor": "...", "has_more": bool}.
+func (p feedPage) appendJSON(b []byte) []byte {
+	b = append(b, `{"tasks":[`...)
+	comma := false
+	for i := range p.changes {
+		if !p.changes[i].Deleted {
+			if comma {
+				b = append(b, ',')
+			}
+			b, comma = appendTask(b, &p.changes[i].Task), true
+		}
+	}
+	b = append(b, `],"deleted":[`...)
+	comma = false
+	for i := range p.changes {
+		if p.changes[i].Deleted {
+			if comma {
+				b = append(b, ',')
+			}
+			b, comma = strconv.AppendInt(b, p.changes[i].ID, 10), true
+		}
+	}
+	b = append(b, `],"cursor":"`...)
+	b = append(b, p.next.String()...)
+	b = append(b, `","has_more":`...)
+	b = strconv.AppendBool(b, p.more)
+	return append(b, '}')
 }

@@ -16,8 +16,8 @@ import (
 	"time"
 )
 
-// feedPage is one answer of the change feed.
-type feedPage struct {
+// changesPage is one answer of the change feed.
+type changesPage struct {
 	Tasks   []Task  `json:"tasks"`
 	Deleted []int64 `json:"deleted"`
 	Cursor  string  `json:"cursor"`
@@ -41,7 +41,7 @@ func (e *env) pull(user string, d *device, limit int) int {
 		}
 		r := e.do("GET", "/api/"+user+"/changes?"+q.Encode(), tokenFor(e.t, user), nil)
 		e.want(r, 200, "GET changes")
-		p := decode[feedPage](e.t, r)
+		p := decode[changesPage](e.t, r)
 		if len(p.Tasks)+len(p.Deleted) > limit || p.Cursor == "" || p.Tasks == nil || p.Deleted == nil {
 			e.t.Fatalf("page %s: over the limit %d, or a field missing", r, limit)
 		}
@@ -97,7 +97,7 @@ func TestFeed(t *testing.T) {
 	created := e.create(user, map[string]any{"title": "new"})
 	r := e.do("GET", "/api/"+user+"/changes?since="+d.cursor, tok, nil)
 	e.want(r, 200, "GET changes")
-	p := decode[feedPage](t, r)
+	p := decode[changesPage](t, r)
 	var got []string
 	for _, task := range p.Tasks {
 		got = append(got, fmt.Sprint(task.ID, task.Title, task.Completed))
@@ -114,7 +114,7 @@ func TestFeed(t *testing.T) {
 
 	// Polling an unchanged feed: an empty answer, then 304 with the ETag it gave.
 	r = e.do("GET", "/api/"+user+"/changes?since="+d.cursor, tok, nil)
-	if p := decode[feedPage](t, r); r.status != 200 || len(p.Tasks)+len(p.Deleted) != 0 || p.HasMore || r.header.Get("ETag") == "" {
+	if p := decode[changesPage](t, r); r.status != 200 || len(p.Tasks)+len(p.Deleted) != 0 || p.HasMore || r.header.Get("ETag") == "" {
 		t.Fatalf("an unchanged feed = %s %v", r, r.header)
 	}
 	tag := r.header.Get("ETag")
@@ -148,18 +148,18 @@ func TestFeedFirstSyncPages(t *testing.T) {
 		}
 	}
 	r := e.do("GET", "/api/"+user+"/changes?limit=2", tokenFor(t, user), nil)
-	if p := decode[feedPage](t, r); len(p.Tasks) != 2 || len(p.Deleted) != 0 || !p.HasMore {
+	if p := decode[changesPage](t, r); len(p.Tasks) != 2 || len(p.Deleted) != 0 || !p.HasMore {
 		t.Fatalf("a first sync's first page = %s, want 2 tasks and more", r)
 	}
-	p := decode[feedPage](t, r)
+	p := decode[changesPage](t, r)
 	r = e.do("GET", "/api/"+user+"/changes?limit=2&since="+p.Cursor, tokenFor(t, user), nil)
-	if p := decode[feedPage](t, r); len(p.Tasks) != 1 || len(p.Deleted) != 0 || p.HasMore {
+	if p := decode[changesPage](t, r); len(p.Tasks) != 1 || len(p.Deleted) != 0 || p.HasMore {
 		t.Fatalf("a first sync's second page = %s, want the last task and no deletions from before the sync", r)
 	}
 	// A deletion after the first page, of a task the device holds, still comes.
 	d := &device{tasks: map[int64]Task{}}
 	r = e.do("GET", "/api/"+user+"/changes?limit=1", tokenFor(t, user), nil)
-	first := decode[feedPage](t, r)
+	first := decode[changesPage](t, r)
 	d.tasks[first.Tasks[0].ID], d.cursor = first.Tasks[0], first.Cursor
 	e.want(e.do("DELETE", fmt.Sprint("/api/", user, "/tasks/", first.Tasks[0].ID), tokenFor(t, user), nil), 204, "DELETE")
 	e.pull(user, d, 1)
@@ -198,13 +198,13 @@ func TestFeedRefusesBadInput(t *testing.T) {
 	// Past half of it, a 200 with a new cursor rather than a 304 that keeps the old one.
 	aging := feedCursor{feedPos{3, math.MaxInt64}, time.Now().Add(-40 * time.Minute), -1, me}
 	r = e.do("GET", "/api/"+user+"/changes?since="+aging.String(), tok, nil, "If-None-Match", aging.etag())
-	if p := decode[feedPage](t, r); r.status != 200 || p.Cursor == aging.String() {
+	if p := decode[changesPage](t, r); r.status != 200 || p.Cursor == aging.String() {
 		t.Fatalf("a cursor past half the retention, unchanged = %s, want 200 with a new cursor", r)
 	}
 	// Issued in the future (another replica's clock, or forged): as if issued now.
 	future := feedCursor{feedPos{3, math.MaxInt64}, time.Now().Add(time.Hour), -1, me}
 	r = e.do("GET", "/api/"+user+"/changes?since="+future.String(), tok, nil)
-	if p := decode[feedPage](t, r); r.status != 200 || p.Cursor == future.String() {
+	if p := decode[changesPage](t, r); r.status != 200 || p.Cursor == future.String() {
 		t.Fatalf("a cursor issued in the future = %s, want 200 with a cursor of now", r)
 	}
 	// Ahead of the user's version (a database restored from a backup): 410, start over.

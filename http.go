@@ -100,6 +100,7 @@ type middleware struct {
 	routes []string // the patterns registered, for the test that holds openapi.json to them
 	log    *slog.Logger
 	cors   map[string]bool
+	live   *streams // the open event streams
 }
 
 func (m *middleware) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -121,7 +122,7 @@ func (m *middleware) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 			h.Set("Access-Control-Allow-Methods", "GET, POST, PUT, PATCH, DELETE")
-			h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type, If-Match, If-None-Match, Idempotency-Key")
+			h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type, If-Match, If-None-Match, Idempotency-Key, Last-Event-ID")
 			h.Set("Access-Control-Max-Age", "600")
 			w.WriteHeader(http.StatusNoContent)
 			return

@@ -37,6 +37,9 @@ type config struct {
 	DrainTimeout   time.Duration // how long requests in flight may take after SIGTERM
 	QueryTimeout   time.Duration // bound on each statement, including the wait for a connection
 	SyncRetention  time.Duration // how long the change feed keeps deletions; an older cursor gets 410
+	MaxStreams     int           // open event streams this process serves at once
+	streamPoll     time.Duration // how often a stream reads the feed: streamPoll unless a test sets it
+	streamBeat     time.Duration // a stream's heartbeat: streamHeartbeat unless a test sets it
 	MaxTasks       int           // tasks one user may hold
 	RatePerSecond  int           // requests a user may make each second; 0: no limit
 	RateBurst      int           // requests a user may make at once
@@ -52,6 +55,7 @@ func loadConfig(getenv func(string) string) (config, error) {
 		DrainTimeout:   10 * time.Second,
 		QueryTimeout:   5 * time.Second,
 		SyncRetention:  30 * 24 * time.Hour,
+		MaxStreams:     2000,
 		MaxTasks:       10000,
 		RatePerSecond:  50,
 		RateBurst:      100,
@@ -124,7 +128,7 @@ func loadConfig(getenv func(string) string) (config, error) {
 		name string
 		dst  *int
 		min  int
-	}{{"MAX_TASKS_PER_USER", &c.MaxTasks, 1}, {"RATE_LIMIT_PER_SECOND", &c.RatePerSecond, 0}, {"RATE_LIMIT_BURST", &c.RateBurst, 1}} {
+	}{{"MAX_TASKS_PER_USER", &c.MaxTasks, 1}, {"RATE_LIMIT_PER_SECOND", &c.RatePerSecond, 0}, {"RATE_LIMIT_BURST", &c.RateBurst, 1}, {"MAX_STREAMS", &c.MaxStreams, 1}} {
 		if s := getenv(n.name); s != "" {
 			v, err := strconv.Atoi(s)
 			if err != nil || v < n.min {
@@ -281,10 +285,11 @@ func printToken(getenv func(string) string, args []string, stdout io.Writer) err
 // maxHeaderBytes bounds a request's headers, a bearer token included (431 beyond).
 const maxHeaderBytes = 32 << 10
 
-// newHTTPServer wraps h in a server whose timeouts and header limit bound every client.
-func newHTTPServer(h http.Handler, log *slog.Logger) *http.Server {
-	return &http.Server{
-		Handler:           h,
+// newHTTPServer wraps m in a server whose timeouts and header limit bound every
+// client; event streams, which outlive them, end when it shuts down.
+func newHTTPServer(m *middleware, log *slog.Logger) *http.Server {
+	srv := &http.Server{
+		Handler:           m,
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       15 * time.Second,
 		WriteTimeout:      15 * time.Second,
@@ -292,15 +297,17 @@ func newHTTPServer(h http.Handler, log *slog.Logger) *http.Server {
 		MaxHeaderBytes:    maxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
+	srv.RegisterOnShutdown(m.live.close)
+	return srv
 }
 
 // newServer builds the service's handler: the one route table inside the shared middleware.
-func newServer(log *slog.Logger, db *store, cfg config) http.Handler {
+func newServer(log *slog.Logger, db *store, cfg config) *middleware {
 	v := newVerifier(cfg.Auth, &http.Client{Timeout: 5 * time.Second}, log)
 	limit := newRateLimiter(cfg.RatePerSecond, cfg.RateBurst)
 	auth := func(h userHandler) http.Handler { return authenticate(v, limit, h) }
 
-	m := &middleware{mux: http.NewServeMux(), log: log, cors: cfg.CORSOrigins}
+	m := &middleware{mux: http.NewServeMux(), log: log, cors: cfg.CORSOrigins, live: newStreams(cfg.MaxStreams, cfg.SyncRetention, cfg.streamPoll, cfg.streamBeat)}
 	handle := func(pattern string, h http.Handler) {
 		m.mux.Handle(pattern, h)
 		m.routes = append(m.routes, pattern)
@@ -317,5 +324,6 @@ func newServer(log *slog.Logger, db *store, cfg config) http.Handler {
 	handle("DELETE /api/{user_id}/tasks/{id}", auth(handleDeleteTask(db)))
 	handle("PATCH /api/{user_id}/tasks/{id}/complete", auth(handleToggleTask(db)))
 	handle("GET /api/{user_id}/changes", auth(handleChanges(db, cfg.SyncRetention)))
+	handle("GET /api/{user_id}/events", auth(handleEvents(db, m.live)))
 	return m
 }

@@ -89,7 +89,8 @@ type env struct {
 // testConfig is the production configuration with auth, minus the rate limit
 // (tests hammer one user on purpose), changed by each of opts.
 func testConfig(auth authConfig, opts ...func(*config)) config {
-	cfg := config{Auth: auth, CORSOrigins: map[string]bool{"http://localhost:3000": true}, MaxTasks: 10000, SyncRetention: 30 * 24 * time.Hour}
+	cfg := config{Auth: auth, CORSOrigins: map[string]bool{"http://localhost:3000": true}, MaxTasks: 10000,
+		SyncRetention: 30 * 24 * time.Hour, MaxStreams: 100, streamPoll: 20 * time.Millisecond}
 	for _, o := range opts {
 		o(&cfg)
 	}

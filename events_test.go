@@ -1,0 +1,196 @@
+// events_test.go tests the live stream through the real handler and server: events, resume, isolation, bounds, shutdown.
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"math"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+)
+
+// sseEvent is one server-sent event, or a comment (Comment set).
+type sseEvent struct {
+	Event, ID, Data, Comment string
+}
+
+// stream is an open event stream whose events arrive on a channel.
+type stream struct {
+	t      *testing.T
+	resp   *http.Response
+	events chan sseEvent
+}
+
+// openStream opens the user's event stream; header holds name, value pairs.
+func (e *env) openStream(user string, header ...string) *stream {
+	e.t.Helper()
+	req, _ := http.NewRequest("GET", e.srv.URL+"/api/"+user+"/events", nil)
+	req.Header.Set("Authorization", "Bearer "+tokenFor(e.t, user))
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	resp, err := e.srv.Client().Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "text/event-stream" {
+		e.t.Fatalf("GET events = %d %v", resp.StatusCode, resp.Header)
+	}
+	s := &stream{t: e.t, resp: resp, events: make(chan sseEvent, 100)}
+	e.t.Cleanup(func() { resp.Body.Close() })
+	go func() {
+		defer close(s.events)
+		r := bufio.NewReader(resp.Body)
+		var ev sseEvent
+		for {
+			line, err := r.ReadString('\n')
+			if err != nil {
+				return
+			}
+			line = strings.TrimSuffix(line, "\n")
+			switch name, value, _ := strings.Cut(line, ": "); {
+			case line == "":
+				if ev != (sseEvent{}) {
+					s.events <- ev
+				}
+				ev = sseEvent{}
+			case strings.HasPrefix(line, ":"):
+				s.events <- sseEvent{Comment: strings.TrimPrefix(line, ": ")}
+			case name == "event":
+				ev.Event = value
+			case name == "id":
+				ev.ID = value
+			case name == "data":
+				ev.Data = value
+			}
+		}
+	}()
+	return s
+}
+
+// next returns the stream's next event, skipping comments unless comments is set;
+// it fails the test if none comes within 10 s or the stream ends.
+func (s *stream) next(comments bool) sseEvent {
+	s.t.Helper()
+	for {
+		select {
+		case ev, ok := <-s.events:
+			if !ok {
+				s.t.Fatal("the stream ended")
+			}
+			if ev.Comment != "" && !comments {
+				continue
+			}
+			return ev
+		case <-time.After(10 * time.Second):
+			s.t.Fatal("no event within 10 s")
+		}
+	}
+}
+
+// page decodes an event's data as a page of the feed, checking its id is the page's cursor.
+func (s *stream) page(ev sseEvent) changesPage {
+	s.t.Helper()
+	var p changesPage
+	if err := json.Unmarshal([]byte(ev.Data), &p); err != nil || ev.ID == "" || ev.ID != p.Cursor || ev.Event != "" {
+		s.t.Fatalf("event %+v: %v", ev, err)
+	}
+	return p
+}
+
+func TestEventsStream(t *testing.T) {
+	e := newEnv(t, hsAuth())
+	user, other := newUser(t), newUser(t)
+	e.create(user, map[string]any{"title": "before"})
+	s := e.openStream(user)
+	if p := s.page(s.next(false)); len(p.Tasks) != 1 || p.Tasks[0].Title != "before" {
+		t.Fatalf("the first event = %+v, want a first sync", p)
+	}
+	// Another user's write never reaches this stream; this user's does.
+	e.create(other, map[string]any{"title": "not yours"})
+	created := e.create(user, map[string]any{"title": "live"})
+	ev := s.next(false)
+	if p := s.page(ev); len(p.Tasks) != 1 || p.Tasks[0].ID != created.ID {
+		t.Fatalf("after a create the stream sent %+v", p)
+	}
+	e.want(e.do("DELETE", fmt.Sprint("/api/", user, "/tasks/", created.ID), tokenFor(t, user), nil), 204, "DELETE")
+	if p := s.page(s.next(false)); len(p.Deleted) != 1 || p.Deleted[0] != created.ID {
+		t.Fatalf("after a delete the stream sent %+v", p)
+	}
+
+	// Resume: the changes made while away come first.
+	last := ev.ID
+	e.create(user, map[string]any{"title": "while away"})
+	r := e.openStream(user, "Last-Event-ID", last)
+	if p := r.page(r.next(false)); len(p.Tasks) != 1 || p.Tasks[0].Title != "while away" || len(p.Deleted) != 1 {
+		t.Fatalf("a stream resumed from %s sent %+v first", last, p)
+	}
+
+	// Auth and isolation as everywhere; a bad Last-Event-ID is a 422, an expired one a reset.
+	e.want(e.do("GET", "/api/"+user+"/events", "", nil), 401, "no token")
+	e.want(e.do("GET", "/api/"+other+"/events", tokenFor(t, user), nil), 403, "another user's stream")
+	wantLoc(t, e.do("GET", "/api/"+user+"/events", tokenFor(t, user), nil, "Last-Event-ID", "nonsense"), "header", "Last-Event-ID")
+	old := feedCursor{feedPos{1, math.MaxInt64}, time.Now().Add(-31 * 24 * time.Hour), -1, userTag(user)}
+	x := e.openStream(user, "Last-Event-ID", old.String())
+	if ev := x.next(false); ev.Event != "reset" || !strings.Contains(ev.Data, "sync from scratch") {
+		t.Fatalf("a stream from an expired cursor sent %+v, want a reset", ev)
+	}
+}
+
+func TestEventsHeartbeatAndBounds(t *testing.T) {
+	e := newEnv(t, hsAuth(), func(c *config) { c.streamBeat = 50 * time.Millisecond; c.MaxStreams = 12 })
+	user := newUser(t)
+	s := e.openStream(user)
+	s.next(false) // the first sync
+	if ev := s.next(true); ev.Comment == "" {
+		t.Fatalf("a quiet stream sent %+v, want a comment", ev)
+	}
+	for range maxStreamsPerUser - 1 {
+		e.openStream(user)
+	}
+	r := e.do("GET", "/api/"+user+"/events", tokenFor(t, user), nil)
+	if r.status != 429 || r.header.Get("Retry-After") == "" {
+		t.Fatalf("stream %d of one user = %s %v, want 429 with Retry-After", maxStreamsPerUser+1, r, r.header)
+	}
+	other := newUser(t)
+	e.openStream(other)
+	e.openStream(other)
+	if r := e.do("GET", "/api/"+other+"/events", tokenFor(t, other), nil); r.status != 503 || r.header.Get("Retry-After") == "" {
+		t.Fatalf("a stream past MAX_STREAMS = %s, want 503 with Retry-After", r)
+	}
+}
+
+// TestEventsOutliveTimeoutsAndEndAtShutdown runs a server whose read and write
+// timeouts are short: a stream outlives them, and shutting the server down ends
+// it at once rather than waiting out the drain.
+func TestEventsOutliveTimeoutsAndEndAtShutdown(t *testing.T) {
+	log := slog.New(slog.DiscardHandler)
+	srv := httptest.NewUnstartedServer(nil)
+	srv.Config = newHTTPServer(newServer(log, testDB, testConfig(hsAuth())), log)
+	srv.Config.ReadTimeout, srv.Config.WriteTimeout = 200*time.Millisecond, 200*time.Millisecond
+	srv.Start()
+	defer srv.Close()
+	e := &env{t: t, srv: srv, logs: &syncBuffer{}}
+	user := newUser(t)
+	s := e.openStream(user)
+	s.next(false)
+	time.Sleep(500 * time.Millisecond) // past both timeouts
+	created := e.create(user, map[string]any{"title": "after the timeouts"})
+	if p := s.page(s.next(false)); len(p.Tasks) != 1 || p.Tasks[0].ID != created.ID {
+		t.Fatalf("after the timeouts the stream sent %+v", p)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := srv.Config.Shutdown(ctx); err != nil {
+		t.Fatalf("shutdown with a stream open: %v", err)
+	}
+	for ev := range s.events {
+		t.Fatalf("after shutdown the stream sent %+v", ev)
+	}
+}
