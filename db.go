@@ -41,6 +41,9 @@ type staleError struct{ Current Task }
 
 func (e *staleError) Error() string { return "task changed since the version given" }
 
+// idempotencyTTL is how long an Idempotency-Key is kept at least.
+const idempotencyTTL = 24 * time.Hour
+
 // store runs the service's SQL on a pgx pool.
 type store struct {
 	pool    *pgxpool.Pool

@@ -3,31 +3,45 @@ package main
 
 import (
 	"cmp"
+	"context"
 	"encoding/json"
 	"errors"
+	"maps"
 	"net/http"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
 )
 
-// Stream timings: how often a stream reads the feed, how long it may stay
-// silent before a comment keeps proxies from cutting it, how long one write may
-// take, and the reconnection delay clients are told (SSE's retry field).
+// Stream timings: how often the watcher reads the versions of the users with
+// open streams, how often a stream reads the feed when not woken, how long it
+// may stay silent before a comment keeps proxies from cutting it, how long one
+// write may take, and the reconnection delay clients are told (SSE's retry field).
 const (
-	streamPoll      = time.Second
+	streamPoll      = 500 * time.Millisecond
+	streamSafety    = 30 * time.Second
 	streamHeartbeat = 25 * time.Second
 	streamWriteWait = 10 * time.Second
 	streamRetry     = 3 * time.Second
 )
 
-// streams counts the open event streams, per user and in all, and ends every
-// one of them at once when the server shuts down.
+// streams counts the open event streams, per user and in all, wakes those of
+// a user whose feed moved, and ends every one of them at once when the server
+// shuts down. While any stream is open, one watcher reads, every poll, the
+// versions of all the users with open streams in one statement: what a write on
+// any replica did reaches this one's streams within a poll, at a cost that
+// grows with the users watched, not with the writes (LISTEN/NOTIFY, measured,
+// doubled what a write cost PostgreSQL: bench/README.md).
 type streams struct {
+	db              *store
 	mu              sync.Mutex
 	perUser         map[string]int
 	total, maxAll   int
-	done            chan struct{} // closed by close
+	changed         map[string]chan struct{} // per watched user: closed when their version moves
+	versions        map[string]int64         // per watched user: the version the watcher saw last
+	stopWatch       chan struct{}            // ends the watcher; nil while no stream is open
+	done            chan struct{}            // closed by close
 	closeOnce       sync.Once
 	poll, heartbeat time.Duration // streamPoll and streamHeartbeat; shorter in tests
 	retention       time.Duration // SYNC_RETENTION
@@ -44,8 +58,9 @@ var (
 
 // newStreams bounds the server's open streams to maxAll (MAX_STREAMS); a zero
 // poll or heartbeat is streamPoll or streamHeartbeat.
-func newStreams(maxAll int, retention, poll, heartbeat time.Duration) *streams {
-	return &streams{perUser: map[string]int{}, maxAll: maxAll, done: make(chan struct{}),
+func newStreams(db *store, maxAll int, retention, poll, heartbeat time.Duration) *streams {
+	return &streams{db: db, perUser: map[string]int{}, maxAll: maxAll, done: make(chan struct{}),
+		changed: map[string]chan struct{}{}, versions: map[string]int64{},
 		poll: cmp.Or(poll, streamPoll), heartbeat: cmp.Or(heartbeat, streamHeartbeat), retention: retention}
 }
 
@@ -62,6 +77,10 @@ func (s *streams) open(userID string) error {
 	case s.total >= s.maxAll:
 		return errStreamsFull
 	}
+	if s.total == 0 {
+		s.stopWatch = make(chan struct{})
+		go s.watch(s.stopWatch)
+	}
 	s.perUser[userID]++
 	s.total++
 	return nil
@@ -73,8 +92,58 @@ func (s *streams) release(userID string) {
 	defer s.mu.Unlock()
 	if s.perUser[userID]--; s.perUser[userID] == 0 {
 		delete(s.perUser, userID)
+		delete(s.changed, userID)
+		delete(s.versions, userID)
 	}
-	s.total--
+	if s.total--; s.total == 0 {
+		close(s.stopWatch)
+		s.stopWatch = nil
+	}
+}
+
+// changedFor returns a channel that closes when the user's feed next moves.
+func (s *streams) changedFor(userID string) <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ch := s.changed[userID]
+	if ch == nil {
+		ch = make(chan struct{})
+		s.changed[userID] = ch
+	}
+	return ch
+}
+
+// watch reads, every poll until stop, the versions of the users with open
+// streams, and wakes the streams of each whose version moved (or was first
+// seen: a wake too many costs a stream one row).
+func (s *streams) watch(stop <-chan struct{}) {
+	tick := time.NewTicker(s.poll)
+	defer tick.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-tick.C:
+		}
+		s.mu.Lock()
+		users := slices.Collect(maps.Keys(s.perUser))
+		s.mu.Unlock()
+		versions, err := s.db.versions(context.Background(), users)
+		if err != nil { // the database is away: the streams read the feed themselves meanwhile
+			continue
+		}
+		s.mu.Lock()
+		for _, u := range users {
+			if v, seen := s.versions[u]; (!seen || v != versions[u]) && s.perUser[u] > 0 {
+				s.versions[u] = versions[u]
+				if ch := s.changed[u]; ch != nil {
+					close(ch)
+					delete(s.changed, u)
+				}
+			}
+		}
+		s.mu.Unlock()
+	}
 }
 
 // close ends every stream, for http.Server.RegisterOnShutdown: the drain does
@@ -96,8 +165,8 @@ func (s *streams) closed() bool {
 // Last-Event-ID resumes after that cursor; without it the stream starts with a
 // first sync. A cursor the feed cannot go on from ends the stream with an event
 // "reset" whose data is {"detail": ...}: the client syncs from scratch. The
-// stream reads the feed every streamPoll, sends a comment after streamHeartbeat
-// of silence, and ends when the client goes or the server shuts down.
+// stream reads the feed when the watcher says it moved, sends a comment after
+// streamHeartbeat of silence, and ends when the client goes or the server shuts down.
 func handleEvents(db *store, live *streams) userHandler {
 	return func(w http.ResponseWriter, r *http.Request, userID string) {
 		now := time.Now()
@@ -131,12 +200,13 @@ func handleEvents(db *store, live *streams) userHandler {
 		if !send([]byte("retry: " + strconv.Itoa(int(streamRetry/time.Millisecond)) + "\n\n")) {
 			return
 		}
-		poll := time.NewTicker(live.poll)
-		defer poll.Stop()
+		safety := time.NewTicker(streamSafety) // if the watcher cannot read the versions
+		defer safety.Stop()
 		heartbeat := time.NewTimer(live.heartbeat)
 		defer heartbeat.Stop()
 		for {
-			for more := true; more; { // every page there is now
+			changed := live.changedFor(userID) // before the read: a write after it wakes this stream
+			for more := true; more; {          // every page there is now
 				page, err := readFeed(r.Context(), db, userID, cursor, first, maxFeedLimit, time.Now(), live.retention)
 				var gone *statusError
 				if errors.As(err, &gone) && gone.status == http.StatusGone {
@@ -163,7 +233,8 @@ func handleEvents(db *store, live *streams) userHandler {
 				return
 			case <-live.done:
 				return
-			case <-poll.C:
+			case <-changed:
+			case <-safety.C:
 			case <-heartbeat.C:
 				if !send([]byte(": keep-alive\n\n")) {
 					return

@@ -13,9 +13,6 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
-// idempotencyTTL is how long an Idempotency-Key is kept at least.
-const idempotencyTTL = 24 * time.Hour
-
 // taskColumns are a task's columns, in the order taskFromBinary reads them. A
 // due_kind counts only for the due_date it was written with: a release before
 // due_kind that changes due_date (in a rolling deploy, or after a rollback)
@@ -289,6 +286,21 @@ func (s *store) changes(ctx context.Context, userID string, pos feedPos, floor i
 		ORDER BY version, id LIMIT $4`, userID, pos.Version, pos.ID, limit, floor)
 	changes, err := pgx.CollectRows(rows, scanChange)
 	return changes, current, storeError(err)
+}
+
+// versions returns the version of each of the users (0 for one who never wrote), in one statement.
+func (s *store) versions(ctx context.Context, userIDs []string) (map[string]int64, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	rows, _ := s.q().Query(ctx, `SELECT user_id, version FROM task_counts WHERE user_id = ANY($1)`, userIDs)
+	versions := make(map[string]int64, len(userIDs))
+	var userID string
+	var version int64
+	_, err := pgx.ForEachRow(rows, []any{&userID, &version}, func() error {
+		versions[userID] = version
+		return nil
+	})
+	return versions, storeError(err)
 }
 
 // deleteOldTombstones forgets deletions older than retention and an hour: a
