@@ -232,7 +232,7 @@ async function main() {
         const apiDB = new URL(db);
         apiDB.searchParams.set("pool_max_conns", "4");
         const base = await startAPI(bin, { DATABASE_URL: apiDB.toString(), BETTER_AUTH_URL: ba.baseURL, BETTER_AUTH_SECRET: secret });
-        return [alg, { ...ba, base }];
+        return [alg, { ...ba, base, db: apiDB.toString() }];
       }),
     ),
   );
@@ -318,7 +318,9 @@ async function main() {
     assert(r.status === 200 && r.body.length >= 1, `${r.status}`);
   });
 
-  await browser(main.base, a, ta);
+  // A second replica of the main API, on the same database, for the live stream across replicas.
+  const replica = await startAPI(bin, { DATABASE_URL: main.db, BETTER_AUTH_URL: main.baseURL, BETTER_AUTH_SECRET: secret });
+  await browser(main.base, replica, a, ta);
 
   const passed = results.filter(Boolean).length;
   console.log(`\n${validated} responses validated against openapi.json`);
@@ -327,7 +329,7 @@ async function main() {
 
 // browser opens a page from the allowed origin and one from another origin in
 // headless Chromium; each calls the API with fetch and a Bearer token.
-async function browser(base, user, token) {
+async function browser(base, replica, user, token) {
   const page = readFileSync(new URL("./page.html", import.meta.url));
   const sync = readFileSync(new URL("./sync.html", import.meta.url));
   const serve = (req, res) => {
@@ -384,6 +386,32 @@ async function browser(base, user, token) {
     assert(byID(read.tasks) === byID(list), `the reader holds ${byID(read.tasks)}\nthe list is ${byID(list)}\nafter ${read.steps.map((s) => `${s.status} ${s.path} ${s.body.slice(0, 80)}`).join("\n")}`);
     assert(list.some((t) => t.title === "edited on the laptop" && t.due_date === "2027-02-01") && list.some((t) => t.completed_at), "the writes are not in the list");
     console.log(`        the reader pulled ${read.steps.length} times (${pulls} pages, ${read.steps.length - pulls} answered 304)`);
+  });
+  await check("Chromium, two replicas: a page's writes reach the other page's event stream, which is cut once and resumes", async () => {
+    const open = async (role, api) => {
+      const p = await b.newPage();
+      await p.goto(`${ALLOWED}/sync#` + new URLSearchParams({ api, user: user.id, token, role }));
+      return p;
+    };
+    const live = await open("live", replica);
+    await live.waitForFunction(() => window.synced || window.result !== undefined, null, { timeout: 15000 });
+    const writer = await open("writer", base);
+    await writer.waitForFunction(() => window.result !== undefined, null, { timeout: 15000 });
+    const wrote = await writer.evaluate(() => window.result);
+    const list = (await api(base, "GET", `/api/${user.id}/tasks`, token)).body;
+    const byID = (ts) => JSON.stringify([...ts].sort((x, y) => x.id - y.id));
+    // The stream carries every write: the page comes to hold the list, then stops.
+    await live.waitForFunction((want) => window.result !== undefined || window.copy?.() === want, byID(list), { timeout: 15000 });
+    await live.evaluate(() => (window.stopSync = true));
+    await live.waitForFunction(() => window.result !== undefined, null, { timeout: 15000 });
+    const got = await live.evaluate(() => window.result);
+    await Promise.all([writer.close(), live.close()]);
+    assert(!wrote.error && !got.error, `a page failed: ${wrote.error || got.error}`);
+    for (const step of wrote.steps) conform(step.method, base + step.path, step.status, new Headers(step.headers), step.body);
+    assert(got.cut && got.steps.length >= 2 && got.steps.every((s) => s.status === 200), `the stream was not cut and resumed: ${JSON.stringify(got.steps)}`);
+    assert(byID(got.tasks) === byID(list), `the live page holds ${byID(got.tasks)}\nthe list is ${byID(list)}`);
+    const lags = Object.entries(wrote.wrote).map(([id, at]) => (got.seen[id] ? `${got.seen[id] - at}` : "never (deleted first)"));
+    console.log(`        created through replica 1, on replica 2's stream after (ms): ${lags.join(", ")}`);
   });
   await check("Chromium, origin not in CORS_ORIGINS: the browser blocks the call", async () => {
     const before = (await api(base, "GET", `/api/${user.id}/tasks`, token)).body.length;
