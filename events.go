@@ -21,6 +21,7 @@ import (
 const (
 	streamPoll      = 500 * time.Millisecond
 	streamSafety    = 30 * time.Second
+	streamMaxAge    = 5 * time.Minute
 	streamHeartbeat = 25 * time.Second
 	streamWriteWait = 10 * time.Second
 	streamRetry     = 3 * time.Second
@@ -66,7 +67,7 @@ func newStreams(db *store, maxAll int, retention, poll, heartbeat time.Duration)
 
 // open counts a new stream for the user, unless the user or the server holds
 // as many as allowed (errStreamLimit, errStreamsFull) or it is shutting down.
-func (s *streams) open(userID string) error {
+func (s *streams) open(userID string) *statusError {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	switch {
@@ -166,7 +167,9 @@ func (s *streams) closed() bool {
 // first sync. A cursor the feed cannot go on from ends the stream with an event
 // "reset" whose data is {"detail": ...}: the client syncs from scratch. The
 // stream reads the feed when the watcher says it moved, sends a comment after
-// streamHeartbeat of silence, and ends when the client goes or the server shuts down.
+// streamHeartbeat of silence, and ends when the client goes, the server shuts
+// down, streamMaxAge has passed, or the database has failed it for streamSafety:
+// the client reconnects with Last-Event-ID.
 func handleEvents(db *store, live *streams) userHandler {
 	return func(w http.ResponseWriter, r *http.Request, userID string) {
 		now := time.Now()
@@ -179,20 +182,37 @@ func handleEvents(db *store, live *streams) userHandler {
 			}
 			first = false
 		}
-		if err := live.open(userID); err != nil {
-			w.Header().Set("Retry-After", strconv.Itoa(int(streamRetry/time.Second)))
-			writeError(w, r, err)
+		h := w.Header()
+		h.Set("Content-Type", "text/event-stream")
+		h.Set("X-Accel-Buffering", "no") // nginx: pass each event on at once
+		if r.Method == http.MethodHead { // the headers a stream would have, and no stream
+			w.WriteHeader(http.StatusOK)
+			return
+		}
+		if err := live.open(userID); err != nil { // load shed on purpose: not an error to log
+			h.Set("Retry-After", strconv.Itoa(int(streamRetry/time.Second)))
+			writeJSON(w, err.status, map[string]string{"detail": err.detail})
 			return
 		}
 		defer live.release(userID)
 
-		// WriteTimeout bounds a request, not a stream: each write gets its own deadline.
+		// WriteTimeout bounds a request, not a stream: each write gets its own
+		// deadline, which a shutdown brings forward so that no write holds it up.
 		rc := http.NewResponseController(w)
-		h := w.Header()
-		h.Set("Content-Type", "text/event-stream")
-		h.Set("X-Accel-Buffering", "no") // nginx: pass each event on at once
+		ended := make(chan struct{})
+		defer close(ended)
+		go func() {
+			select {
+			case <-live.done:
+				rc.SetWriteDeadline(time.Now())
+			case <-ended:
+			}
+		}()
 		w.WriteHeader(http.StatusOK)
 		send := func(b []byte) bool {
+			if live.closed() {
+				return false
+			}
 			rc.SetWriteDeadline(time.Now().Add(streamWriteWait))
 			_, err := w.Write(b)
 			return err == nil && rc.Flush() == nil
@@ -204,9 +224,15 @@ func handleEvents(db *store, live *streams) userHandler {
 		defer safety.Stop()
 		heartbeat := time.NewTimer(live.heartbeat)
 		defer heartbeat.Stop()
+		// A stream ends after streamMaxAge, so that a token expired or revoked since
+		// it opened stops reading; the client reconnects with a fresh token.
+		maxAge := time.NewTimer(streamMaxAge)
+		defer maxAge.Stop()
+		var retry <-chan time.Time // after a failed read
+		var failingSince time.Time
 		for {
-			changed := live.changedFor(userID) // before the read: a write after it wakes this stream
-			for more := true; more; {          // every page there is now
+			changed := live.changedFor(userID)                    // before the read: a write after it wakes this stream
+			for more := true; more && r.Context().Err() == nil; { // every page there is now
 				page, err := readFeed(r.Context(), db, userID, cursor, first, maxFeedLimit, time.Now(), live.retention)
 				var gone *statusError
 				if errors.As(err, &gone) && gone.status == http.StatusGone {
@@ -214,9 +240,16 @@ func handleEvents(db *store, live *streams) userHandler {
 					send(appendEvent(nil, "reset", "", detail))
 					return
 				}
-				if err != nil { // the database is away: try again at the next poll
+				if err != nil { // the database is away: try again in a second; past streamSafety,
+					if failingSince.IsZero() { // end the stream, so the client tries another replica
+						failingSince = time.Now()
+					} else if time.Since(failingSince) > streamSafety {
+						return
+					}
+					retry = time.After(time.Second)
 					break
 				}
+				failingSince, retry = time.Time{}, nil
 				// Nothing new: an event only for a first sync (so the client holds a
 				// cursor), or to renew a cursor past half the retention before it expires.
 				if len(page.changes) > 0 || first || time.Since(cursor.Issued) > live.retention/2 {
@@ -233,7 +266,10 @@ func handleEvents(db *store, live *streams) userHandler {
 				return
 			case <-live.done:
 				return
+			case <-maxAge.C:
+				return
 			case <-changed:
+			case <-retry:
 			case <-safety.C:
 			case <-heartbeat.C:
 				if !send([]byte(": keep-alive\n\n")) {

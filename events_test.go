@@ -158,7 +158,10 @@ func TestEventsHeartbeatAndBounds(t *testing.T) {
 	if ev := s.next(true); ev.Comment == "" {
 		t.Fatalf("a quiet stream sent %+v, want a comment", ev)
 	}
-	for range maxStreamsPerUser - 1 {
+	if r := e.do("HEAD", "/api/"+user+"/events", tokenFor(t, user), nil); r.status != 200 || r.header.Get("Content-Type") != "text/event-stream" {
+		t.Fatalf("HEAD events = %s %v", r, r.header)
+	}
+	for range maxStreamsPerUser - 1 { // the HEAD held no slot
 		e.openStream(user)
 	}
 	r := e.do("GET", "/api/"+user+"/events", tokenFor(t, user), nil)
