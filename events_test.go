@@ -204,3 +204,30 @@ func TestEventsOutliveTimeoutsAndEndAtShutdown(t *testing.T) {
 		t.Fatalf("after shutdown the stream sent %+v", ev)
 	}
 }
+
+// TestEventsRetryAFailedRead: a stream whose read of the feed fails (here, a
+// statement timeout while another session locks the tombstones) tries again
+// a second later, rather than at its next heartbeat.
+func TestEventsRetryAFailedRead(t *testing.T) {
+	slow, err := openStore(testURL, 300*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(slow.pool.Close)
+	e := newEnvDB(t, slow, testConfig(hsAuth()))
+	user := newUser(t)
+	s := e.openStream(user)
+	s.next(false)
+	ctx := t.Context()
+	tx := must(testDB.pool.Begin(ctx))
+	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, `LOCK task_tombstones IN ACCESS EXCLUSIVE MODE`); err != nil {
+		t.Fatal(err)
+	}
+	created := newEnv(t, hsAuth()).create(user, map[string]any{"title": "while the feed was locked"})
+	time.Sleep(time.Second) // the stream's reads time out meanwhile
+	tx.Rollback(ctx)
+	if p := s.page(s.next(false)); len(p.Tasks) != 1 || p.Tasks[0].ID != created.ID {
+		t.Fatalf("after a failed read the stream sent %+v", p)
+	}
+}
