@@ -16,33 +16,12 @@ PGBIN=$(ls -d /usr/lib/postgresql/*/bin | tail -n1)
 PORT=${PGPORT_BENCH:-18150}
 work=$(mktemp -d /tmp/tasks-ab.XXXXXX)
 chown postgres "$work"
-cleanup() { runuser -u postgres -- "$PGBIN/pg_ctl" -D "$work/pg" -m immediate stop >/dev/null 2>&1 || true; rm -rf "$work"; }
+. bench/pg.sh
+cleanup() { stop_pg; rm -rf "$work"; }
 trap cleanup EXIT
-cpu() { awk -v dead="${2:-}" '{ s = $0; sub(/.*\) /, "", s); split(s, f, " "); print (f[12] + f[13] + (dead ? f[14] + f[15] : 0)) / 100 }' "/proc/$1/stat"; }
-pgcpu() {
-  local before total
-  while :; do
-    before=$(cpu "$pgpid" dead)
-    total=$before
-    for p in $(pgrep -P "$pgpid"); do total=$(echo "$total + $(cpu "$p" 2>/dev/null || echo 0)" | bc); done
-    [ "$(cpu "$pgpid" dead)" = "$before" ] && break
-  done
-  echo "$total"
-}
-runuser -u postgres -- "$PGBIN/initdb" -D "$work/pg" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >/dev/null
-printf "port = $PORT\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '$work/pg'\n" >>"$work/pg/postgresql.conf"
-runuser -u postgres -- "$PGBIN/pg_ctl" -D "$work/pg" -l "$work/pg.log" -w start >/dev/null
-pgpid=$(head -1 "$work/pg/postmaster.pid")
-export PGHOST=127.0.0.1 PGPORT=$PORT PGUSER=postgres PGDATABASE=postgres
+start_pg
 psql -q -v ON_ERROR_STOP=1 -f schema.sql >/dev/null
-psql -q -v ON_ERROR_STOP=1 <<SQL
-INSERT INTO tasks (user_id, title, description, tags, version)
-SELECT 'bench-u' || lpad(u::text, 5, '0'), 'Seed task ' || k, CASE WHEN k % 2 = 0 THEN 'Seeded description ' || k END,
-       CASE WHEN k % 3 = 0 THEN '{home}'::text[] ELSE '{}' END, k
-FROM generate_series(1, 1000) u, generate_series(1, 20) k ORDER BY u, k;
-INSERT INTO task_counts (user_id, n, version) SELECT user_id, count(*), max(version) FROM tasks GROUP BY user_id;
-VACUUM ANALYZE;
-SQL
+seed 1000 20
 [ -z "${SETUP:-}" ] || echo "$SETUP" | psql -q -v ON_ERROR_STOP=1 # e.g. a storage setting to try
 run() { # script -> µs of PostgreSQL CPU per transaction
   local q0 q1 n

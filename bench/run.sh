@@ -3,8 +3,7 @@
 #
 #   bash bench/run.sh [-c 100] [-d 10] [-u 1000] [-t 20] [-p list,list_params,get,update,toggle,create,changes] [-r 1]
 #
-# Starts a private PostgreSQL 15 (initdb in a temporary directory, max_connections 300, so 100
-# clients fit), builds the binary, seeds -u users x -t tasks, then for each phase runs wrk
+# Starts a private PostgreSQL 15 (bench/pg.sh: initdb in a temporary directory, max_connections 300), builds the binary, seeds -u users x -t tasks, then for each phase runs wrk
 # (-c connections, 2 threads, 2 s warm-up, -d s measured) against the API and pgbench (same
 # connections, at most 200) with the statement the API sends for that route. Prints one Markdown row per
 # phase: requests/s, p99, CPU per request in the API process and in PostgreSQL, for both.
@@ -25,40 +24,15 @@ PORT=${PGPORT_BENCH:-18100}
 work=$(mktemp -d /tmp/tasks-bench.XXXXXX)
 chown postgres "$work"
 pids=()
+. bench/pg.sh
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  runuser -u postgres -- "$PGBIN/pg_ctl" -D "$work/pg" -m immediate stop >/dev/null 2>&1 || true
+  stop_pg
   rm -rf "$work"
 }
 trap cleanup EXIT
-
-# CPU seconds (user + system) of a process; with a second argument, plus its exited children's.
-cpu() { awk -v dead="${2:-}" '{ s = $0; sub(/.*\) /, "", s); split(s, f, " "); print (f[12] + f[13] + (dead ? f[14] + f[15] : 0)) / 100 }' "/proc/$1/stat"; }
-# PostgreSQL's CPU: the postmaster, its live backends, and the backends that have exited (pgbench's,
-# autovacuum's). A backend reaped between reading the postmaster and reading the backends would be
-# in neither, so the reading is taken again until no backend was reaped during it.
-pgcpu() {
-  local before total
-  while :; do
-    before=$(cpu "$pgpid" dead)
-    total=$before
-    for p in $(pgrep -P "$pgpid"); do total=$(echo "$total + $(cpu "$p" 2>/dev/null || echo 0)" | bc); done
-    [ "$(cpu "$pgpid" dead)" = "$before" ] && break
-  done
-  echo "$total"
-}
 apicpu() { local t=0; for p in "${pids[@]}"; do t=$(echo "$t + $(cpu "$p")" | bc); done; echo "$t"; }
-
-runuser -u postgres -- "$PGBIN/initdb" -D "$work/pg" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >/dev/null
-cat >>"$work/pg/postgresql.conf" <<EOF
-port = $PORT
-listen_addresses = '127.0.0.1'
-unix_socket_directories = '$work/pg'
-max_connections = 300
-EOF
-runuser -u postgres -- "$PGBIN/pg_ctl" -D "$work/pg" -l "$work/pg.log" -w start >/dev/null
-pgpid=$(head -1 "$work/pg/postmaster.pid")
-export PGHOST=127.0.0.1 PGPORT=$PORT PGUSER=postgres PGDATABASE=postgres
+start_pg
 
 CGO_ENABLED=0 go build -trimpath -o "$work/tasks" .
 export BETTER_AUTH_SECRET="bench-secret-$(head -c 16 /dev/urandom | base64)"
@@ -69,17 +43,7 @@ for r in $(seq "$REPLICAS"); do
 done
 for _ in $(seq 50); do curl -sf "http://127.0.0.1:18201/readyz" >/dev/null && break; sleep 0.2; done
 
-# Seed: user n owns task ids (n-1)*TASKS+1 .. n*TASKS; writers (bench-wNNNNN) start empty.
-psql -q -v ON_ERROR_STOP=1 <<EOF
-TRUNCATE tasks, task_counts RESTART IDENTITY;
-INSERT INTO tasks (user_id, title, description, tags, created_at, updated_at, version)
-SELECT 'bench-u' || lpad(u::text, 5, '0'), 'Seed task ' || k, CASE WHEN k % 2 = 0 THEN 'Seeded description ' || k END,
-       CASE WHEN k % 3 = 0 THEN '{home}'::text[] ELSE '{}' END,
-       now() - interval '1 hour' + k * interval '1 second', now() - interval '1 hour' + k * interval '1 second', k
-FROM generate_series(1, $USERS) u, generate_series(1, $TASKS) k ORDER BY u, k;
-INSERT INTO task_counts (user_id, n, version) SELECT user_id, count(*), max(version) FROM tasks GROUP BY user_id;
-VACUUM ANALYZE tasks;
-EOF
+seed "$USERS" "$TASKS"
 for u in $(seq "$USERS"); do "$work/tasks" token "$(printf 'bench-u%05d' "$u")"; done >"$work/tokens"
 for u in $(seq "$USERS"); do "$work/tasks" token "$(printf 'bench-w%05d' "$u")"; done >>"$work/tokens"
 
@@ -100,9 +64,13 @@ echo
 echo "| phase | API req/s | API p99 ms | API CPU µs/req | DB CPU µs/req (API) | pgbench tps | pgbench p99 ms | DB CPU µs/req (pgbench) | API ÷ pgbench |"
 echo "|---|---|---|---|---|---|---|---|---|"
 for phase in ${PHASES//,/ }; do
-  if [ "$phase" = changes ]; then # each user's cursor at their last version: a poll that finds nothing new
-    psql -qAt -c "SELECT version FROM task_counts WHERE user_id LIKE 'bench-u%' ORDER BY user_id" |
-      while read -r v; do printf '%s' "$v.9223372036854775807.$(date +%s%3N)" | base64 -w0 | tr '+/' '-_' | tr -d '='; echo; done >"$work/cursors"
+  if [ "$phase" = changes ]; then # each user's cursor at their last version (feedCursor.String): a poll that finds nothing new
+    psql -qAt -v ms="$(date +%s%3N)" >"$work/cursors" <<'SQL'
+SELECT translate(encode(convert_to(version || '.9223372036854775807.' || :'ms' || '.-1.' ||
+  translate(encode(substring(sha256(convert_to(user_id, 'UTF8')) FROM 1 FOR 6), 'base64'), '+/', '-_'), 'UTF8'), 'base64'),
+  '+/=' || E'\n', '-_')
+FROM task_counts WHERE user_id LIKE 'bench-u%' ORDER BY user_id;
+SQL
   fi
   load "$phase" 2 >/dev/null
   a0=$(apicpu); p0=$(pgcpu)
