@@ -41,6 +41,19 @@ type staleError struct{ Current Task }
 
 func (e *staleError) Error() string { return "task changed since the version given" }
 
+// checkStale tells a failed precondition from a missing task, after a write
+// under ifMatch found no row; that second read happens only then.
+func (s *store) checkStale(ctx context.Context, userID string, id int64, ifMatch []time.Time, t Task, err error) (Task, error) {
+	if !errors.Is(err, errNotFound) || ifMatch == nil {
+		return t, err
+	}
+	current, getErr := s.getTask(ctx, userID, id)
+	if getErr != nil {
+		return t, getErr
+	}
+	return t, &staleError{Current: current}
+}
+
 // idempotencyTTL is how long an Idempotency-Key is kept at least.
 const idempotencyTTL = 24 * time.Hour
 

@@ -2,20 +2,15 @@
 package main
 
 import (
-	"cmp"
-	"context"
 	"encoding/json"
 	"errors"
-	"maps"
 	"net/http"
-	"slices"
 	"strconv"
-	"sync"
 	"time"
 )
 
 // Stream timings: how often the watcher reads the versions of the users with
-// open streams, how often a stream reads the feed when not woken, how long it
+// open streams when it cannot listen (live.go), how often a stream reads the feed when not woken, how long it
 // may stay silent before a comment keeps proxies from cutting it, how long one
 // write may take, and the reconnection delay clients are told (SSE's retry field).
 const (
@@ -26,139 +21,6 @@ const (
 	streamWriteWait = 10 * time.Second
 	streamRetry     = 3 * time.Second
 )
-
-// streams counts the open event streams, per user and in all, wakes those of
-// a user whose feed moved, and ends every one of them at once when the server
-// shuts down. While any stream is open, one watcher reads, every poll, the
-// versions of all the users with open streams in one statement: what a write on
-// any replica did reaches this one's streams within a poll, at a cost that
-// grows with the users watched, not with the writes (LISTEN/NOTIFY, measured,
-// doubled what a write cost PostgreSQL: bench/README.md).
-type streams struct {
-	db              *store
-	mu              sync.Mutex
-	perUser         map[string]int
-	total, maxAll   int
-	changed         map[string]chan struct{} // per watched user: closed when their version moves
-	versions        map[string]int64         // per watched user: the version the watcher saw last
-	stopWatch       chan struct{}            // ends the watcher; nil while no stream is open
-	done            chan struct{}            // closed by close
-	closeOnce       sync.Once
-	poll, heartbeat time.Duration // streamPoll and streamHeartbeat; shorter in tests
-	retention       time.Duration // SYNC_RETENTION
-}
-
-// maxStreamsPerUser bounds one user's open streams: a laptop and a phone, with tabs.
-const maxStreamsPerUser = 10
-
-var (
-	errStreamLimit  = &statusError{http.StatusTooManyRequests, "Too many open event streams for this user (at most " + strconv.Itoa(maxStreamsPerUser) + "): close one"}
-	errStreamsFull  = &statusError{http.StatusServiceUnavailable, "Too many open event streams on this server: try again shortly"}
-	errShuttingDown = &statusError{http.StatusServiceUnavailable, "Shutting down: reconnect"}
-)
-
-// newStreams bounds the server's open streams to maxAll (MAX_STREAMS); a zero
-// poll or heartbeat is streamPoll or streamHeartbeat.
-func newStreams(db *store, maxAll int, retention, poll, heartbeat time.Duration) *streams {
-	return &streams{db: db, perUser: map[string]int{}, maxAll: maxAll, done: make(chan struct{}),
-		changed: map[string]chan struct{}{}, versions: map[string]int64{},
-		poll: cmp.Or(poll, streamPoll), heartbeat: cmp.Or(heartbeat, streamHeartbeat), retention: retention}
-}
-
-// open counts a new stream for the user, unless the user or the server holds
-// as many as allowed (errStreamLimit, errStreamsFull) or it is shutting down.
-func (s *streams) open(userID string) *statusError {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	switch {
-	case s.closed():
-		return errShuttingDown
-	case s.perUser[userID] >= maxStreamsPerUser:
-		return errStreamLimit
-	case s.total >= s.maxAll:
-		return errStreamsFull
-	}
-	if s.total == 0 {
-		s.stopWatch = make(chan struct{})
-		go s.watch(s.stopWatch)
-	}
-	s.perUser[userID]++
-	s.total++
-	return nil
-}
-
-// release uncounts a stream open counted.
-func (s *streams) release(userID string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.perUser[userID]--; s.perUser[userID] == 0 {
-		delete(s.perUser, userID)
-		delete(s.changed, userID)
-		delete(s.versions, userID)
-	}
-	if s.total--; s.total == 0 {
-		close(s.stopWatch)
-		s.stopWatch = nil
-	}
-}
-
-// changedFor returns a channel that closes when the user's feed next moves.
-func (s *streams) changedFor(userID string) <-chan struct{} {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	ch := s.changed[userID]
-	if ch == nil {
-		ch = make(chan struct{})
-		s.changed[userID] = ch
-	}
-	return ch
-}
-
-// watch reads, every poll until stop, the versions of the users with open
-// streams, and wakes the streams of each whose version moved (or was first
-// seen: a wake too many costs a stream one row).
-func (s *streams) watch(stop <-chan struct{}) {
-	tick := time.NewTicker(s.poll)
-	defer tick.Stop()
-	for {
-		select {
-		case <-stop:
-			return
-		case <-tick.C:
-		}
-		s.mu.Lock()
-		users := slices.Collect(maps.Keys(s.perUser))
-		s.mu.Unlock()
-		versions, err := s.db.versions(context.Background(), users)
-		if err != nil { // the database is away: the streams read the feed themselves meanwhile
-			continue
-		}
-		s.mu.Lock()
-		for _, u := range users {
-			if v, seen := s.versions[u]; (!seen || v != versions[u]) && s.perUser[u] > 0 {
-				s.versions[u] = versions[u]
-				if ch := s.changed[u]; ch != nil {
-					close(ch)
-					delete(s.changed, u)
-				}
-			}
-		}
-		s.mu.Unlock()
-	}
-}
-
-// close ends every stream, for http.Server.RegisterOnShutdown: the drain does
-// not wait on them, and their clients reconnect elsewhere with Last-Event-ID.
-func (s *streams) close() { s.closeOnce.Do(func() { close(s.done) }) }
-
-func (s *streams) closed() bool {
-	select {
-	case <-s.done:
-		return true
-	default:
-		return false
-	}
-}
 
 // handleEvents serves GET /api/{user_id}/events: the user's change feed as
 // server-sent events (text/event-stream). Each event's id is a feed cursor and

@@ -3,6 +3,7 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -10,9 +11,14 @@ import (
 	"math"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
+	"os"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // sseEvent is one server-sent event, or a comment (Comment set).
@@ -229,5 +235,92 @@ func TestEventsRetryAFailedRead(t *testing.T) {
 	tx.Rollback(ctx)
 	if p := s.page(s.next(false)); len(p.Tasks) != 1 || p.Tasks[0].ID != created.ID {
 		t.Fatalf("after a failed read the stream sent %+v", p)
+	}
+}
+
+// TestEventsListen: with the watcher's poll an hour apart, only the NOTIFY of
+// a write on another replica can wake the stream. The payload is the user's
+// version and id, never task data. After the database drops the listening
+// session, the watcher dials again, and a write made meanwhile still arrives.
+func TestEventsListen(t *testing.T) {
+	direct := "" // directly, the pool's server; behind a pooler, DATABASE_DIRECT_URL as on Neon
+	if testPooled {
+		server := os.Getenv("TEST_DIRECT_DATABASE_URL")
+		if server == "" {
+			t.Skip("behind a pooler: set TEST_DIRECT_DATABASE_URL to the database server itself")
+		}
+		u, t2 := must(url.Parse(server)), must(url.Parse(testURL))
+		u.Path = t2.Path
+		direct = u.String()
+	}
+	e := newEnv(t, hsAuth(), func(c *config) { c.streamPoll = time.Hour; c.DirectURL = direct })
+	if !strings.Contains(e.startLogs.String(), "live updates listen for NOTIFY") {
+		t.Fatalf("the start-up check did not listen: %s", e.startLogs)
+	}
+	user := newUser(t)
+	s := e.openStream(user)
+	s.next(false)
+	replica := newEnv(t, hsAuth())
+	arrives := func(title string) {
+		t.Helper()
+		created := replica.create(user, map[string]any{"title": title})
+		if p := s.page(s.next(false)); len(p.Tasks) != 1 || p.Tasks[0].ID != created.ID {
+			t.Fatalf("after %q the stream sent %+v", title, p)
+		}
+	}
+	arrives("heard")
+
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	conn := must(pgx.Connect(ctx, cmp.Or(direct, testURL)))
+	defer conn.Close(context.Background())
+	must(conn.Exec(ctx, "LISTEN "+notifyChannel))
+	replica.create(user, map[string]any{"title": "secret title"})
+	s.next(false)
+	n := must(conn.WaitForNotification(ctx))
+	if !regexp.MustCompile(`^[0-9]+ ` + regexp.QuoteMeta(user) + `$`).MatchString(n.Payload) {
+		t.Fatalf("a write notified %q, want its version and user id", n.Payload)
+	}
+
+	must(testDB.pool.Exec(t.Context(), `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+		WHERE application_name = 'tasks listener' AND datname = current_database()`))
+	arrives("while the listener was away")
+	arrives("heard again")
+	if logs := e.logs.String(); !strings.Contains(logs, "lost their listening session") || !strings.Contains(logs, "listen again") {
+		t.Fatalf("the log does not tell of the lost session and its return: %s", logs)
+	}
+}
+
+// TestEventsFallback: where the watcher cannot listen, the log says why once,
+// and streams still get every write, by polling. A DATABASE_DIRECT_URL to
+// another database is caught by the start-up check: its session never hears
+// the pool's NOTIFY. Behind a transaction-mode pooler (CI's PgBouncer pass)
+// without one, every env polls.
+func TestEventsFallback(t *testing.T) {
+	other, why := testBaseURL, "did not come back to the listening session" // another database
+	if testPooled {
+		if other = os.Getenv("TEST_DIRECT_DATABASE_URL"); other == "" {
+			other, why = testBaseURL, "DATABASE_DIRECT_URL reaches a transaction-mode pooler"
+		}
+	}
+	cases := []struct{ direct, why string }{
+		{other, why},
+		{"postgres://%zz", "DATABASE_DIRECT_URL is not a valid PostgreSQL URL"},
+	}
+	if testPooled {
+		cases = append(cases, struct{ direct, why string }{"", "reaches a transaction-mode pooler"})
+	}
+	for _, c := range cases {
+		e := newEnv(t, hsAuth(), func(cfg *config) { cfg.DirectURL = c.direct })
+		if logs := e.startLogs.String(); !strings.Contains(logs, c.why) || strings.Contains(logs, "listen for NOTIFY") {
+			t.Fatalf("DATABASE_DIRECT_URL %q: the log says %s, want %q", c.direct, logs, c.why)
+		}
+		user := newUser(t)
+		s := e.openStream(user)
+		s.next(false)
+		created := newEnv(t, hsAuth()).create(user, map[string]any{"title": "polled"})
+		if p := s.page(s.next(false)); len(p.Tasks) != 1 || p.Tasks[0].ID != created.ID {
+			t.Fatalf("DATABASE_DIRECT_URL %q: after a create the stream sent %+v", c.direct, p)
+		}
 	}
 }

@@ -30,6 +30,7 @@ func main() {
 // config is everything the service reads from its environment.
 type config struct {
 	DatabaseURL    string
+	DirectURL      string // DATABASE_DIRECT_URL: a session, not a pooler's, for LISTEN
 	Auth           authConfig
 	Port           string
 	CORSOrigins    map[string]bool
@@ -63,6 +64,7 @@ func loadConfig(getenv func(string) string) (config, error) {
 	if c.DatabaseURL == "" {
 		c.DatabaseURL = getenv("NEON_DB_URL") // "" means libpq defaults (PG* variables)
 	}
+	c.DirectURL = getenv("DATABASE_DIRECT_URL")
 	secret, err := readSecret(getenv)
 	if err != nil {
 		return c, err
@@ -224,7 +226,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	if err != nil {
 		return err
 	}
-	srv := newHTTPServer(newServer(log, db, cfg), log)
+	m := newServer(log, db, cfg)
+	m.live.checkNotify(startCtx, cfg.DirectURL, log)
+	srv := newHTTPServer(m, log)
 	log.Info("listening", "addr", ln.Addr().String())
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
@@ -307,7 +311,7 @@ func newServer(log *slog.Logger, db *store, cfg config) *middleware {
 	limit := newRateLimiter(cfg.RatePerSecond, cfg.RateBurst)
 	auth := func(h userHandler) http.Handler { return authenticate(v, limit, h) }
 
-	m := &middleware{mux: http.NewServeMux(), log: log, cors: cfg.CORSOrigins, live: newStreams(db, cfg.MaxStreams, cfg.SyncRetention, cfg.streamPoll, cfg.streamBeat)}
+	m := &middleware{mux: http.NewServeMux(), log: log, cors: cfg.CORSOrigins, live: newStreams(db, log, cfg.MaxStreams, cfg.SyncRetention, cfg.streamPoll, cfg.streamBeat)}
 	handle := func(pattern string, h http.Handler) {
 		m.mux.Handle(pattern, h)
 		m.routes = append(m.routes, pattern)

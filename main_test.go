@@ -31,8 +31,9 @@ const testSecret = "test-secret-0123456789-abcdefghijklmnop"
 // transaction-mode PgBouncer, which passes no search_path); testDB is the one
 // pool the handler tests share, so the run stays far below max_connections.
 var (
-	testURL string
-	testDB  *store
+	testURL, testBaseURL string
+	testDB               *store
+	testPooled           bool // TEST_DATABASE_URL reaches a transaction-mode pooler
 )
 
 func TestMain(m *testing.M) {
@@ -41,6 +42,7 @@ func TestMain(m *testing.M) {
 
 func runTests(m *testing.M) int {
 	base := orDefault(os.Getenv("TEST_DATABASE_URL"), "postgres://postgres@127.0.0.1:5432/test?sslmode=disable")
+	testBaseURL = base
 	name := fmt.Sprintf("tasks_test_%d", time.Now().UnixNano())
 	ctx := context.Background()
 	admin, err := pgx.Connect(ctx, base)
@@ -71,6 +73,10 @@ func runTests(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
+	if testPooled, err = serversShared(ctx, testDB.pool.Config().ConnConfig); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
 	return m.Run()
 }
 
@@ -81,9 +87,10 @@ func newUser(t *testing.T) string {
 
 // env is one running server with its own settings, logging to logs.
 type env struct {
-	t    *testing.T
-	srv  *httptest.Server
-	logs *syncBuffer
+	t         *testing.T
+	srv       *httptest.Server
+	logs      *syncBuffer
+	startLogs *syncBuffer // what the server logged at start (checkNotify)
 }
 
 // testConfig is the production configuration with auth, minus the rate limit
@@ -106,11 +113,14 @@ func newEnvDB(t *testing.T, db *store, cfg config) *env {
 	t.Helper()
 	logs := &syncBuffer{}
 	log := slog.New(slog.NewJSONHandler(logs, nil))
+	m := newServer(log, db, cfg)
+	startLogs := &syncBuffer{}
+	m.live.checkNotify(t.Context(), cfg.DirectURL, slog.New(slog.NewJSONHandler(startLogs, nil))) // as run does
 	srv := httptest.NewUnstartedServer(nil)
-	srv.Config = newHTTPServer(newServer(log, db, cfg), log)
+	srv.Config = newHTTPServer(m, log)
 	srv.Start()
 	t.Cleanup(srv.Close)
-	return &env{t: t, srv: srv, logs: logs}
+	return &env{t: t, srv: srv, logs: logs, startLogs: startLogs}
 }
 
 // syncBuffer is a bytes.Buffer that handlers on many goroutines may log to.

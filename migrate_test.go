@@ -32,6 +32,7 @@ var releasedMigrations = []string{
 	"5eb668e322001378bfb3fa54a5988b8d1e06ec14b20b8a43a2b06d9b2cd127cc", // migration 8
 	"7c311256b5c4899ead54cad0c98577dbb59f5264802aca050a040f993dbde952", // migration 9
 	"10bc4610621e5e0c3b1e9ec024765d417cd1b95143b3f861af5ad6f5df6a93a2", // migration 10
+	"b5f7b94f83e79f097f45e994c8590d72ace8eb4a40e812310d5c161e28101303", // migration 11
 }
 
 func TestMigrationsUnchanged(t *testing.T) {

@@ -50,7 +50,7 @@ func (s *store) checkPoolerMode(ctx context.Context, databaseURL string, log *sl
 	if s.pool.Config().ConnConfig.DefaultQueryExecMode != pgx.QueryExecModeCacheStatement {
 		return nil // every other mode uses unnamed statements, which any pooler passes through
 	}
-	pooled, err := s.serversShared(ctx)
+	pooled, err := serversShared(ctx, s.pool.Config().ConnConfig)
 	if err != nil || !pooled {
 		return err
 	}
@@ -77,15 +77,15 @@ func (s *store) checkPoolerMode(ctx context.Context, databaseURL string, log *sl
 	return nil
 }
 
-// serversShared reports whether two connections' statements run on server
+// serversShared reports whether two connections' (of cfg's) statements run on server
 // sessions that move or are shared, as only a transaction-mode pooler makes
 // them: it asks each connection's backend process id, the first twice, in
 // up to five rounds. Directly or in session mode, a connection keeps its own
 // backend. PgBouncer hands out the server connection released last (so both
 // connections get the same one) or, with server_round_robin, the next one (so
 // the first connection's moves); other clients' traffic only adds movement.
-func (s *store) serversShared(ctx context.Context) (bool, error) {
-	a, b, err := s.connectTwo(ctx)
+func serversShared(ctx context.Context, cfg *pgx.ConnConfig) (bool, error) {
+	a, b, err := connectTwo(ctx, cfg)
 	if err != nil {
 		return false, err
 	}
@@ -109,13 +109,13 @@ func (s *store) serversShared(ctx context.Context) (bool, error) {
 	return false, nil
 }
 
-// connectTwo opens two sessions of the pool's settings outside the pool, for a
-// probe that needs both at once even when pool_max_conns is 1.
-func (s *store) connectTwo(ctx context.Context) (a, b *pgx.Conn, err error) {
-	if a, err = pgx.ConnectConfig(ctx, s.pool.Config().ConnConfig); err != nil {
+// connectTwo opens two sessions of cfg's (the pool's settings, outside the
+// pool), for a probe that needs both at once even when pool_max_conns is 1.
+func connectTwo(ctx context.Context, cfg *pgx.ConnConfig) (a, b *pgx.Conn, err error) {
+	if a, err = pgx.ConnectConfig(ctx, cfg); err != nil {
 		return nil, nil, err
 	}
-	if b, err = pgx.ConnectConfig(ctx, s.pool.Config().ConnConfig); err != nil {
+	if b, err = pgx.ConnectConfig(ctx, cfg); err != nil {
 		a.Close(context.Background())
 		return nil, nil, err
 	}
@@ -129,7 +129,7 @@ func (s *store) connectTwo(ctx context.Context) (a, b *pgx.Conn, err error) {
 // server connection released last, the second one's, so there the name is
 // gone unless the pooler tracks it. Directly, or in session mode, it is kept.
 func (s *store) preparedStatementsOutliveTransactions(ctx context.Context) (bool, error) {
-	a, b, err := s.connectTwo(ctx)
+	a, b, err := connectTwo(ctx, s.pool.Config().ConnConfig)
 	if err != nil {
 		return false, err
 	}

@@ -152,3 +152,17 @@ CREATE INDEX task_tombstones_deleted ON task_tombstones (deleted_at);
 -- A create's key replays the task it made (task_id). An update's, a toggle's or a
 -- delete's replays its first answer, kept here: status, ETag and body.
 ALTER TABLE idempotency_keys ADD COLUMN status smallint, ADD COLUMN etag text, ADD COLUMN answer bytea;
+
+-- migration 11: live updates: a write notifies at its commit
+-- Every write moves its user's version (migration 9); this trigger sends, on
+-- the channel task_changes, the new version and the user id, never task data.
+-- PostgreSQL delivers it only if the write commits, to every session that
+-- LISTENs on the channel: each replica's watcher (live.go) wakes that user's
+-- event streams.
+CREATE FUNCTION task_counts_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('task_changes', NEW.version || ' ' || NEW.user_id);
+    RETURN NULL;
+END $$;
+CREATE TRIGGER task_counts_notify AFTER INSERT OR UPDATE OF version ON task_counts
+FOR EACH ROW EXECUTE FUNCTION task_counts_notify();

@@ -293,14 +293,26 @@ func (s *store) versions(ctx context.Context, userIDs []string) (map[string]int6
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
 	rows, _ := s.q().Query(ctx, `SELECT user_id, version FROM task_counts WHERE user_id = ANY($1)`, userIDs)
-	versions := make(map[string]int64, len(userIDs))
-	var userID string
-	var version int64
+	versions, userID, version := make(map[string]int64, len(userIDs)), "", int64(0)
 	_, err := pgx.ForEachRow(rows, []any{&userID, &version}, func() error {
 		versions[userID] = version
 		return nil
 	})
 	return versions, storeError(err)
+}
+
+// notify sends payload on notifyChannel as a write does (live.go's start-up check).
+func (s *store) notify(ctx context.Context, payload string) error {
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	_, err := s.q().Exec(ctx, `SELECT pg_notify($1, $2)`, notifyChannel, payload)
+	return storeError(err)
+}
+
+// listen makes conn, a session outside the pool, receive notifyChannel's notifications.
+func listen(ctx context.Context, conn *pgx.Conn) error {
+	_, err := conn.Exec(ctx, `LISTEN `+notifyChannel)
+	return err
 }
 
 // deleteOldTombstones forgets deletions older than retention and an hour: a
@@ -312,19 +324,6 @@ func (s *store) deleteOldTombstones(ctx context.Context, retention time.Duration
 	tag, err := s.q().Exec(ctx, `DELETE FROM task_tombstones WHERE deleted_at < now() - make_interval(secs => $1)`,
 		(retention + time.Hour).Seconds())
 	return tag.RowsAffected(), storeError(err)
-}
-
-// checkStale tells a failed precondition from a missing task, after a write
-// under ifMatch found no row; that second read happens only then.
-func (s *store) checkStale(ctx context.Context, userID string, id int64, ifMatch []time.Time, t Task, err error) (Task, error) {
-	if !errors.Is(err, errNotFound) || ifMatch == nil {
-		return t, err
-	}
-	current, getErr := s.getTask(ctx, userID, id)
-	if getErr != nil {
-		return t, getErr
-	}
-	return t, &staleError{Current: current}
 }
 
 // listTasks returns one page of the user's matching tasks, how many match in
