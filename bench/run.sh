@@ -1,21 +1,22 @@
 #!/usr/bin/env bash
 # HTTP-level benchmark of the tasks API, next to pgbench running the same SQL.
 #
-#   bash bench/run.sh [-c 100] [-d 10] [-u 1000] [-t 20] [-p list,list_params,get,update,toggle,create,changes] [-r 1]
+#   bash bench/run.sh [-c 100] [-d 10] [-u 1000] [-t 20] [-p list,list_params,get,update,toggle,create,changes] [-r 1] [-s 0]
 #
 # Starts a private PostgreSQL 15 (bench/pg.sh: initdb in a temporary directory, max_connections 300), builds the binary, seeds -u users x -t tasks, then for each phase runs wrk
 # (-c connections, 2 threads, 2 s warm-up, -d s measured) against the API and pgbench (same
 # connections, at most 200) with the statement the API sends for that route. Prints one Markdown row per
 # phase: requests/s, p99, CPU per request in the API process and in PostgreSQL, for both.
 # -r N starts N replicas behind no balancer: wrk's connections are spread over them.
+# -s N holds N idle event streams open on the first replica during the phases (bench/streams.go).
 # Needs: wrk and pgbench (Debian: apt-get install wrk postgresql-client), Go, root (for runuser).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-C=100 D=10 USERS=1000 TASKS=20 PHASES=list,list_params,get,update,toggle,create,changes REPLICAS=1
-while getopts "c:d:u:t:p:r:h" o; do
+C=100 D=10 USERS=1000 TASKS=20 PHASES=list,list_params,get,update,toggle,create,changes REPLICAS=1 STREAMS=0
+while getopts "c:d:u:t:p:r:s:h" o; do
   case $o in
-    c) C=$OPTARG ;; d) D=$OPTARG ;; u) USERS=$OPTARG ;; t) TASKS=$OPTARG ;; p) PHASES=$OPTARG ;; r) REPLICAS=$OPTARG ;;
-    *) sed -n '2,13p' "$0"; exit 2 ;;
+    c) C=$OPTARG ;; d) D=$OPTARG ;; u) USERS=$OPTARG ;; t) TASKS=$OPTARG ;; p) PHASES=$OPTARG ;; r) REPLICAS=$OPTARG ;; s) STREAMS=$OPTARG ;;
+    *) sed -n '2,14p' "$0"; exit 2 ;;
   esac
 done
 command -v wrk >/dev/null || { echo "bench needs wrk: apt-get install wrk"; exit 1; }
@@ -23,10 +24,10 @@ PGBIN=$(ls -d /usr/lib/postgresql/*/bin | tail -n1)
 PORT=${PGPORT_BENCH:-18100}
 work=$(mktemp -d /tmp/tasks-bench.XXXXXX)
 chown postgres "$work"
-pids=()
+pids=() holder=
 . bench/pg.sh
 cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}" $holder; do kill "$p" 2>/dev/null || true; done
   stop_pg
   rm -rf "$work"
 }
@@ -46,6 +47,12 @@ for _ in $(seq 50); do curl -sf "http://127.0.0.1:18201/readyz" >/dev/null && br
 seed "$USERS" "$TASKS"
 for u in $(seq "$USERS"); do "$work/tasks" token "$(printf 'bench-u%05d' "$u")"; done >"$work/tokens"
 for u in $(seq "$USERS"); do "$work/tasks" token "$(printf 'bench-w%05d' "$u")"; done >>"$work/tokens"
+if [ "$STREAMS" -gt 0 ]; then # idle streams, whose CPU (not the API's) is left out of every figure
+  go build -o "$work/streams" bench/streams.go
+  "$work/streams" -api http://127.0.0.1:18201 -n "$STREAMS" -hold >"$work/streams.out" 2>&1 &
+  holder=$!
+  until grep -q '^ready' "$work/streams.out"; do kill -0 $holder || { cat "$work/streams.out"; exit 1; }; sleep 0.5; done
+fi
 
 # wrk spreads its connections over the replicas by running one wrk per replica.
 load() { # phase seconds -> RESULT lines
@@ -59,7 +66,7 @@ load() { # phase seconds -> RESULT lines
 }
 
 PGC=$((C > 200 ? 200 : C)) # pgbench holds a server connection per client: at most 200 of the 300
-echo "tasks API vs pgbench on the same SQL: $(nproc) cores, c=$C, ${D}s per phase, $USERS users x $TASKS tasks, $REPLICAS replica(s), $(date -u +%Y-%m-%d)"
+echo "tasks API vs pgbench on the same SQL: $(nproc) cores, c=$C, ${D}s per phase, $USERS users x $TASKS tasks, $REPLICAS replica(s), $STREAMS idle streams, $(date -u +%Y-%m-%d)"
 echo
 echo "| phase | API req/s | API p99 ms | API CPU µs/req | DB CPU µs/req (API) | pgbench tps | pgbench p99 ms | DB CPU µs/req (pgbench) | API ÷ pgbench |"
 echo "|---|---|---|---|---|---|---|---|---|"
