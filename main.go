@@ -71,8 +71,8 @@ func loadConfig(getenv func(string) string) (config, error) {
 	}
 	c.Auth.Secret = secret
 	if previous := getenv("BETTER_AUTH_SECRET_PREVIOUS"); previous != "" {
-		if len(previous) < 32 || c.Auth.Secret == nil {
-			return c, errors.New("BETTER_AUTH_SECRET_PREVIOUS must be at least 32 bytes, next to a BETTER_AUTH_SECRET")
+		if len(previous) < minSecret || c.Auth.Secret == nil {
+			return c, fmt.Errorf("BETTER_AUTH_SECRET_PREVIOUS must be at least %d bytes, next to a BETTER_AUTH_SECRET", minSecret)
 		}
 		c.Auth.Previous = []byte(previous)
 	}
@@ -97,7 +97,7 @@ func loadConfig(getenv func(string) string) (config, error) {
 		c.Auth.JWKSURL = u
 	}
 	if c.Auth.Secret == nil && c.Auth.JWKSURL == "" {
-		return c, errors.New("set BETTER_AUTH_SECRET (32+ bytes, shared with the frontend) or BETTER_AUTH_URL (Better Auth's base URL, for its JWKS)")
+		return c, fmt.Errorf("set BETTER_AUTH_SECRET (%d+ bytes, shared with the frontend) or BETTER_AUTH_URL (Better Auth's base URL, for its JWKS)", minSecret)
 	}
 	if p, err := strconv.Atoi(c.Port); err != nil || p < 0 || p > 65535 {
 		return c, fmt.Errorf("PORT must be a port number, not %q", c.Port)
@@ -142,14 +142,18 @@ func loadConfig(getenv func(string) string) (config, error) {
 	return c, nil
 }
 
-// readSecret reads BETTER_AUTH_SECRET: nil when unset, else at least 32 bytes.
+// minSecret is the least length of an HS256 secret, in bytes: RFC 7518 §3.2
+// asks for a key at least as long as the hash output (256 bits).
+const minSecret = 32
+
+// readSecret reads BETTER_AUTH_SECRET: nil when unset, else at least minSecret bytes.
 func readSecret(getenv func(string) string) ([]byte, error) {
 	secret := getenv("BETTER_AUTH_SECRET")
 	if secret == "" {
 		return nil, nil
 	}
-	if len(secret) < 32 {
-		return nil, errors.New("BETTER_AUTH_SECRET must be at least 32 bytes (try: openssl rand -base64 32)")
+	if len(secret) < minSecret {
+		return nil, fmt.Errorf("BETTER_AUTH_SECRET must be at least %d bytes (try: openssl rand -base64 %d)", minSecret, minSecret)
 	}
 	return []byte(secret), nil
 }
@@ -276,7 +280,7 @@ func printToken(getenv func(string) string, args []string, stdout io.Writer) err
 		return err
 	}
 	if secret == nil {
-		return errors.New("token needs BETTER_AUTH_SECRET (32+ bytes)")
+		return fmt.Errorf("token needs BETTER_AUTH_SECRET (%d+ bytes)", minSecret)
 	}
 	token, err := mintToken(secret, args[0], time.Hour)
 	if err != nil {

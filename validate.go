@@ -26,6 +26,8 @@ const (
 	maxTag         = 32
 	maxLimit       = 1000
 	maxQuery       = 1000
+
+	maxIdempotencyKey = 255 // characters of an Idempotency-Key (the idempotency_keys.key CHECK)
 )
 
 // readOnlyFields may come back in a body when a client sends a task it read; they are ignored.
