@@ -25,6 +25,7 @@ import (
 	"flag"
 	"fmt"
 	"log"
+	"math/rand/v2"
 	"net/http"
 	"os"
 	"slices"
@@ -111,7 +112,7 @@ type seenTask struct {
 	at time.Time
 }
 
-// latency creates tasks for user through base, one every 50 ms, and reports
+// latency creates tasks for user through base, one at a time, and reports
 // the time from each answer to the stream's event carrying the task.
 func latency(client *http.Client, base, user string, writes int, seen <-chan seenTask, n int) {
 	var ds []time.Duration
@@ -145,7 +146,8 @@ func latency(client *http.Client, base, user string, writes int, seen <-chan see
 				log.Fatalf("task %d never reached the stream", created.ID)
 			}
 		}
-		time.Sleep(50 * time.Millisecond)
+		// Writes at random moments, not in step with the watcher's polls (when it polls).
+		time.Sleep(time.Duration(rand.Int64N(int64(500 * time.Millisecond))))
 	}
 	slices.Sort(ds)
 	at := func(q float64) float64 { return float64(ds[int(q*float64(len(ds)-1))].Microseconds()) / 1000 }
