@@ -154,7 +154,9 @@ async function startBetterAuth(alg, dbURL, secret, basePath = "") {
   return { auth, baseURL, client };
 }
 
-// startAPI runs the binary with BETTER_AUTH_URL pointing at Better Auth, and returns its base URL.
+// startAPI runs the binary with BETTER_AUTH_URL pointing at Better Auth, and returns its base URL;
+// startLogs keeps, by base URL, what it logged up to listening.
+const startLogs = new Map();
 function startAPI(bin, env) {
   const child = spawn(bin, [], {
     env: { PATH: process.env.PATH, PORT: "0", CORS_ORIGINS: ALLOWED, ...env },
@@ -171,7 +173,10 @@ function startAPI(bin, env) {
     child.stdout.on("data", (d) => {
       buf += d;
       const m = buf.match(/"msg":"listening","addr":"[^"]*:(\d+)"/);
-      if (m) resolve(`http://127.0.0.1:${m[1]}`);
+      if (m) {
+        startLogs.set(`http://127.0.0.1:${m[1]}`, buf);
+        resolve(`http://127.0.0.1:${m[1]}`);
+      }
     });
     child.once("exit", (code) => reject(new Error(`API exited with ${code}: ${stderr}`)));
     setTimeout(() => reject(new Error("API did not start within 20 s")), 20000);
@@ -318,9 +323,22 @@ async function main() {
     assert(r.status === 200 && r.body.length >= 1, `${r.status}`);
   });
 
-  // A second replica of the main API, on the same database, for the live stream across replicas.
-  const replica = await startAPI(bin, { DATABASE_URL: main.db, BETTER_AUTH_URL: main.baseURL, BETTER_AUTH_SECRET: secret });
-  await browser(main.base, replica, a, ta);
+  // A second replica of the main API, on the same database, for the live stream across replicas;
+  // and, with E2E_PGBOUNCER (host:port of a transaction-mode PgBouncer, as CI runs), a third one
+  // through it with no DATABASE_DIRECT_URL, whose streams fall back to polling.
+  const replicas = [["replica 2", await startAPI(bin, { DATABASE_URL: main.db, BETTER_AUTH_URL: main.baseURL, BETTER_AUTH_SECRET: secret })]];
+  if (process.env.E2E_PGBOUNCER) {
+    const pooled = new URL(main.db);
+    pooled.host = process.env.E2E_PGBOUNCER;
+    const base = await startAPI(bin, { DATABASE_URL: pooled.toString(), BETTER_AUTH_URL: main.baseURL, BETTER_AUTH_SECRET: secret });
+    await check("a replica behind PgBouncer without DATABASE_DIRECT_URL says at start that its live updates poll", async () => {
+      assert(/"msg":"live updates poll [^"]*DATABASE_URL reaches a transaction-mode pooler/.test(startLogs.get(base)), startLogs.get(base));
+    });
+    replicas.push(["replica 3 (PgBouncer, polling)", base]);
+  } else {
+    console.log("SKIP  a replica behind PgBouncer: set E2E_PGBOUNCER=host:port (CI does)");
+  }
+  await browser(main.base, replicas, a, ta);
 
   const passed = results.filter(Boolean).length;
   console.log(`\n${validated} responses validated against openapi.json`);
@@ -329,7 +347,7 @@ async function main() {
 
 // browser opens a page from the allowed origin and one from another origin in
 // headless Chromium; each calls the API with fetch and a Bearer token.
-async function browser(base, replica, user, token) {
+async function browser(base, replicas, user, token) {
   const page = readFileSync(new URL("./page.html", import.meta.url));
   const sync = readFileSync(new URL("./sync.html", import.meta.url));
   const serve = (req, res) => {
@@ -387,7 +405,7 @@ async function browser(base, replica, user, token) {
     assert(list.some((t) => t.title === "edited on the laptop" && t.due_date === "2027-02-01") && list.some((t) => t.completed_at), "the writes are not in the list");
     console.log(`        the reader pulled ${read.steps.length} times (${pulls} pages, ${read.steps.length - pulls} answered 304)`);
   });
-  await check("Chromium, two replicas: a page's writes reach the other page's event stream, which is cut once and resumes", async () => {
+  for (const [name, replica] of replicas) await check(`Chromium, two replicas: a page's writes through replica 1 reach the other page's event stream on ${name}, which is cut once and resumes`, async () => {
     const open = async (role, api) => {
       const p = await b.newPage();
       await p.goto(`${ALLOWED}/sync#` + new URLSearchParams({ api, user: user.id, token, role }));
@@ -411,7 +429,7 @@ async function browser(base, replica, user, token) {
     assert(got.cut && got.steps.length >= 2 && got.steps.every((s) => s.status === 200), `the stream was not cut and resumed: ${JSON.stringify(got.steps)}`);
     assert(byID(got.tasks) === byID(list), `the live page holds ${byID(got.tasks)}\nthe list is ${byID(list)}`);
     const lags = Object.entries(wrote.wrote).map(([id, at]) => (got.seen[id] ? `${got.seen[id] - at}` : "never (deleted first)"));
-    console.log(`        created through replica 1, on replica 2's stream after (ms): ${lags.join(", ")}`);
+    console.log(`        created through replica 1, on ${name}'s stream after (ms): ${lags.join(", ")}`);
   });
   await check("Chromium, origin not in CORS_ORIGINS: the browser blocks the call", async () => {
     const before = (await api(base, "GET", `/api/${user.id}/tasks`, token)).body.length;
