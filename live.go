@@ -127,8 +127,10 @@ func (s *streams) checkNotify(ctx context.Context, directURL string, log *slog.L
 	log.Info("live updates listen for NOTIFY", "channel", notifyChannel)
 }
 
-// dialListener opens a session of cfg's and LISTENs on it.
+// dialListener opens a session of cfg's and LISTENs on it, within the statement timeout.
 func (s *streams) dialListener(ctx context.Context, cfg *pgx.ConnConfig) (*pgx.Conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.db.timeout)
+	defer cancel()
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
 		return nil, err
