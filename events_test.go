@@ -238,21 +238,28 @@ func TestEventsRetryAFailedRead(t *testing.T) {
 	}
 }
 
+// directURL is what DATABASE_DIRECT_URL would be for the test database: "" (the
+// pool's own server) directly, or behind a pooler the server itself, from
+// TEST_DIRECT_DATABASE_URL; without it, the test is skipped.
+func directURL(t *testing.T) string {
+	if !testPooled {
+		return ""
+	}
+	server := os.Getenv("TEST_DIRECT_DATABASE_URL")
+	if server == "" {
+		t.Skip("behind a pooler: set TEST_DIRECT_DATABASE_URL to the database server itself")
+	}
+	u, own := must(url.Parse(server)), must(url.Parse(testURL))
+	u.Path = own.Path
+	return u.String()
+}
+
 // TestEventsListen: with the watcher's poll an hour apart, only the NOTIFY of
 // a write on another replica can wake the stream. The payload is the user's
 // version and id, never task data. After the database drops the listening
 // session, the watcher dials again, and a write made meanwhile still arrives.
 func TestEventsListen(t *testing.T) {
-	direct := "" // directly, the pool's server; behind a pooler, DATABASE_DIRECT_URL as on Neon
-	if testPooled {
-		server := os.Getenv("TEST_DIRECT_DATABASE_URL")
-		if server == "" {
-			t.Skip("behind a pooler: set TEST_DIRECT_DATABASE_URL to the database server itself")
-		}
-		u, t2 := must(url.Parse(server)), must(url.Parse(testURL))
-		u.Path = t2.Path
-		direct = u.String()
-	}
+	direct := directURL(t)
 	e := newEnv(t, hsAuth(), func(c *config) { c.streamPoll = time.Hour; c.DirectURL = direct })
 	if !strings.Contains(e.startLogs.String(), "live updates listen for NOTIFY") {
 		t.Fatalf("the start-up check did not listen: %s", e.startLogs)
@@ -330,5 +337,38 @@ func TestEventsFallback(t *testing.T) {
 		if p := s.page(s.next(false)); len(p.Tasks) != 1 || p.Tasks[0].ID != created.ID {
 			t.Fatalf("DATABASE_DIRECT_URL %q: after a create the stream sent %+v", c.direct, p)
 		}
+	}
+}
+
+// TestEventsListenerUnreachable: a direct URL that answers nothing at start (a
+// black hole) is not a verdict. The watcher polls, with a dial beside it that
+// does not hold the polls up (the write arrives before that dial has failed),
+// and listens once the way is open.
+func TestEventsListenerUnreachable(t *testing.T) {
+	u := must(url.Parse(cmp.Or(directURL(t), testURL)))
+	p := newFaultProxy(t, u.Host)
+	p.set("blackhole")
+	u.Host = p.ln.Addr().String()
+	e := newEnv(t, hsAuth(), func(c *config) { c.DirectURL = u.String() })
+	if logs := e.startLogs.String(); !strings.Contains(logs, "until they can listen") {
+		t.Fatalf("the start-up check says %s, want that it polls until it can listen", logs)
+	}
+	user := newUser(t)
+	s := e.openStream(user)
+	s.next(false)
+	created := newEnv(t, hsAuth()).create(user, map[string]any{"title": "polled while dialling"})
+	if p := s.page(s.next(false)); len(p.Tasks) != 1 || p.Tasks[0].ID != created.ID {
+		t.Fatalf("after a create the stream sent %+v", p)
+	}
+	if logs := e.logs.String(); strings.Contains(logs, "cannot listen") {
+		t.Fatalf("the write came only after the dial failed: %s", logs)
+	}
+	p.set("cut") // ends the dial in flight
+	p.set("forward")
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(e.logs.String(), "listen again"); {
+		if time.Now().After(deadline) {
+			t.Fatalf("the watcher never listened: %s", e.logs)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

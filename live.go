@@ -22,13 +22,16 @@ import (
 // each write's commit, the user's new version and id: "VERSION USER_ID".
 const notifyChannel = "task_changes"
 
-// Watcher timings: how long the start-up check waits for its own NOTIFY, how
-// often a listening session that heard nothing is pinged (a session the
-// network lost says nothing), and how often a lost one is dialled again.
+// Watcher timings: how long opening a listening session may take, the round
+// trip of its own NOTIFY included; how often a session that heard nothing is
+// pinged (a session the network lost says nothing); and how soon a dial that
+// failed is tried again: a second, twice as long after each failure in a row,
+// at most listenRedialMax.
 const (
 	notifyCheckWait = 5 * time.Second
 	listenPing      = 30 * time.Second
 	listenRedial    = time.Second
+	listenRedialMax = 30 * time.Second
 )
 
 // streams counts the open event streams, per user and in all, wakes those of
@@ -41,6 +44,7 @@ type streams struct {
 	db              *store
 	log             *slog.Logger
 	listen          *pgx.ConnConfig // the session to LISTEN on; nil: the watcher polls
+	unprobed        bool            // listen's server could not be probed for a pooler at start
 	mu              sync.Mutex
 	perUser         map[string]int
 	total, maxAll   int
@@ -76,12 +80,12 @@ func newStreams(db *store, log *slog.Logger, maxAll int, retention, poll, heartb
 // DATABASE_URL's, unless that session is a transaction-mode pooler's, which
 // does not keep a LISTEN (serversShared); and only if a NOTIFY sent through
 // the pool, as a write sends it, comes back to it within notifyCheckWait: a
-// direct URL to another database is caught here. Otherwise the watcher
-// polls, and the log says why, once.
+// direct URL to another database is caught here. On such a verdict the
+// watcher polls for good, and the log says why, once. When the database
+// cannot be reached now, the log says so, and the watcher polls until it can
+// open the session (watch).
 func (s *streams) checkNotify(ctx context.Context, directURL string, log *slog.Logger) {
 	fallback := "live updates poll the database every " + s.poll.String() + " instead of listening: "
-	ctx, cancel := context.WithTimeout(ctx, notifyCheckWait)
-	defer cancel()
 	cfg, name := s.db.pool.Config().ConnConfig.Copy(), "DATABASE_URL"
 	if directURL != "" {
 		c, err := pgx.ParseConfig(directURL)
@@ -92,54 +96,87 @@ func (s *streams) checkNotify(ctx context.Context, directURL string, log *slog.L
 		c.ConnectTimeout = s.db.timeout
 		cfg, name = c, "DATABASE_DIRECT_URL"
 	}
-	if pooled, err := serversShared(ctx, cfg); err != nil || pooled {
-		if err == nil {
-			log.Warn(fallback + name + " reaches a transaction-mode pooler, where a LISTEN does not stay on one session: set DATABASE_DIRECT_URL to the database itself (Neon: the connection string without -pooler)")
-		} else {
-			log.Warn(fallback+"cannot open a session of "+name, "err", err.Error())
-		}
-		return
+	notYet := func(what string, err error) {
+		s.listen = cfg
+		log.Warn("live updates poll the database every "+s.poll.String()+" until they can listen: "+what, "err", err.Error())
 	}
-	cfg.RuntimeParams["application_name"] = "tasks listener"
-	conn, err := s.dialListener(ctx, cfg)
+	probeCtx, cancel := context.WithTimeout(ctx, notifyCheckWait)
+	pooled, err := serversShared(probeCtx, cfg)
+	cancel()
 	if err != nil {
-		log.Warn(fallback+"cannot open a listening session", "err", err.Error())
+		s.unprobed = true // the watcher probes before it listens
+		notYet("cannot open a session of "+name, err)
 		return
 	}
-	defer conn.Close(context.Background())
-	token := "check " + rand.Text()
-	if err := s.db.notify(ctx, token); err != nil {
-		log.Warn(fallback+"cannot send a NOTIFY", "err", err.Error())
+	if pooled {
+		log.Warn(fallback + name + " reaches a transaction-mode pooler, where a LISTEN does not stay on one session: set DATABASE_DIRECT_URL to the database itself (Neon: the connection string without -pooler)")
 		return
 	}
-	for {
-		n, err := conn.WaitForNotification(ctx)
-		if err != nil {
-			log.Warn(fallback + "a NOTIFY sent through DATABASE_URL did not come back to the listening session within " +
-				notifyCheckWait.String() + " (does DATABASE_DIRECT_URL name the same database?)")
-			return
-		}
-		if n.Payload == token {
-			break
-		}
+	conn, err := s.openListener(ctx, cfg)
+	if errors.Is(err, errNotifyLost) {
+		log.Warn(fallback + "a NOTIFY sent through DATABASE_URL did not come back to the listening session within " +
+			notifyCheckWait.String() + " (does DATABASE_DIRECT_URL name the same database?)")
+		return
 	}
+	if err != nil {
+		notYet("cannot open a listening session", err)
+		return
+	}
+	conn.Close(context.Background())
 	s.listen = cfg
 	log.Info("live updates listen for NOTIFY", "channel", notifyChannel)
 }
 
-// dialListener opens a session of cfg's and LISTENs on it, within the statement timeout.
-func (s *streams) dialListener(ctx context.Context, cfg *pgx.ConnConfig) (*pgx.Conn, error) {
-	ctx, cancel := context.WithTimeout(ctx, s.db.timeout)
+// Why a listening session is not opened: it did not hear its own NOTIFY, or a
+// transaction-mode pooler serves it.
+var (
+	errNotifyLost = errors.New("a NOTIFY sent through the pool did not come back to the listening session")
+	errPooled     = errors.New("DATABASE_DIRECT_URL reaches a transaction-mode pooler")
+)
+
+// openListener opens a session of cfg's and LISTENs on it; then it sends a
+// NOTIFY through the pool, as a write would, and waits for it on the session
+// (errNotifyLost if it does not come), so that a session on another database
+// is never trusted. All within notifyCheckWait.
+func (s *streams) openListener(ctx context.Context, cfg *pgx.ConnConfig) (*pgx.Conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, notifyCheckWait)
 	defer cancel()
+	if s.unprobed {
+		if pooled, err := serversShared(ctx, cfg); err != nil || pooled {
+			return nil, cmp.Or(err, errPooled)
+		}
+	}
+	cfg = cfg.Copy()
+	cfg.RuntimeParams["application_name"] = "tasks listener" // as pg_stat_activity shows it
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
 		return nil, err
 	}
-	if err := listen(ctx, conn); err != nil {
+	if err = s.hearOwnNotify(ctx, conn); err != nil {
 		conn.Close(context.Background())
 		return nil, err
 	}
 	return conn, nil
+}
+
+// hearOwnNotify LISTENs on conn, sends a NOTIFY through the pool and waits for it on conn.
+func (s *streams) hearOwnNotify(ctx context.Context, conn *pgx.Conn) error {
+	if err := listen(ctx, conn); err != nil {
+		return err
+	}
+	token := "check " + rand.Text()
+	if err := s.db.notify(ctx, token); err != nil {
+		return err
+	}
+	for {
+		n, err := conn.WaitForNotification(ctx)
+		if errors.Is(err, context.DeadlineExceeded) {
+			return errNotifyLost
+		}
+		if err != nil || n.Payload == token {
+			return err
+		}
+	}
 }
 
 // open counts a new stream for the user, unless the user or the server holds
@@ -205,52 +242,66 @@ func (s *streams) wake(userID string, version int64, all bool) {
 }
 
 // watch wakes the streams of each user whose version moved, until ctx ends.
-// While it holds a listening session, a NOTIFY says whose; without one (none
-// configured, or lost until it is dialled again) it reads every poll the
-// versions of the users with open streams. On each new session it wakes every
-// stream, once: a write that committed while none listened is read then.
+// While it holds a listening session, a NOTIFY says whose. Without one (none
+// configured, or one lost or not yet opened) it reads every poll the versions
+// of the users with open streams, while a dial runs beside it (listenRedial
+// apart at first, further apart while they fail). On each new session it wakes every stream, once: a
+// write that committed while none listened is read then.
 func (s *streams) watch(ctx context.Context) {
+	type dialed struct {
+		conn *pgx.Conn
+		err  error
+	}
 	var conn *pgx.Conn
+	var dialing chan dialed // a dial in flight, or nil
 	defer func() {
+		if dialing != nil { // ctx has ended it, or the timeout will
+			if d := <-dialing; d.conn != nil {
+				d.conn.Close(context.Background())
+			}
+		}
 		if conn != nil {
 			conn.Close(context.Background())
 		}
 	}()
 	tick := time.NewTicker(s.poll)
 	defer tick.Stop()
-	var lost bool
-	var redial time.Time
+	lost, wait := false, listenRedial
+	var redial <-chan time.Time // when the next dial may start, after one failed
 	for ctx.Err() == nil {
-		if conn == nil && s.listen != nil && time.Now().After(redial) {
-			var err error
-			if conn, err = s.dialListener(ctx, s.listen); err != nil {
-				if !lost && ctx.Err() == nil {
-					s.log.Warn("live updates cannot listen, and poll until they can", "err", err.Error())
-				}
-				lost, redial = true, time.Now().Add(listenRedial)
-			} else {
-				if lost {
-					s.log.Info("live updates listen again")
-				}
-				lost = false
-				s.wakeAll()
-			}
-		}
 		if conn != nil {
 			if err := s.hear(ctx, conn); err != nil && ctx.Err() == nil {
 				s.log.Warn("live updates lost their listening session, and poll until it is back", "err", err.Error())
 				conn.Close(context.Background())
-				conn, lost, redial = nil, true, time.Now().Add(listenRedial)
+				conn, lost, redial = nil, true, time.After(listenRedial)
 			}
 			continue
 		}
-		var dial <-chan time.Time // when to dial a lost session again
-		if s.listen != nil {
-			dial = time.After(time.Until(redial))
+		if s.listen != nil && dialing == nil && redial == nil {
+			dialing = make(chan dialed, 1)
+			go func(done chan<- dialed) {
+				c, err := s.openListener(ctx, s.listen)
+				done <- dialed{c, err}
+			}(dialing)
 		}
 		select {
 		case <-ctx.Done():
-		case <-dial:
+		case d := <-dialing:
+			dialing = nil
+			if d.err != nil {
+				if !lost && ctx.Err() == nil {
+					s.log.Warn("live updates cannot listen, and poll until they can", "err", d.err.Error())
+				}
+				lost, redial, wait = true, time.After(wait), min(2*wait, listenRedialMax)
+				continue
+			}
+			if lost {
+				s.log.Info("live updates listen again")
+			}
+			conn, lost, wait = d.conn, false, listenRedial
+			s.wakeAll()
+		case <-redial:
+			redial = nil
 		case <-tick.C:
 			s.pollVersions(ctx)
 		}
