@@ -61,7 +61,7 @@ func parseFeedCursor(s, userID string, now time.Time) (feedCursor, string) {
 	case c.Pos.Version < -1 || c.Pos.ID < 0 || c.Floor < -1 || c.String() != s:
 		return feedCursor{}, bad
 	case c.User != userTag(userID):
-		return feedCursor{}, "This cursor is from another user's feed: sync from scratch, without since"
+		return feedCursor{}, "This cursor is from another user's feed: sync from scratch (the feed without since, or the stream without Last-Event-ID)"
 	}
 	// Issued by a replica whose clock is ahead of this one's, or forged: it counts
 	// as issued now, so that it still expires.

@@ -76,7 +76,7 @@ type feedPage struct {
 
 // errGone answers a cursor the feed cannot go on from (410): the client syncs from scratch.
 func errGone(why string) error {
-	return &statusError{http.StatusGone, why + ": sync from scratch, without since"}
+	return &statusError{http.StatusGone, why + ": sync from scratch (the feed without since, or the stream without Last-Event-ID)"}
 }
 
 // readFeed reads the page of the user's feed after cursor (first: a first
