@@ -131,7 +131,7 @@ func (s *streams) checkNotify(ctx context.Context, directURL string, log *slog.L
 // transaction-mode pooler serves it.
 var (
 	errNotifyLost = errors.New("a NOTIFY sent through the pool did not come back to the listening session")
-	errPooled     = errors.New("DATABASE_DIRECT_URL reaches a transaction-mode pooler")
+	errPooled     = errors.New("a transaction-mode pooler serves the listening session: set DATABASE_DIRECT_URL to the database itself")
 )
 
 // openListener opens a session of cfg's and LISTENs on it; then it sends a
