@@ -84,14 +84,14 @@ func newStreams(db *store, log *slog.Logger, maxAll int, retention, poll, heartb
 // watcher polls for good, and the log says why, once. When the database
 // cannot be reached now, the log says so, and the watcher polls until it can
 // open the session (watch).
-func (s *streams) checkNotify(ctx context.Context, directURL string, log *slog.Logger) {
+// Only a DATABASE_DIRECT_URL that is not a URL at all is an error, for run to stop on.
+func (s *streams) checkNotify(ctx context.Context, directURL string, log *slog.Logger) error {
 	fallback := "live updates poll the database every " + s.poll.String() + " instead of listening: "
 	cfg, name := s.db.pool.Config().ConnConfig.Copy(), "DATABASE_URL"
 	if directURL != "" {
 		c, err := pgx.ParseConfig(directURL)
 		if err != nil { // its error may quote the URL, password included
-			log.Warn(fallback + "DATABASE_DIRECT_URL is not a valid PostgreSQL URL or key=value string")
-			return
+			return errors.New("DATABASE_DIRECT_URL is not a valid PostgreSQL URL or key=value string")
 		}
 		c.ConnectTimeout = s.db.timeout
 		cfg, name = c, "DATABASE_DIRECT_URL"
@@ -106,25 +106,26 @@ func (s *streams) checkNotify(ctx context.Context, directURL string, log *slog.L
 	if err != nil {
 		s.unprobed = true // the watcher probes before it listens
 		notYet("cannot open a session of "+name, err)
-		return
+		return nil
 	}
 	if pooled {
 		log.Warn(fallback + name + " reaches a transaction-mode pooler, where a LISTEN does not stay on one session: set DATABASE_DIRECT_URL to the database itself (Neon: the connection string without -pooler)")
-		return
+		return nil
 	}
 	conn, err := s.openListener(ctx, cfg)
 	if errors.Is(err, errNotifyLost) {
 		log.Warn(fallback + "a NOTIFY sent through DATABASE_URL did not come back to the listening session within " +
 			notifyCheckWait.String() + " (does DATABASE_DIRECT_URL name the same database?)")
-		return
+		return nil
 	}
 	if err != nil {
 		notYet("cannot open a listening session", err)
-		return
+		return nil
 	}
 	conn.Close(context.Background())
 	s.listen = cfg
 	log.Info("live updates listen for NOTIFY", "channel", notifyChannel)
+	return nil
 }
 
 // Why a listening session is not opened: it did not hear its own NOTIFY, or a

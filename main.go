@@ -223,15 +223,18 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	if err := db.checkPooler(startCtx, cfg.DatabaseURL, log); err != nil {
 		return err
 	}
-
-	go forgetOld(ctx, db, cfg.SyncRetention, log)
+	m := newServer(log, db, cfg)
+	if err := m.live.checkNotify(startCtx, cfg.DirectURL, log); err != nil {
+		return err
+	}
 
 	ln, err := net.Listen("tcp", ":"+cfg.Port)
 	if err != nil {
 		return err
 	}
-	m := newServer(log, db, cfg)
-	m.live.checkNotify(startCtx, cfg.DirectURL, log)
+	background, stopBackground := context.WithCancel(ctx) // ends with run, whichever way it returns
+	defer stopBackground()
+	go forgetOld(background, db, cfg.SyncRetention, log)
 	srv := newHTTPServer(m, log)
 	log.Info("listening", "addr", ln.Addr().String())
 	serveErr := make(chan error, 1)

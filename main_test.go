@@ -115,7 +115,9 @@ func newEnvDB(t *testing.T, db *store, cfg config) *env {
 	log := slog.New(slog.NewJSONHandler(logs, nil))
 	m := newServer(log, db, cfg)
 	startLogs := &syncBuffer{}
-	m.live.checkNotify(t.Context(), cfg.DirectURL, slog.New(slog.NewJSONHandler(startLogs, nil))) // as run does
+	if err := m.live.checkNotify(t.Context(), cfg.DirectURL, slog.New(slog.NewJSONHandler(startLogs, nil))); err != nil { // as run does
+		t.Fatal(err)
+	}
 	srv := httptest.NewUnstartedServer(nil)
 	srv.Config = newHTTPServer(m, log)
 	srv.Start()
@@ -387,6 +389,8 @@ func TestRunRefusesBadConfig(t *testing.T) {
 		{"CORS with a path", map[string]string{"BETTER_AUTH_SECRET": testSecret, "CORS_ORIGINS": "http://localhost:3000/app"}, "CORS_ORIGINS"},
 		{"bad startup timeout", map[string]string{"BETTER_AUTH_SECRET": testSecret, "STARTUP_TIMEOUT": "soon"}, "STARTUP_TIMEOUT"},
 		{"bad database URL", map[string]string{"BETTER_AUTH_SECRET": testSecret, "DATABASE_URL": "postgres://u:hunter2@[::1"}, "DATABASE_URL"},
+		{"bad direct URL", map[string]string{"BETTER_AUTH_SECRET": testSecret, "DATABASE_URL": testURL, "PORT": "0",
+			"DATABASE_DIRECT_URL": "postgres://u:hunter2@[::1"}, "DATABASE_DIRECT_URL"},
 		{"database never appears", map[string]string{"BETTER_AUTH_SECRET": testSecret, "STARTUP_TIMEOUT": "1s",
 			"DATABASE_URL": "postgres://postgres:hunter2@127.0.0.1:1/x?sslmode=disable"}, "database not reachable"},
 		{"token without a secret", map[string]string{"BETTER_AUTH_URL": "http://localhost:3000"}, "BETTER_AUTH_SECRET"},
