@@ -371,3 +371,42 @@ func TestEventsListenerUnreachable(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestEventsWatcherEnds: the watcher and its listening session end soon after
+// the last stream (linger), and a stream opened later gets a new one that
+// hears the writes (the poll is an hour apart, so only NOTIFY brings them).
+func TestEventsWatcherEnds(t *testing.T) {
+	direct := directURL(t)
+	e := newEnv(t, hsAuth(), func(c *config) { c.streamPoll = time.Hour; c.DirectURL = direct })
+	listeners := func() (n int) {
+		if err := testDB.pool.QueryRow(t.Context(), `SELECT count(*) FROM pg_stat_activity
+			WHERE application_name = 'tasks listener' AND datname = current_database()`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	until := func(what string, ok func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); !ok(); time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: still not so after 10 s", what)
+			}
+		}
+	}
+	user := newUser(t)
+	s := e.openStream(user)
+	s.next(false)
+	until("a listening session while a stream is open", func() bool { return listeners() == 1 })
+	s.resp.Body.Close()
+	until("no listening session after the last stream", func() bool { return listeners() == 0 })
+
+	r := e.openStream(user)
+	r.next(false)
+	replica := newEnv(t, hsAuth())
+	for _, title := range []string{"first", "second"} { // the second after the new session surely listens
+		created := replica.create(user, map[string]any{"title": title})
+		if p := r.page(r.next(false)); len(p.Tasks) != 1 || p.Tasks[0].ID != created.ID {
+			t.Fatalf("after %q the reopened stream sent %+v", title, p)
+		}
+	}
+}

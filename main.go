@@ -41,6 +41,7 @@ type config struct {
 	MaxStreams     int           // open event streams this process serves at once
 	streamPoll     time.Duration // how often the streams' watcher reads versions: streamPoll unless a test sets it
 	streamBeat     time.Duration // a stream's heartbeat: streamHeartbeat unless a test sets it
+	streamLinger   time.Duration // how long the watcher outlives the last stream: watchLinger unless a test sets it
 	MaxTasks       int           // tasks one user may hold
 	RatePerSecond  int           // requests a user may make each second; 0: no limit
 	RateBurst      int           // requests a user may make at once
@@ -318,7 +319,7 @@ func newServer(log *slog.Logger, db *store, cfg config) *middleware {
 	limit := newRateLimiter(cfg.RatePerSecond, cfg.RateBurst)
 	auth := func(h userHandler) http.Handler { return authenticate(v, limit, h) }
 
-	m := &middleware{mux: http.NewServeMux(), log: log, cors: cfg.CORSOrigins, live: newStreams(db, log, cfg.MaxStreams, cfg.SyncRetention, cfg.streamPoll, cfg.streamBeat)}
+	m := &middleware{mux: http.NewServeMux(), log: log, cors: cfg.CORSOrigins, live: newStreams(db, log, cfg.MaxStreams, cfg.SyncRetention, cfg.streamPoll, cfg.streamBeat, cfg.streamLinger)}
 	handle := func(pattern string, h http.Handler) {
 		m.mux.Handle(pattern, h)
 		m.routes = append(m.routes, pattern)

@@ -97,7 +97,7 @@ type env struct {
 // (tests hammer one user on purpose), changed by each of opts.
 func testConfig(auth authConfig, opts ...func(*config)) config {
 	cfg := config{Auth: auth, CORSOrigins: map[string]bool{"http://localhost:3000": true}, MaxTasks: 10000,
-		SyncRetention: 30 * 24 * time.Hour, MaxStreams: 100, streamPoll: 20 * time.Millisecond}
+		SyncRetention: 30 * 24 * time.Hour, MaxStreams: 100, streamPoll: 20 * time.Millisecond, streamLinger: 100 * time.Millisecond}
 	for _, o := range opts {
 		o(&cfg)
 	}
