@@ -62,6 +62,7 @@ type store struct {
 	pool    *pgxpool.Pool
 	timeout time.Duration // bounds every statement, including the wait for a pooled connection
 	tx      pgx.Tx        // when not nil, the statements run in it (store.once)
+	pooled  *bool         // DATABASE_URL reaches a transaction-mode pooler; nil until checkPooler probes
 }
 
 // openStore builds a pool for url without connecting; it dials on first use.

@@ -29,6 +29,7 @@ const sqlstateInvalidStatementName = "26000"
 // cache_describe (unnamed statements, described once per connection), which
 // works behind any pooler, and says so once. A URL that chose cache_statement
 // keeps it if the pooler keeps prepared statements, and is refused if not.
+// What the probe found is kept in s.pooled, for live updates (checkNotify).
 func (s *store) checkPooler(ctx context.Context, databaseURL string, log *slog.Logger) error {
 	ctx, cancel := context.WithTimeout(ctx, 4*s.timeout)
 	defer cancel()
@@ -51,8 +52,12 @@ func (s *store) checkPoolerMode(ctx context.Context, databaseURL string, log *sl
 		return nil // every other mode uses unnamed statements, which any pooler passes through
 	}
 	pooled, err := serversShared(ctx, s.pool.Config().ConnConfig)
-	if err != nil || !pooled {
+	if err != nil {
 		return err
+	}
+	s.pooled = &pooled
+	if !pooled {
+		return nil
 	}
 	if strings.Contains(databaseURL, "default_query_exec_mode") {
 		for range 3 {
