@@ -1,4 +1,4 @@
-// feed.go holds the change feed, GET /api/{user_id}/changes, and its cursor.
+// feed.go holds the change feed, GET /api/{user_id}/changes: reading a page, and writing it as JSON.
 package main
 
 import (
@@ -6,7 +6,6 @@ import (
 	"errors"
 	"math"
 	"net/http"
-	"net/url"
 	"strconv"
 	"time"
 )
@@ -20,38 +19,18 @@ const maxFeedLimit = 1000
 // issued longer than retention ago answers 410: the client syncs from scratch.
 func handleChanges(db *store, retention time.Duration) userHandler {
 	return func(w http.ResponseWriter, r *http.Request, userID string) {
-		values, err := url.ParseQuery(r.URL.RawQuery)
-		var errs validationError
-		fail := func(name, msg, typ string) { errs = append(errs, fieldError{[]any{"query", name}, msg, typ}) }
+		values, err := queryValues(r)
 		if err != nil {
-			writeError(w, r, validationError{{[]any{"query"}, "The query string could not be decoded: use & between parameters and %XX escapes", "query_invalid"}})
+			writeError(w, r, err)
 			return
 		}
 		now := time.Now()
-		cursor := feedCursor{feedPos{-1, 0}, now, -1, userTag(userID)}
-		since, first := values.Get("since"), !values.Has("since")
-		if !first {
-			var msg string
-			if cursor, msg = parseFeedCursor(since, userID, now); msg != "" {
-				fail("since", msg, "cursor_invalid")
-			}
-		}
-		limit := maxFeedLimit
-		if s := values.Get("limit"); s != "" {
-			if limit, err = strconv.Atoi(s); err != nil || limit < 1 || limit > maxFeedLimit {
-				fail("limit", "Input should be an integer from 1 to "+strconv.Itoa(maxFeedLimit), "int_parsing")
-			}
-		}
-		for _, name := range []string{"since", "limit"} {
-			if len(values[name]) > 1 {
-				fail(name, "Give this parameter once", "duplicate")
-			}
-		}
-		if errs != nil {
-			writeError(w, r, errs)
+		q, err := parseFeedQuery(values, userID, now)
+		if err != nil {
+			writeError(w, r, err)
 			return
 		}
-		page, err := readFeed(r.Context(), db, userID, cursor, first, limit, now, retention)
+		page, err := readFeed(r.Context(), db, userID, q.Cursor, q.First, q.Limit, now, retention)
 		if err != nil {
 			writeError(w, r, err)
 			return
@@ -59,7 +38,7 @@ func handleChanges(db *store, retention time.Duration) userHandler {
 		w.Header().Set("ETag", page.next.etag())
 		// A 304 keeps the client's cursor, and its time: once half of the retention
 		// is gone, a 200 gives it a new one rather than let it expire.
-		if !page.more && noneMatch(r, page.next.etag()) && now.Sub(cursor.Issued) < retention/2 {
+		if !page.more && noneMatch(r, page.next.etag()) && now.Sub(q.Cursor.Issued) < retention/2 {
 			w.WriteHeader(http.StatusNotModified)
 			return
 		}

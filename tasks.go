@@ -15,11 +15,9 @@ import (
 // X-Total-Count, and a Link to the next page when there is one.
 func handleListTasks(db *store) userHandler {
 	return func(w http.ResponseWriter, r *http.Request, userID string) {
-		// r.URL.Query() drops a pair it cannot decode (a bad escape, a ;), which
-		// would silently drop a filter; such a query string is refused instead.
-		values, err := url.ParseQuery(r.URL.RawQuery)
+		values, err := queryValues(r)
 		if err != nil {
-			writeError(w, r, validationError{{[]any{"query"}, "The query string could not be decoded: use & between parameters and %XX escapes", "query_invalid"}})
+			writeError(w, r, err)
 			return
 		}
 		q, err := parseListQuery(values)

@@ -1,4 +1,4 @@
-// validate.go holds the contract's limits and turns request bodies, paths and list queries into checked values.
+// validate.go holds the contract's limits and turns request bodies and paths into checked values.
 package main
 
 import (
@@ -8,7 +8,6 @@ import (
 	"io"
 	"mime"
 	"net/http"
-	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -286,88 +285,4 @@ func taskID(r *http.Request) (int64, error) {
 		return 0, validationError{{[]any{"path", "id"}, "Input should be a positive integer", "int_parsing"}}
 	}
 	return id, nil
-}
-
-// parseListQuery validates the list parameters; unknown parameters are ignored.
-func parseListQuery(v url.Values) (listQuery, error) {
-	q := listQuery{Sort: "created", Desc: true, Limit: maxLimit}
-	var errs validationError
-	fail := func(name, msg, typ string) {
-		errs = append(errs, fieldError{[]any{"query", name}, msg, typ})
-	}
-	// Each parameter but tag is given once: of two, a proxy may read the other one.
-	for _, name := range []string{"status", "sort", "order", "q", "limit", "offset", "cursor"} {
-		if len(v[name]) > 1 {
-			fail(name, "Give this parameter once", "duplicate")
-		}
-	}
-	switch v.Get("status") {
-	case "", "all":
-	case "pending":
-		q.Completed = new(false)
-	case "completed":
-		q.Completed = new(true)
-	default:
-		fail("status", "Input should be 'all', 'pending' or 'completed'", "enum")
-	}
-	if s := v.Get("sort"); s != "" {
-		if sort, ok := findSort(s); ok {
-			q.Sort, q.Desc = s, sort.desc
-		} else {
-			fail("sort", "Input should be "+sortNames(), "enum")
-		}
-	}
-	switch v.Get("order") {
-	case "":
-	case "asc":
-		q.Desc = false
-	case "desc":
-		q.Desc = true
-	default:
-		fail("order", "Input should be 'asc' or 'desc'", "enum")
-	}
-	q.Q = v.Get("q")
-	if msg := badText(q.Q); msg != "" {
-		fail("q", msg, "string_invalid")
-	} else if utf8.RuneCountInString(q.Q) > maxQuery {
-		fail("q", "String should have at most "+strconv.Itoa(maxQuery)+" characters", "string_too_long")
-	}
-	for _, tag := range v["tag"] {
-		tag = strings.TrimSpace(tag)
-		if msg := badTag(tag); msg != "" {
-			fail("tag", msg, "string_invalid")
-		} else {
-			q.Tags = append(q.Tags, tag)
-		}
-	}
-	if len(q.Tags) > maxTags {
-		fail("tag", "At most "+strconv.Itoa(maxTags)+" tags", "too_long")
-	}
-	integer := func(name string, lo, hi int, dst *int) {
-		s := v.Get(name)
-		if s == "" {
-			return
-		}
-		n, err := strconv.Atoi(s)
-		if err != nil || n < lo || n > hi {
-			fail(name, "Input should be an integer from "+strconv.Itoa(lo)+" to "+strconv.Itoa(hi), "int_parsing")
-			return
-		}
-		*dst = n
-	}
-	integer("limit", 1, maxLimit, &q.Limit)
-	integer("offset", 0, 1<<31-1, &q.Offset)
-	if c := v.Get("cursor"); c != "" {
-		sort, _ := findSort(q.Sort) // "created" when sort was refused
-		var msg string
-		if q.After, msg = parseListCursor(c, sort, q.Desc); msg != "" {
-			fail("cursor", msg, "cursor_invalid")
-		} else if q.Offset > 0 { // offset=0, a default some clients send, is no offset
-			fail("cursor", "Give cursor or a non-zero offset, not both", "cursor_invalid")
-		}
-	}
-	if errs != nil {
-		return q, errs
-	}
-	return q, nil
 }

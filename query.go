@@ -1,0 +1,145 @@
+// query.go holds query-string parsing: the list's parameters and the change feed's.
+package main
+
+import (
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+)
+
+// queryValues decodes a request's query string whole: r.URL.Query() drops a
+// pair it cannot decode (a bad escape, a ;), which would silently drop a
+// parameter; such a query string is refused instead.
+func queryValues(r *http.Request) (url.Values, error) {
+	v, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		return nil, validationError{{[]any{"query"}, "The query string could not be decoded: use & between parameters and %XX escapes", "query_invalid"}}
+	}
+	return v, nil
+}
+
+// queryCheck reads query parameters, and collects what is wrong with them, each at its name.
+type queryCheck struct {
+	v    url.Values
+	errs validationError
+}
+
+func (c *queryCheck) fail(name, msg, typ string) {
+	c.errs = append(c.errs, fieldError{[]any{"query", name}, msg, typ})
+}
+
+// once refuses each of names given twice: of two, a proxy may read the other one.
+func (c *queryCheck) once(names ...string) {
+	for _, name := range names {
+		if len(c.v[name]) > 1 {
+			c.fail(name, "Give this parameter once", "duplicate")
+		}
+	}
+}
+
+// integer reads the parameter name, if given, into dst: an integer from lo to hi.
+func (c *queryCheck) integer(name string, lo, hi int, dst *int) {
+	s := c.v.Get(name)
+	if s == "" {
+		return
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < lo || n > hi {
+		c.fail(name, "Input should be an integer from "+strconv.Itoa(lo)+" to "+strconv.Itoa(hi), "int_parsing")
+		return
+	}
+	*dst = n
+}
+
+// parseListQuery validates the list parameters; unknown parameters are ignored.
+func parseListQuery(v url.Values) (listQuery, error) {
+	q := listQuery{Sort: "created", Desc: true, Limit: maxLimit}
+	c := &queryCheck{v: v}
+	c.once("status", "sort", "order", "q", "limit", "offset", "cursor") // tag may repeat
+	switch v.Get("status") {
+	case "", "all":
+	case "pending":
+		q.Completed = new(false)
+	case "completed":
+		q.Completed = new(true)
+	default:
+		c.fail("status", "Input should be 'all', 'pending' or 'completed'", "enum")
+	}
+	if s := v.Get("sort"); s != "" {
+		if sort, ok := findSort(s); ok {
+			q.Sort, q.Desc = s, sort.desc
+		} else {
+			c.fail("sort", "Input should be "+sortNames(), "enum")
+		}
+	}
+	switch v.Get("order") {
+	case "":
+	case "asc":
+		q.Desc = false
+	case "desc":
+		q.Desc = true
+	default:
+		c.fail("order", "Input should be 'asc' or 'desc'", "enum")
+	}
+	q.Q = v.Get("q")
+	if msg := badText(q.Q); msg != "" {
+		c.fail("q", msg, "string_invalid")
+	} else if utf8.RuneCountInString(q.Q) > maxQuery {
+		c.fail("q", "String should have at most "+strconv.Itoa(maxQuery)+" characters", "string_too_long")
+	}
+	for _, tag := range v["tag"] {
+		tag = strings.TrimSpace(tag)
+		if msg := badTag(tag); msg != "" {
+			c.fail("tag", msg, "string_invalid")
+		} else {
+			q.Tags = append(q.Tags, tag)
+		}
+	}
+	if len(q.Tags) > maxTags {
+		c.fail("tag", "At most "+strconv.Itoa(maxTags)+" tags", "too_long")
+	}
+	c.integer("limit", 1, maxLimit, &q.Limit)
+	c.integer("offset", 0, 1<<31-1, &q.Offset)
+	if s := v.Get("cursor"); s != "" {
+		sort, _ := findSort(q.Sort) // "created" when sort was refused
+		var msg string
+		if q.After, msg = parseListCursor(s, sort, q.Desc); msg != "" {
+			c.fail("cursor", msg, "cursor_invalid")
+		} else if q.Offset > 0 { // offset=0, a default some clients send, is no offset
+			c.fail("cursor", "Give cursor or a non-zero offset, not both", "cursor_invalid")
+		}
+	}
+	if c.errs != nil {
+		return q, c.errs
+	}
+	return q, nil
+}
+
+// feedQuery is a validated request of the change feed: after Cursor (a first
+// sync when First), at most Limit changes.
+type feedQuery struct {
+	Cursor feedCursor
+	First  bool
+	Limit  int
+}
+
+// parseFeedQuery validates the feed's parameters (since, limit) for the user's feed at now.
+func parseFeedQuery(v url.Values, userID string, now time.Time) (feedQuery, error) {
+	q := feedQuery{feedCursor{feedPos{-1, 0}, now, -1, userTag(userID)}, !v.Has("since"), maxFeedLimit}
+	c := &queryCheck{v: v}
+	c.once("since", "limit")
+	if !q.First {
+		var msg string
+		if q.Cursor, msg = parseFeedCursor(v.Get("since"), userID, now); msg != "" {
+			c.fail("since", msg, "cursor_invalid")
+		}
+	}
+	c.integer("limit", 1, maxFeedLimit, &q.Limit)
+	if c.errs != nil {
+		return q, c.errs
+	}
+	return q, nil
+}
