@@ -137,18 +137,16 @@ func parseListCursor(s string, sort listSort, desc bool) (*listKey, string) {
 	case sort.param == "timestamptz" && json.Unmarshal(c.Key, &micros) == nil && // years 1 to 9999, as stored
 		micros >= -62135596800000000 && micros < 253402300800000000:
 		k.Key = time.UnixMicro(micros)
-	case sort.param == "text" && json.Unmarshal(c.Key, &k.Key) == nil && isType[string](k.Key) && badText(k.Key.(string)) == "" &&
-		(sort.keys == nil || slices.Contains(sort.keys, k.Key.(string))):
+	case sort.param == "text":
+		var s string
+		if json.Unmarshal(c.Key, &s) != nil || badText(s) != "" || sort.keys != nil && !slices.Contains(sort.keys, s) {
+			return nil, bad
+		}
+		k.Key = s
 	default:
 		return nil, bad
 	}
 	return k, ""
-}
-
-// isType reports whether v holds a T.
-func isType[T any](v any) bool {
-	_, ok := v.(T)
-	return ok
 }
 
 // nextLink is the Link header (RFC 8288) of a list page with more after it:

@@ -10,9 +10,11 @@ import (
 )
 
 // Stream timings: how often the watcher reads the versions of the users with
-// open streams when it cannot listen (live.go), how often a stream reads the feed when not woken, how long it
-// may stay silent before a comment keeps proxies from cutting it, how long one
-// write may take, and the reconnection delay clients are told (SSE's retry field).
+// open streams when it cannot listen (live.go); how often a stream reads the
+// feed when not woken; how long a stream lasts (its client reconnects with a
+// fresh token); how long it may stay silent before a comment keeps proxies
+// from cutting it; how long one write may take; and the reconnection delay
+// clients are told (SSE's retry field).
 const (
 	streamPoll      = 500 * time.Millisecond
 	streamSafety    = 30 * time.Second

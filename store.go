@@ -301,7 +301,7 @@ func (s *store) versions(ctx context.Context, userIDs []string) (map[string]int6
 	return versions, storeError(err)
 }
 
-// notify sends payload on notifyChannel as a write does (live.go's start-up check).
+// notify sends payload on notifyChannel as a write does (listen.go: a session hears its own).
 func (s *store) notify(ctx context.Context, payload string) error {
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()

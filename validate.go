@@ -29,6 +29,9 @@ const (
 	maxIdempotencyKey = 255 // characters of an Idempotency-Key (the idempotency_keys.key CHECK)
 )
 
+// priorities are a task's priorities, lowest first (the list sorts by this order).
+var priorities = []string{"low", "medium", "high"}
+
 // readOnlyFields may come back in a body when a client sends a task it read; they are ignored.
 var readOnlyFields = []string{"id", "user_id", "created_at", "updated_at", "completed_at"}
 
@@ -127,7 +130,7 @@ func decodeTask(w http.ResponseWriter, r *http.Request, create bool) (taskChange
 	}
 	if v, ok := raw["priority"]; ok {
 		if s, ok := text("priority", v); ok {
-			if s != "low" && s != "medium" && s != "high" {
+			if !slices.Contains(priorities, s) {
 				fail("Input should be 'low', 'medium' or 'high'", "enum", "priority")
 			} else {
 				c.Priority = &s
