@@ -29,17 +29,23 @@ type streams struct {
 	listen          atomic.Pointer[listenTo] // where to LISTEN (checkNotify); nil: the watcher polls
 	unprobed        atomic.Bool              // listen's server not yet probed for a pooler
 	mu              sync.Mutex
-	perUser         map[string]int
+	users           map[string]*watchedUser // the users with open streams
 	total, maxAll   int
-	changed         map[string]chan struct{} // per watched user: closed when their version moves
-	versions        map[string]int64         // per watched user: the version the watcher saw last
-	stopWatch       context.CancelFunc       // ends the watcher; nil while none runs
-	idle            *time.Timer              // ends the watcher linger after the last stream
-	done            chan struct{}            // closed by close
+	stopWatch       context.CancelFunc // ends the watcher; nil while none runs
+	idle            *time.Timer        // ends the watcher linger after the last stream
+	done            chan struct{}      // closed by close
 	closeOnce       sync.Once
 	poll, heartbeat time.Duration // streamPoll and streamHeartbeat; shorter in tests
 	linger          time.Duration // watchLinger; shorter in tests
 	retention       time.Duration // SYNC_RETENTION
+}
+
+// watchedUser is a user with open streams, as the watcher keeps them.
+type watchedUser struct {
+	streams int
+	changed chan struct{} // closed when the user's version moves; nil until a stream waits on it
+	version int64         // the version the watcher saw last
+	seen    bool          // whether it has seen one
 }
 
 // watchLinger is how long the watcher, and its session, outlive the last stream.
@@ -58,9 +64,8 @@ var (
 // poll, heartbeat or linger is streamPoll, streamHeartbeat or watchLinger. Its
 // watcher polls until checkNotify finds a session to listen on.
 func newStreams(db *store, log *slog.Logger, maxAll int, retention, poll, heartbeat, linger time.Duration) *streams {
-	return &streams{db: db, log: log, perUser: map[string]int{}, maxAll: maxAll, done: make(chan struct{}),
-		changed: map[string]chan struct{}{}, versions: map[string]int64{}, poll: cmp.Or(poll, streamPoll),
-		heartbeat: cmp.Or(heartbeat, streamHeartbeat), linger: cmp.Or(linger, watchLinger), retention: retention}
+	return &streams{db: db, log: log, users: map[string]*watchedUser{}, maxAll: maxAll, done: make(chan struct{}),
+		poll: cmp.Or(poll, streamPoll), heartbeat: cmp.Or(heartbeat, streamHeartbeat), linger: cmp.Or(linger, watchLinger), retention: retention}
 }
 
 // open counts a new stream for the user, unless the user or the server holds
@@ -71,7 +76,7 @@ func (s *streams) open(userID string) *statusError {
 	switch {
 	case s.closed():
 		return errShuttingDown
-	case s.perUser[userID] >= maxStreamsPerUser:
+	case s.users[userID] != nil && s.users[userID].streams >= maxStreamsPerUser:
 		return errStreamLimit
 	case s.total >= s.maxAll:
 		return errStreamsFull
@@ -85,7 +90,12 @@ func (s *streams) open(userID string) *statusError {
 		ctx, s.stopWatch = context.WithCancel(context.Background())
 		go s.watch(ctx)
 	}
-	s.perUser[userID]++
+	u := s.users[userID]
+	if u == nil {
+		u = &watchedUser{}
+		s.users[userID] = u
+	}
+	u.streams++
 	s.total++
 	return nil
 }
@@ -94,10 +104,10 @@ func (s *streams) open(userID string) *statusError {
 func (s *streams) release(userID string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.perUser[userID]--; s.perUser[userID] == 0 {
-		delete(s.perUser, userID)
-		delete(s.changed, userID)
-		delete(s.versions, userID)
+	if u := s.users[userID]; u.streams == 1 {
+		delete(s.users, userID)
+	} else {
+		u.streams--
 	}
 	if s.total--; s.total == 0 {
 		s.idle = time.AfterFunc(s.linger, func() {
@@ -118,27 +128,28 @@ func (s *streams) stopWatcher() {
 	}
 }
 
-// changedFor returns a channel that closes when the user's feed next moves.
+// changedFor returns a channel that closes when the feed of the user, who has a stream open, next moves.
 func (s *streams) changedFor(userID string) <-chan struct{} {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	ch := s.changed[userID]
-	if ch == nil {
-		ch = make(chan struct{})
-		s.changed[userID] = ch
+	u := s.users[userID]
+	if u.changed == nil {
+		u.changed = make(chan struct{})
 	}
-	return ch
+	return u.changed
 }
 
 // wake wakes the user's streams if the version is one the watcher has not
 // seen for them (all: every user's, whatever their version); the caller holds mu.
 func (s *streams) wake(userID string, version int64, all bool) {
-	if v, seen := s.versions[userID]; (all || !seen || v != version) && s.perUser[userID] > 0 {
-		s.versions[userID] = version
-		if ch := s.changed[userID]; ch != nil {
-			close(ch)
-			delete(s.changed, userID)
-		}
+	u := s.users[userID]
+	if u == nil || !all && u.seen && u.version == version {
+		return
+	}
+	u.version, u.seen = version, true
+	if u.changed != nil {
+		close(u.changed)
+		u.changed = nil
 	}
 }
 
@@ -227,7 +238,7 @@ func (s *streams) watch(ctx context.Context) {
 // a stream one row).
 func (s *streams) pollVersions(ctx context.Context) {
 	s.mu.Lock()
-	users := slices.Collect(maps.Keys(s.perUser))
+	users := slices.Collect(maps.Keys(s.users))
 	s.mu.Unlock()
 	if len(users) == 0 { // lingering after the last stream
 		return
@@ -246,8 +257,8 @@ func (s *streams) pollVersions(ctx context.Context) {
 // wakeAll wakes every open stream.
 func (s *streams) wakeAll() {
 	s.mu.Lock()
-	for u := range s.perUser {
-		s.wake(u, s.versions[u], true)
+	for id, u := range s.users {
+		s.wake(id, u.version, true)
 	}
 	s.mu.Unlock()
 }
