@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 var linkNext = regexp.MustCompile(`^<(/api/[^>]+)>; rel="next"$`)
@@ -163,4 +164,15 @@ func TestListCursorRefused(t *testing.T) {
 	// A cursor's key is compared by PostgreSQL, not trusted: any title pages from where it sorts.
 	r = e.do("GET", "/api/"+user+"/tasks?sort=title&cursor="+b64(`{"sort":"title","desc":false,"key":"'; DROP TABLE tasks; --","id":1}`), tok, nil)
 	e.want(r, 200, "a cursor with any title")
+}
+
+// TestFeedCursorFromTheFuture: a cursor issued after now (another replica's
+// clock ahead, or forged) counts as issued now, so that it still expires.
+func TestFeedCursorFromTheFuture(t *testing.T) {
+	now := time.UnixMilli(time.Now().UnixMilli())
+	future := feedCursor{feedPos{3, 7}, now.Add(time.Hour), -1, userTag("u1")}
+	c, msg := parseFeedCursor(future.String(), "u1", now)
+	if msg != "" || !c.Issued.Equal(now) || c.Pos != future.Pos {
+		t.Fatalf("parseFeedCursor(issued in an hour) = %+v %q, want issued now", c, msg)
+	}
 }
