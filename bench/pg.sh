@@ -1,4 +1,4 @@
-# pg.sh: what bench/run.sh and bench/ab.sh share, sourced by both: a private PostgreSQL in $work/pg
+# pg.sh: what bench/run.sh, ab.sh and live.sh share, sourced by each: a private PostgreSQL in $work/pg
 # on $PORT, its CPU, and the seed. Needs PGBIN, PORT and work (a directory postgres may write).
 
 # start_pg initdbs and starts the private PostgreSQL (max_connections 300, so 100 clients fit),
