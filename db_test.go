@@ -88,17 +88,13 @@ func TestStoreErrorClasses(t *testing.T) {
 // the client should not retry, with its cause on the log line only.
 func TestNonPostgresError500(t *testing.T) {
 	ctx := context.Background()
-	db, err := openStore(newDatabase(t, ""), 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(db.pool.Close)
+	db := testStore(t, newDatabase(t, ""), 5*time.Second)
 	if err := db.migrate(ctx, slog.New(slog.DiscardHandler)); err != nil {
 		t.Fatal(err)
 	}
 	user := newUser(t)
 	var id int64
-	err = db.pool.QueryRow(ctx, `INSERT INTO tasks (user_id, title) VALUES ($1, 'broken') RETURNING id`, user).Scan(&id)
+	err := db.pool.QueryRow(ctx, `INSERT INTO tasks (user_id, title) VALUES ($1, 'broken') RETURNING id`, user).Scan(&id)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,11 +109,15 @@ func TestNonPostgresError500(t *testing.T) {
 			t.Errorf("GET %s = %s with Retry-After %q, want a generic 500 without it", path, r, r.header.Get("Retry-After"))
 		}
 	}
-	var line struct{ Level, Err string }
+	n := 0
 	for l := range strings.Lines(e.logs.String()) {
+		var line struct{ Level, Err string }
 		json.Unmarshal([]byte(l), &line)
-		if line.Level != "ERROR" || line.Err == "" || strings.Contains(line.Err, "unavailable") {
+		if n++; line.Level != "ERROR" || line.Err == "" || strings.Contains(line.Err, "unavailable") {
 			t.Errorf("log line %s: want level ERROR and the cause, not unavailable", l)
 		}
+	}
+	if n != 2 {
+		t.Errorf("%d log lines for 2 requests", n)
 	}
 }

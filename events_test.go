@@ -215,12 +215,7 @@ func TestEventsOutliveTimeoutsAndEndAtShutdown(t *testing.T) {
 // statement timeout while another session locks the tombstones) tries again
 // a second later, rather than at its next heartbeat.
 func TestEventsRetryAFailedRead(t *testing.T) {
-	slow, err := openStore(testURL, 300*time.Millisecond)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(slow.pool.Close)
-	e := newEnvDB(t, slow, testConfig(hsAuth()))
+	e := newEnvDB(t, testStore(t, testURL, 300*time.Millisecond), testConfig(hsAuth()))
 	user := newUser(t)
 	s := e.openStream(user)
 	s.next(false)
@@ -237,6 +232,9 @@ func TestEventsRetryAFailedRead(t *testing.T) {
 		t.Fatalf("after a failed read the stream sent %+v", p)
 	}
 }
+
+// listenerSessions picks, from pg_stat_activity, the listening sessions on the test database.
+const listenerSessions = `WHERE application_name = 'tasks listener' AND datname = current_database()`
 
 // directURL is what DATABASE_DIRECT_URL would be for the test database: "" (the
 // pool's own server) directly, or behind a pooler the server itself, from
@@ -289,16 +287,10 @@ func TestEventsListen(t *testing.T) {
 		t.Fatalf("a write notified %q, want its version and user id", n.Payload)
 	}
 
-	must(testDB.pool.Exec(t.Context(), `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-		WHERE application_name = 'tasks listener' AND datname = current_database()`))
+	must(testDB.pool.Exec(t.Context(), `SELECT pg_terminate_backend(pid) FROM pg_stat_activity `+listenerSessions))
 	// Once the watcher knows, and before it dials again (a second later), a write
 	// whose NOTIFY no session hears: only the wake that follows a new session brings it.
-	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(e.logs.String(), "lost their listening session"); {
-		if time.Now().After(deadline) {
-			t.Fatalf("the watcher did not notice the lost session: %s", e.logs)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	eventually(t, "the watcher notices the lost session", func() bool { return strings.Contains(e.logs.String(), "lost their listening session") })
 	arrives("while the listener was away")
 	arrives("heard again")
 	if logs := e.logs.String(); !strings.Contains(logs, "listen again") {
@@ -364,12 +356,7 @@ func TestEventsListenerUnreachable(t *testing.T) {
 	}
 	p.set("cut") // ends the dial in flight
 	p.set("forward")
-	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(e.logs.String(), "listen again"); {
-		if time.Now().After(deadline) {
-			t.Fatalf("the watcher never listened: %s", e.logs)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	eventually(t, "the watcher listens once the way is open", func() bool { return strings.Contains(e.logs.String(), "listen again") })
 }
 
 // TestEventsWatcherEnds: the watcher and its listening session end soon after
@@ -379,26 +366,17 @@ func TestEventsWatcherEnds(t *testing.T) {
 	direct := directURL(t)
 	e := newEnv(t, hsAuth(), func(c *config) { c.streamPoll = time.Hour; c.DirectURL = direct })
 	listeners := func() (n int) {
-		if err := testDB.pool.QueryRow(t.Context(), `SELECT count(*) FROM pg_stat_activity
-			WHERE application_name = 'tasks listener' AND datname = current_database()`).Scan(&n); err != nil {
+		if err := testDB.pool.QueryRow(t.Context(), `SELECT count(*) FROM pg_stat_activity `+listenerSessions).Scan(&n); err != nil {
 			t.Fatal(err)
 		}
 		return n
 	}
-	until := func(what string, ok func() bool) {
-		t.Helper()
-		for deadline := time.Now().Add(10 * time.Second); !ok(); time.Sleep(10 * time.Millisecond) {
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: still not so after 10 s", what)
-			}
-		}
-	}
 	user := newUser(t)
 	s := e.openStream(user)
 	s.next(false)
-	until("a listening session while a stream is open", func() bool { return listeners() == 1 })
+	eventually(t, "a listening session while a stream is open", func() bool { return listeners() == 1 })
 	s.resp.Body.Close()
-	until("no listening session after the last stream", func() bool { return listeners() == 0 })
+	eventually(t, "no listening session after the last stream", func() bool { return listeners() == 0 })
 
 	r := e.openStream(user)
 	r.next(false)

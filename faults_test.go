@@ -306,12 +306,7 @@ func checkNoLoss(t *testing.T, name string, ty *tally) {
 // faultEnv serves the API on a store that reaches the database through a fault proxy.
 func faultEnv(t *testing.T, timeout time.Duration, extra string) (*env, *faultProxy) {
 	p := newFaultProxy(t, proxyTarget(t))
-	db, err := openStore(p.url(extra), timeout)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(db.pool.Close)
-	return newEnvDB(t, db, testConfig(hsAuth())), p
+	return newEnvDB(t, testStore(t, p.url(extra), timeout), testConfig(hsAuth())), p
 }
 
 // waitReady polls until a create succeeds again and returns how long that took.

@@ -281,6 +281,27 @@ func must[T any](v T, err error) T {
 	return v
 }
 
+// testStore opens a store on url for one test, closed after it.
+func testStore(t *testing.T, url string, timeout time.Duration) *store {
+	t.Helper()
+	db, err := openStore(url, timeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(db.pool.Close)
+	return db
+}
+
+// eventually fails the test unless ok becomes true within 10 s; what names the wait.
+func eventually(t *testing.T, what string, ok func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !ok(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within 10 s", what)
+		}
+	}
+}
+
 // newDatabase creates an empty database for one test, dropped after it, and
 // returns its URL; options are CREATE DATABASE's, such as a locale.
 func newDatabase(t *testing.T, options string) string {

@@ -223,11 +223,7 @@ func TestMigrateRecordsEachOnce(t *testing.T) {
 // nothing is run again.
 func TestMigrationFailsWhole(t *testing.T) {
 	ctx := context.Background()
-	db, err := openStore(newDatabase(t, ""), 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(db.pool.Close)
+	db := testStore(t, newDatabase(t, ""), 5*time.Second)
 	logs := &syncBuffer{}
 	log := slog.New(slog.NewJSONHandler(logs, nil))
 	apply := func(schema string) error {

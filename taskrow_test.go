@@ -29,11 +29,7 @@ newline', true, 'high', '1969-07-20 20:17:40.5+00', '{"a,b","c d","{e}","\"f\""}
 	if err != nil {
 		t.Fatal(err)
 	}
-	simple, err := openStore(testURL+"&default_query_exec_mode=simple_protocol", 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer simple.pool.Close()
+	simple := testStore(t, testURL+"&default_query_exec_mode=simple_protocol", 5*time.Second)
 	q, _ := parseListQuery(url.Values{})
 	viaBinary, _, _, err := testDB.listTasks(ctx, user, q)
 	if err != nil {

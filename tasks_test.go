@@ -554,11 +554,7 @@ func TestRequestHashGolden(t *testing.T) {
 // the C locale (Docker images and some managed databases make those), where
 // PostgreSQL's own lower() folds ASCII only.
 func TestSearchAnyLocale(t *testing.T) {
-	cLocale, err := openStore(newDatabase(t, "TEMPLATE template0 LC_COLLATE 'C' LC_CTYPE 'C'"), 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(cLocale.pool.Close)
+	cLocale := testStore(t, newDatabase(t, "TEMPLATE template0 LC_COLLATE 'C' LC_CTYPE 'C'"), 5*time.Second)
 	if err := cLocale.migrate(context.Background(), slog.New(slog.DiscardHandler)); err != nil {
 		t.Fatal(err)
 	}
