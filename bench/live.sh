@@ -6,8 +6,8 @@
 # Starts a private PostgreSQL (bench/pg.sh) and two API replicas on it, which LISTEN directly.
 # For each count of open streams, bench/streams.go opens them on replica 2 (one of them the writing
 # user's), creates tasks one at a time through replica 1, and prints the time from each create's
-# answer to its event on replica 2's stream: p50, p99, max. FALLBACK=1 points replica 2's
-# DATABASE_DIRECT_URL at another database, so that its start-up check fails and it polls.
+# answer to its event on replica 2's stream: p50, p99, max. FALLBACK=1 points the replicas'
+# DATABASE_DIRECT_URL at another database, so that their start-up check fails and they poll.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WRITES=${1:-100} COUNTS=${2:-1,100,1000}
@@ -24,16 +24,10 @@ cleanup() {
 }
 trap cleanup EXIT
 start_pg
-CGO_ENABLED=0 go build -trimpath -o "$work/tasks" .
-export BETTER_AUTH_SECRET="bench-secret-$(head -c 16 /dev/urandom | base64)"
-for r in 1 2; do
-  direct=
-  [ "$r" = 2 ] && [ -n "${FALLBACK:-}" ] && direct="postgres://postgres@127.0.0.1:$PORT/template1?sslmode=disable"
-  DATABASE_DIRECT_URL=$direct DATABASE_URL="postgres://postgres@127.0.0.1:$PORT/postgres?sslmode=disable" PORT=$((18270 + r)) \
-    RATE_LIMIT_PER_SECOND=0 MAX_STREAMS=5000 "$work/tasks" >"$work/api-$r.log" 2>&1 &
-  pids+=($!)
-  for _ in $(seq 50); do curl -sf "http://127.0.0.1:$((18270 + r))/readyz" >/dev/null && break; sleep 0.2; done
-done
+export MAX_STREAMS=5000
+# FALLBACK: a direct URL to another database, so that the start-up check fails and they poll.
+[ -z "${FALLBACK:-}" ] || export DATABASE_DIRECT_URL="postgres://postgres@127.0.0.1:$PORT/template1?sslmode=disable"
+start_api 2 18270
 grep -h '"msg":"live updates' "$work"/api-*.log | head -n 2
 echo "$(nproc) cores, $WRITES creates per count, $(date -u +%Y-%m-%d)"
 for n in ${COUNTS//,/ }; do

@@ -45,3 +45,23 @@ INSERT INTO task_counts (user_id, n, version) SELECT user_id, count(*), max(vers
 VACUUM ANALYZE tasks;
 SQL
 }
+
+# start_api N BASEPORT builds this checkout into $work/tasks and starts N replicas on ports
+# BASEPORT+1 to BASEPORT+N, on the private PostgreSQL (DB_PARAMS: more URL parameters), with
+# RATE_LIMIT_PER_SECOND=0 and what else the environment sets; it adds their pids to pids, and
+# waits for each to answer /readyz (or stops the script with its log).
+start_api() {
+  CGO_ENABLED=0 go build -trimpath -o "$work/tasks" .
+  export BETTER_AUTH_SECRET="bench-secret-$(head -c 16 /dev/urandom | base64)"
+  local r ok
+  for r in $(seq "$1"); do
+    DATABASE_URL="postgres://postgres@127.0.0.1:$PORT/postgres?sslmode=disable${DB_PARAMS:+&$DB_PARAMS}" PORT=$(($2 + r)) \
+      RATE_LIMIT_PER_SECOND=0 "$work/tasks" >"$work/api-$r.log" 2>&1 &
+    pids+=($!)
+  done
+  for r in $(seq "$1"); do
+    ok=
+    for _ in $(seq 50); do curl -sf "http://127.0.0.1:$(($2 + r))/readyz" >/dev/null && ok=1 && break; sleep 0.2; done
+    [ -n "$ok" ] || { echo "replica $r did not become ready:" >&2; cat "$work/api-$r.log" >&2; exit 1; }
+  done
+}

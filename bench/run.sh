@@ -16,7 +16,7 @@ C=100 D=10 USERS=1000 TASKS=20 PHASES=list,list_params,get,update,toggle,create,
 while getopts "c:d:u:t:p:r:s:h" o; do
   case $o in
     c) C=$OPTARG ;; d) D=$OPTARG ;; u) USERS=$OPTARG ;; t) TASKS=$OPTARG ;; p) PHASES=$OPTARG ;; r) REPLICAS=$OPTARG ;; s) STREAMS=$OPTARG ;;
-    *) sed -n '2,14p' "$0"; exit 2 ;;
+    *) sed -n '2,12p' "$0"; exit 2 ;;
   esac
 done
 command -v wrk >/dev/null || { echo "bench needs wrk: apt-get install wrk"; exit 1; }
@@ -35,14 +35,7 @@ trap cleanup EXIT
 apicpu() { local t=0; for p in "${pids[@]}"; do t=$(echo "$t + $(cpu "$p")" | bc); done; echo "$t"; }
 start_pg
 
-CGO_ENABLED=0 go build -trimpath -o "$work/tasks" .
-export BETTER_AUTH_SECRET="bench-secret-$(head -c 16 /dev/urandom | base64)"
-for r in $(seq "$REPLICAS"); do
-  DATABASE_URL="postgres://postgres@127.0.0.1:$PORT/postgres?sslmode=disable${DB_PARAMS:+&$DB_PARAMS}" PORT=$((18200 + r)) \
-    RATE_LIMIT_PER_SECOND=0 "$work/tasks" >"$work/api-$r.log" 2>&1 &
-  pids+=($!)
-done
-for _ in $(seq 50); do curl -sf "http://127.0.0.1:18201/readyz" >/dev/null && break; sleep 0.2; done
+start_api "$REPLICAS" 18200
 
 seed "$USERS" "$TASKS"
 for u in $(seq "$USERS"); do "$work/tasks" token "$(printf 'bench-u%05d' "$u")"; done >"$work/tokens"

@@ -46,7 +46,7 @@ func main() {
 	hold := flag.Bool("hold", false, "keep the streams open until killed")
 	flag.Parse()
 	before := rss(*pid)
-	client := &http.Client{Transport: &http.Transport{MaxConnsPerHost: 0, MaxIdleConnsPerHost: *n}}
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: *n}}
 	run := time.Now().UnixNano()
 	ready := make(chan error, *n)
 	probe, seen := fmt.Sprintf("streams-%d-probe", run), make(chan seenTask, 100)
@@ -92,7 +92,7 @@ func main() {
 			log.Fatal(err)
 		}
 	}
-	time.Sleep(3 * time.Second) // a few rounds of the watcher
+	time.Sleep(3 * time.Second) // settle: the watcher and its session are up
 	if *pid != 0 {
 		after := rss(*pid)
 		fmt.Printf("%d idle streams: API RSS %.1f MiB → %.1f MiB, %.1f KiB per stream\n",
