@@ -318,7 +318,7 @@ func TestEventsFallback(t *testing.T) {
 	}
 	for _, c := range cases {
 		e := newEnv(t, hsAuth(), func(cfg *config) { cfg.DirectURL = c.direct })
-		if logs := e.startLogs.String(); !strings.Contains(logs, c.why) || strings.Contains(logs, "listen for NOTIFY") {
+		if logs := e.startLogs.String(); !strings.Contains(logs, c.why) || strings.Count(logs, "live updates") != 1 {
 			t.Fatalf("DATABASE_DIRECT_URL %q: the log says %s, want %q", c.direct, logs, c.why)
 		}
 		user := newUser(t)
