@@ -263,8 +263,9 @@ func BenchmarkFastPaths(b *testing.B) {
 // taskColumns, sets what the store's statement sets, and runs on the schema.
 func TestBenchSQLIsTheStoresSQL(t *testing.T) {
 	flat := func(s string) string { return strings.Join(strings.Fields(s), " ") }
-	for file, sets := range map[string][]string{"get.sql": nil, "list.sql": {"LIMIT 1001"}, "create.sql": {"due_kind_at, version)", "version FROM slot"},
-		"toggle.sql": {"completed_at =", "version = next.version"}, "update.sql": {"completed_at =", "due_kind =", "due_kind_at =", "version = next.version"},
+	for file, sets := range map[string][]string{"get.sql": nil, "list.sql": {"LIMIT 1001"}, "create.sql": {"due_kind, tags)", "version, 'Load task'"},
+		"toggle.sql":  {"FOR NO KEY UPDATE \\;", "completed_at =", "version = (SELECT version + 1", "AND EXISTS (SELECT FROM t))"},
+		"update.sql":  {"FOR NO KEY UPDATE \\;", "completed_at =", "due_kind =", "version = (SELECT version + 1", "AND EXISTS (SELECT FROM t))"},
 		"changes.sql": {"SELECT version FROM task_counts WHERE user_id ="}} {
 		sql := string(must(os.ReadFile("bench/sql/" + file)))
 		if file != "changes.sql" { // the one statement that reads no task
@@ -280,7 +281,7 @@ func TestBenchSQLIsTheStoresSQL(t *testing.T) {
 		var lines []string // pgbench's \set lines out, its variables as user 1 and task 1
 		for line := range strings.Lines(sql) {
 			if !strings.HasPrefix(line, `\set`) {
-				lines = append(lines, strings.NewReplacer(":id", "1", ":u", "1").Replace(line))
+				lines = append(lines, strings.NewReplacer(":id", "1", ":u", "1", `\;`, ";").Replace(line))
 			}
 		}
 		tx := must(testDB.pool.Begin(context.Background()))

@@ -71,13 +71,6 @@ func parseFeedCursor(s, userID string, now time.Time) (feedCursor, string) {
 	return c, ""
 }
 
-// etag is the feed's entity tag for an answer whose cursor is c: the place it
-// brings a client to. A client that holds it and asks again gets 304 while
-// nothing has changed; when a time goes into the new cursor, not the tag.
-func (c feedCursor) etag() string {
-	return `"` + strconv.FormatInt(c.Pos.Version, 10) + "." + strconv.FormatInt(c.Pos.ID, 10) + `"`
-}
-
 // listKey is a place in a list: after the task whose sort key is Key (nil
 // for a missing due date) and id is ID, in the list's order.
 type listKey struct {

@@ -32,7 +32,6 @@ var (
 	errRejected    = errors.New("rejected by a database constraint")
 	errTaskLimit   = errors.New("task limit reached")
 	errKeyReused   = errors.New("idempotency key reused with a different request")
-	errKeyUnknown  = errors.New("idempotency key not stored") // replay's, mapped by createTask
 	errCursorAhead = errors.New("feed cursor past the user's version")
 )
 
@@ -41,19 +40,6 @@ type staleError struct{ Current Task }
 
 func (e *staleError) Error() string { return "task changed since the version given" }
 
-// checkStale tells a failed precondition from a missing task, after a write
-// under ifMatch found no row; that second read happens only then.
-func (s *store) checkStale(ctx context.Context, userID string, id int64, ifMatch []time.Time, t Task, err error) (Task, error) {
-	if !errors.Is(err, errNotFound) || ifMatch == nil {
-		return t, err
-	}
-	current, getErr := s.getTask(ctx, userID, id)
-	if getErr != nil {
-		return t, getErr
-	}
-	return t, &staleError{Current: current}
-}
-
 // idempotencyTTL is how long an Idempotency-Key is kept at least.
 const idempotencyTTL = 24 * time.Hour
 
@@ -61,7 +47,6 @@ const idempotencyTTL = 24 * time.Hour
 type store struct {
 	pool    *pgxpool.Pool
 	timeout time.Duration // bounds every statement, including the wait for a pooled connection
-	tx      pgx.Tx        // when not nil, the statements run in it (store.once)
 	pooled  *bool         // DATABASE_URL reaches a transaction-mode pooler; nil until checkPooler probes
 }
 
@@ -125,7 +110,7 @@ func (c boundedConn) SetWriteDeadline(t time.Time) error { return c.Conn.SetWrit
 
 // ping checks that the database answers.
 func (s *store) ping(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	ctx, cancel := s.bound(ctx)
 	defer cancel()
 	return storeError(s.pool.Ping(ctx))
 }
@@ -174,18 +159,8 @@ func isUnavailable(err error) bool {
 		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
 }
 
-// querier runs statements: the pool, or the transaction of a write under an Idempotency-Key.
+// querier runs a write's statements: the pool, or the transaction of a write under an Idempotency-Key (store.writeOnce).
 type querier interface {
 	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
-	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
-	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
 	SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults
-}
-
-// q is what the store's statements run on: its transaction, if it has one, else the pool.
-func (s *store) q() querier {
-	if s.tx != nil {
-		return s.tx
-	}
-	return s.pool
 }

@@ -29,7 +29,7 @@ type Due struct {
 	Kind dueKind
 }
 
-// dueKindOf reads the due_kind column; NULL (a row an older release wrote) is an instant, as it meant.
+// dueKindOf reads the due_kind column, which a due date always has; anything else reads as an instant.
 func dueKindOf(name string) dueKind {
 	for k, n := range dueKinds {
 		if n == name {

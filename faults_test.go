@@ -399,12 +399,44 @@ func TestFaultBlackhole(t *testing.T) {
 	}
 }
 
+// TestFaultClientHangsUp: a client that hangs up while its statement runs
+// leaves the pool's connection open (pgx closes one whose statement is
+// cancelled), and its request is logged as a hang-up, not as an error.
+func TestFaultClientHangsUp(t *testing.T) {
+	p := newFaultProxy(t, proxyTarget(t))
+	db := testStore(t, p.url("pool_max_conns=1"), 5*time.Second)
+	e := newEnvDB(t, db, testConfig(hsAuth()))
+	waitReady(t, e)
+	conns := db.pool.Stat().NewConnsCount()
+	user := newUser(t)
+	p.set("slow") // each statement now takes 200 ms or more
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	req := must(http.NewRequestWithContext(ctx, "GET", e.srv.URL+"/api/"+user+"/tasks", nil))
+	req.Header.Set("Authorization", "Bearer "+tokenFor(t, user))
+	if resp, err := e.srv.Client().Do(req); err == nil {
+		resp.Body.Close()
+		t.Fatalf("GET = %d, want the client to give up first", resp.StatusCode)
+	}
+	eventually(t, "the request's log line", func() bool { return strings.Contains(e.logs.String(), `"client_gone":true`) })
+	p.set("forward")
+	waitReady(t, e)
+	if n := db.pool.Stat().NewConnsCount(); n != conns {
+		t.Fatalf("the pool opened %d connections after the hang-up, want none", n-conns)
+	}
+	for line := range strings.Lines(e.logs.String()) {
+		if strings.Contains(line, `"client_gone":true`) && (!strings.Contains(line, `"level":"INFO"`) || strings.Contains(line, `"err"`)) {
+			t.Fatalf("the hang-up was logged as %s, want an INFO line without an error", line)
+		}
+	}
+}
+
 func TestFaultPoolExhausted(t *testing.T) {
-	const timeout = time.Second
+	const timeout = 2 * time.Second // a keyed create's transaction takes five round trips, a second here
 	e, proxy := faultEnv(t, timeout, "pool_max_conns=1")
 	waitReady(t, e)
 	proxy.set("slow") // each statement now takes 200 ms or more on the one connection
-	ctx, stop := context.WithTimeout(context.Background(), 3*time.Second)
+	ctx, stop := context.WithTimeout(context.Background(), 5*time.Second)
 	defer stop()
 	ty := load(ctx, e.srv.URL, 8)
 	ty.wait()

@@ -35,12 +35,15 @@ func handleChanges(db *store, retention time.Duration) userHandler {
 			writeError(w, r, err)
 			return
 		}
-		w.Header().Set("ETag", page.next.etag())
-		// A 304 keeps the client's cursor, and its time: once half of the retention
-		// is gone, a 200 gives it a new one rather than let it expire.
-		if !page.more && noneMatch(r, page.next.etag()) && now.Sub(q.Cursor.Issued) < retention/2 {
-			w.WriteHeader(http.StatusNotModified)
-			return
+		if !page.more { // the whole feed, up to the user's version
+			tag := etag(page.next.Pos.Version)
+			w.Header().Set("ETag", tag)
+			// A 304 keeps the client's cursor, and its time: once half of the retention
+			// is gone, a 200 gives it a new one rather than let it expire.
+			if noneMatch(r, tag) && now.Sub(q.Cursor.Issued) < retention/2 {
+				w.WriteHeader(http.StatusNotModified)
+				return
+			}
 		}
 		writeBody(w, http.StatusOK, append(page.appendJSON(nil), '\n'))
 	}
@@ -48,7 +51,7 @@ func handleChanges(db *store, retention time.Duration) userHandler {
 
 // feedPage is one page of a user's feed: its changes, the cursor after it, and whether more follow.
 type feedPage struct {
-	changes []change
+	changes []feedEntry
 	next    feedCursor
 	more    bool
 }

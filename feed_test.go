@@ -199,7 +199,7 @@ func TestFeedRefusesBadInput(t *testing.T) {
 	}
 	// Past half of it, a 200 with a new cursor rather than a 304 that keeps the old one.
 	aging := feedCursor{feedPos{3, math.MaxInt64}, time.Now().Add(-40 * time.Minute), -1, me}
-	r = e.do("GET", "/api/"+user+"/changes?since="+aging.String(), tok, nil, "If-None-Match", aging.etag())
+	r = e.do("GET", "/api/"+user+"/changes?since="+aging.String(), tok, nil, "If-None-Match", etag(aging.Pos.Version))
 	if p := decode[changesPage](t, r); r.status != 200 || p.Cursor == aging.String() {
 		t.Fatalf("a cursor past half the retention, unchanged = %s, want 200 with a new cursor", r)
 	}
@@ -280,6 +280,40 @@ func TestFeedConverges(t *testing.T) {
 	}
 }
 
+// TestFeedNoOpWrites: a write that changes no row (404, 412, with a key or
+// without) moves no version: the feed still answers 304 to its ETag, and a
+// task's ETag is the user's version when it was last written.
+func TestFeedNoOpWrites(t *testing.T) {
+	e := newEnv(t, hsAuth())
+	user := newUser(t)
+	tok := tokenFor(t, user)
+	task := e.create(user, map[string]any{"title": "kept"})
+	item := fmt.Sprint("/api/", user, "/tasks/", task.ID)
+	missing := fmt.Sprint("/api/", user, "/tasks/", task.ID+1000000)
+	feed := e.do("GET", "/api/"+user+"/changes", tok, nil)
+	tag := feed.header.Get("ETag")
+	if got := e.do("GET", item, tok, nil).header.Get("ETag"); got != tag {
+		t.Fatalf("the only task's ETag = %s, want the feed's %s: both are the user's version", got, tag)
+	}
+	for _, w := range []struct {
+		method, path string
+		body         any
+		header       []string
+		status       int
+	}{
+		{"PATCH", missing, map[string]any{"title": "x"}, nil, 404},
+		{"PUT", missing, map[string]any{"title": "x"}, []string{"Idempotency-Key", "k1"}, 404},
+		{"PATCH", missing + "/complete", nil, nil, 404},
+		{"DELETE", missing, nil, nil, 404},
+		{"PATCH", item, map[string]any{"title": "x"}, []string{"If-Match", `"999"`}, 412},
+		{"PATCH", item + "/complete", nil, []string{"If-Match", `"999"`, "Idempotency-Key", "k2"}, 412},
+		{"DELETE", item, nil, []string{"If-Match", `"999"`}, 412},
+	} {
+		e.want(e.do(w.method, w.path, tok, w.body, w.header...), w.status, w.method+" "+w.path)
+		e.want(e.do("GET", "/api/"+user+"/changes", tok, nil, "If-None-Match", tag), 304, "the feed after "+w.method+" "+w.path)
+	}
+}
+
 // TestFeedTombstonesExpire checks that the purge removes only tombstones past
 // the retention and its hour of margin: with a retention of an hour, one 2 h 1 min
 // old goes, one 1 h 30 min old and a new one stay.
@@ -295,7 +329,7 @@ func TestFeedTombstonesExpire(t *testing.T) {
 		WHEN 2 THEN interval '2 hours 1 minute' ELSE interval '90 minutes' END WHERE user_id = $1 AND version IN (2, 4)`, user); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := testDB.deleteOldTombstones(ctx, time.Hour); err != nil {
+	if _, err := testDB.deleteOld(ctx, time.Hour, forgetBatch); err != nil {
 		t.Fatal(err)
 	}
 	rows, _ := testDB.pool.Query(ctx, `SELECT version FROM task_tombstones WHERE user_id = $1 ORDER BY version`, user)
@@ -316,20 +350,20 @@ func TestFeedCommitOrder(t *testing.T) {
 	d := &device{tasks: map[int64]Task{}}
 	e.pull(user, d, 10)
 	ctx := t.Context()
-	inTx := func() (*store, func() error) {
+	inTx := func() (querier, func() error) {
 		tx := must(testDB.pool.Begin(ctx))
 		t.Cleanup(func() { tx.Rollback(ctx) })
-		return &store{pool: testDB.pool, timeout: testDB.timeout, tx: tx}, func() error { return tx.Commit(ctx) }
+		return tx, func() error { return tx.Commit(ctx) }
 	}
 	first, commitFirst := inTx()
-	if _, err := first.updateTask(ctx, user, a.ID, taskChange{Title: new("a, first")}, nil); err != nil {
+	if _, err := testDB.updateTask(ctx, first, user, a.ID, taskChange{Title: new("a, first")}, nil); err != nil {
 		t.Fatal(err)
 	}
 	// The second write, on another task, starts after the first and waits on it.
 	second, commitSecond := inTx()
 	wrote := make(chan error, 1)
 	go func() {
-		_, err := second.updateTask(ctx, user, b.ID, taskChange{Title: new("b, second")}, nil)
+		_, err := testDB.updateTask(ctx, second, user, b.ID, taskChange{Title: new("b, second")}, nil)
 		wrote <- err
 	}()
 	for tries, waiting := 0, false; !waiting; tries++ { // until it waits on the first's lock
@@ -338,7 +372,7 @@ func TestFeedCommitOrder(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 		testDB.pool.QueryRow(ctx, `SELECT count(*) > 0 FROM pg_stat_activity
-			WHERE wait_event_type = 'Lock' AND query LIKE '%UPDATE task_counts SET version%'`).Scan(&waiting)
+			WHERE wait_event_type = 'Lock' AND query LIKE '%task_counts%FOR NO KEY UPDATE%'`).Scan(&waiting)
 	}
 	e.pull(user, d, 10)
 	if d.tasks[a.ID].Title != "a" || d.tasks[b.ID].Title != "b" {

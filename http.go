@@ -55,7 +55,7 @@ func writeError(w http.ResponseWriter, r *http.Request, err error) {
 	case errors.Is(err, errNotFound):
 		status, detail = http.StatusNotFound, "Task not found"
 	case errors.As(err, &stale):
-		tag := etag(stale.Current)
+		tag := etag(stale.Current.Version)
 		w.Header().Set("ETag", tag)
 		status, detail = http.StatusPreconditionFailed, "The task has changed since the version in If-Match; its current ETag is "+tag+". Reload it and apply your change again"
 	case errors.Is(err, errKeyReused):
@@ -187,6 +187,9 @@ func (m *middleware) logRequest(r *http.Request, rw *responseWriter, start time.
 	}
 	if rw.tokenRefused != "" {
 		attrs = append(attrs, slog.String("token_refused", rw.tokenRefused))
+	}
+	if r.Context().Err() != nil { // the client hung up before its answer
+		attrs = append(attrs, slog.Bool("client_gone", true))
 	}
 	level := slog.LevelInfo
 	if rw.err != nil {

@@ -254,16 +254,20 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	return nil
 }
 
-// forgetOld deletes expired Idempotency-Keys and tombstones now and every hour until ctx ends.
+// forgetOld deletes expired Idempotency-Keys and tombstones now and every hour
+// until ctx ends, a batch at a time until none is left (store.deleteOld).
 func forgetOld(ctx context.Context, db *store, retention time.Duration, log *slog.Logger) {
 	tick := time.NewTicker(time.Hour)
 	defer tick.Stop()
 	for {
-		if _, err := db.deleteOldKeys(ctx); err != nil && ctx.Err() == nil {
-			log.Warn("deleting old idempotency keys", "err", err.Error())
-		}
-		if _, err := db.deleteOldTombstones(ctx, retention); err != nil && ctx.Err() == nil {
-			log.Warn("deleting old tombstones", "err", err.Error())
+		for {
+			n, err := db.deleteOld(ctx, retention, forgetBatch)
+			if err != nil && ctx.Err() == nil {
+				log.Warn("deleting expired idempotency keys and tombstones", "err", err.Error())
+			}
+			if err != nil || n < forgetBatch || ctx.Err() != nil {
+				break
+			}
 		}
 		select {
 		case <-ctx.Done():

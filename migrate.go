@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/sha256"
 	_ "embed"
+	"errors"
 	"fmt"
 	"log/slog"
 	"regexp"
@@ -56,8 +57,10 @@ func parseMigrations(schema string) ([]migration, error) {
 // migrate waits for the database with backoff until ctx ends, then applies the
 // migrations it has not recorded, in one transaction under an advisory lock, so
 // replicas that start together take turns and a failed migration leaves nothing
-// half done. A recorded migration whose text has changed since, or one newer
-// than this binary knows (a rollback), is logged and the service starts anyway.
+// half done. A database that a pre-release build made is refused (errPreRelease)
+// and left as it is. A recorded migration past the first whose text has changed
+// since, or one newer than this binary knows (a rollback), is logged and the
+// service starts anyway.
 func (s *store) migrate(ctx context.Context, log *slog.Logger) error {
 	migrations, err := parseMigrations(schemaSQL)
 	if err != nil {
@@ -95,6 +98,26 @@ func (s *store) migrate(ctx context.Context, log *slog.Logger) error {
 	return nil
 }
 
+// errPreRelease refuses a database made before 1.0: its schema is not 1.0's, and no path leads from it.
+var errPreRelease = errors.New("the database holds tables of a pre-release build of the tasks API (schema_migrations does not match version 1.0); nothing was changed: point DATABASE_URL at a new, empty database")
+
+// checkRelease refuses a database whose migration 1 is not first's, or that
+// holds a tasks table without having recorded any migration.
+func checkRelease(ctx context.Context, tx pgx.Tx, applied []migration, first migration) error {
+	if len(applied) > 0 {
+		if applied[0].version != 1 || applied[0].sha256 != first.sha256 {
+			return errPreRelease
+		}
+		return nil
+	}
+	var tasks bool
+	err := tx.QueryRow(ctx, `SELECT to_regclass('tasks') IS NOT NULL`, pgx.QueryExecModeSimpleProtocol).Scan(&tasks)
+	if err == nil && tasks {
+		return errPreRelease
+	}
+	return err
+}
+
 // applyMigrations records and runs, inside tx, each migration the database has not recorded.
 func applyMigrations(ctx context.Context, tx pgx.Tx, migrations []migration, log *slog.Logger) error {
 	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(7031945862)`); err != nil {
@@ -119,6 +142,9 @@ func applyMigrations(ctx context.Context, tx pgx.Tx, migrations []migration, log
 		return m, err
 	})
 	if err != nil {
+		return err
+	}
+	if err := checkRelease(ctx, tx, applied, migrations[0]); err != nil {
 		return err
 	}
 	done := map[int]bool{}

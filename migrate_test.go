@@ -5,11 +5,12 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/url"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -22,17 +23,7 @@ import (
 // edit of one of them would never reach a database: append a migration instead,
 // and its sum here.
 var releasedMigrations = []string{
-	"5327a752fed5034fcff1ff9c9a5c96b6659223a03542deaf75e202b70ea09d71", // migration 1
-	"9241f9ecde340a3de1ae3ac3d9695f743602382c00072e18eed11f413f81147e", // migration 2
-	"8a6b18e7bf55288a90f94affd0a9a371051d2028cf75c6302cdabdcd7cd445a2", // migration 3
-	"9677e57a4da9818238a254650fd74ac10c0822d9ea9b3ea8338038eeba7e3ff4", // migration 4
-	"855dd6ac30c752e565851afd7115b44ca07d53385cb98f41e41273addd890609", // migration 5
-	"4294a22dca5d1f56908dd95aecd42a7e3f02fcab2f7d32ef969a3bf8a2dd1aaa", // migration 6
-	"0082073edae12cd6fe11d5a956558bc5ea7b50c8bbdef64255114c31549d3338", // migration 7
-	"5eb668e322001378bfb3fa54a5988b8d1e06ec14b20b8a43a2b06d9b2cd127cc", // migration 8
-	"7c311256b5c4899ead54cad0c98577dbb59f5264802aca050a040f993dbde952", // migration 9
-	"10bc4610621e5e0c3b1e9ec024765d417cd1b95143b3f861af5ad6f5df6a93a2", // migration 10
-	"b5f7b94f83e79f097f45e994c8590d72ace8eb4a40e812310d5c161e28101303", // migration 11
+	"9e2823b68b02569762be43e89e77e9e498ab2b8c2d43c32f7d3939f02cba5c17", // migration 1 (1.0.0)
 }
 
 func TestMigrationsUnchanged(t *testing.T) {
@@ -71,125 +62,113 @@ func TestParseMigrations(t *testing.T) {
 	}
 }
 
-// TestMigrateUpgradesInPlace builds a database as the release before migrations
-// made it (testdata/schema/3e8dfed.sql, a copy of that release's schema.sql),
-// with tasks, counts and Idempotency-Keys in it, on a database with the C locale;
-// starts the program; and finds every row as it was. Started again, the program
-// applies nothing and still finds every row.
+// TestMigrateUpgradesInPlace makes a database with the C locale, starts the
+// program on it, writes tasks, a deletion and an Idempotency-Key through the
+// API, and starts the program again: nothing is applied again and every row is
+// as it was. A later migration adds its upgrade from this database here.
 func TestMigrateUpgradesInPlace(t *testing.T) {
 	ctx := context.Background()
 	dbURL := newDatabase(t, "TEMPLATE template0 LC_COLLATE 'C' LC_CTYPE 'C'")
-	old, err := pgx.Connect(ctx, dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer old.Close(ctx)
-	if _, err := old.Exec(ctx, string(must(os.ReadFile("testdata/schema/3e8dfed.sql")))); err != nil {
-		t.Fatal(err)
-	}
+	env := map[string]string{"DATABASE_URL": dbURL, "BETTER_AUTH_SECRET": testSecret, "PORT": "0"}
 	user := newUser(t)
-	_, err = old.Exec(ctx, `INSERT INTO tasks (user_id, title, description, completed, priority, due_date, tags, created_at, updated_at)
-		SELECT $1, 'Task ' || k || ' ü 日本', CASE WHEN k % 2 = 0 THEN 'desc ' || k END, k % 3 = 0,
-			(ARRAY['low','medium','high'])[k % 3 + 1], CASE WHEN k % 4 = 0 THEN '2026-12-01T17:00:00Z'::timestamptz END,
-			CASE WHEN k % 5 = 0 THEN '{home,work}'::text[] ELSE '{}' END,
-			'2026-01-01'::timestamptz + k * interval '1 minute', '2026-02-01'::timestamptz + k * interval '1 second'
-		FROM generate_series(1, 25) k`, user)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, sql := range []string{`INSERT INTO task_counts SELECT user_id, count(*) FROM tasks GROUP BY user_id`,
-		`INSERT INTO idempotency_keys (user_id, key, request_hash, task_id) SELECT user_id, 'key-1', '\x00', min(id) FROM tasks GROUP BY user_id`} {
-		if _, err := old.Exec(ctx, sql); err != nil {
+	send := func(base, method, path, body string, header ...string) *http.Response {
+		req, _ := http.NewRequest(method, base+"/api/"+user+"/tasks"+path, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+tokenFor(t, user))
+		req.Header.Set("Content-Type", "application/json")
+		for i := 0; i < len(header); i += 2 {
+			req.Header.Set(header[i], header[i+1])
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
 			t.Fatal(err)
 		}
+		defer resp.Body.Close()
+		io.Copy(io.Discard, resp.Body)
+		return resp
 	}
+	db, err := pgx.Connect(ctx, dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close(ctx)
 	snapshot := func() string {
 		t.Helper()
 		var s string
-		err := old.QueryRow(ctx, `SELECT json_build_array(
-			(SELECT json_agg(t ORDER BY id) FROM (SELECT id, user_id, title, description, completed, priority,
-				due_date, tags, created_at, updated_at FROM tasks) t), -- the columns the old release had
-			(SELECT json_agg(c ORDER BY user_id) FROM (SELECT user_id, n FROM task_counts) c),
-			(SELECT json_agg(k ORDER BY key) FROM (SELECT user_id, key, request_hash, task_id, created_at FROM idempotency_keys) k))::text`).Scan(&s)
+		err := db.QueryRow(ctx, `SELECT json_build_array((SELECT json_agg(t ORDER BY id) FROM tasks t),
+			(SELECT json_agg(c) FROM task_counts c), (SELECT json_agg(k) FROM idempotency_keys k),
+			(SELECT json_agg(d) FROM task_tombstones d))::text`).Scan(&s)
 		if err != nil {
 			t.Fatal(err)
 		}
 		return s
 	}
-	before := snapshot()
-
-	env := map[string]string{"DATABASE_URL": dbURL, "BETTER_AUTH_SECRET": testSecret, "PORT": "0"}
-	var appliedAt time.Time
+	var before string
 	for start := 1; start <= 2; start++ {
 		base, stop, logs := startRun(t, env)
+		if start == 1 {
+			for k := range 25 {
+				due := []string{"null", `"2026-12-01"`, `"2026-12-01T10:00"`, `"2026-12-01T10:00:00+01:00"`}[k%4]
+				if r := send(base, "POST", "", fmt.Sprintf(`{"title":"Task %d ü 日本","due_date":%s,"tags":["home"]}`, k, due),
+					"Idempotency-Key", fmt.Sprint("key-", k)); r.StatusCode != 201 {
+					t.Fatalf("POST = %d", r.StatusCode)
+				}
+			}
+			var first int64
+			db.QueryRow(ctx, `SELECT min(id) FROM tasks`).Scan(&first)
+			send(base, "PATCH", fmt.Sprint("/", first+1, "/complete"), "")
+			send(base, "DELETE", fmt.Sprint("/", first), "")
+			before = snapshot()
+		}
 		if got := snapshot(); got != before {
-			t.Fatalf("start %d: rows changed by the upgrade:\n before %s\n after  %s", start, before, got)
+			t.Fatalf("start %d: rows changed:\n before %s\n after  %s", start, before, got)
 		}
-		// The API reads the old rows, all of them.
-		req, _ := http.NewRequest("GET", base+"/api/"+user+"/tasks", nil)
-		req.Header.Set("Authorization", "Bearer "+tokenFor(t, user))
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var tasks []Task
-		json.NewDecoder(resp.Body).Decode(&tasks)
-		resp.Body.Close()
-		if resp.StatusCode != 200 || len(tasks) != 25 || resp.Header.Get("X-Total-Count") != "25" {
-			t.Fatalf("start %d: GET list = %d with %d tasks, want 200 with 25", start, resp.StatusCode, len(tasks))
-		}
-		for _, task := range tasks { // a due date the old release stored is the instant it returned
-			if d := task.DueDate; d != nil && (d.Kind != dueInstant || !d.At.Equal(time.Date(2026, 12, 1, 17, 0, 0, 0, time.UTC))) {
-				t.Fatalf("start %d: an old due date reads as %+v", start, d)
-			}
-			// A task completed before completed_at existed reads its last write's time.
-			if c := task.CompletedAt; task.Completed != (c != nil) || c != nil && !c.Equal(task.UpdatedAt) {
-				t.Fatalf("start %d: completed %v with completed_at %v (updated_at %v)", start, task.Completed, c, task.UpdatedAt)
-			}
-		}
-		// A first sync of the change feed returns every task there before the feed.
-		req, _ = http.NewRequest("GET", base+"/api/"+user+"/changes?limit=10", nil)
-		req.Header.Set("Authorization", "Bearer "+tokenFor(t, user))
-		var synced []int64
-		for more := true; more; {
-			resp, err := http.DefaultClient.Do(req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var page struct {
-				Tasks   []Task
-				Cursor  string
-				HasMore bool `json:"has_more"`
-			}
-			json.NewDecoder(resp.Body).Decode(&page)
-			resp.Body.Close()
-			for _, task := range page.Tasks {
-				synced = append(synced, task.ID)
-			}
-			req.URL.RawQuery, more = "limit=10&since="+page.Cursor, page.HasMore
-		}
-		if len(synced) != 25 || synced[0] != 1 || synced[24] != 25 {
-			t.Fatalf("start %d: a first sync returned tasks %v, want 1 to 25", start, synced)
+		if r := send(base, "GET", "", ""); r.StatusCode != 200 || r.Header.Get("X-Total-Count") != "24" {
+			t.Fatalf("start %d: GET list = %d with X-Total-Count %q, want 200 with 24", start, r.StatusCode, r.Header.Get("X-Total-Count"))
 		}
 		if err := stop(); err != nil {
 			t.Fatal(err)
 		}
+		ms := must(parseMigrations(schemaSQL))
 		var versions int
-		var at time.Time
-		if err := old.QueryRow(ctx, `SELECT count(*), max(applied_at) FROM schema_migrations`).Scan(&versions, &at); err != nil {
+		db.QueryRow(ctx, `SELECT count(*) FROM schema_migrations`).Scan(&versions)
+		if applied := strings.Count(logs.String(), `"msg":"migration applied"`); versions != len(ms) ||
+			start == 1 && applied != len(ms) || start == 2 && applied != 0 {
+			t.Fatalf("start %d: %d migrations applied, %d recorded, want %d:\n%s", start, applied, versions, len(ms), logs)
+		}
+	}
+}
+
+// TestMigrateRefusesPreRelease: a database that a build before 1.0 made, with
+// its own schema_migrations or with none, stops the program at start with one
+// line saying so, and is left as it was.
+func TestMigrateRefusesPreRelease(t *testing.T) {
+	ctx := context.Background()
+	for name, sql := range map[string]string{
+		"recorded": `CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL, sha256 bytea NOT NULL,
+			applied_at timestamptz NOT NULL DEFAULT now());
+			INSERT INTO schema_migrations (version, name, sha256) VALUES (1, 'tasks, per-user task counts and Idempotency-Keys', '\x5327');
+			CREATE TABLE tasks (id bigint PRIMARY KEY, user_id text, title text)`,
+		"unrecorded": `CREATE TABLE tasks (id bigint PRIMARY KEY, user_id text, title text)`,
+	} {
+		dbURL := newDatabase(t, "")
+		db := must(pgx.Connect(ctx, dbURL))
+		defer db.Close(ctx)
+		if _, err := db.Exec(ctx, sql); err != nil {
 			t.Fatal(err)
 		}
-		ms := must(parseMigrations(schemaSQL))
-		applied := strings.Count(logs.String(), `"msg":"migration applied"`)
-		switch {
-		case versions != len(ms):
-			t.Fatalf("start %d: schema_migrations holds %d versions, want %d", start, versions, len(ms))
-		case start == 1 && applied != len(ms):
-			t.Fatalf("start %d: %d migrations applied, want %d:\n%s", start, applied, len(ms), logs)
-		case start == 2 && (applied != 0 || !at.Equal(appliedAt)):
-			t.Fatalf("start %d: applied %d migrations again (applied_at %v, was %v)", start, applied, at, appliedAt)
+		tables := func() (s string) {
+			db.QueryRow(ctx, `SELECT string_agg(tablename, ',' ORDER BY tablename) FROM pg_tables WHERE schemaname = 'public'`).Scan(&s)
+			return s
 		}
-		appliedAt = at
+		before := tables()
+		env := map[string]string{"DATABASE_URL": dbURL, "BETTER_AUTH_SECRET": testSecret, "PORT": "0"}
+		err := run(ctx, []string{"tasks"}, func(k string) string { return env[k] }, &syncBuffer{})
+		if err == nil || !errors.Is(err, errPreRelease) || strings.Contains(err.Error(), "\n") {
+			t.Errorf("%s: run = %v, want one line saying the database is a pre-release one", name, err)
+		}
+		if after := tables(); after != before {
+			t.Errorf("%s: tables %s after the refusal, were %s", name, after, before)
+		}
 	}
 }
 
@@ -220,7 +199,7 @@ func TestMigrateRecordsEachOnce(t *testing.T) {
 // TestMigrationFailsWhole runs migrations the way migrate does on a new
 // database: a failing migration leaves nothing behind, not even the ones before
 // it; an edited migration and one this binary does not know are logged, and
-// nothing is run again.
+// nothing is run again; another migration 1 is a pre-release database, refused.
 func TestMigrationFailsWhole(t *testing.T) {
 	ctx := context.Background()
 	db := testStore(t, newDatabase(t, ""), 5*time.Second)
@@ -245,16 +224,22 @@ func TestMigrationFailsWhole(t *testing.T) {
 	if err := apply(one + "-- migration 2: b\nCREATE TABLE b (n int);\n"); err != nil {
 		t.Fatal(err)
 	}
-	if err := apply("-- migration 1: a\nCREATE TABLE a (n int, edited int);\n"); err != nil {
-		t.Fatalf("an edited migration 1 and an unknown migration 2 = %v, want a start with warnings", err)
+	if err := apply("-- migration 1: a\nCREATE TABLE a (n int);\n-- migration 2: b\nCREATE TABLE b (n int, edited int);\n-- migration 3: c\nSELECT 1;\n"); err != nil {
+		t.Fatalf("an edited migration 2 = %v, want a start with a warning", err)
+	}
+	if err := apply("-- migration 1: a\nCREATE TABLE a (n int);\n"); err != nil {
+		t.Fatalf("a database with a migration 3 this binary does not know = %v, want a start with a warning", err)
+	}
+	if err := apply("-- migration 1: a\nCREATE TABLE a (n int, edited int);\n"); !errors.Is(err, errPreRelease) {
+		t.Fatalf("another migration 1 = %v, want errPreRelease", err)
 	}
 	if l := logs.String(); !strings.Contains(l, `"msg":"a migration was edited`) || !strings.Contains(l, `"msg":"the database has a migration this binary does not know`) {
 		t.Fatalf("want warnings for the edited and the unknown migration:\n%s", l)
 	}
 	var columns int
-	db.pool.QueryRow(ctx, `SELECT count(*) FROM information_schema.columns WHERE table_name = 'a'`).Scan(&columns)
+	db.pool.QueryRow(ctx, `SELECT count(*) FROM information_schema.columns WHERE table_name = 'b'`).Scan(&columns)
 	if columns != 1 {
-		t.Fatalf("table a has %d columns: the edited migration ran again", columns)
+		t.Fatalf("table b has %d columns: the edited migration ran again", columns)
 	}
 }
 

@@ -58,7 +58,7 @@ func (c *queryCheck) integer(name string, lo, hi int, dst *int) {
 func parseListQuery(v url.Values) (listQuery, error) {
 	q := listQuery{Sort: "created", Desc: true, Limit: maxLimit}
 	c := &queryCheck{v: v}
-	c.once("status", "sort", "order", "q", "limit", "offset", "cursor") // tag may repeat
+	c.once("status", "sort", "order", "q", "limit", "offset", "cursor", "total") // tag may repeat
 	switch v.Get("status") {
 	case "", "all":
 	case "pending":
@@ -100,6 +100,13 @@ func parseListQuery(v url.Values) (listQuery, error) {
 	}
 	if len(q.Tags) > maxTags {
 		c.fail("tag", "At most "+strconv.Itoa(maxTags)+" tags", "too_long")
+	}
+	switch v.Get("total") {
+	case "", "false":
+	case "true":
+		q.Total = true
+	default:
+		c.fail("total", "Input should be 'true' or 'false'", "bool_parsing")
 	}
 	c.integer("limit", 1, maxLimit, &q.Limit)
 	c.integer("offset", 0, 1<<31-1, &q.Offset)

@@ -33,7 +33,7 @@ func TestSchemaConstraints(t *testing.T) {
 		{"empty tag", "a", []string{""}},
 		{"control character in a tag", "a", []string{"a\x1fb"}},
 	} {
-		_, err := testDB.pool.Exec(ctx, `INSERT INTO tasks (user_id, title, tags) VALUES ('constraint-test', $1, coalesce($2, '{}'::text[]))`, c.title, c.tags)
+		_, err := testDB.pool.Exec(ctx, `INSERT INTO tasks (user_id, version, title, tags) VALUES ('constraint-test', 1, $1, coalesce($2, '{}'::text[]))`, c.title, c.tags)
 		if err == nil || !strings.Contains(err.Error(), "23514") {
 			t.Errorf("%s: insert = %v, want a check violation", c.name, err)
 		}

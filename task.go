@@ -16,6 +16,7 @@ type Task struct {
 	Tags        []string   `json:"tags"`
 	CreatedAt   time.Time  `json:"created_at"`
 	UpdatedAt   time.Time  `json:"updated_at"`
+	Version     int64      `json:"-"` // the user's version when it was last written: its ETag
 }
 
 // taskChange is a validated create or partial update; nil pointers leave a field as it is.
@@ -40,34 +41,24 @@ type listQuery struct {
 	Limit     int
 	Offset    int
 	After     *listKey // keyset paging: only the tasks after this place (a cursor); nil for none
-}
-
-// newTask is a create: the change, the user's task limit, and the client's
-// Idempotency-Key ("" for none) with a hash of the request it came with.
-type newTask struct {
-	taskChange
-	MaxTasks    int
-	Key         string
-	RequestHash []byte
-	LegacyHash  []byte // the hash an earlier release stored for the same request, when it differs
+	Total     bool     // count every matching task of a filtered list (total=true)
 }
 
 // feedPos is a place in a user's change feed: after the change of version
-// Version to the task ID (ID breaks ties, as between the version-0 tasks that a
-// release before the feed inserts; math.MaxInt64 is after every task of Version).
+// Version to the task ID (math.MaxInt64 is after every task of Version).
 type feedPos struct{ Version, ID int64 }
 
-// change is an entry of the change feed: a task in its latest state, or only
-// its ID when it was deleted; Version is the write that left it so.
-type change struct {
+// feedEntry is an entry of the change feed: a task in its latest state, or only
+// its ID when it was deleted; Task.Version is the write that left it so.
+type feedEntry struct {
 	Task
-	Version int64
 	Deleted bool
 }
 
 // answer is a write's first answer, kept with its Idempotency-Key: a retry gets it again.
 type answer struct {
-	Status int
-	ETag   string // "" for none
-	Body   []byte // nil for none
+	Status   int
+	ETag     string // "" for none
+	Location string // "" for none
+	Body     []byte // nil for none
 }

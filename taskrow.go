@@ -28,7 +28,7 @@ func scanTaskInto(rows pgx.CollectableRow, t *Task, extra ...any) error {
 	var due *time.Time
 	var kind *string
 	err := rows.Scan(append([]any{&t.ID, &t.UserID, &t.Title, &t.Description, &t.Completed, &t.Priority,
-		&due, &t.Tags, &t.CreatedAt, &t.UpdatedAt, &kind, &t.CompletedAt}, extra...)...)
+		&due, &t.Tags, &t.CreatedAt, &t.UpdatedAt, &kind, &t.CompletedAt, &t.Version}, extra...)...)
 	if err != nil {
 		return err
 	}
@@ -46,24 +46,24 @@ func scanTaskInto(rows pgx.CollectableRow, t *Task, extra ...any) error {
 	return nil
 }
 
-// scanChange reads one row of the change feed: taskColumns, then version and deleted.
-func scanChange(rows pgx.CollectableRow) (change, error) {
+// scanFeedEntry reads one row of the change feed: taskColumns, then deleted.
+func scanFeedEntry(rows pgx.CollectableRow) (feedEntry, error) {
 	fields, raw := rows.FieldDescriptions(), rows.RawValues()
 	n := len(taskColumnTypes)
-	if len(fields) == n+2 && fields[n].Format == pgx.BinaryFormatCode && fields[n].DataTypeOID == pgtype.Int8OID &&
-		len(raw[n]) == 8 && fields[n+1].Format == pgx.BinaryFormatCode && len(raw[n+1]) == 1 {
+	if len(fields) == n+1 && fields[n].Format == pgx.BinaryFormatCode && len(raw[n]) == 1 {
 		if t, ok := taskFromBinary(fields[:n], raw[:n]); ok {
-			return change{t, int64(binary.BigEndian.Uint64(raw[n])), raw[n+1][0] == 1}, nil
+			return feedEntry{t, raw[n][0] == 1}, nil
 		}
 	}
-	var c change
-	err := scanTaskInto(rows, &c.Task, &c.Version, &c.Deleted)
-	return c, err
+	var e feedEntry
+	err := scanTaskInto(rows, &e.Task, &e.Deleted)
+	return e, err
 }
 
 // taskColumnTypes are the type OIDs of taskColumns (domains are sent as their base types).
 var taskColumnTypes = [...]uint32{pgtype.Int8OID, pgtype.TextOID, pgtype.TextOID, pgtype.TextOID,
-	pgtype.BoolOID, pgtype.TextOID, pgtype.TimestamptzOID, pgtype.TextArrayOID, pgtype.TimestamptzOID, pgtype.TimestamptzOID, pgtype.TextOID, pgtype.TimestamptzOID}
+	pgtype.BoolOID, pgtype.TextOID, pgtype.TimestamptzOID, pgtype.TextArrayOID, pgtype.TimestamptzOID, pgtype.TimestamptzOID, pgtype.TextOID, pgtype.TimestamptzOID,
+	pgtype.Int8OID}
 
 // taskFromBinary decodes a row of taskColumns in the binary format; ok is false
 // for anything else (text format, other types, a value it does not expect), which
@@ -74,15 +74,15 @@ func taskFromBinary(fields []pgconn.FieldDescription, raw [][]byte) (t Task, ok 
 	}
 	for i, f := range fields {
 		binaryOrText := f.Format == pgx.BinaryFormatCode || f.DataTypeOID == pgtype.TextOID // text reads the same in both
-		nullable := i == 3 || i == 6 || i >= 10                                             // description, due_date, due_kind, completed_at
+		nullable := i == 3 || i == 6 || i == 10 || i == 11                                  // description, due_date, due_kind, completed_at
 		if !binaryOrText || f.DataTypeOID != taskColumnTypes[i] || raw[i] == nil && !nullable {
 			return t, false
 		}
 	}
-	if len(raw[0]) != 8 || len(raw[4]) != 1 {
+	if len(raw[0]) != 8 || len(raw[4]) != 1 || len(raw[12]) != 8 {
 		return t, false
 	}
-	t.ID = int64(binary.BigEndian.Uint64(raw[0]))
+	t.ID, t.Version = int64(binary.BigEndian.Uint64(raw[0])), int64(binary.BigEndian.Uint64(raw[12]))
 	t.UserID, t.Title = string(raw[1]), string(raw[2])
 	if raw[3] != nil {
 		d := string(raw[3])

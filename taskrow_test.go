@@ -21,11 +21,11 @@ import (
 func TestScanTaskFromBinary(t *testing.T) {
 	ctx := context.Background()
 	user := newUser(t)
-	_, err := testDB.pool.Exec(ctx, `INSERT INTO tasks (user_id, title, description, completed, priority, due_date, tags, created_at) VALUES
-		($1, 'plain', NULL, false, 'medium', NULL, '{}', now()),
-		($1, '日本語 "quoted" \ é 🎉', 'tab	and
-newline', true, 'high', '1969-07-20 20:17:40.5+00', '{"a,b","c d","{e}","\"f\""}', '1999-12-31 23:59:59.999999+00'),
-		($1, 't', '', false, 'low', '9999-12-31 23:59:59.999999+00', '{x}', '0001-01-01 00:00:00+00')`, user)
+	_, err := testDB.pool.Exec(ctx, `INSERT INTO tasks (user_id, version, title, description, completed, priority, due_date, due_kind, tags, created_at) VALUES
+		($1, 1, 'plain', NULL, false, 'medium', NULL, NULL, '{}', now()),
+		($1, 2, '日本語 "quoted" \ é 🎉', 'tab	and
+newline', true, 'high', '1969-07-20 20:17:40.5+00', 'instant', '{"a,b","c d","{e}","\"f\""}', '1999-12-31 23:59:59.999999+00'),
+		($1, 9223372036854775807, 't', '', false, 'low', '9999-12-31 23:59:59.999999+00', 'local', '{x}', '0001-01-01 00:00:00+00')`, user)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-// tasks.go holds the task handlers, their ETags and If-Match, and the Idempotency-Key of a create.
+// tasks.go holds the task handlers, their ETags and If-Match, and the Idempotency-Key of every write.
 package main
 
 import (
@@ -8,11 +8,11 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
-	"time"
 )
 
 // handleListTasks serves GET /api/{user_id}/tasks: a page of tasks, with
-// X-Total-Count, and a Link to the next page when there is one.
+// X-Total-Count when it is known or asked for (store.listTasks), and a Link to
+// the next page when there is one.
 func handleListTasks(db *store) userHandler {
 	return func(w http.ResponseWriter, r *http.Request, userID string) {
 		values, err := queryValues(r)
@@ -30,7 +30,9 @@ func handleListTasks(db *store) userHandler {
 			writeError(w, r, err)
 			return
 		}
-		w.Header().Set("X-Total-Count", strconv.Itoa(total))
+		if total >= 0 {
+			w.Header().Set("X-Total-Count", strconv.Itoa(total))
+		}
 		if more {
 			sort, _ := findSort(q.Sort)
 			w.Header().Set("Link", nextLink("/api/"+url.PathEscape(userID)+"/tasks", values, listCursor(sort, q.Desc, tasks[len(tasks)-1])))
@@ -47,43 +49,20 @@ func handleListTasks(db *store) userHandler {
 	}
 }
 
-// handleCreateTask serves POST /api/{user_id}/tasks; a user may hold at most
-// maxTasks. A retry with the same Idempotency-Key answers the same task, 201
-// again, with Idempotent-Replayed: true, and creates nothing.
+// handleCreateTask serves POST /api/{user_id}/tasks; a user may hold at most maxTasks.
 func handleCreateTask(db *store, maxTasks int) userHandler {
 	return func(w http.ResponseWriter, r *http.Request, userID string) {
-		key, err := idempotencyKey(r)
-		if err != nil {
-			writeError(w, r, err)
-			return
-		}
-		n := newTask{MaxTasks: maxTasks, Key: key}
 		change, err := decodeTask(w, r, true)
 		if err != nil {
 			writeError(w, r, err)
 			return
 		}
-		n.taskChange = change
-		if n.Key != "" {
-			n.RequestHash = requestHash(change)
-			if d := change.DueDate; d != nil && d.Kind != dueInstant {
-				// Releases before due dates kept their form hashed a date or a floating
-				// time as the instant they stored: a retry across the upgrade still matches.
-				legacy := change
-				legacy.DueDate = &Due{d.At, dueInstant}
-				n.LegacyHash = requestHash(legacy)
-			}
-		}
-		task, replayed, err := db.createTask(r.Context(), userID, n)
-		if err != nil {
-			writeError(w, r, err)
-			return
-		}
-		if replayed {
-			w.Header().Set("Idempotent-Replayed", "true")
-		}
-		w.Header().Set("Location", "/api/"+url.PathEscape(userID)+"/tasks/"+strconv.FormatInt(task.ID, 10))
-		writeTask(w, http.StatusCreated, task)
+		serveWrite(w, r, db, userID, 0, change, func(q querier) (answer, error) {
+			t, err := db.createTask(r.Context(), q, userID, change, maxTasks)
+			a := taskAnswer(http.StatusCreated, t)
+			a.Location = "/api/" + url.PathEscape(userID) + "/tasks/" + strconv.FormatInt(t.ID, 10)
+			return a, err
+		})
 	}
 }
 
@@ -98,28 +77,20 @@ func idempotencyKey(r *http.Request) (string, error) {
 	return key, nil
 }
 
-// requestHash is the SHA-256 of a create's canonical form, stored with its
-// Idempotency-Key so that a retry is told from another request. The same change
-// hashes the same however its JSON was spelled. The form is spelled out here,
-// not taken from taskChange's Go field names, so renaming a field cannot change
-// a stored hash; it is the form every release so far has stored, which
-// TestRequestHashGolden pins.
-func requestHash(c taskChange) []byte {
-	sum := sha256.Sum256(canonicalForm(c))
-	return sum[:]
-}
-
-// writeHash is the SHA-256 of an update's, a toggle's or a delete's route, task
-// id and canonical body, stored with its Idempotency-Key: the same key on another
+// writeHash is the SHA-256 of a write's route, task id (0 for a create) and
+// canonical body, stored with its Idempotency-Key: the same key on another
 // route or task, or with another body, is another request.
-func writeHash(r *http.Request, id int64, c taskChange) []byte {
-	sum := sha256.Sum256(append([]byte(r.Pattern+"\n"+strconv.FormatInt(id, 10)+"\n"), canonicalForm(c)...))
+func writeHash(route string, id int64, c taskChange) []byte {
+	sum := sha256.Sum256(append([]byte(route+"\n"+strconv.FormatInt(id, 10)+"\n"), canonicalForm(c)...))
 	return sum[:]
 }
 
-// canonicalForm is a change as requestHash and writeHash read it.
+// canonicalForm is a change as writeHash reads it: the same change hashes the
+// same however its JSON was spelled. The form is spelled out here, not taken
+// from taskChange's Go field names, so renaming a field cannot change the hash
+// of a key stored before a deploy (TestWriteHashGolden pins it).
 func canonicalForm(c taskChange) []byte {
-	var due *string // an instant as it always was; a date and a floating time as they are returned
+	var due *string // as it is returned
 	if c.DueDate != nil {
 		s := string(appendDue(nil, *c.DueDate))
 		s = s[1 : len(s)-1]
@@ -138,9 +109,10 @@ func canonicalForm(c taskChange) []byte {
 	return canonical
 }
 
-// etag is a task's strong entity tag: its version, which every write moves forward.
-func etag(t Task) string {
-	return `"` + strconv.FormatInt(t.UpdatedAt.UnixMicro(), 10) + `"`
+// etag is the strong entity tag of a task, or of the whole change feed, at
+// version: the user's write counter (store.go), which every write moves forward.
+func etag(version int64) string {
+	return `"` + strconv.FormatInt(version, 10) + `"`
 }
 
 // writeTask sends one task with its ETag.
@@ -150,7 +122,7 @@ func writeTask(w http.ResponseWriter, status int, t Task) {
 
 // taskAnswer is the answer that sends one task with its ETag.
 func taskAnswer(status int, t Task) answer {
-	return answer{status, etag(t), append(appendTask(make([]byte, 0, 512), &t), '\n')}
+	return answer{Status: status, ETag: etag(t.Version), Body: append(appendTask(make([]byte, 0, 512), &t), '\n')}
 }
 
 // writeAnswer sends a, saying whether it replays an earlier request's answer.
@@ -161,6 +133,9 @@ func writeAnswer(w http.ResponseWriter, a answer, replayed bool) {
 	if a.ETag != "" {
 		w.Header().Set("ETag", a.ETag)
 	}
+	if a.Location != "" {
+		w.Header().Set("Location", a.Location)
+	}
 	if a.Body == nil {
 		w.WriteHeader(a.Status)
 		return
@@ -170,12 +145,12 @@ func writeAnswer(w http.ResponseWriter, a answer, replayed bool) {
 
 // ifMatch reads the versions an If-Match header allows (RFC 9110 §13.1.1): nil
 // when any will do (no header, or *); otherwise the strong ETags listed, none if none parse.
-func ifMatch(r *http.Request) []time.Time {
+func ifMatch(r *http.Request) []int64 {
 	h := strings.Join(r.Header.Values("If-Match"), ",") // several header lines are one list
 	if h == "" {
 		return nil
 	}
-	versions := []time.Time{}
+	versions := []int64{}
 	for tag := range strings.SplitSeq(h, ",") {
 		tag = strings.TrimSpace(tag)
 		if tag == "*" {
@@ -183,7 +158,7 @@ func ifMatch(r *http.Request) []time.Time {
 		}
 		quoted := len(tag) > 2 && tag[0] == '"' && tag[len(tag)-1] == '"'
 		if v, err := strconv.ParseInt(strings.Trim(tag, `"`), 10, 64); err == nil && quoted {
-			versions = append(versions, time.UnixMicro(v))
+			versions = append(versions, v)
 		}
 	}
 	return versions
@@ -214,8 +189,8 @@ func handleGetTask(db *store) userHandler {
 			writeError(w, r, err)
 			return
 		}
-		if noneMatch(r, etag(task)) {
-			w.Header().Set("ETag", etag(task))
+		if noneMatch(r, etag(task.Version)) {
+			w.Header().Set("ETag", etag(task.Version))
 			w.WriteHeader(http.StatusNotModified)
 			return
 		}
@@ -236,8 +211,8 @@ func handleUpdateTask(db *store) userHandler {
 			writeError(w, r, err)
 			return
 		}
-		serveWrite(w, r, db, userID, id, change, func(s *store) (answer, error) {
-			t, err := s.updateTask(r.Context(), userID, id, change, ifMatch(r))
+		serveWrite(w, r, db, userID, id, change, func(q querier) (answer, error) {
+			t, err := db.updateTask(r.Context(), q, userID, id, change, ifMatch(r))
 			return taskAnswer(http.StatusOK, t), err
 		})
 	}
@@ -251,8 +226,8 @@ func handleToggleTask(db *store) userHandler {
 			writeError(w, r, err)
 			return
 		}
-		serveWrite(w, r, db, userID, id, taskChange{}, func(s *store) (answer, error) {
-			t, err := s.toggleTask(r.Context(), userID, id, ifMatch(r))
+		serveWrite(w, r, db, userID, id, taskChange{}, func(q querier) (answer, error) {
+			t, err := db.toggleTask(r.Context(), q, userID, id, ifMatch(r))
 			return taskAnswer(http.StatusOK, t), err
 		})
 	}
@@ -266,30 +241,24 @@ func handleDeleteTask(db *store) userHandler {
 			writeError(w, r, err)
 			return
 		}
-		serveWrite(w, r, db, userID, id, taskChange{}, func(s *store) (answer, error) {
-			return answer{Status: http.StatusNoContent}, s.deleteTask(r.Context(), userID, id, ifMatch(r))
+		serveWrite(w, r, db, userID, id, taskChange{}, func(q querier) (answer, error) {
+			return answer{Status: http.StatusNoContent}, db.deleteTask(r.Context(), q, userID, id, ifMatch(r))
 		})
 	}
 }
 
-// serveWrite runs write, a write on the user's task id whose body was change,
-// and sends its answer. With an Idempotency-Key, it runs at most once per key:
-// a retry of the same request gets the first answer again, with
-// Idempotent-Replayed: true, and changes nothing (store.once).
+// serveWrite runs write, a write on the user's task id (0: a create) whose
+// body was change, and sends its answer. With an Idempotency-Key, it runs at
+// most once per key: a retry of the same request gets the first answer again,
+// with Idempotent-Replayed: true, and changes nothing (store.writeOnce).
 func serveWrite(w http.ResponseWriter, r *http.Request, db *store, userID string, id int64, change taskChange,
-	write func(*store) (answer, error)) {
+	write func(querier) (answer, error)) {
 	key, err := idempotencyKey(r)
 	if err != nil {
 		writeError(w, r, err)
 		return
 	}
-	var a answer
-	var replayed bool
-	if key == "" {
-		a, err = write(db)
-	} else {
-		a, replayed, err = db.once(r.Context(), userID, key, writeHash(r, id, change), id, write)
-	}
+	a, replayed, err := db.writeOnce(r.Context(), userID, key, writeHash(r.Pattern, id, change), write)
 	if err != nil {
 		writeError(w, r, err)
 		return

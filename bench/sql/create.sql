@@ -1,9 +1,8 @@
 -- POST /api/{user_id}/tasks: store.createTask without an Idempotency-Key
 \set u random(1, :users)
 WITH slot AS (INSERT INTO task_counts (user_id, n, version) VALUES ('bench-w' || lpad(:u::text, 5, '0'), 1, 1)
-    ON CONFLICT (user_id) DO UPDATE SET n = task_counts.n + 1, version = task_counts.version + 1 WHERE task_counts.n < 10000 RETURNING version),
-  task AS (INSERT INTO tasks (user_id, title, description, priority, due_date, tags, due_kind, due_kind_at, version)
-    SELECT ('bench-w' || lpad(:u::text, 5, '0'))::text, 'Load task'::text, 'created under load by pgbench'::text, 'medium'::text, NULL::timestamptz, '{}'::text[], NULL::text, NULL::timestamptz, version FROM slot
-    RETURNING id, user_id, title, description, completed, priority, due_date, tags, created_at, updated_at,
-  CASE WHEN due_kind_at = due_date THEN due_kind END AS due_kind, CASE WHEN completed THEN completed_at END AS completed_at)
-SELECT * FROM task;
+    ON CONFLICT (user_id) DO UPDATE SET n = task_counts.n + 1, version = task_counts.version + 1 WHERE task_counts.n < 10000 RETURNING version)
+INSERT INTO tasks (user_id, version, title, description, priority, due_date, due_kind, tags)
+SELECT 'bench-w' || lpad(:u::text, 5, '0'), version, 'Load task'::text, 'created under load by pgbench'::text, 'medium'::text, NULL::timestamptz, NULL::text, '{}'::text[] FROM slot
+RETURNING id, user_id, title, description, completed, priority, due_date, tags, created_at, updated_at,
+  due_kind, completed_at, version;
