@@ -38,10 +38,10 @@ const (
 )
 
 // tokenRefused says why a token was refused, for the request's log line; the
-// client sees only the detail of err, 401 either way.
+// client sees only the detail of err: a 401, or a 503 while the JWKS cannot be fetched.
 type tokenRefused struct {
 	reason string       // no token, more than one Authorization header, not the bearer scheme, too large, key set not fetched, malformed, bad signature, unknown kid, expired, not yet valid, wrong issuer or audience
-	err    *statusError // errNoToken, errInvalidToken or errExpiredToken
+	err    *statusError // errNoToken, errInvalidToken, errExpiredToken or errNoKeySet
 }
 
 func (e *tokenRefused) Error() string { return "token refused: " + e.reason }
@@ -60,7 +60,7 @@ func refusal(err error) error {
 	case errors.Is(err, errUnknownKey):
 		return refused("unknown kid")
 	case errors.Is(err, errNoKeySet):
-		return refused("key set not fetched")
+		return &tokenRefused{"key set not fetched", errNoKeySet}
 	case errors.Is(err, jwt.ErrTokenSignatureInvalid):
 		return refused("bad signature")
 	case errors.Is(err, jwt.ErrTokenInvalidIssuer), errors.Is(err, jwt.ErrTokenInvalidAudience):
@@ -165,6 +165,7 @@ func newVerifier(cfg authConfig, client *http.Client, log *slog.Logger) *verifie
 	if cfg.JWKSURL != "" {
 		algs = append(algs, asymmetricAlgs...)
 		v.jwks = &jwks{url: cfg.JWKSURL, client: client, log: log}
+		v.jwks.set.Store(&keySet{}) // no keys, never tried
 	}
 	opts := []jwt.ParserOption{jwt.WithValidMethods(algs), jwt.WithExpirationRequired(), jwt.WithLeeway(clockLeeway)}
 	if cfg.Issuer != "" {
@@ -290,17 +291,19 @@ func bearerToken(r *http.Request) (string, error) {
 // userHandler serves a request on behalf of an authenticated user.
 type userHandler func(w http.ResponseWriter, r *http.Request, userID string)
 
-// authenticate answers 401 without a valid token, 429 when the token's user is
-// over their rate, and 403 when the path's user_id is not the token's subject;
+// authenticate answers 401 without a valid token (503 + Retry-After while the
+// JWKS that would check it cannot be fetched), 429 when the token's user is over
+// their rate, and 403 when the path's user_id is not the token's subject;
 // otherwise it calls h with the user id. A nil limit admits every request.
 func authenticate(v *verifier, limit *rateLimiter, h userHandler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		userID, err := admit(v, limit, w, r)
 		if err != nil {
+			writeError(w, r, err)
 			if refused, ok := errors.AsType[*tokenRefused](err); ok {
 				noteTokenRefused(w, refused.reason)
+				noteError(w, nil) // not even the 503 of a JWKS outage is a server error here: jwks logs each failed fetch
 			}
-			writeError(w, r, err)
 			return
 		}
 		h(w, r, userID)
@@ -315,6 +318,9 @@ func admit(v *verifier, limit *rateLimiter, w http.ResponseWriter, r *http.Reque
 	}
 	userID, err := v.verify(token)
 	if err != nil {
+		if errors.Is(err, errNoKeySet) {
+			w.Header().Set("Retry-After", "1") // jwks tries a fetch at most once a second
+		}
 		return "", err
 	}
 	noteUser(w, userID)

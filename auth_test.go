@@ -58,8 +58,6 @@ func TestAuth(t *testing.T) {
 	}
 	rsaPEM := pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: must(x509.MarshalPKIXPublicKey(&rsaKey.PublicKey))})
 	none := must(jwt.NewWithClaims(jwt.SigningMethodNone, good()).SignedString(jwt.UnsafeAllowNoneSignatureType))
-	attacker, _, _ := ed25519.GenerateKey(rand.Reader)
-	_ = attacker
 	_, attackerKey, _ := ed25519.GenerateKey(rand.Reader)
 	jku := jwt.NewWithClaims(jwt.SigningMethodEdDSA, good())
 	jku.Header["kid"] = "attacker"

@@ -21,49 +21,48 @@ import (
 )
 
 const (
-	// An unknown kid fetches the JWKS again at most this often, so rotation works
-	// without a restart and random kids cannot flood the auth server.
+	// A fetch is tried at most this often (for an unknown kid, an old set, /readyz), so
+	// rotation works without a restart and random kids cannot flood the auth server.
 	jwksRefetchEvery = time.Second
-	// Keys are re-read at least this often, so a key removed from the JWKS stops working.
+	// A set this long past its last successful fetch is fetched again, so a removed key stops working.
 	jwksMaxAge = 10 * time.Minute
 )
 
 // errUnknownKey: no key of the token's algorithm has its kid (or it has none).
 var errUnknownKey = errors.New("no key for the token's kid and alg")
 
-// jwks caches the public keys of a JSON Web Key Set, fetched again on an unknown kid.
+// jwks caches the public keys of a JSON Web Key Set, fetched again on an unknown kid or past jwksMaxAge.
 type jwks struct {
 	url    string
 	client *http.Client
 	log    *slog.Logger
-	mu     sync.Mutex // one fetch at a time
-	set    atomic.Pointer[keySet]
+	mu     sync.Mutex             // held by the one fetch in flight
+	set    atomic.Pointer[keySet] // never nil: newVerifier stores an empty one
 }
 
-// keySet is one fetch of the JWKS.
+// keySet is the keys of the last successful fetch and how the last try went.
 type keySet struct {
-	keys    map[string]publicKey // by kid
-	fetched time.Time            // when it was last tried, successful or not
-	ok      bool                 // some fetch, this one or an earlier, succeeded
-	err     error                // this fetch's failure, if it failed
+	keys           map[string]publicKey // by kid; nil until a fetch succeeds
+	fetched, tried time.Time            // the last successful fetch, the last try
+	err            error                // the last try's failure, if it failed
 }
 
 // ready answers an error, a 503 for /readyz, while no fetch of the key set has
-// succeeded: Better Auth's tokens cannot be checked. It fetches at most once a
-// second, as an unknown kid does.
+// succeeded: Better Auth's tokens cannot be checked.
 func (j *jwks) ready() error {
 	set := j.set.Load()
-	if set == nil || !set.ok {
-		set = j.refresh("")
+	if set.keys == nil {
+		set = j.refresh(true)
 	}
-	if !set.ok {
+	if set.keys == nil {
 		return fmt.Errorf("%w: %s: %w", errNoKeySet, j.url, set.err)
 	}
 	return nil
 }
 
-// errNoKeySet is /readyz's answer while the JWKS has never been fetched.
-var errNoKeySet = &statusError{http.StatusServiceUnavailable, "Better Auth's key set (JWKS) has not been fetched; the log says why"}
+// errNoKeySet: no key set can check the token (none was fetched yet, or its kid is
+// unknown and the last fetch failed); /readyz answers it while none was fetched.
+var errNoKeySet = &statusError{http.StatusServiceUnavailable, "Better Auth's key set (JWKS) could not be fetched; try again shortly"}
 
 // publicKey is a verification key and the token algorithms it may verify.
 type publicKey struct {
@@ -71,14 +70,16 @@ type publicKey struct {
 	algs []string
 }
 
-// key returns the key named kid if it may verify alg.
+// key returns the key named kid if it may verify alg. An unknown kid or a set past
+// jwksMaxAge needs a fetch; a known kid does not wait for another request's.
 func (j *jwks) key(kid, alg string) (any, error) {
 	set := j.set.Load()
-	if set == nil || time.Since(set.fetched) >= jwksMaxAge || set.keys[kid].key == nil {
-		set = j.refresh(kid)
+	known := set.keys[kid].key != nil
+	if !known || time.Since(set.fetched) >= jwksMaxAge {
+		set = j.refresh(!known)
 	}
 	k := set.keys[kid]
-	if !set.ok {
+	if k.key == nil && set.err != nil { // the kid may be in the set that could not be read
 		return nil, errNoKeySet
 	}
 	if k.key == nil || !slices.Contains(k.algs, alg) {
@@ -87,27 +88,28 @@ func (j *jwks) key(kid, alg string) (any, error) {
 	return k.key, nil
 }
 
-// refresh fetches the key set unless another request just did; on failure it
-// keeps the keys it had, so a brief auth server outage does not sign everyone out.
-func (j *jwks) refresh(kid string) *keySet {
-	j.mu.Lock()
+// refresh fetches the key set, one fetch at a time and at most once per
+// jwksRefetchEvery, and returns the newest set; with wait it takes the result of
+// the fetch in flight, without it takes the set as it is. A failed fetch keeps the
+// keys (an outage signs nobody out) but not as fresh: the next request tries again.
+func (j *jwks) refresh(wait bool) *keySet {
+	if wait {
+		j.mu.Lock()
+	} else if !j.mu.TryLock() {
+		return j.set.Load()
+	}
 	defer j.mu.Unlock()
 	old := j.set.Load()
-	if old != nil {
-		age := time.Since(old.fetched)
-		if age < jwksRefetchEvery || age < jwksMaxAge && old.keys[kid].key != nil {
-			return old
-		}
+	if time.Since(old.tried) < jwksRefetchEvery {
+		return old
 	}
 	keys, err := j.fetch()
-	ok := err == nil
+	now := time.Now()
+	set := &keySet{keys, now, now, err}
 	if err != nil {
 		j.log.Error("jwks fetch failed", "url", j.url, "err", err.Error())
-		if old != nil {
-			keys, ok = old.keys, old.ok
-		}
+		set.keys, set.fetched = old.keys, old.fetched
 	}
-	set := &keySet{keys: keys, fetched: time.Now(), ok: ok, err: err}
 	j.set.Store(set)
 	return set
 }

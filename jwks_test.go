@@ -9,9 +9,11 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"math/big"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -149,7 +151,9 @@ func TestBetterAuthURLForms(t *testing.T) {
 }
 
 // TestReadyzSaysJWKSNeverAnswered: while the JWKS has never been fetched,
-// /readyz answers 503 and its log line says why; once it answers, 200.
+// /readyz answers 503 and its log line says why; once it answers, 200. A valid
+// token meanwhile is the service's outage, not the client's: 503 + Retry-After
+// (a 401 would sign its user out), why on its log line, which is no error.
 func TestReadyzSaysJWKSNeverAnswered(t *testing.T) {
 	_, key, _ := ed25519.GenerateKey(rand.Reader)
 	var up atomic.Bool
@@ -159,7 +163,7 @@ func TestReadyzSaysJWKSNeverAnswered(t *testing.T) {
 				w.Write([]byte(`{}`))
 				return
 			}
-			http.NotFound(w, r)
+			http.Error(w, "down", http.StatusInternalServerError)
 			return
 		}
 		json.NewEncoder(w).Encode(map[string]any{"keys": []any{jwkOf(t, "ed", key.Public())}})
@@ -170,17 +174,146 @@ func TestReadyzSaysJWKSNeverAnswered(t *testing.T) {
 	empty.want(empty.do("GET", "/readyz", "", nil), 503, "readyz with a JWKS of no keys")
 	e := newEnv(t, authConfig{JWKSURL: ks.URL})
 	r := e.do("GET", "/readyz", "", nil)
-	if r.status != 503 || !strings.Contains(string(r.body), "JWKS") || !strings.Contains(e.logs.String(), "status 404") {
-		t.Fatalf("readyz with a JWKS that answers 404 = %s, want 503 naming the JWKS, its cause logged:\n%s", r, e.logs)
+	if r.status != 503 || !strings.Contains(string(r.body), "JWKS") || !strings.Contains(e.logs.String(), "status 500") {
+		t.Fatalf("readyz with a JWKS that answers 500 = %s, want 503 naming the JWKS, its cause logged:\n%s", r, e.logs)
 	}
 	user := newUser(t)
 	tok := signed(t, jwt.SigningMethodEdDSA, key, "ed", jwt.MapClaims{"sub": user, "exp": time.Now().Add(time.Hour).Unix()})
-	e.want(e.do("GET", "/api/"+user+"/tasks", tok, nil), 401, "a token while the key set was never fetched")
-	if !strings.Contains(e.logs.String(), `"token_refused":"key set not fetched"`) {
-		t.Fatalf("the log does not say the key set was never fetched:\n%s", e.logs)
+	closed := httptest.NewServer(nil)
+	closed.Close()
+	for _, e := range []*env{e, newEnv(t, authConfig{JWKSURL: closed.URL})} { // answers 500; refuses connections
+		r := e.do("GET", "/api/"+user+"/tasks", tok, nil)
+		lines := strings.Split(strings.TrimSpace(e.logs.String()), "\n")
+		var line struct {
+			Level        string
+			TokenRefused string `json:"token_refused"`
+		}
+		json.Unmarshal([]byte(lines[len(lines)-1]), &line)
+		if r.status != 503 || r.header.Get("Retry-After") == "" || decode[struct{ Detail string }](t, r).Detail == "" ||
+			line.Level != "INFO" || line.TokenRefused != "key set not fetched" {
+			t.Errorf("a token while the key set was never fetched = %s %v, logged %+v; want 503 + Retry-After, token_refused at INFO:\n%s", r, r.header, line, e.logs)
+		}
 	}
 	up.Store(true)
 	time.Sleep(jwksRefetchEvery + 100*time.Millisecond) // fetched again at most this often
 	e.want(e.do("GET", "/readyz", "", nil), 200, "readyz once the JWKS answers")
 	e.want(e.do("GET", "/api/"+user+"/tasks", tok, nil), 200, "the token once the JWKS answers")
+}
+
+// jwksEnv serves the task list behind the middleware and authenticate, as
+// newServer does, and returns its key set, for a test to age.
+func jwksEnv(t *testing.T, url string) (*env, *jwks) {
+	logs := &syncBuffer{}
+	log := slog.New(slog.NewJSONHandler(logs, nil))
+	v := newVerifier(authConfig{JWKSURL: url}, &http.Client{Timeout: 5 * time.Second}, log)
+	m := &middleware{mux: http.NewServeMux(), log: log}
+	m.mux.Handle("GET /api/{user_id}/tasks", authenticate(v, nil, handleListTasks(testDB)))
+	srv := httptest.NewServer(m)
+	t.Cleanup(srv.Close)
+	return &env{t: t, srv: srv, logs: logs}, v.jwks
+}
+
+// age moves the key set's last fetch and try d into the past, as if d had passed.
+func age(j *jwks, d time.Duration) {
+	s := *j.set.Load()
+	s.fetched, s.tried = s.fetched.Add(-d), s.tried.Add(-d)
+	j.set.Store(&s)
+}
+
+// edTokens makes a new token for user from key each call, so that the verified-token cache never answers.
+func edTokens(t *testing.T, user string) func(key ed25519.PrivateKey, kid string) string {
+	n := 0
+	return func(key ed25519.PrivateKey, kid string) string {
+		n++
+		return signed(t, jwt.SigningMethodEdDSA, key, kid, jwt.MapClaims{"sub": user, "exp": time.Now().Add(time.Hour).Unix(), "jti": strconv.Itoa(n)})
+	}
+}
+
+// TestJWKSOutageKeepsKeysNotFresh: past jwksMaxAge, a failed fetch keeps the
+// keys it had (an outage signs nobody out) without making them fresh, so a key
+// the auth server removed stops working at the first fetch after it is back,
+// not jwksMaxAge later. An unknown kid meanwhile may be a new key: 503, not 401.
+func TestJWKSOutageKeepsKeysNotFresh(t *testing.T) {
+	_, keyA, _ := ed25519.GenerateKey(rand.Reader)
+	_, keyB, _ := ed25519.GenerateKey(rand.Reader)
+	var keys atomic.Pointer[[]any] // what the JWKS serves; nil: 500
+	ks := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if k := keys.Load(); k != nil {
+			json.NewEncoder(w).Encode(map[string]any{"keys": *k})
+		} else {
+			http.Error(w, "down", http.StatusInternalServerError)
+		}
+	}))
+	t.Cleanup(ks.Close)
+	e, j := jwksEnv(t, ks.URL)
+	user := newUser(t)
+	path, tok := "/api/"+user+"/tasks", edTokens(t, user)
+	keys.Store(&[]any{jwkOf(t, "A", keyA.Public())})
+	e.want(e.do("GET", path, tok(keyA, "A"), nil), 200, "a token of key A")
+
+	age(j, jwksMaxAge)
+	keys.Store(nil)
+	e.want(e.do("GET", path, tok(keyA, "A"), nil), 200, "key A past max age while the JWKS fails")
+	e.want(e.do("GET", path, tok(keyB, "B"), nil), 503, "a kid the failing JWKS may hold")
+	if !strings.Contains(e.logs.String(), "jwks fetch failed") {
+		t.Fatalf("no failed fetch logged:\n%s", e.logs)
+	}
+
+	keys.Store(&[]any{jwkOf(t, "B", keyB.Public())}) // back, with key A removed
+	age(j, jwksRefetchEvery)
+	e.want(e.do("GET", path, tok(keyA, "A"), nil), 401, "key A, removed, at the first fetch after the JWKS is back")
+	e.want(e.do("GET", path, tok(keyB, "B"), nil), 200, "key B")
+}
+
+// TestJWKSRefetchStalls: while the refetch of a key set past jwksMaxAge stalls,
+// a token whose key is in the set is served with it, without waiting.
+func TestJWKSRefetchStalls(t *testing.T) {
+	_, key, _ := ed25519.GenerateKey(rand.Reader)
+	doc := map[string]any{"keys": []any{jwkOf(t, "ed", key.Public())}}
+	var stall atomic.Bool
+	stalled, release := make(chan struct{}), make(chan struct{})
+	ks := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if stall.CompareAndSwap(true, false) {
+			close(stalled)
+			select {
+			case <-release:
+			case <-r.Context().Done():
+			}
+		}
+		json.NewEncoder(w).Encode(doc)
+	}))
+	t.Cleanup(ks.Close)
+	e, j := jwksEnv(t, ks.URL)
+	user := newUser(t)
+	path, tok := "/api/"+user+"/tasks", edTokens(t, user)
+	e.want(e.do("GET", path, tok(key, "ed"), nil), 200, "the first token")
+
+	age(j, jwksMaxAge)
+	stall.Store(true)
+	first := make(chan int, 1) // the status of the request that refetches
+	req, _ := http.NewRequest("GET", e.srv.URL+path, nil)
+	req.Header.Set("Authorization", "Bearer "+tok(key, "ed"))
+	go func() {
+		resp, err := e.srv.Client().Do(req)
+		if err != nil {
+			first <- 0
+			return
+		}
+		resp.Body.Close()
+		first <- resp.StatusCode
+	}()
+	<-stalled
+	e.want(e.do("GET", path, tok(key, "ed"), nil), 200, "a token of a known key while the refetch stalls")
+	select {
+	case s := <-first:
+		t.Fatalf("the refetching request ended (%d) before its fetch was let go", s)
+	default:
+	}
+	if strings.Contains(e.logs.String(), "jwks fetch failed") {
+		t.Fatalf("the request waited for the stalled fetch to fail:\n%s", e.logs)
+	}
+	close(release)
+	if s := <-first; s != 200 {
+		t.Fatalf("the refetching request = %d, want 200", s)
+	}
 }
