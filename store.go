@@ -43,13 +43,6 @@ func (s *store) getTask(ctx context.Context, userID string, id int64) (Task, err
 	return s.one(ctx, s.pool, `SELECT `+taskColumns+` FROM tasks WHERE id = $1 AND user_id = $2`, id, userID)
 }
 
-// Every write takes the user's task_counts row first (the create's upsert, or
-// lockUser), then moves the user's version and stamps the task or tombstone
-// it writes with it. The lock holds until commit, so one user's versions
-// commit in the order they were given out (store.changes), and two writes
-// never wait on each other's rows in a cycle.
-const lockUser = `SELECT FROM task_counts WHERE user_id = $1 FOR NO KEY UPDATE`
-
 // createTask inserts a task for the user, unless they hold maxTasks already
 // (errTaskLimit), in one statement: the user's count goes up only while below
 // the limit, and its row lock makes one user's creates take turns.
@@ -74,48 +67,29 @@ func (s *store) createTask(ctx context.Context, q querier, userID string, c task
 	return t, err
 }
 
-// The updates and the delete below change the task only if the user has it
-// and, when ifMatch is not nil, its version is one of ifMatch (If-Match): the
-// check is part of the statement. They move the user's version only when they
-// change a row (nextVersion, versionMoved), so a 404 or a 412 leaves the feed,
-// and every stream, as they were.
+// Every write moves the user's version (task_counts.version) and stamps the
+// task or its tombstone with it, taking the user's row lock before the task's:
+// the lock holds until commit, so one user's versions commit in the order they
+// were given out (store.changes), and two writes never wait on each other in a
+// cycle. The writes below change the task only if the user has it and, when
+// ifMatch is not nil, its version is one of ifMatch (If-Match); the check is
+// part of the statement. They move the version only if the task is there as
+// ifMatch asks, so a 404 or a 412 leaves the feed, and every stream, as they
+// were. (An update's check of that runs on the statement's snapshot: if a
+// concurrent write changes the task first, the version can move for nothing,
+// which costs a stream a read, never a change.)
 const (
-	nextVersion  = `(SELECT version + 1 FROM task_counts WHERE user_id = $2)`
-	versionMoved = `moved AS (UPDATE task_counts SET version = version + 1 WHERE user_id = $2 AND EXISTS (SELECT FROM t))`
-	taskMatches  = `id = $1 AND user_id = $2 AND ($3::bigint[] IS NULL OR version = ANY($3))`
+	taskMatches = `tasks.id = $1 AND tasks.user_id = $2 AND ($3::bigint[] IS NULL OR tasks.version = ANY($3))`
+	nextVersion = `next AS (UPDATE task_counts SET version = version + 1
+		WHERE user_id = $2 AND EXISTS (SELECT FROM tasks WHERE ` + taskMatches + `) RETURNING version AS v)`
+	lockUser = `SELECT FROM task_counts WHERE user_id = $1 FOR NO KEY UPDATE`
 )
 
-// write runs sql, a write on the user's task id under ifMatch that returns the
-// task, after lockUser, in one round trip and one transaction: its snapshot
-// is taken with the lock held, so nextVersion reads the version no other
-// write can move until this one commits. No row is errNotFound, or a
-// *staleError when the task is there at another version.
-func (s *store) write(ctx context.Context, q querier, userID string, id int64, ifMatch []int64, sql string, args ...any) (Task, error) {
-	ctx, cancel := s.bound(ctx)
-	defer cancel()
-	var t Task
-	b := &pgx.Batch{}
-	b.Queue(lockUser, userID)
-	b.Queue(sql, append([]any{id, userID, ifMatch}, args...)...).Query(func(rows pgx.Rows) (err error) {
-		t, err = pgx.CollectOneRow(rows, scanTask)
-		return err
-	})
-	err := storeError(q.SendBatch(ctx, b).Close())
-	if !errors.Is(err, errNotFound) || ifMatch == nil {
-		return t, err
-	}
-	current, getErr := s.getTask(ctx, userID, id) // why no row: gone, or at another version
-	if getErr != nil {
-		return t, getErr
-	}
-	return t, &staleError{Current: current}
-}
-
-// updateTask applies a partial change to the user's task id.
+// updateTask applies a partial change to the user's task id, in one statement.
 func (s *store) updateTask(ctx context.Context, q querier, userID string, id int64, c taskChange, ifMatch []int64) (Task, error) {
 	dueAt, dueKind := dueColumns(c.DueDate)
-	return s.write(ctx, q, userID, id, ifMatch, `WITH t AS (UPDATE tasks SET
-			version      = `+nextVersion+`,
+	t, err := s.one(ctx, q, `WITH `+nextVersion+` UPDATE tasks SET
+			version      = next.v,
 			title        = coalesce($4, title),
 			description  = CASE WHEN $5 THEN NULL ELSE coalesce($6, description) END,
 			completed    = coalesce($7, completed),
@@ -125,26 +99,54 @@ func (s *store) updateTask(ctx context.Context, q querier, userID string, id int
 			due_kind     = CASE WHEN $9 THEN NULL ELSE coalesce($11, due_kind) END,
 			tags         = coalesce($12, tags),
 			updated_at   = now()
-		WHERE `+taskMatches+` RETURNING `+taskColumns+`), `+versionMoved+` SELECT * FROM t`,
-		c.Title, c.ClearDesc, c.Description, c.Completed, c.Priority, c.ClearDue, dueAt, dueKind, c.Tags)
+		FROM next WHERE `+taskMatches+` RETURNING `+taskColumns,
+		id, userID, ifMatch, c.Title, c.ClearDesc, c.Description, c.Completed, c.Priority, c.ClearDue, dueAt, dueKind, c.Tags)
+	return t, s.stale(ctx, userID, id, ifMatch, err)
 }
 
 // toggleTask flips completed in one statement, so concurrent toggles never lose one.
 func (s *store) toggleTask(ctx context.Context, q querier, userID string, id int64, ifMatch []int64) (Task, error) {
-	return s.write(ctx, q, userID, id, ifMatch, `WITH t AS (UPDATE tasks SET completed = NOT completed,
-			completed_at = CASE WHEN completed THEN NULL ELSE now() END, version = `+nextVersion+`, updated_at = now()
-		WHERE `+taskMatches+` RETURNING `+taskColumns+`), `+versionMoved+` SELECT * FROM t`)
+	t, err := s.one(ctx, q, `WITH `+nextVersion+` UPDATE tasks SET completed = NOT completed,
+			completed_at = CASE WHEN completed THEN NULL ELSE now() END, version = next.v, updated_at = now()
+		FROM next WHERE `+taskMatches+` RETURNING `+taskColumns, id, userID, ifMatch)
+	return t, s.stale(ctx, userID, id, ifMatch, err)
 }
 
-// deleteTask removes the user's task id, counts it out and leaves a tombstone
-// for the change feed, at the version it moves to.
+// deleteTask removes the user's task id and leaves a tombstone for the change
+// feed. Two statements sent at once, which PostgreSQL runs as one transaction:
+// the first locks the user's row; the second, with a snapshot taken after that
+// lock, counts the task out and moves the version only if it deleted the task,
+// so the count never drifts.
 func (s *store) deleteTask(ctx context.Context, q querier, userID string, id int64, ifMatch []int64) error {
-	_, err := s.write(ctx, q, userID, id, ifMatch, `WITH t AS (DELETE FROM tasks WHERE `+taskMatches+` RETURNING `+taskColumns+`),
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
+	var deleted int
+	b := &pgx.Batch{}
+	b.Queue(lockUser, userID)
+	b.Queue(`WITH t AS (DELETE FROM tasks WHERE `+taskMatches+` RETURNING id),
 		counted AS (UPDATE task_counts SET n = n - 1, version = version + 1
 			WHERE user_id = $2 AND EXISTS (SELECT FROM t) RETURNING version),
 		tombstone AS (INSERT INTO task_tombstones (user_id, version, task_id) SELECT $2, version, $1 FROM counted)
-		SELECT * FROM t`)
-	return err
+		SELECT count(*) FROM t`, id, userID, ifMatch).QueryRow(func(row pgx.Row) error { return row.Scan(&deleted) })
+	err := storeError(q.SendBatch(ctx, b).Close())
+	if err == nil && deleted == 0 {
+		err = errNotFound
+	}
+	return s.stale(ctx, userID, id, ifMatch, err)
+}
+
+// stale tells, after a write under ifMatch found no task (errNotFound), a
+// failed precondition (a *staleError with the task as it is) from a missing
+// task; any other err passes through.
+func (s *store) stale(ctx context.Context, userID string, id int64, ifMatch []int64, err error) error {
+	if !errors.Is(err, errNotFound) || ifMatch == nil {
+		return err
+	}
+	current, getErr := s.getTask(ctx, userID, id)
+	if getErr != nil {
+		return getErr
+	}
+	return &staleError{Current: current}
 }
 
 // writeOnce runs write on the pool; with an Idempotency-Key (key != ""), at
