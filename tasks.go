@@ -258,7 +258,11 @@ func serveWrite(w http.ResponseWriter, r *http.Request, db *store, userID string
 		writeError(w, r, err)
 		return
 	}
-	a, replayed, err := db.writeOnce(r.Context(), userID, key, writeHash(r.Pattern, id, change), write)
+	var hash []byte
+	if key != "" {
+		hash = writeHash(r.Pattern, id, change)
+	}
+	a, replayed, err := db.writeOnce(r.Context(), userID, key, hash, write)
 	if err != nil {
 		writeError(w, r, err)
 		return
