@@ -1,4 +1,4 @@
-// main.go holds the configuration, the route table, the `token` command and the server's start and stop.
+// main.go holds the configuration, the route table, the `token` and `version` commands and the server's start and stop.
 package main
 
 import (
@@ -17,6 +17,9 @@ import (
 	"syscall"
 	"time"
 )
+
+// version is this build's release: the latest in CHANGELOG.md, and openapi.json's info.version.
+const version = "1.0.0"
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -197,14 +200,19 @@ func orDefault(s, def string) string {
 	return s
 }
 
-// run is the whole program: `tasks` serves the API, `tasks token USER_ID` prints a token.
+// run is the whole program: `tasks` serves the API, `tasks token USER_ID` prints a token,
+// `tasks version` prints the version.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
 	log := slog.New(slog.NewJSONHandler(stdout, nil))
 	if len(args) > 1 && args[1] == "token" {
 		return printToken(getenv, args[2:], stdout)
 	}
+	if len(args) == 2 && args[1] == "version" {
+		_, err := fmt.Fprintln(stdout, version)
+		return err
+	}
 	if len(args) > 1 {
-		return fmt.Errorf("unknown command %q (commands: token USER_ID)", args[1])
+		return fmt.Errorf("unknown command %q (commands: token USER_ID, version)", strings.Join(args[1:], " "))
 	}
 	cfg, err := loadConfig(getenv)
 	if err != nil {

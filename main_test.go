@@ -1,4 +1,4 @@
-// main_test.go holds TestMain, which gives the run a database of its own, the helpers the test files share, and the tests of main.go: run, its configuration and the token command.
+// main_test.go holds TestMain, which gives the run a database of its own, the helpers the test files share, and the tests of main.go: run, its configuration and the token and version commands.
 package main
 
 import (
@@ -15,6 +15,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"os"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -467,6 +468,34 @@ func TestTokenNeedsOnlyTheSecret(t *testing.T) {
 	v := newVerifier(hsAuth(), http.DefaultClient, slog.New(slog.DiscardHandler))
 	if sub, err := v.verify(strings.TrimSpace(out.String())); err != nil || sub != "u1" {
 		t.Fatalf("the printed token verifies as %q, %v; want u1", sub, err)
+	}
+}
+
+// TestVersion: `tasks version` prints the version, and CHANGELOG.md's latest release and
+// openapi.json's info.version are the same one.
+func TestVersion(t *testing.T) {
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"tasks", "version"}, func(string) string { return "" }, &out); err != nil || out.String() != version+"\n" {
+		t.Fatalf("tasks version = %q, %v; want %q", out.String(), err, version)
+	}
+	if err := run(context.Background(), []string{"tasks", "version", "now"}, func(string) string { return "" }, &out); err == nil {
+		t.Fatal("tasks version now = nil, want an unknown command")
+	}
+	changelog, err := os.ReadFile("CHANGELOG.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Keep a Changelog: "## [Unreleased]", then each release as "## [1.2.3] - 2026-12-07", the latest first.
+	latest := ""
+	if m := regexp.MustCompile(`(?m)^## \[(\d+\.\d+\.\d+)\] - \d{4}-\d{2}-\d{2}$`).FindSubmatch(changelog); m != nil {
+		latest = string(m[1])
+	}
+	var doc struct{ Info struct{ Version string } }
+	if err := json.Unmarshal(openAPI, &doc); err != nil {
+		t.Fatal(err)
+	}
+	if latest != version || doc.Info.Version != version {
+		t.Fatalf("CHANGELOG.md's latest release %q, openapi.json's info.version %q, main.go's version %q: want one", latest, doc.Info.Version, version)
 	}
 }
 
