@@ -14,22 +14,22 @@ import (
 	"time"
 )
 
-// feedCursor is where a client's copy of the feed stands: a place in the feed,
-// and when its copy was last whole (Issued). Every deletion after Pos was made
+// feedCursor is where a client's copy of the feed stands: the user's version
+// it has read up to (each version is one write, of one task or tombstone),
+// and when its copy was last whole (Issued). Every deletion after Version was made
 // after Issued, so while Issued is within SYNC_RETENTION its tombstones are
 // all still kept; past that, some may be gone, and the client must start over.
 type feedCursor struct {
-	Pos    feedPos
-	Issued time.Time // to the millisecond
-	Floor  int64     // tombstones at or below it are of tasks deleted before the client's first sync: -1 for none
-	User   string    // whose feed it is: userTag of the user id
+	Version int64     // -1 before a first sync
+	Issued  time.Time // to the millisecond
+	Floor   int64     // tombstones at or below it are of tasks deleted before the client's first sync: -1 for none
+	User    string    // whose feed it is: userTag of the user id
 }
 
 // String is the cursor as clients hold it: base64url (RFC 4648 §5, no padding)
-// of "version.id.issued-unix-milliseconds.floor.user-tag". Clients treat it as opaque.
+// of "version.issued-unix-milliseconds.floor.user-tag". Clients treat it as opaque.
 func (c feedCursor) String() string {
-	s := strconv.FormatInt(c.Pos.Version, 10) + "." + strconv.FormatInt(c.Pos.ID, 10) + "." +
-		strconv.FormatInt(c.Issued.UnixMilli(), 10) + "." + strconv.FormatInt(c.Floor, 10) + "." + c.User
+	s := strconv.FormatInt(c.Version, 10) + "." + strconv.FormatInt(c.Issued.UnixMilli(), 10) + "." + strconv.FormatInt(c.Floor, 10) + "." + c.User
 	return base64.RawURLEncoding.EncodeToString([]byte(s))
 }
 
@@ -47,18 +47,18 @@ func parseFeedCursor(s, userID string, now time.Time) (feedCursor, string) {
 	const bad = "Input should be a cursor this feed returned"
 	b, err := base64.RawURLEncoding.Strict().DecodeString(s)
 	parts := strings.Split(string(b), ".")
-	if err != nil || len(parts) != 5 {
+	if err != nil || len(parts) != 4 {
 		return feedCursor{}, bad
 	}
-	var n [4]int64
-	for i, p := range parts[:4] {
+	var n [3]int64
+	for i, p := range parts[:3] {
 		if n[i], err = strconv.ParseInt(p, 10, 64); err != nil {
 			return feedCursor{}, bad
 		}
 	}
-	c := feedCursor{feedPos{n[0], n[1]}, time.UnixMilli(n[2]), n[3], parts[4]}
+	c := feedCursor{n[0], time.UnixMilli(n[1]), n[2], parts[3]}
 	switch {
-	case c.Pos.Version < -1 || c.Pos.ID < 0 || c.Floor < -1 || c.String() != s:
+	case c.Version < -1 || c.Floor < -1 || c.String() != s:
 		return feedCursor{}, bad
 	case c.User != userTag(userID):
 		return feedCursor{}, "This cursor is from another user's feed: sync from scratch (the feed without since, or the stream without Last-Event-ID)"

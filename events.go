@@ -37,7 +37,7 @@ const (
 func handleEvents(db *store, live *streams) userHandler {
 	return func(w http.ResponseWriter, r *http.Request, userID string) {
 		now := time.Now()
-		cursor, first := feedCursor{feedPos{-1, 0}, now, -1, userTag(userID)}, true
+		cursor, first := feedCursor{-1, now, -1, userTag(userID)}, true
 		if id := r.Header.Get("Last-Event-ID"); id != "" {
 			var msg string
 			if cursor, msg = parseFeedCursor(id, userID, now); msg != "" {

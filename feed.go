@@ -36,7 +36,7 @@ func handleChanges(db *store, retention time.Duration) userHandler {
 			return
 		}
 		if !page.more { // the whole feed, up to the user's version
-			tag := etag(page.next.Pos.Version)
+			tag := etag(page.next.Version)
 			w.Header().Set("ETag", tag)
 			// A 304 keeps the client's cursor, and its time: once half of the retention
 			// is gone, a 200 gives it a new one rather than let it expire.
@@ -72,7 +72,7 @@ func readFeed(ctx context.Context, db *store, userID string, cursor feedCursor, 
 	if first {
 		floor = math.MaxInt64 // the client holds nothing to delete
 	}
-	changes, current, err := db.changes(ctx, userID, cursor.Pos, floor, limit+1)
+	changes, current, err := db.changes(ctx, userID, cursor.Version, floor, limit+1)
 	if errors.Is(err, errCursorAhead) {
 		return feedPage{}, errGone("This cursor is ahead of the feed (the database was restored from a backup?)")
 	}
@@ -84,16 +84,16 @@ func readFeed(ctx context.Context, db *store, userID string, cursor feedCursor, 
 		p.changes = changes[:limit]
 		last := p.changes[limit-1]
 		// Not yet whole: the deletions after this page are as old as the cursor's.
-		p.next = feedCursor{feedPos{last.Version, last.ID}, cursor.Issued, cursor.Floor, cursor.User}
+		p.next = feedCursor{last.Version, cursor.Issued, cursor.Floor, cursor.User}
 		if first { // deletions up to the user's version now were done before this page was read
 			p.next.Floor = current
 		}
 		return p, nil
 	}
 	// Every version up to the user's current one has been read: whole as of now.
-	p.next = feedCursor{feedPos{max(current, cursor.Pos.Version), math.MaxInt64}, now, -1, cursor.User}
+	p.next = feedCursor{max(current, cursor.Version), now, -1, cursor.User}
 	if n := len(changes); n > 0 {
-		p.next.Pos.Version = max(p.next.Pos.Version, changes[n-1].Version)
+		p.next.Version = max(p.next.Version, changes[n-1].Version)
 	}
 	return p, nil
 }

@@ -135,7 +135,7 @@ type feedQuery struct {
 
 // parseFeedQuery validates the feed's parameters (since, limit) for the user's feed at now.
 func parseFeedQuery(v url.Values, userID string, now time.Time) (feedQuery, error) {
-	q := feedQuery{feedCursor{feedPos{-1, 0}, now, -1, userTag(userID)}, !v.Has("since"), maxFeedLimit}
+	q := feedQuery{feedCursor{-1, now, -1, userTag(userID)}, !v.Has("since"), maxFeedLimit}
 	c := &queryCheck{v: v}
 	c.once("since", "limit")
 	if !q.First {

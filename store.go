@@ -224,16 +224,15 @@ func (s *store) deleteOld(ctx context.Context, retention time.Duration, batch in
 	return max(keys.RowsAffected(), tombstones.RowsAffected()), storeError(err)
 }
 
-// changes returns the user's changes after pos, in version order: the tasks
-// written since, and tombstones (above floor) of those deleted since, at most
-// limit in all;
-// and the user's version, which every change up to has been read when no more
-// than limit came back. A user's versions commit in the order they were given
-// out (nextVersion): a snapshot that holds version v holds every version before
-// it, so a read that goes on from the last version it returned skips nothing.
-// A read that finds the user's version where pos is (nothing new) stops after
-// one row, the counter's; one that does not reads the feed in one statement.
-func (s *store) changes(ctx context.Context, userID string, pos feedPos, floor int64, limit int) ([]feedEntry, int64, error) {
+// changes returns the user's changes after version since, in version order:
+// the tasks written since, and tombstones (above floor) of those deleted since,
+// at most limit in all; and the user's version, which every change up to has
+// been read when no more than limit came back. A user's versions commit in the
+// order they were given out (nextVersion): a snapshot that holds version v holds
+// every version before it, so a read that goes on from the last version it
+// returned skips nothing. A read that finds the user's version at since
+// (nothing new) stops after one row, the counter's.
+func (s *store) changes(ctx context.Context, userID string, since, floor int64, limit int) ([]feedEntry, int64, error) {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
 	var current int64
@@ -241,19 +240,18 @@ func (s *store) changes(ctx context.Context, userID string, pos feedPos, floor i
 	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
 		return nil, 0, storeError(err)
 	}
-	if pos.Version > current {
+	if since > current {
 		return nil, current, errCursorAhead
 	}
-	if current == pos.Version {
-		return nil, pos.Version, nil
+	if current == since {
+		return nil, since, nil
 	}
 	rows, _ := s.pool.Query(ctx, `(SELECT `+taskColumns+`, false AS deleted FROM tasks
-			WHERE user_id = $1 AND version >= $2 AND (version, id) > ($2, $3) ORDER BY version, id LIMIT $4)
+			WHERE user_id = $1 AND version > $2 ORDER BY version LIMIT $3)
 		UNION ALL
 		(SELECT task_id, user_id, '', NULL, false, '', NULL, '{}', deleted_at, deleted_at, NULL, NULL, version, true
-			FROM task_tombstones WHERE user_id = $1 AND version > $5 AND version >= $2 AND (version, task_id) > ($2, $3)
-			ORDER BY version, task_id LIMIT $4)
-		ORDER BY version, id LIMIT $4`, userID, pos.Version, pos.ID, limit, floor)
+			FROM task_tombstones WHERE user_id = $1 AND version > $2 AND version > $4 ORDER BY version LIMIT $3)
+		ORDER BY version LIMIT $3`, userID, since, limit, floor)
 	entries, err := pgx.CollectRows(rows, scanFeedEntry)
 	return entries, current, storeError(err)
 }

@@ -44,10 +44,6 @@ type listQuery struct {
 	Total     bool     // count every matching task of a filtered list (total=true)
 }
 
-// feedPos is a place in a user's change feed: after the change of version
-// Version to the task ID (math.MaxInt64 is after every task of Version).
-type feedPos struct{ Version, ID int64 }
-
 // feedEntry is an entry of the change feed: a task in its latest state, or only
 // its ID when it was deleted; Task.Version is the write that left it so.
 type feedEntry struct {

@@ -66,7 +66,7 @@ echo "|---|---|---|---|---|---|---|---|---|"
 for phase in ${PHASES//,/ }; do
   if [ "$phase" = changes ]; then # each user's cursor at their last version (feedCursor.String): a poll that finds nothing new
     psql -qAt -v ms="$(date +%s%3N)" >"$work/cursors" <<'SQL'
-SELECT translate(encode(convert_to(version || '.9223372036854775807.' || :'ms' || '.-1.' ||
+SELECT translate(encode(convert_to(version || '.' || :'ms' || '.-1.' ||
   translate(encode(substring(sha256(convert_to(user_id, 'UTF8')) FROM 1 FOR 6), 'base64'), '+/', '-_'), 'UTF8'), 'base64'),
   '+/=' || E'\n', '-_')
 FROM task_counts WHERE user_id LIKE 'bench-u%' ORDER BY user_id;
