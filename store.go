@@ -156,9 +156,9 @@ func (s *store) stale(ctx context.Context, userID string, id int64, ifMatch []in
 // nothing, whatever happened to the task since; a concurrent one waits on the
 // key's unique index for the first to end. The key with another request is
 // errKeyReused. When write fails, nothing is kept, so a retry runs it again.
-func (s *store) writeOnce(ctx context.Context, userID, key string, hash []byte, write func(querier) (answer, error)) (a answer, replayed bool, err error) {
+func (s *store) writeOnce(ctx context.Context, userID, key string, hash []byte, write func(context.Context, querier) (answer, error)) (a answer, replayed bool, err error) {
 	if key == "" {
-		a, err = write(s.pool)
+		a, err = write(ctx, s.pool)
 		return a, false, err
 	}
 	ctx, cancel := s.bound(ctx)
@@ -175,7 +175,7 @@ func (s *store) writeOnce(ctx context.Context, userID, key string, hash []byte, 
 			replayed = true
 			return keptAnswer(ctx, tx, userID, key, hash, &a)
 		}
-		if a, err = write(tx); err != nil {
+		if a, err = write(ctx, tx); err != nil { // within the transaction's bound
 			return err
 		}
 		_, err = tx.Exec(ctx, `UPDATE idempotency_keys SET status = $3, etag = $4, location = $5, answer = $6

@@ -2,6 +2,7 @@
 package main
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/json"
 	"net/http"
@@ -57,8 +58,8 @@ func handleCreateTask(db *store, maxTasks int) userHandler {
 			writeError(w, r, err)
 			return
 		}
-		serveWrite(w, r, db, userID, 0, change, func(q querier) (answer, error) {
-			t, err := db.createTask(r.Context(), q, userID, change, maxTasks)
+		serveWrite(w, r, db, userID, 0, change, func(ctx context.Context, q querier) (answer, error) {
+			t, err := db.createTask(ctx, q, userID, change, maxTasks)
 			a := taskAnswer(http.StatusCreated, t)
 			a.Location = "/api/" + url.PathEscape(userID) + "/tasks/" + strconv.FormatInt(t.ID, 10)
 			return a, err
@@ -211,8 +212,8 @@ func handleUpdateTask(db *store) userHandler {
 			writeError(w, r, err)
 			return
 		}
-		serveWrite(w, r, db, userID, id, change, func(q querier) (answer, error) {
-			t, err := db.updateTask(r.Context(), q, userID, id, change, ifMatch(r))
+		serveWrite(w, r, db, userID, id, change, func(ctx context.Context, q querier) (answer, error) {
+			t, err := db.updateTask(ctx, q, userID, id, change, ifMatch(r))
 			return taskAnswer(http.StatusOK, t), err
 		})
 	}
@@ -226,8 +227,8 @@ func handleToggleTask(db *store) userHandler {
 			writeError(w, r, err)
 			return
 		}
-		serveWrite(w, r, db, userID, id, taskChange{}, func(q querier) (answer, error) {
-			t, err := db.toggleTask(r.Context(), q, userID, id, ifMatch(r))
+		serveWrite(w, r, db, userID, id, taskChange{}, func(ctx context.Context, q querier) (answer, error) {
+			t, err := db.toggleTask(ctx, q, userID, id, ifMatch(r))
 			return taskAnswer(http.StatusOK, t), err
 		})
 	}
@@ -241,8 +242,8 @@ func handleDeleteTask(db *store) userHandler {
 			writeError(w, r, err)
 			return
 		}
-		serveWrite(w, r, db, userID, id, taskChange{}, func(q querier) (answer, error) {
-			return answer{Status: http.StatusNoContent}, db.deleteTask(r.Context(), q, userID, id, ifMatch(r))
+		serveWrite(w, r, db, userID, id, taskChange{}, func(ctx context.Context, q querier) (answer, error) {
+			return answer{Status: http.StatusNoContent}, db.deleteTask(ctx, q, userID, id, ifMatch(r))
 		})
 	}
 }
@@ -252,7 +253,7 @@ func handleDeleteTask(db *store) userHandler {
 // most once per key: a retry of the same request gets the first answer again,
 // with Idempotent-Replayed: true, and changes nothing (store.writeOnce).
 func serveWrite(w http.ResponseWriter, r *http.Request, db *store, userID string, id int64, change taskChange,
-	write func(querier) (answer, error)) {
+	write func(context.Context, querier) (answer, error)) {
 	key, err := idempotencyKey(r)
 	if err != nil {
 		writeError(w, r, err)
