@@ -62,7 +62,6 @@ type store struct {
 	pool    *pgxpool.Pool
 	timeout time.Duration // bounds every statement, including the wait for a pooled connection
 	tx      pgx.Tx        // when not nil, the statements run in it (store.once)
-	pooled  *bool         // DATABASE_URL reaches a transaction-mode pooler; nil until checkPooler probes
 }
 
 // openStore builds a pool for url without connecting; it dials on first use.
@@ -77,6 +76,9 @@ func openStore(url string, timeout time.Duration) (*store, error) {
 		// a connection while others wait on a commit's fsync; 16 let PostgreSQL commit
 		// them together (bench/run.sh -p update measures it; bench/README.md has the figures).
 		cfg.MaxConns = 16
+	}
+	if !strings.Contains(url, "default_query_exec_mode") {
+		cfg.BeforeConnect = queryMode(timeout)
 	}
 	cfg.ConnConfig.ConnectTimeout = timeout
 	// pgx gives up on a connection that timed out by sending a cancel request
