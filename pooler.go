@@ -1,8 +1,9 @@
-// pooler.go picks the pool's query mode: pgx's default, or cache_describe behind a transaction-mode pooler.
+// pooler.go picks the pool's query mode (pgx's default, or cache_describe behind a transaction-mode pooler) and checks at start that statements run in it.
 package main
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"time"
 
@@ -42,6 +43,18 @@ func queryMode(timeout time.Duration) func(context.Context, *pgx.ConnConfig) err
 	}
 }
 
+// checkQueryMode runs one statement as the store sends them, so that a
+// setting in DATABASE_URL that stops pgx from running any
+// (description_cache_capacity=0 with cache_describe, say) is refused at start
+// rather than answered with 500s.
+func (s *store) checkQueryMode(ctx context.Context) error {
+	var one int
+	if err := s.pool.QueryRow(ctx, `SELECT $1::int`, 1).Scan(&one); err != nil {
+		return fmt.Errorf("DATABASE_URL: a statement cannot run with these settings: %w", err)
+	}
+	return nil
+}
+
 // serversShared reports whether two connections' (of cfg's) statements run on server
 // sessions that move or are shared, as only a transaction-mode pooler makes
 // them: it asks each connection's backend process id, the first twice, in
@@ -60,9 +73,11 @@ func serversShared(ctx context.Context, cfg *pgx.ConnConfig) (bool, error) {
 		return false, err
 	}
 	defer b.Close(context.Background())
+	// Unnamed, as any pooler passes; not the simple protocol, which pgx refuses
+	// on a database not in UTF8 (migrate says so then, in one line).
 	pid := func(c *pgx.Conn) (n int32) {
 		if err == nil {
-			err = c.QueryRow(ctx, "SELECT pg_backend_pid()", pgx.QueryExecModeSimpleProtocol).Scan(&n)
+			err = c.QueryRow(ctx, "SELECT pg_backend_pid()", pgx.QueryExecModeExec).Scan(&n)
 		}
 		return n
 	}
