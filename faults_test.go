@@ -349,9 +349,9 @@ func TestFaultDatabaseCut(t *testing.T) {
 // pooled connection is busy, so each of them times out. pgx then cleans up a
 // timed-out connection (a cancel request, then draining it) under a 15 s
 // deadline, and the pool holds its slot until then: without openStore's
-// boundedConn, no request gets a connection for that long after the database
-// answers again ("did not recover within 10 s"), and the cleanup's goroutines
-// outlive the test's settling.
+// dialer (the cancel request's deadline, boundedConn), no request gets a
+// connection for that long after the database answers again ("did not
+// recover within 10 s").
 func TestFaultBlackhole(t *testing.T) {
 	const timeout = 500 * time.Millisecond
 	e, proxy := faultEnv(t, timeout, "pool_max_conns=4") // as many as load's workers
