@@ -47,7 +47,6 @@ const idempotencyTTL = 24 * time.Hour
 type store struct {
 	pool    *pgxpool.Pool
 	timeout time.Duration // bounds every statement, including the wait for a pooled connection
-	pooled  *bool         // DATABASE_URL reaches a transaction-mode pooler; nil until checkPooler probes
 }
 
 // openStore builds a pool for url without connecting; it dials on first use.
@@ -63,19 +62,21 @@ func openStore(url string, timeout time.Duration) (*store, error) {
 		// them together (bench/run.sh -p update measures it; bench/README.md has the figures).
 		cfg.MaxConns = 16
 	}
+	if !strings.Contains(url, "default_query_exec_mode") {
+		cfg.BeforeConnect = queryMode(timeout)
+	}
 	cfg.ConnConfig.ConnectTimeout = timeout
-	// pgx gives up on a connection that timed out by sending a cancel request
-	// on a new connection and draining the old one, under a 15 s deadline, and
-	// the pool holds the old connection's slot until then: after the database
-	// stopped answering (a partition, a black hole), every slot would stay
-	// taken for 15 s once it is back. Bounding that cleanup by the statement
-	// timeout ends it sooner. Only the cleanup dials with a deadline further
-	// off than the timeout: a connect's own deadline is ConnectTimeout.
-	dialer := &net.Dialer{}
+	// pgx cleans up a connection that timed out (a cancel request on a new
+	// connection, then draining the old one) under a 15 s deadline, and the
+	// pool holds the old connection's slot until then: after a partition every
+	// slot would stay taken for 15 s once the database is back
+	// (TestFaultBlackhole). The dialer bounds that cleanup by the statement
+	// timeout: the cancel request's dial and its wait for an answer, and the
+	// drain's deadline (boundedConn). Only the cleanup dials with a deadline
+	// further off than the timeout: a connect's own deadline is ConnectTimeout.
+	dialer := &net.Dialer{Timeout: timeout}
 	cfg.ConnConfig.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
-		dialCtx, cancel := context.WithTimeout(ctx, timeout)
-		defer cancel()
-		conn, err := dialer.DialContext(dialCtx, network, addr)
+		conn, err := dialer.DialContext(ctx, network, addr)
 		if err != nil {
 			return nil, err
 		}

@@ -345,9 +345,16 @@ func TestFaultDatabaseCut(t *testing.T) {
 	checkNoLoss(t, "database cut", ty)
 }
 
+// TestFaultBlackhole: the database stops answering (a partition) while every
+// pooled connection is busy, so each of them times out. pgx then cleans up a
+// timed-out connection (a cancel request, then draining it) under a 15 s
+// deadline, and the pool holds its slot until then: without openStore's
+// dialer (the cancel request's deadline, boundedConn), no request gets a
+// connection for that long after the database answers again ("did not
+// recover within 10 s").
 func TestFaultBlackhole(t *testing.T) {
 	const timeout = 500 * time.Millisecond
-	e, proxy := faultEnv(t, timeout, "")
+	e, proxy := faultEnv(t, timeout, "pool_max_conns=4") // as many as load's workers
 	// settle warms the pool to its working size, then lets idle connections go,
 	// so goroutines and heap can be compared before and after.
 	settle := func() (int, uint64) {

@@ -78,16 +78,8 @@ func (s *streams) checkNotify(ctx context.Context, directURL string, log *slog.L
 		cfg.ConnectTimeout = s.db.timeout
 		to = &listenTo{cfg, "DATABASE_DIRECT_URL"}
 	}
-	// checkPooler has probed DATABASE_URL already, unless its query mode made that needless.
-	known := directURL == "" && s.db.pooled != nil
-	s.unprobed.Store(!known)
-	var conn *pgx.Conn
-	var err error
-	if known && *s.db.pooled {
-		err = fmt.Errorf("%s %w", to.name, errPooled)
-	} else {
-		conn, err = s.openListener(ctx, to)
-	}
+	s.unprobed.Store(true)
+	conn, err := s.openListener(ctx, to)
 	switch {
 	case err == nil:
 		closeConn(conn)

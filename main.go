@@ -223,13 +223,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	if err != nil {
 		return err
 	}
-	defer func() { db.pool.Close() }() // checkPooler may replace the pool
+	defer db.pool.Close()
 	startCtx, cancel := context.WithTimeout(ctx, cfg.StartupTimeout)
 	defer cancel()
 	if err := db.migrate(startCtx, log); err != nil {
 		return err
 	}
-	if err := db.checkPooler(startCtx, cfg.DatabaseURL, log); err != nil {
+	if err := db.checkQueryMode(startCtx); err != nil {
 		return err
 	}
 	m := newServer(log, db, cfg)
