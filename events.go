@@ -2,6 +2,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -63,21 +64,14 @@ func handleEvents(db *store, live *streams) userHandler {
 		// WriteTimeout bounds a request, not a stream: each write gets its own
 		// deadline, which a shutdown brings forward so that no write holds it up.
 		rc := http.NewResponseController(w)
-		ended := make(chan struct{})
-		defer close(ended)
-		go func() {
-			select {
-			case <-live.done:
-				rc.SetWriteDeadline(time.Now())
-			case <-ended:
-			}
-		}()
+		stop := context.AfterFunc(live.shutdown, func() { rc.SetWriteDeadline(time.Now()) })
+		defer stop()
 		w.WriteHeader(http.StatusOK)
 		send := func(b []byte) bool {
-			if live.closed() {
+			if live.shutdown.Err() != nil {
 				return false
 			}
-			rc.SetWriteDeadline(time.Now().Add(streamWriteWait))
+			rc.SetWriteDeadline(time.Now().Add(live.writeWait))
 			_, err := w.Write(b)
 			return err == nil && rc.Flush() == nil
 		}
@@ -128,7 +122,7 @@ func handleEvents(db *store, live *streams) userHandler {
 			select {
 			case <-r.Context().Done():
 				return
-			case <-live.done:
+			case <-live.shutdown.Done():
 				return
 			case <-maxAge.C:
 				return

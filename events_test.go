@@ -236,20 +236,12 @@ func TestEventsRetryAFailedRead(t *testing.T) {
 // listenerSessions picks, from pg_stat_activity, the listening sessions on the test database.
 const listenerSessions = `WHERE application_name = 'tasks listener' AND datname = current_database()`
 
-// directURL is what DATABASE_DIRECT_URL would be for the test database: "" (the
-// pool's own server) directly, or behind a pooler the server itself, from
-// TEST_DIRECT_DATABASE_URL; without it, the test is skipped.
+// directURL is testDirectURL; behind a pooler without TEST_DIRECT_DATABASE_URL, the test is skipped.
 func directURL(t *testing.T) string {
-	if !testPooled {
-		return ""
-	}
-	server := os.Getenv("TEST_DIRECT_DATABASE_URL")
-	if server == "" {
+	if testPooled && testDirectURL == "" {
 		t.Skip("behind a pooler: set TEST_DIRECT_DATABASE_URL to the database server itself")
 	}
-	u, own := must(url.Parse(server)), must(url.Parse(testURL))
-	u.Path = own.Path
-	return u.String()
+	return testDirectURL
 }
 
 // TestEventsListen: with the watcher's poll an hour apart, only the NOTIFY of
@@ -301,8 +293,8 @@ func TestEventsListen(t *testing.T) {
 // TestEventsFallback: where the watcher cannot listen, the log says why once,
 // and streams still get every write, by polling. A DATABASE_DIRECT_URL to
 // another database is caught by the start-up check: its session never hears
-// the pool's NOTIFY. Behind a transaction-mode pooler (CI's PgBouncer pass)
-// without one, every env polls.
+// the pool's NOTIFY. Behind a transaction-mode pooler (CI's PgBouncer pass),
+// an env without one polls, for the same reason.
 func TestEventsFallback(t *testing.T) {
 	other, why := testBaseURL, "did not come back to the listening session" // another database
 	if testPooled {

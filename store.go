@@ -301,7 +301,7 @@ func (s *store) versions(ctx context.Context, userIDs []string) (map[string]int6
 	return versions, storeError(err)
 }
 
-// notify sends payload on notifyChannel as a write does (listen.go: a session hears its own).
+// notify sends payload on notifyChannel as a write does (live.go: a session hears its own).
 func (s *store) notify(ctx context.Context, payload string) error {
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
@@ -313,6 +313,23 @@ func (s *store) notify(ctx context.Context, payload string) error {
 func listen(ctx context.Context, conn *pgx.Conn) error {
 	_, err := conn.Exec(ctx, `LISTEN `+notifyChannel)
 	return err
+}
+
+// keepListening names conn, a session that heard its own NOTIFY, for
+// pg_stat_activity, and keeps it however long it idles: settings that a
+// transaction-mode pooler would leave on other clients' server sessions (and
+// PgBouncer refuses idle_session_timeout as a startup parameter).
+func keepListening(ctx context.Context, conn *pgx.Conn) error {
+	_, err := conn.Exec(ctx, `SET application_name = 'tasks listener'; SET idle_session_timeout = 0`)
+	return err
+}
+
+// unlisten undoes listen on a session that did not hear its own NOTIFY:
+// behind a transaction-mode pooler, the LISTEN stays on a server session that
+// other clients get next, with every write's notification (at best: the
+// UNLISTEN may reach another one).
+func unlisten(ctx context.Context, conn *pgx.Conn) {
+	conn.Exec(ctx, `UNLISTEN *`)
 }
 
 // deleteOldTombstones forgets deletions older than retention and an hour: a
