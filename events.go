@@ -68,10 +68,11 @@ func handleEvents(db *store, live *streams) userHandler {
 		defer stop()
 		w.WriteHeader(http.StatusOK)
 		send := func(b []byte) bool {
+			// The deadline first: a shutdown that this look misses sets its own after it.
+			rc.SetWriteDeadline(time.Now().Add(live.writeWait))
 			if live.shutdown.Err() != nil {
 				return false
 			}
-			rc.SetWriteDeadline(time.Now().Add(live.writeWait))
 			_, err := w.Write(b)
 			return err == nil && rc.Flush() == nil
 		}

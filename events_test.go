@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -209,6 +210,85 @@ func TestEventsOutliveTimeoutsAndEndAtShutdown(t *testing.T) {
 	for ev := range s.events {
 		t.Fatalf("after shutdown the stream sent %+v", ev)
 	}
+}
+
+// TestEventsShutdownWhileSending: a shutdown that comes while a stream's
+// send is under way, after it looked for one and before it set its write
+// deadline, still ends the stream at once, though its client has stopped
+// reading and the write would wait streamWriteWait (an hour here). The
+// ResponseWriter around the server's own puts the shutdown exactly there.
+func TestEventsShutdownWhileSending(t *testing.T) {
+	user := newUser(t)
+	writer := newEnv(t, hsAuth())
+	for range 200 { // a first sync larger than what the sockets hold
+		writer.create(user, map[string]any{"title": "bulk", "description": strings.Repeat("x", maxDescription)})
+	}
+	log := slog.New(slog.DiscardHandler)
+	m := newServer(log, testDB, testConfig(hsAuth()))
+	m.live.writeWait = time.Hour
+	srv := httptest.NewUnstartedServer(nil)
+	shutdown, raced := make(chan error, 1), make(chan struct{})
+	srv.Config = newHTTPServer(m, log)
+	srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		m.ServeHTTP(&shutdownInSend{ResponseWriter: w, applied: make(chan struct{}), shutdown: func() {
+			close(raced)
+			go func() {
+				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				defer cancel()
+				shutdown <- srv.Config.Shutdown(ctx)
+			}()
+		}}, r)
+	})
+	srv.Listener = smallSendBuffers{srv.Listener}
+	srv.Start()
+	defer srv.Close()
+	conn := must(net.Dial("tcp", srv.Listener.Addr().String()))
+	defer conn.Close()
+	conn.(*net.TCPConn).SetReadBuffer(4 << 10)
+	fmt.Fprintf(conn, "GET /api/%s/events HTTP/1.1\r\nHost: tasks\r\nAuthorization: Bearer %s\r\n\r\n", user, tokenFor(t, user))
+	select { // and never read
+	case err := <-shutdown:
+		if err != nil {
+			t.Fatalf("shutdown with a stream's write stuck: %v", err)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("the stream never sent its first sync")
+	}
+	<-raced
+}
+
+// shutdownInSend passes everything on to the ResponseWriter beneath, but when
+// a stream's second send (its first sync, after retry:) sets its write
+// deadline, it first shuts the server down and waits until the shutdown has
+// set its own deadline.
+type shutdownInSend struct {
+	http.ResponseWriter
+	sends    int
+	shutdown func()
+	applied  chan struct{} // closed once the shutdown's deadline is set
+}
+
+func (w *shutdownInSend) SetWriteDeadline(t time.Time) error {
+	if time.Until(t) <= 0 {
+		defer close(w.applied)
+	} else if w.sends++; w.sends == 2 {
+		w.shutdown()
+		<-w.applied
+	}
+	return http.NewResponseController(w.ResponseWriter).SetWriteDeadline(t)
+}
+
+func (w *shutdownInSend) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// smallSendBuffers gives each connection it accepts a small send buffer, so that a client that does not read soon blocks a write.
+type smallSendBuffers struct{ net.Listener }
+
+func (l smallSendBuffers) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		c.(*net.TCPConn).SetWriteBuffer(4 << 10)
+	}
+	return c, err
 }
 
 // TestEventsRetryAFailedRead: a stream whose read of the feed fails (here, a
