@@ -14,13 +14,13 @@ import (
 // open streams when it cannot listen (live.go); how often a stream reads the
 // feed when not woken; how long a stream lasts (its client reconnects with a
 // fresh token); how long it may stay silent before a comment keeps proxies
-// from cutting it; how long one write may take; and the reconnection delay
-// clients are told (SSE's retry field).
+// from cutting it (the EventSource spec suggests about 15 s); how long one
+// write may take; and the reconnection delay clients are told (SSE's retry field).
 const (
 	streamPoll      = 500 * time.Millisecond
 	streamSafety    = 30 * time.Second
 	streamMaxAge    = 5 * time.Minute
-	streamHeartbeat = 25 * time.Second
+	streamHeartbeat = 15 * time.Second
 	streamWriteWait = 10 * time.Second
 	streamRetry     = 3 * time.Second
 )
@@ -49,8 +49,9 @@ func handleEvents(db *store, live *streams) userHandler {
 		}
 		h := w.Header()
 		h.Set("Content-Type", "text/event-stream")
-		h.Set("X-Accel-Buffering", "no") // nginx: pass each event on at once
-		if r.Method == http.MethodHead { // the headers a stream would have, and no stream
+		h.Set("X-Accel-Buffering", "no")                 // nginx: pass each event on at once
+		h.Set("Cache-Control", "no-store, no-transform") // compressing proxies (Express's compression()) too
+		if r.Method == http.MethodHead {                 // the headers a stream would have, and no stream
 			w.WriteHeader(http.StatusOK)
 			return
 		}

@@ -46,11 +46,12 @@ func (e *env) openStream(user string, header ...string) *stream {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "text/event-stream" {
+	e.t.Cleanup(func() { resp.Body.Close() })
+	// no-transform: a compressing proxy (Express's compression()) would hold the events back.
+	if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "text/event-stream" || resp.Header.Get("Cache-Control") != "no-store, no-transform" {
 		e.t.Fatalf("GET events = %d %v", resp.StatusCode, resp.Header)
 	}
 	s := &stream{t: e.t, resp: resp, events: make(chan sseEvent, 100)}
-	e.t.Cleanup(func() { resp.Body.Close() })
 	go func() {
 		defer close(s.events)
 		r := bufio.NewReader(resp.Body)
@@ -165,8 +166,12 @@ func TestEventsHeartbeatAndBounds(t *testing.T) {
 	if ev := s.next(true); ev.Comment == "" {
 		t.Fatalf("a quiet stream sent %+v, want a comment", ev)
 	}
-	if r := e.do("HEAD", "/api/"+user+"/events", tokenFor(t, user), nil); r.status != 200 || r.header.Get("Content-Type") != "text/event-stream" {
+	if r := e.do("HEAD", "/api/"+user+"/events", tokenFor(t, user), nil); r.status != 200 || r.header.Get("Content-Type") != "text/event-stream" || r.header.Get("Cache-Control") != "no-store, no-transform" {
 		t.Fatalf("HEAD events = %s %v", r, r.header)
+	}
+	// Some proxies cut a connection idle for 30 s; the EventSource spec suggests a comment every 15 s or so.
+	if beat := newServer(slog.New(slog.DiscardHandler), testDB, testConfig(hsAuth())).live.heartbeat; beat > 15*time.Second {
+		t.Fatalf("a quiet stream sends a comment every %s, want at most 15 s", beat)
 	}
 	for range maxStreamsPerUser - 1 { // the HEAD held no slot
 		e.openStream(user)
