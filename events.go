@@ -33,10 +33,11 @@ const (
 // "reset" whose data is {"detail": ...}: the client syncs from scratch. The
 // stream reads the feed when the watcher says it moved, sends a comment after
 // streamHeartbeat of silence, and ends when the client goes, the server shuts
-// down, streamMaxAge has passed, or the database has failed it for streamSafety:
-// the client reconnects with Last-Event-ID.
-func handleEvents(db *store, live *streams) userHandler {
-	return func(w http.ResponseWriter, r *http.Request, userID string) {
+// down, the token expires (until: its exp and clockLeeway), streamMaxAge has
+// passed, or the database has failed it for streamSafety: the client
+// reconnects with Last-Event-ID and a fresh token.
+func handleEvents(db *store, live *streams) streamHandler {
+	return func(w http.ResponseWriter, r *http.Request, userID string, until time.Time) {
 		now := time.Now()
 		cursor, first := feedCursor{feedPos{-1, 0}, now, -1, userTag(userID)}, true
 		if id := r.Header.Get("Last-Event-ID"); id != "" {
@@ -84,9 +85,9 @@ func handleEvents(db *store, live *streams) userHandler {
 		defer safety.Stop()
 		heartbeat := time.NewTimer(live.heartbeat)
 		defer heartbeat.Stop()
-		// A stream ends after streamMaxAge, so that a token expired or revoked since
-		// it opened stops reading; the client reconnects with a fresh token.
-		maxAge := time.NewTimer(streamMaxAge)
+		// A stream ends when its token expires, or after streamMaxAge, so that a
+		// token revoked since it opened stops reading.
+		maxAge := time.NewTimer(min(streamMaxAge, time.Until(until)))
 		defer maxAge.Stop()
 		var retry <-chan time.Time // after a failed read
 		var failingSince time.Time

@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/golang-jwt/jwt/v5"
 	"github.com/jackc/pgx/v5"
 )
 
@@ -294,6 +295,29 @@ func (l smallSendBuffers) Accept() (net.Conn, error) {
 		c.(*net.TCPConn).SetWriteBuffer(4 << 10)
 	}
 	return c, err
+}
+
+// TestEventsEndWithTheToken: a stream ends when its token does (exp, and
+// clockLeeway after it), though streamMaxAge has not passed; a token the
+// verifier remembers too. The client reconnects with a fresh token.
+func TestEventsEndWithTheToken(t *testing.T) {
+	e := newEnv(t, hsAuth())
+	user := newUser(t)
+	token := hsToken(t, jwt.MapClaims{"sub": user, "exp": time.Now().Add(3*time.Second - clockLeeway).Unix()})
+	first := e.openStream(user, "Authorization", "Bearer "+token)
+	remembered := e.openStream(user, "Authorization", "Bearer "+token)
+	for _, s := range []*stream{first, remembered} {
+		s.next(false)
+		ended := time.After(time.Minute)
+		for open := true; open; {
+			select {
+			case _, open = <-s.events:
+			case <-ended:
+				t.Fatal("the stream outlived its token by a minute")
+			}
+		}
+	}
+	e.want(e.do("GET", "/api/"+user+"/events", token, nil), 401, "a stream with the expired token")
 }
 
 // TestEventsRetryAFailedRead: a stream whose read of the feed fails (here, a

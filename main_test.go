@@ -473,7 +473,7 @@ func TestTokenNeedsOnlyTheSecret(t *testing.T) {
 		t.Fatalf("token with other settings wrong = %v, want a token", err)
 	}
 	v := newVerifier(hsAuth(), http.DefaultClient, slog.New(slog.DiscardHandler))
-	if sub, err := v.verify(strings.TrimSpace(out.String())); err != nil || sub != "u1" {
+	if sub, _, err := v.verify(strings.TrimSpace(out.String())); err != nil || sub != "u1" {
 		t.Fatalf("the printed token verifies as %q, %v; want u1", sub, err)
 	}
 }
