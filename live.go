@@ -183,9 +183,10 @@ func (s *streams) watch(ctx context.Context) {
 // listen: it dials again after each failure, and stops for good on a verdict.
 // The log says each move between listening and polling.
 func (s *streams) listenOn(ctx context.Context, listening *atomic.Bool) {
-	for wait, polling := listenRedial, false; s.listen.Load() != nil; wait = min(2*wait, listenRedialMax) {
+	wait, polling := listenRedial, false
+	for cfg := s.listen.Load(); cfg != nil; cfg = s.listen.Load() {
 		var since time.Time // when the session was trusted
-		err := s.session(ctx, func() {
+		err := s.session(ctx, cfg, func() {
 			since = time.Now()
 			listening.Store(true)
 			s.mu.Lock()
@@ -217,18 +218,19 @@ func (s *streams) listenOn(ctx context.Context, listening *atomic.Bool) {
 			return
 		case <-time.After(wait):
 		}
+		wait = min(2*wait, listenRedialMax)
 	}
 }
 
-// session opens a session that LISTENs, and checks that it hears a NOTIFY
+// session opens a session of cfg's that LISTENs, and checks that it hears a NOTIFY
 // sent through the pool, as a write's is: a session on another database, or
 // one that a transaction-mode pooler serves, never does. Then it calls trusted
 // and wakes the streams each notification names, checking itself again after
 // listenPing of silence, until ctx ends or the session fails.
-func (s *streams) session(ctx context.Context, trusted func()) error {
+func (s *streams) session(ctx context.Context, cfg *pgx.ConnConfig, trusted func()) error {
 	dialCtx, cancel := context.WithTimeout(ctx, 2*s.db.timeout) // connect, then LISTEN
 	defer cancel()
-	conn, err := pgx.ConnectConfig(dialCtx, s.listen.Load())
+	conn, err := pgx.ConnectConfig(dialCtx, cfg)
 	if err != nil {
 		return err
 	}
@@ -308,7 +310,7 @@ func (s *streams) checkNotify(ctx context.Context, directURL string, log *slog.L
 	s.listen.Store(cfg)
 	checkCtx, trusted := context.WithCancel(ctx) // the check ends once the session is trusted
 	defer trusted()
-	switch err := s.session(checkCtx, trusted); {
+	switch err := s.session(checkCtx, cfg, trusted); {
 	case checkCtx.Err() != nil && ctx.Err() == nil:
 		log.Info("live updates listen for NOTIFY", "channel", notifyChannel)
 	case verdict(err):
