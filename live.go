@@ -222,11 +222,11 @@ func (s *streams) listenOn(ctx context.Context, listening *atomic.Bool) {
 	}
 }
 
-// session opens a session of cfg's that LISTENs, and checks that it hears a NOTIFY
-// sent through the pool, as a write's is: a session on another database, or
-// one that a transaction-mode pooler serves, never does. Then it calls trusted
-// and wakes the streams each notification names, checking itself again after
-// listenPing of silence, until ctx ends or the session fails.
+// session opens a session of cfg's that LISTENs, and checks that it hears a
+// NOTIFY sent through the pool, as a write's is: a session on another
+// database, or one that a transaction-mode pooler serves, never does. Then it
+// calls trusted and wakes the streams each notification names, checking
+// itself again after listenPing of silence, until ctx ends or the session fails.
 func (s *streams) session(ctx context.Context, cfg *pgx.ConnConfig, trusted func()) error {
 	dialCtx, cancel := context.WithTimeout(ctx, 2*s.db.timeout) // connect, then LISTEN
 	defer cancel()
