@@ -315,22 +315,18 @@ func listen(ctx context.Context, conn *pgx.Conn) error {
 	return err
 }
 
-// keepListening names conn, a session that heard its own NOTIFY, for
-// pg_stat_activity, and keeps it however long it idles: settings that a
-// transaction-mode pooler would leave on other clients' server sessions (and
-// PgBouncer refuses idle_session_timeout as a startup parameter).
+// keepListening names conn, once it has heard its own NOTIFY, and keeps it
+// however long it idles: behind a transaction-mode pooler these settings would
+// stay on a server session that other clients get next (and PgBouncer refuses
+// idle_session_timeout as a startup parameter).
 func keepListening(ctx context.Context, conn *pgx.Conn) error {
 	_, err := conn.Exec(ctx, `SET application_name = 'tasks listener'; SET idle_session_timeout = 0`)
 	return err
 }
 
-// unlisten undoes listen on a session that did not hear its own NOTIFY:
-// behind a transaction-mode pooler, the LISTEN stays on a server session that
-// other clients get next, with every write's notification (at best: the
-// UNLISTEN may reach another one).
-func unlisten(ctx context.Context, conn *pgx.Conn) {
-	conn.Exec(ctx, `UNLISTEN *`)
-}
+// unlisten undoes listen on a session that did not hear its own NOTIFY, so
+// that no pooler's server session keeps it for other clients (at best: it may reach another).
+func unlisten(ctx context.Context, conn *pgx.Conn) { conn.Exec(ctx, `UNLISTEN *`) }
 
 // deleteOldTombstones forgets deletions older than retention and an hour: a
 // margin for a delete whose transaction began (its deleted_at) before a feed
