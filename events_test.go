@@ -303,7 +303,7 @@ func (l smallSendBuffers) Accept() (net.Conn, error) {
 func TestEventsEndWithTheToken(t *testing.T) {
 	e := newEnv(t, hsAuth())
 	user := newUser(t)
-	token := hsToken(t, jwt.MapClaims{"sub": user, "exp": time.Now().Add(3*time.Second - clockLeeway).Unix()})
+	token := hsToken(t, jwt.MapClaims{"sub": user, "exp": time.Now().Add(5*time.Second - clockLeeway).Unix()})
 	first := e.openStream(user, "Authorization", "Bearer "+token)
 	remembered := e.openStream(user, "Authorization", "Bearer "+token)
 	for _, s := range []*stream{first, remembered} {
