@@ -198,39 +198,40 @@ func (v *verifier) key(t *jwt.Token) (any, error) {
 	return v.jwks.key(kid, t.Method.Alg())
 }
 
-// verify checks a bearer token and returns the user id it carries.
-func (v *verifier) verify(token string) (string, error) {
+// verify checks a bearer token and returns the user id it carries, and until
+// when the token is valid: its exp and clockLeeway.
+func (v *verifier) verify(token string) (sub string, until time.Time, err error) {
 	now := time.Now()
 	v.mu.RLock()
 	known, ok := v.verified[token]
 	v.mu.RUnlock()
 	if ok && now.Before(known.expires.Add(clockLeeway)) && now.After(known.notBefore.Add(-clockLeeway)) {
-		return known.sub, nil
+		return known.sub, known.expires.Add(clockLeeway), nil
 	}
 	if len(token) > maxTokenBytes {
-		return "", refused("too large")
+		return "", until, refused("too large")
 	}
 	// The header is read as golang-jwt reads it, where a repeated member (two
 	// alg) counts last; a proxy may have checked the first. Refused, as in claims.
 	header, _, _ := strings.Cut(token, ".")
 	if b, err := base64.RawURLEncoding.DecodeString(header); err != nil {
-		return "", refused("malformed")
+		return "", until, refused("malformed")
 	} else if _, err := decodeObject(b); err != nil {
-		return "", refused("malformed")
+		return "", until, refused("malformed")
 	}
 	var c claims
 	t, err := v.parser.ParseWithClaims(token, &c, v.key)
 	if err != nil {
-		return "", refusal(err)
+		return "", until, refusal(err)
 	}
 	if _, hmac := t.Method.(*jwt.SigningMethodHMAC); !hmac {
 		if v.cfg.JWKSIssuer != "" && c.Issuer != v.cfg.JWKSIssuer ||
 			v.cfg.JWKSAudience != "" && !slices.Contains(c.Audience, v.cfg.JWKSAudience) {
-			return "", refused("wrong issuer or audience")
+			return "", until, refused("wrong issuer or audience")
 		}
 	}
 	if !validUserID(c.Subject) {
-		return "", refused("malformed")
+		return "", until, refused("malformed")
 	}
 	if len(token) <= maxCachedToken {
 		entry := verifiedToken{sub: c.Subject, expires: c.ExpiresAt.Time} // exp is required
@@ -239,7 +240,7 @@ func (v *verifier) verify(token string) (string, error) {
 		}
 		v.remember(token, entry, now)
 	}
-	return c.Subject, nil
+	return c.Subject, c.ExpiresAt.Add(clockLeeway), nil
 }
 
 // remember keeps a verified token; when the cache is full it first drops the
@@ -291,13 +292,21 @@ func bearerToken(r *http.Request) (string, error) {
 // userHandler serves a request on behalf of an authenticated user.
 type userHandler func(w http.ResponseWriter, r *http.Request, userID string)
 
+// streamHandler is a userHandler that lasts, and so must know until when the token is valid.
+type streamHandler func(w http.ResponseWriter, r *http.Request, userID string, until time.Time)
+
 // authenticate answers 401 without a valid token (503 + Retry-After while the
 // JWKS that would check it cannot be fetched), 429 when the token's user is over
 // their rate, and 403 when the path's user_id is not the token's subject;
 // otherwise it calls h with the user id. A nil limit admits every request.
 func authenticate(v *verifier, limit *rateLimiter, h userHandler) http.Handler {
+	return authenticateStream(v, limit, func(w http.ResponseWriter, r *http.Request, userID string, _ time.Time) { h(w, r, userID) })
+}
+
+// authenticateStream is authenticate for a streamHandler.
+func authenticateStream(v *verifier, limit *rateLimiter, h streamHandler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		userID, err := admit(v, limit, w, r)
+		userID, until, err := admit(v, limit, w, r)
 		if err != nil {
 			writeError(w, r, err)
 			if refused, ok := errors.AsType[*tokenRefused](err); ok {
@@ -306,34 +315,33 @@ func authenticate(v *verifier, limit *rateLimiter, h userHandler) http.Handler {
 			}
 			return
 		}
-		h(w, r, userID)
+		h(w, r, userID, until)
 	})
 }
 
-// admit checks the request's token, rate and path, and returns its user id.
-func admit(v *verifier, limit *rateLimiter, w http.ResponseWriter, r *http.Request) (string, error) {
+// admit checks the request's token, rate and path, and returns its user id and until when the token is valid.
+func admit(v *verifier, limit *rateLimiter, w http.ResponseWriter, r *http.Request) (userID string, until time.Time, err error) {
 	token, err := bearerToken(r)
 	if err != nil {
-		return "", err
+		return "", until, err
 	}
-	userID, err := v.verify(token)
-	if err != nil {
+	if userID, until, err = v.verify(token); err != nil {
 		if errors.Is(err, errNoKeySet) {
 			w.Header().Set("Retry-After", "1") // jwks tries a fetch at most once a second
 		}
-		return "", err
+		return "", until, err
 	}
 	noteUser(w, userID)
 	if limit != nil {
 		if ok, wait := limit.allow(userID, time.Now()); !ok {
 			w.Header().Set("Retry-After", strconv.Itoa(int(wait/time.Second)+1))
-			return "", errTooMany
+			return "", until, errTooMany
 		}
 	}
 	if r.PathValue("user_id") != userID {
-		return "", errForbidden
+		return "", until, errForbidden
 	}
-	return userID, nil
+	return userID, until, nil
 }
 
 // mintToken signs an HS256 token for userID, as a Next.js route with the shared secret would.

@@ -171,11 +171,11 @@ func TestVerifiedTokenCacheExpires(t *testing.T) {
 	v := newVerifier(hsAuth(), http.DefaultClient, slog.New(slog.DiscardHandler))
 	expired := hsToken(t, jwt.MapClaims{"sub": "u1", "exp": time.Now().Add(-time.Minute).Unix()})
 	v.verified[expired] = verifiedToken{sub: "u1", expires: time.Now().Add(-time.Minute)}
-	if _, err := v.verify(expired); !errors.Is(err, errExpiredToken) {
+	if _, _, err := v.verify(expired); !errors.Is(err, errExpiredToken) {
 		t.Fatalf("an expired token the cache remembers: verify = %v, want %v", err, errExpiredToken)
 	}
 	fresh := tokenFor(t, "u2")
-	if sub, err := v.verify(fresh); err != nil || sub != "u2" || v.verified[fresh].sub != "u2" {
+	if sub, _, err := v.verify(fresh); err != nil || sub != "u2" || v.verified[fresh].sub != "u2" {
 		t.Fatalf("a fresh token: verify = %q, %v; remembered %+v", sub, err, v.verified[fresh])
 	}
 }
@@ -195,7 +195,7 @@ func FuzzVerify(f *testing.F) {
 	ed.Header["kid"] = "ed"
 	f.Add(must(ed.SignedString(edKey)))
 	f.Fuzz(func(t *testing.T, token string) {
-		sub, err := v.verify(token)
+		sub, _, err := v.verify(token)
 		if err != nil {
 			var se *statusError
 			if !errors.As(err, &se) || se.status != 401 {
@@ -263,7 +263,7 @@ func TestTokenRefused(t *testing.T) {
 	e.want(e.do("GET", "/api/"+user+"/tasks", good, nil), 200, "numeric exp, nbf and iat")
 	// A token longer than any header can carry is refused before it is parsed.
 	v := newVerifier(hsAuth(), http.DefaultClient, slog.New(slog.DiscardHandler))
-	if _, err := v.verify(strings.Repeat("a", maxTokenBytes+1)); err == nil || err.Error() != "token refused: too large" {
+	if _, _, err := v.verify(strings.Repeat("a", maxTokenBytes+1)); err == nil || err.Error() != "token refused: too large" {
 		t.Fatalf("verify of a token over the header limit = %v, want too large", err)
 	}
 }

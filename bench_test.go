@@ -175,7 +175,7 @@ func BenchmarkVerify(b *testing.B) {
 			b.ReportAllocs()
 			b.RunParallel(func(pb *testing.PB) {
 				for pb.Next() {
-					if _, err := v.verify(c.token); err != nil {
+					if _, _, err := v.verify(c.token); err != nil {
 						b.Fatal(err)
 					}
 				}
@@ -185,7 +185,7 @@ func BenchmarkVerify(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
 				clear(v.verified)
-				if _, err := v.verify(c.token); err != nil {
+				if _, _, err := v.verify(c.token); err != nil {
 					b.Fatal(err)
 				}
 			}

@@ -2,6 +2,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -13,13 +14,13 @@ import (
 // open streams when it cannot listen (live.go); how often a stream reads the
 // feed when not woken; how long a stream lasts (its client reconnects with a
 // fresh token); how long it may stay silent before a comment keeps proxies
-// from cutting it; how long one write may take; and the reconnection delay
-// clients are told (SSE's retry field).
+// from cutting it (the EventSource spec suggests about 15 s); how long one
+// write may take; and the reconnection delay clients are told (SSE's retry field).
 const (
 	streamPoll      = 500 * time.Millisecond
 	streamSafety    = 30 * time.Second
 	streamMaxAge    = 5 * time.Minute
-	streamHeartbeat = 25 * time.Second
+	streamHeartbeat = 15 * time.Second
 	streamWriteWait = 10 * time.Second
 	streamRetry     = 3 * time.Second
 )
@@ -32,10 +33,11 @@ const (
 // "reset" whose data is {"detail": ...}: the client syncs from scratch. The
 // stream reads the feed when the watcher says it moved, sends a comment after
 // streamHeartbeat of silence, and ends when the client goes, the server shuts
-// down, streamMaxAge has passed, or the database has failed it for streamSafety:
-// the client reconnects with Last-Event-ID.
-func handleEvents(db *store, live *streams) userHandler {
-	return func(w http.ResponseWriter, r *http.Request, userID string) {
+// down, the token expires (until: its exp and clockLeeway), streamMaxAge has
+// passed, or the database has failed it for streamSafety: the client
+// reconnects with Last-Event-ID and a fresh token.
+func handleEvents(db *store, live *streams) streamHandler {
+	return func(w http.ResponseWriter, r *http.Request, userID string, until time.Time) {
 		now := time.Now()
 		cursor, first := feedCursor{-1, now, -1, userTag(userID)}, true
 		if id := r.Header.Get("Last-Event-ID"); id != "" {
@@ -48,8 +50,9 @@ func handleEvents(db *store, live *streams) userHandler {
 		}
 		h := w.Header()
 		h.Set("Content-Type", "text/event-stream")
-		h.Set("X-Accel-Buffering", "no") // nginx: pass each event on at once
-		if r.Method == http.MethodHead { // the headers a stream would have, and no stream
+		h.Set("X-Accel-Buffering", "no")                 // nginx: pass each event on at once
+		h.Set("Cache-Control", "no-store, no-transform") // compressing proxies (Express's compression()) too
+		if r.Method == http.MethodHead {                 // the headers a stream would have, and no stream
 			w.WriteHeader(http.StatusOK)
 			return
 		}
@@ -63,21 +66,15 @@ func handleEvents(db *store, live *streams) userHandler {
 		// WriteTimeout bounds a request, not a stream: each write gets its own
 		// deadline, which a shutdown brings forward so that no write holds it up.
 		rc := http.NewResponseController(w)
-		ended := make(chan struct{})
-		defer close(ended)
-		go func() {
-			select {
-			case <-live.done:
-				rc.SetWriteDeadline(time.Now())
-			case <-ended:
-			}
-		}()
+		stop := context.AfterFunc(live.shutdown, func() { rc.SetWriteDeadline(time.Now()) })
+		defer stop()
 		w.WriteHeader(http.StatusOK)
 		send := func(b []byte) bool {
-			if live.closed() {
+			// The deadline first: a shutdown that this look misses sets its own after it.
+			rc.SetWriteDeadline(time.Now().Add(live.writeWait))
+			if live.shutdown.Err() != nil {
 				return false
 			}
-			rc.SetWriteDeadline(time.Now().Add(streamWriteWait))
 			_, err := w.Write(b)
 			return err == nil && rc.Flush() == nil
 		}
@@ -88,9 +85,9 @@ func handleEvents(db *store, live *streams) userHandler {
 		defer safety.Stop()
 		heartbeat := time.NewTimer(live.heartbeat)
 		defer heartbeat.Stop()
-		// A stream ends after streamMaxAge, so that a token expired or revoked since
-		// it opened stops reading; the client reconnects with a fresh token.
-		maxAge := time.NewTimer(streamMaxAge)
+		// A stream ends when its token expires, or after streamMaxAge, so that a
+		// token revoked since it opened stops reading.
+		maxAge := time.NewTimer(min(streamMaxAge, time.Until(until)))
 		defer maxAge.Stop()
 		var retry <-chan time.Time // after a failed read
 		var failingSince time.Time
@@ -128,7 +125,7 @@ func handleEvents(db *store, live *streams) userHandler {
 			select {
 			case <-r.Context().Done():
 				return
-			case <-live.done:
+			case <-live.shutdown.Done():
 				return
 			case <-maxAge.C:
 				return

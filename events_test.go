@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -17,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/golang-jwt/jwt/v5"
 	"github.com/jackc/pgx/v5"
 )
 
@@ -44,11 +46,12 @@ func (e *env) openStream(user string, header ...string) *stream {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "text/event-stream" {
+	e.t.Cleanup(func() { resp.Body.Close() })
+	// no-transform: a compressing proxy (Express's compression()) would hold the events back.
+	if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "text/event-stream" || resp.Header.Get("Cache-Control") != "no-store, no-transform" {
 		e.t.Fatalf("GET events = %d %v", resp.StatusCode, resp.Header)
 	}
 	s := &stream{t: e.t, resp: resp, events: make(chan sseEvent, 100)}
-	e.t.Cleanup(func() { resp.Body.Close() })
 	go func() {
 		defer close(s.events)
 		r := bufio.NewReader(resp.Body)
@@ -163,8 +166,12 @@ func TestEventsHeartbeatAndBounds(t *testing.T) {
 	if ev := s.next(true); ev.Comment == "" {
 		t.Fatalf("a quiet stream sent %+v, want a comment", ev)
 	}
-	if r := e.do("HEAD", "/api/"+user+"/events", tokenFor(t, user), nil); r.status != 200 || r.header.Get("Content-Type") != "text/event-stream" {
+	if r := e.do("HEAD", "/api/"+user+"/events", tokenFor(t, user), nil); r.status != 200 || r.header.Get("Content-Type") != "text/event-stream" || r.header.Get("Cache-Control") != "no-store, no-transform" {
 		t.Fatalf("HEAD events = %s %v", r, r.header)
+	}
+	// Some proxies cut a connection idle for 30 s; the EventSource spec suggests a comment every 15 s or so.
+	if beat := newServer(slog.New(slog.DiscardHandler), testDB, testConfig(hsAuth())).live.heartbeat; beat > 15*time.Second {
+		t.Fatalf("a quiet stream sends a comment every %s, want at most 15 s", beat)
 	}
 	for range maxStreamsPerUser - 1 { // the HEAD held no slot
 		e.openStream(user)
@@ -210,6 +217,108 @@ func TestEventsOutliveTimeoutsAndEndAtShutdown(t *testing.T) {
 	}
 }
 
+// TestEventsShutdownWhileSending: a shutdown that comes while a stream's
+// send is under way, after it looked for one and before it set its write
+// deadline, still ends the stream at once, though its client has stopped
+// reading and the write would wait streamWriteWait (an hour here). The
+// ResponseWriter around the server's own puts the shutdown exactly there.
+func TestEventsShutdownWhileSending(t *testing.T) {
+	user := newUser(t)
+	writer := newEnv(t, hsAuth())
+	for range 200 { // a first sync larger than what the sockets hold
+		writer.create(user, map[string]any{"title": "bulk", "description": strings.Repeat("x", maxDescription)})
+	}
+	log := slog.New(slog.DiscardHandler)
+	m := newServer(log, testDB, testConfig(hsAuth()))
+	m.live.writeWait = time.Hour
+	srv := httptest.NewUnstartedServer(nil)
+	shutdown, raced := make(chan error, 1), make(chan struct{})
+	srv.Config = newHTTPServer(m, log)
+	srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		m.ServeHTTP(&shutdownInSend{ResponseWriter: w, applied: make(chan struct{}), shutdown: func() {
+			close(raced)
+			go func() {
+				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				defer cancel()
+				shutdown <- srv.Config.Shutdown(ctx)
+			}()
+		}}, r)
+	})
+	srv.Listener = smallSendBuffers{srv.Listener}
+	srv.Start()
+	defer srv.Close()
+	conn := must(net.Dial("tcp", srv.Listener.Addr().String()))
+	defer conn.Close()
+	conn.(*net.TCPConn).SetReadBuffer(4 << 10)
+	fmt.Fprintf(conn, "GET /api/%s/events HTTP/1.1\r\nHost: tasks\r\nAuthorization: Bearer %s\r\n\r\n", user, tokenFor(t, user))
+	select { // and never read
+	case err := <-shutdown:
+		if err != nil {
+			t.Fatalf("shutdown with a stream's write stuck: %v", err)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("the stream never sent its first sync")
+	}
+	<-raced
+}
+
+// shutdownInSend passes everything on to the ResponseWriter beneath, but when
+// a stream's second send (its first sync, after retry:) sets its write
+// deadline, it first shuts the server down and waits until the shutdown has
+// set its own deadline.
+type shutdownInSend struct {
+	http.ResponseWriter
+	sends    int
+	shutdown func()
+	applied  chan struct{} // closed once the shutdown's deadline is set
+}
+
+func (w *shutdownInSend) SetWriteDeadline(t time.Time) error {
+	if time.Until(t) <= 0 {
+		defer close(w.applied)
+	} else if w.sends++; w.sends == 2 {
+		w.shutdown()
+		<-w.applied
+	}
+	return http.NewResponseController(w.ResponseWriter).SetWriteDeadline(t)
+}
+
+func (w *shutdownInSend) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// smallSendBuffers gives each connection it accepts a small send buffer, so that a client that does not read soon blocks a write.
+type smallSendBuffers struct{ net.Listener }
+
+func (l smallSendBuffers) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		c.(*net.TCPConn).SetWriteBuffer(4 << 10)
+	}
+	return c, err
+}
+
+// TestEventsEndWithTheToken: a stream ends when its token does (exp, and
+// clockLeeway after it), though streamMaxAge has not passed; a token the
+// verifier remembers too. The client reconnects with a fresh token.
+func TestEventsEndWithTheToken(t *testing.T) {
+	e := newEnv(t, hsAuth())
+	user := newUser(t)
+	token := hsToken(t, jwt.MapClaims{"sub": user, "exp": time.Now().Add(5*time.Second - clockLeeway).Unix()})
+	first := e.openStream(user, "Authorization", "Bearer "+token)
+	remembered := e.openStream(user, "Authorization", "Bearer "+token)
+	for _, s := range []*stream{first, remembered} {
+		s.next(false)
+		ended := time.After(time.Minute)
+		for open := true; open; {
+			select {
+			case _, open = <-s.events:
+			case <-ended:
+				t.Fatal("the stream outlived its token by a minute")
+			}
+		}
+	}
+	e.want(e.do("GET", "/api/"+user+"/events", token, nil), 401, "a stream with the expired token")
+}
+
 // TestEventsRetryAFailedRead: a stream whose read of the feed fails (here, a
 // statement timeout while another session locks the tombstones) tries again
 // a second later, rather than at its next heartbeat.
@@ -235,20 +344,12 @@ func TestEventsRetryAFailedRead(t *testing.T) {
 // listenerSessions picks, from pg_stat_activity, the listening sessions on the test database.
 const listenerSessions = `WHERE application_name = 'tasks listener' AND datname = current_database()`
 
-// directURL is what DATABASE_DIRECT_URL would be for the test database: "" (the
-// pool's own server) directly, or behind a pooler the server itself, from
-// TEST_DIRECT_DATABASE_URL; without it, the test is skipped.
+// directURL is testDirectURL; behind a pooler without TEST_DIRECT_DATABASE_URL, the test is skipped.
 func directURL(t *testing.T) string {
-	if !testPooled {
-		return ""
-	}
-	server := os.Getenv("TEST_DIRECT_DATABASE_URL")
-	if server == "" {
+	if testPooled && testDirectURL == "" {
 		t.Skip("behind a pooler: set TEST_DIRECT_DATABASE_URL to the database server itself")
 	}
-	u, own := must(url.Parse(server)), must(url.Parse(testURL))
-	u.Path = own.Path
-	return u.String()
+	return testDirectURL
 }
 
 // TestEventsListen: with the watcher's poll an hour apart, only the NOTIFY of
@@ -300,8 +401,8 @@ func TestEventsListen(t *testing.T) {
 // TestEventsFallback: where the watcher cannot listen, the log says why once,
 // and streams still get every write, by polling. A DATABASE_DIRECT_URL to
 // another database is caught by the start-up check: its session never hears
-// the pool's NOTIFY. Behind a transaction-mode pooler (CI's PgBouncer pass)
-// without one, every env polls.
+// the pool's NOTIFY. Behind a transaction-mode pooler (CI's PgBouncer pass),
+// an env without one polls, for the same reason.
 func TestEventsFallback(t *testing.T) {
 	other, why := testBaseURL, "did not come back to the listening session" // another database
 	if testPooled {

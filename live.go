@@ -1,55 +1,43 @@
-// live.go holds what wakes the event streams: their count, and one watcher per process that learns of each write on any replica by LISTEN/NOTIFY, or by polling when it cannot listen.
+// live.go holds what wakes the event streams: their count, and one watcher per process that learns of each write on any replica by LISTEN/NOTIFY on a session of its own, or by polling when it cannot listen.
 package main
 
 import (
 	"cmp"
 	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
 	"log/slog"
 	"maps"
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
-// streams counts the open event streams, per user and in all, wakes those of
-// a user whose feed moved, and ends every one of them at once when the server
-// shuts down. While any stream is open, one watcher per process learns of the
-// writes: from the NOTIFY each write sends at commit, on a session of its own
-// (listen.go), or, without one, by reading every poll the versions of all the
-// users with open streams in one statement. It outlives the last stream by
-// linger, so that a stream reopened at once finds it listening.
-type streams struct {
-	db              *store
-	log             *slog.Logger
-	listen          atomic.Pointer[listenTo] // where to LISTEN (checkNotify); nil: the watcher polls
-	unprobed        atomic.Bool              // listen's server not yet probed for a pooler
-	mu              sync.Mutex
-	users           map[string]*watchedUser // the users with open streams
-	total, maxAll   int
-	stopWatch       context.CancelFunc // ends the watcher; nil while none runs
-	idle            *time.Timer        // ends the watcher linger after the last stream
-	done            chan struct{}      // closed by close
-	closeOnce       sync.Once
-	poll, heartbeat time.Duration // streamPoll and streamHeartbeat; shorter in tests
-	linger          time.Duration // watchLinger; shorter in tests
-	retention       time.Duration // SYNC_RETENTION
-}
+// notifyChannel is the channel on which migration 11's trigger notifies, at
+// each write's commit, the user's new version and id: "VERSION USER_ID".
+const notifyChannel = "task_changes"
 
-// watchedUser is a user with open streams, as the watcher keeps them.
-type watchedUser struct {
-	streams int
-	changed chan struct{} // closed when the user's version moves; nil until a stream waits on it
-	version int64         // the version the watcher saw last
-	seen    bool          // whether it has seen one
-}
-
-// watchLinger is how long the watcher, and its session, outlive the last stream.
-const watchLinger = time.Minute
+// Watcher timings: how long it outlives the last stream; how long a session's
+// own NOTIFY may take to come back; how long a session may hear nothing before
+// it checks itself again (a session the network lost says nothing); and how
+// soon a failed session is dialled again: a second, twice that after each
+// failure in a row (up to listenRedialMax), until one lasts listenSteady.
+const (
+	watchLinger     = time.Minute
+	notifyCheckWait = 5 * time.Second
+	listenPing      = 30 * time.Second
+	listenRedial    = time.Second
+	listenRedialMax = 30 * time.Second
+	listenSteady    = time.Minute
+)
 
 // maxStreamsPerUser bounds one user's open streams: a laptop and a phone, with tabs.
 const maxStreamsPerUser = 10
@@ -58,14 +46,45 @@ var (
 	errStreamLimit  = &statusError{http.StatusTooManyRequests, "Too many open event streams for this user (at most " + strconv.Itoa(maxStreamsPerUser) + "): close one"}
 	errStreamsFull  = &statusError{http.StatusServiceUnavailable, "Too many open event streams on this server: try again shortly"}
 	errShuttingDown = &statusError{http.StatusServiceUnavailable, "Shutting down: reconnect"}
+	errNotifyLost   = errors.New("did not come back to the listening session within " + notifyCheckWait.String())
 )
+
+// streams counts the open event streams, per user and in all, wakes those of
+// a user whose feed moved, and ends them all when the server shuts down (close,
+// for http.Server.RegisterOnShutdown: the drain does not wait on them, and
+// their clients reconnect elsewhere with Last-Event-ID). While any stream is
+// open, and for linger after, a watcher learns of the writes.
+type streams struct {
+	db            *store
+	log           *slog.Logger
+	listen        atomic.Pointer[pgx.ConnConfig] // the session the watcher listens on (checkNotify); nil: it polls
+	notifyLost    error                          // errNotifyLost, with what it means for listen's settings
+	mu            sync.Mutex
+	users         map[string]*watchedUser // the users with open streams
+	total, maxAll int
+	stopWatch     context.CancelFunc // ends the watcher; nil while none runs
+	idle          *time.Timer        // ends the watcher linger after the last stream
+	shutdown      context.Context    // done once close is called
+	close         context.CancelFunc
+	// streamPoll, streamHeartbeat, watchLinger, SYNC_RETENTION and streamWriteWait; tests change some
+	poll, heartbeat, linger, retention, writeWait time.Duration
+}
+
+// watchedUser is a user with open streams, as the watcher keeps them.
+type watchedUser struct {
+	streams int
+	changed chan struct{} // closed when the user's version moves; nil until a stream waits on it
+	version int64         // the version the watcher saw last; -1: none yet
+}
 
 // newStreams bounds the server's open streams to maxAll (MAX_STREAMS); a zero
 // poll, heartbeat or linger is streamPoll, streamHeartbeat or watchLinger. Its
 // watcher polls until checkNotify finds a session to listen on.
 func newStreams(db *store, log *slog.Logger, maxAll int, retention, poll, heartbeat, linger time.Duration) *streams {
-	return &streams{db: db, log: log, users: map[string]*watchedUser{}, maxAll: maxAll, done: make(chan struct{}),
-		poll: cmp.Or(poll, streamPoll), heartbeat: cmp.Or(heartbeat, streamHeartbeat), linger: cmp.Or(linger, watchLinger), retention: retention}
+	s := &streams{db: db, log: log, users: map[string]*watchedUser{}, maxAll: maxAll, retention: retention,
+		poll: cmp.Or(poll, streamPoll), heartbeat: cmp.Or(heartbeat, streamHeartbeat), linger: cmp.Or(linger, watchLinger), writeWait: streamWriteWait}
+	s.shutdown, s.close = context.WithCancel(context.Background())
+	return s
 }
 
 // open counts a new stream for the user, unless the user or the server holds
@@ -73,30 +92,26 @@ func newStreams(db *store, log *slog.Logger, maxAll int, retention, poll, heartb
 func (s *streams) open(userID string) *statusError {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	switch {
-	case s.closed():
+	switch u := s.users[userID]; {
+	case s.shutdown.Err() != nil:
 		return errShuttingDown
-	case s.users[userID] != nil && s.users[userID].streams >= maxStreamsPerUser:
+	case u != nil && u.streams >= maxStreamsPerUser:
 		return errStreamLimit
 	case s.total >= s.maxAll:
 		return errStreamsFull
+	case u == nil:
+		s.users[userID] = &watchedUser{streams: 1, version: -1}
+	default:
+		u.streams++
 	}
 	if s.idle != nil {
 		s.idle.Stop()
-		s.idle = nil
 	}
-	if s.stopWatch == nil {
+	if s.total++; s.stopWatch == nil {
 		var ctx context.Context
 		ctx, s.stopWatch = context.WithCancel(context.Background())
 		go s.watch(ctx)
 	}
-	u := s.users[userID]
-	if u == nil {
-		u = &watchedUser{}
-		s.users[userID] = u
-	}
-	u.streams++
-	s.total++
 	return nil
 }
 
@@ -113,18 +128,11 @@ func (s *streams) release(userID string) {
 		s.idle = time.AfterFunc(s.linger, func() {
 			s.mu.Lock()
 			defer s.mu.Unlock()
-			if s.total == 0 {
-				s.stopWatcher()
+			if s.total == 0 && s.stopWatch != nil {
+				s.stopWatch()
+				s.stopWatch = nil
 			}
 		})
-	}
-}
-
-// stopWatcher ends the watcher, if one runs; the caller holds mu.
-func (s *streams) stopWatcher() {
-	if s.stopWatch != nil {
-		s.stopWatch()
-		s.stopWatch = nil
 	}
 }
 
@@ -139,103 +147,194 @@ func (s *streams) changedFor(userID string) <-chan struct{} {
 	return u.changed
 }
 
-// wake wakes the user's streams if the version is one the watcher has not
-// seen for them (all: every user's, whatever their version); the caller holds mu.
-func (s *streams) wake(userID string, version int64, all bool) {
-	u := s.users[userID]
-	if u == nil || !all && u.seen && u.version == version {
-		return
-	}
-	u.version, u.seen = version, true
-	if u.changed != nil {
-		close(u.changed)
-		u.changed = nil
+// wake wakes the streams of the user, if any, unless the watcher has seen
+// version for them already (-1: whatever it is); the caller holds mu.
+func (s *streams) wake(userID string, version int64) {
+	if u := s.users[userID]; u != nil && (version < 0 || u.version != version) {
+		u.version = max(version, u.version)
+		if u.changed != nil {
+			close(u.changed)
+			u.changed = nil
+		}
 	}
 }
 
-// watch wakes the streams of each user whose version moved, until ctx ends.
-// While it holds a listening session, a NOTIFY says whose. Without one (none
-// configured, or one lost or not yet opened) it reads every poll the versions
-// of the users with open streams, while a dial runs beside it (listenRedial
-// apart at first, further apart while they fail). On each new session it
-// wakes every stream, once: a write that committed while none listened is
-// read then. A verdict on a session (listen.go) ends the dials for good.
+// watch wakes the streams of each user whose version moved, until ctx ends:
+// from a trusted listening session's notifications (listenOn), or, while
+// there is none, from the versions of the users with open streams, read every poll.
 func (s *streams) watch(ctx context.Context) {
-	type dialed struct {
-		conn *pgx.Conn
-		err  error
-	}
-	var conn *pgx.Conn
-	var dialing chan dialed // a dial in flight, or nil
-	defer func() {
-		if dialing != nil { // ctx has ended it, or its timeouts will
-			if d := <-dialing; d.conn != nil {
-				closeConn(d.conn)
-			}
-		}
-		if conn != nil {
-			closeConn(conn)
-		}
-	}()
+	var listening atomic.Bool
+	go s.listenOn(ctx, &listening)
 	tick := time.NewTicker(s.poll)
 	defer tick.Stop()
-	lost, wait := false, listenRedial
-	var since, warned time.Time // when the session was opened; when a loss was last logged
-	var redial <-chan time.Time // when the next dial may start, after one failed
-	for ctx.Err() == nil {
-		if conn != nil {
-			if err := s.hear(ctx, conn); err != nil && ctx.Err() == nil {
-				if time.Since(since) > listenSteady { // not one of a run of failures
-					wait = listenRedial
-				}
-				if time.Since(warned) > listenSteady {
-					s.log.Warn("live updates lost their listening session, and poll until it is back", "err", err.Error())
-					warned = time.Now()
-				}
-				closeConn(conn)
-				conn, lost, redial, wait = nil, true, time.After(wait), min(2*wait, listenRedialMax)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			if !listening.Load() {
+				s.pollVersions(ctx)
 			}
-			continue
 		}
-		if to := s.listen.Load(); to != nil && dialing == nil && redial == nil {
-			dialing = make(chan dialed, 1)
-			go func(done chan<- dialed) {
-				c, err := s.openListener(ctx, to)
-				done <- dialed{c, err}
-			}(dialing)
+	}
+}
+
+// listenOn keeps a session listening while ctx lasts and the watcher is to
+// listen: it dials again after each failure, and stops for good on a verdict.
+// The log says each move between listening and polling.
+func (s *streams) listenOn(ctx context.Context, listening *atomic.Bool) {
+	wait, polling := listenRedial, false
+	for cfg := s.listen.Load(); cfg != nil; cfg = s.listen.Load() {
+		var since time.Time // when the session was trusted
+		err := s.session(ctx, cfg, func() {
+			since = time.Now()
+			listening.Store(true)
+			s.mu.Lock()
+			for id := range s.users { // a write that committed while none listened is read now
+				s.wake(id, -1)
+			}
+			s.mu.Unlock()
+			if polling {
+				s.log.Info("live updates listen again")
+			}
+		})
+		listening.Store(false)
+		switch {
+		case ctx.Err() != nil:
+			return
+		case since.IsZero() && verdict(err):
+			s.pollForGood(s.log, err)
+			return
+		case !since.IsZero():
+			s.log.Warn("live updates lost their listening session, and poll until it is back", "err", err.Error())
+		case !polling:
+			s.log.Warn("live updates cannot listen, and poll until they can", "err", err.Error())
+		}
+		if polling = true; !since.IsZero() && time.Since(since) > listenSteady {
+			wait = listenRedial
 		}
 		select {
 		case <-ctx.Done():
-		case d := <-dialing:
-			dialing = nil
-			switch {
-			case d.err != nil && ctx.Err() != nil:
-			case d.err != nil && verdict(d.err):
-				s.listen.Store(nil)
-				s.log.Warn("live updates poll the database every " + s.poll.String() + " instead of listening: " + d.err.Error())
-			case d.err != nil:
-				if !lost {
-					s.log.Warn("live updates cannot listen, and poll until they can", "err", d.err.Error())
-				}
-				lost, redial, wait = true, time.After(wait), min(2*wait, listenRedialMax)
-			default:
-				if lost {
-					s.log.Info("live updates listen again")
-				}
-				conn, lost, since = d.conn, false, time.Now()
-				s.wakeAll()
-			}
-		case <-redial:
-			redial = nil
-		case <-tick.C:
-			s.pollVersions(ctx)
+			return
+		case <-time.After(wait):
 		}
+		wait = min(2*wait, listenRedialMax)
+	}
+}
+
+// session opens a session of cfg's that LISTENs, and checks that it hears a
+// NOTIFY sent through the pool, as a write's is: a session on another
+// database, or one that a transaction-mode pooler serves, never does. Then it
+// calls trusted and wakes the streams each notification names, checking
+// itself again after listenPing of silence, until ctx ends or the session fails.
+func (s *streams) session(ctx context.Context, cfg *pgx.ConnConfig, trusted func()) error {
+	dialCtx, cancel := context.WithTimeout(ctx, 2*s.db.timeout) // connect, then LISTEN
+	defer cancel()
+	conn, err := pgx.ConnectConfig(dialCtx, cfg)
+	if err != nil {
+		return err
+	}
+	defer func() { // waiting at most a second for the server to hear of it
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		if trusted != nil {
+			unlisten(ctx, conn)
+		}
+		conn.Close(ctx)
+	}()
+	if err := listen(dialCtx, conn); err != nil {
+		return err
+	}
+	token, deadline := "", time.Now() // no check in flight, and one due now
+	for {
+		waitCtx, cancel := context.WithDeadline(ctx, deadline)
+		n, err := conn.WaitForNotification(waitCtx)
+		cancel()
+		switch {
+		case err == nil && n.Payload == token:
+			if trusted != nil {
+				if err := keepListening(ctx, conn); err != nil {
+					return err
+				}
+				trusted()
+				trusted = nil
+			}
+			token, deadline = "", time.Now().Add(listenPing)
+		case err == nil:
+			s.notified(n.Payload)
+		case ctx.Err() != nil || !errors.Is(err, context.DeadlineExceeded):
+			return err
+		case token != "":
+			return s.notifyLost
+		default: // the check is due
+			token, deadline = "check "+rand.Text(), time.Now().Add(notifyCheckWait)
+			if err := s.db.notify(ctx, token); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// verdict reports whether err, from a session never trusted, says that no
+// session of its settings will do: it did not hear its own NOTIFY, or the
+// password or role was refused (SQLSTATE class 28), or there is no such database (3D).
+func verdict(err error) bool {
+	if pgErr, ok := errors.AsType[*pgconn.PgError](err); ok {
+		return strings.HasPrefix(pgErr.Code, "28") || strings.HasPrefix(pgErr.Code, "3D")
+	}
+	return errors.Is(err, errNotifyLost)
+}
+
+// pollForGood makes the watcher poll from now on, and logs why.
+func (s *streams) pollForGood(log *slog.Logger, err error) {
+	s.listen.Store(nil)
+	log.Warn("live updates poll the database every " + s.poll.String() + " instead of listening: " + err.Error())
+}
+
+// checkNotify decides, at start, how the watcher learns of writes: it opens a
+// session as the watcher would, on DATABASE_DIRECT_URL (directURL) if set,
+// else with DATABASE_URL's settings. If the session is trusted, the watcher
+// listens; on a verdict it polls for good; when the database cannot be
+// reached now, it polls until it can listen. The log says which, once. Only
+// a directURL that is not a URL at all is an error.
+func (s *streams) checkNotify(ctx context.Context, directURL string, log *slog.Logger) error {
+	cfg, why := s.db.pool.Config().ConnConfig.Copy(), "DATABASE_URL reaches a transaction-mode pooler (PgBouncer; Neon's -pooler endpoint), where a LISTEN does not stay on one session: set DATABASE_DIRECT_URL to the database itself (Neon: the connection string without -pooler)"
+	if directURL != "" {
+		var err error
+		if cfg, err = pgx.ParseConfig(directURL); err != nil { // its error may quote the URL, password included
+			return errors.New("DATABASE_DIRECT_URL is not a valid PostgreSQL URL or key=value string")
+		}
+		cfg.ConnectTimeout, why = s.db.timeout, "DATABASE_DIRECT_URL reaches a transaction-mode pooler, or another database than DATABASE_URL: set it to the database itself (Neon: the connection string without -pooler)"
+	}
+	s.notifyLost = fmt.Errorf("a NOTIFY sent through DATABASE_URL %w: %s", errNotifyLost, why)
+	s.listen.Store(cfg)
+	checkCtx, trusted := context.WithCancel(ctx) // the check ends once the session is trusted
+	defer trusted()
+	switch err := s.session(checkCtx, cfg, trusted); {
+	case checkCtx.Err() != nil && ctx.Err() == nil:
+		log.Info("live updates listen for NOTIFY", "channel", notifyChannel)
+	case verdict(err):
+		s.pollForGood(log, err)
+	default:
+		log.Warn("live updates poll the database every "+s.poll.String()+" until they can listen", "err", err.Error())
+	}
+	return nil
+}
+
+// notified wakes the streams of the user a write's notification names;
+// others (a session's own check, or anyone's NOTIFY) are ignored.
+func (s *streams) notified(payload string) {
+	version, userID, _ := strings.Cut(payload, " ")
+	if v, err := strconv.ParseInt(version, 10, 64); err == nil && v >= 0 {
+		s.mu.Lock()
+		s.wake(userID, v)
+		s.mu.Unlock()
 	}
 }
 
 // pollVersions reads the versions of the users with open streams and wakes
-// those of each whose version moved (or was first seen: a wake too many costs
-// a stream one row).
+// those of each whose version moved, or was first seen (a wake too many costs
+// a stream one row). While the database is away, streams read the feed by themselves.
 func (s *streams) pollVersions(ctx context.Context) {
 	s.mu.Lock()
 	users := slices.Collect(maps.Keys(s.users))
@@ -243,40 +342,11 @@ func (s *streams) pollVersions(ctx context.Context) {
 	if len(users) == 0 { // lingering after the last stream
 		return
 	}
-	versions, err := s.db.versions(ctx, users)
-	if err != nil { // the database is away: the streams read the feed themselves meanwhile
-		return
-	}
-	s.mu.Lock()
-	for _, u := range users {
-		s.wake(u, versions[u], false)
-	}
-	s.mu.Unlock()
-}
-
-// wakeAll wakes every open stream.
-func (s *streams) wakeAll() {
-	s.mu.Lock()
-	for id, u := range s.users {
-		s.wake(id, u.version, true)
-	}
-	s.mu.Unlock()
-}
-
-// close ends every stream, for http.Server.RegisterOnShutdown: the drain does
-// not wait on them, and their clients reconnect elsewhere with Last-Event-ID.
-func (s *streams) close() {
-	s.closeOnce.Do(func() { close(s.done) })
-	s.mu.Lock()
-	s.stopWatcher()
-	s.mu.Unlock()
-}
-
-func (s *streams) closed() bool {
-	select {
-	case <-s.done:
-		return true
-	default:
-		return false
+	if versions, err := s.db.versions(ctx, users); err == nil {
+		s.mu.Lock()
+		for _, u := range users {
+			s.wake(u, versions[u])
+		}
+		s.mu.Unlock()
 	}
 }

@@ -348,6 +348,6 @@ func newServer(log *slog.Logger, db *store, cfg config) *middleware {
 	handle("DELETE /api/{user_id}/tasks/{id}", auth(handleDeleteTask(db)))
 	handle("PATCH /api/{user_id}/tasks/{id}/complete", auth(handleToggleTask(db)))
 	handle("GET /api/{user_id}/changes", auth(handleChanges(db, cfg.SyncRetention)))
-	handle("GET /api/{user_id}/events", auth(handleEvents(db, m.live)))
+	handle("GET /api/{user_id}/events", authenticateStream(v, limit, handleEvents(db, m.live)))
 	return m
 }

@@ -35,7 +35,8 @@ const testSecret = "test-secret-0123456789-abcdefghijklmnop"
 var (
 	testURL, testBaseURL string
 	testDB               *store
-	testPooled           bool // TEST_DATABASE_URL reaches a transaction-mode pooler
+	testPooled           bool   // TEST_DATABASE_URL reaches a transaction-mode pooler
+	testDirectURL        string // DATABASE_DIRECT_URL for testURL: "" directly; behind a pooler, from TEST_DIRECT_DATABASE_URL
 )
 
 func TestMain(m *testing.M) {
@@ -79,6 +80,14 @@ func runTests(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
+	// Behind a pooler, every env listens on the server itself, as a deployment
+	// there is told to; without one, each env's start-up check waits for a
+	// NOTIFY that never comes back, and polls.
+	if server := os.Getenv("TEST_DIRECT_DATABASE_URL"); testPooled && server != "" {
+		d := must(url.Parse(server))
+		d.Path = u.Path
+		testDirectURL = d.String()
+	}
 	return m.Run()
 }
 
@@ -99,7 +108,7 @@ type env struct {
 // (tests hammer one user on purpose), changed by each of opts.
 func testConfig(auth authConfig, opts ...func(*config)) config {
 	cfg := config{Auth: auth, CORSOrigins: map[string]bool{"http://localhost:3000": true}, MaxTasks: 10000,
-		SyncRetention: 30 * 24 * time.Hour, MaxStreams: 100, streamPoll: 20 * time.Millisecond, streamLinger: 100 * time.Millisecond}
+		SyncRetention: 30 * 24 * time.Hour, MaxStreams: 100, streamPoll: 20 * time.Millisecond, streamLinger: 100 * time.Millisecond, DirectURL: testDirectURL}
 	for _, o := range opts {
 		o(&cfg)
 	}
@@ -466,7 +475,7 @@ func TestTokenNeedsOnlyTheSecret(t *testing.T) {
 		t.Fatalf("token with other settings wrong = %v, want a token", err)
 	}
 	v := newVerifier(hsAuth(), http.DefaultClient, slog.New(slog.DiscardHandler))
-	if sub, err := v.verify(strings.TrimSpace(out.String())); err != nil || sub != "u1" {
+	if sub, _, err := v.verify(strings.TrimSpace(out.String())); err != nil || sub != "u1" {
 		t.Fatalf("the printed token verifies as %q, %v; want u1", sub, err)
 	}
 }

@@ -269,7 +269,7 @@ func (s *store) versions(ctx context.Context, userIDs []string) (map[string]int6
 	return versions, storeError(err)
 }
 
-// notify sends payload on notifyChannel as a write does (listen.go: a session hears its own).
+// notify sends payload on notifyChannel as a write does (live.go: a session hears its own).
 func (s *store) notify(ctx context.Context, payload string) error {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
@@ -282,6 +282,19 @@ func listen(ctx context.Context, conn *pgx.Conn) error {
 	_, err := conn.Exec(ctx, `LISTEN `+notifyChannel)
 	return err
 }
+
+// keepListening names conn, once it has heard its own NOTIFY, and keeps it
+// however long it idles: behind a transaction-mode pooler these settings would
+// stay on a server session that other clients get next (and PgBouncer refuses
+// idle_session_timeout as a startup parameter).
+func keepListening(ctx context.Context, conn *pgx.Conn) error {
+	_, err := conn.Exec(ctx, `SET application_name = 'tasks listener'; SET idle_session_timeout = 0`)
+	return err
+}
+
+// unlisten undoes listen on a session that did not hear its own NOTIFY, so
+// that no pooler's server session keeps it for other clients (at best: it may reach another).
+func unlisten(ctx context.Context, conn *pgx.Conn) { conn.Exec(ctx, `UNLISTEN *`) }
 
 // listTasks returns one page of the user's matching tasks, how many match in
 // all (-1: not counted), and whether more follow it. After a cursor (q.After),
