@@ -50,23 +50,6 @@ func handleListTasks(db *store) userHandler {
 	}
 }
 
-// handleCreateTask serves POST /api/{user_id}/tasks; a user may hold at most maxTasks.
-func handleCreateTask(db *store, maxTasks int) userHandler {
-	return func(w http.ResponseWriter, r *http.Request, userID string) {
-		change, err := decodeTask(w, r, true)
-		if err != nil {
-			writeError(w, r, err)
-			return
-		}
-		serveWrite(w, r, db, userID, 0, change, func(ctx context.Context, q querier) (answer, error) {
-			t, err := db.createTask(ctx, q, userID, change, maxTasks)
-			a := taskAnswer(http.StatusCreated, t)
-			a.Location = "/api/" + url.PathEscape(userID) + "/tasks/" + strconv.FormatInt(t.ID, 10)
-			return a, err
-		})
-	}
-}
-
 // idempotencyKey reads a request's Idempotency-Key: "" for none, else one
 // header of 1 to maxIdempotencyKey visible ASCII characters (a 422 otherwise).
 func idempotencyKey(r *http.Request) (string, error) {
@@ -199,74 +182,87 @@ func handleGetTask(db *store) userHandler {
 	}
 }
 
+// writeRequest is a write's request, checked: the user, the path's task id (0
+// for a create), the body's change (none for a toggle or a delete) and If-Match.
+type writeRequest struct {
+	userID  string
+	id      int64
+	change  taskChange
+	ifMatch []int64
+}
+
+// Bodies a write reads: none, a create's or an update's (decodeTask).
+const (
+	noBody = iota
+	createBody
+	updateBody
+)
+
+// handleWrite serves a write on a task: it checks the path's task id, the
+// body (noBody, createBody or updateBody) and the Idempotency-Key, in that
+// order, then runs write, at most once per key: a retry of the same request
+// gets the first answer again, with Idempotent-Replayed: true, and changes
+// nothing (store.writeOnce).
+func handleWrite(db *store, body int, write func(context.Context, querier, writeRequest) (answer, error)) userHandler {
+	return func(w http.ResponseWriter, r *http.Request, userID string) {
+		req, key, err := writeRequest{userID: userID, ifMatch: ifMatch(r)}, "", error(nil)
+		if r.PathValue("id") != "" {
+			req.id, err = taskID(r)
+		}
+		if err == nil && body != noBody {
+			req.change, err = decodeTask(w, r, body == createBody)
+		}
+		if err == nil {
+			key, err = idempotencyKey(r)
+		}
+		var a answer
+		var replayed bool
+		if err == nil {
+			var hash []byte
+			if key != "" {
+				hash = writeHash(r.Pattern, req.id, req.change)
+			}
+			a, replayed, err = db.writeOnce(r.Context(), userID, key, hash, func(ctx context.Context, q querier) (answer, error) {
+				return write(ctx, q, req)
+			})
+		}
+		if err != nil {
+			writeError(w, r, err)
+			return
+		}
+		writeAnswer(w, a, replayed)
+	}
+}
+
+// handleCreateTask serves POST /api/{user_id}/tasks; a user may hold at most maxTasks.
+func handleCreateTask(db *store, maxTasks int) userHandler {
+	return handleWrite(db, createBody, func(ctx context.Context, q querier, w writeRequest) (answer, error) {
+		t, err := db.createTask(ctx, q, w.userID, w.change, maxTasks)
+		a := taskAnswer(http.StatusCreated, t)
+		a.Location = "/api/" + url.PathEscape(w.userID) + "/tasks/" + strconv.FormatInt(t.ID, 10)
+		return a, err
+	})
+}
+
 // handleUpdateTask serves PUT and PATCH /api/{user_id}/tasks/{id}: a partial update.
 func handleUpdateTask(db *store) userHandler {
-	return func(w http.ResponseWriter, r *http.Request, userID string) {
-		id, err := taskID(r)
-		if err != nil {
-			writeError(w, r, err)
-			return
-		}
-		change, err := decodeTask(w, r, false)
-		if err != nil {
-			writeError(w, r, err)
-			return
-		}
-		serveWrite(w, r, db, userID, id, change, func(ctx context.Context, q querier) (answer, error) {
-			t, err := db.updateTask(ctx, q, userID, id, change, ifMatch(r))
-			return taskAnswer(http.StatusOK, t), err
-		})
-	}
+	return handleWrite(db, updateBody, func(ctx context.Context, q querier, w writeRequest) (answer, error) {
+		t, err := db.updateTask(ctx, q, w.userID, w.id, w.change, w.ifMatch)
+		return taskAnswer(http.StatusOK, t), err
+	})
 }
 
 // handleToggleTask serves PATCH /api/{user_id}/tasks/{id}/complete; a body is ignored.
 func handleToggleTask(db *store) userHandler {
-	return func(w http.ResponseWriter, r *http.Request, userID string) {
-		id, err := taskID(r)
-		if err != nil {
-			writeError(w, r, err)
-			return
-		}
-		serveWrite(w, r, db, userID, id, taskChange{}, func(ctx context.Context, q querier) (answer, error) {
-			t, err := db.toggleTask(ctx, q, userID, id, ifMatch(r))
-			return taskAnswer(http.StatusOK, t), err
-		})
-	}
+	return handleWrite(db, noBody, func(ctx context.Context, q querier, w writeRequest) (answer, error) {
+		t, err := db.toggleTask(ctx, q, w.userID, w.id, w.ifMatch)
+		return taskAnswer(http.StatusOK, t), err
+	})
 }
 
 // handleDeleteTask serves DELETE /api/{user_id}/tasks/{id}.
 func handleDeleteTask(db *store) userHandler {
-	return func(w http.ResponseWriter, r *http.Request, userID string) {
-		id, err := taskID(r)
-		if err != nil {
-			writeError(w, r, err)
-			return
-		}
-		serveWrite(w, r, db, userID, id, taskChange{}, func(ctx context.Context, q querier) (answer, error) {
-			return answer{Status: http.StatusNoContent}, db.deleteTask(ctx, q, userID, id, ifMatch(r))
-		})
-	}
-}
-
-// serveWrite runs write, a write on the user's task id (0: a create) whose
-// body was change, and sends its answer. With an Idempotency-Key, it runs at
-// most once per key: a retry of the same request gets the first answer again,
-// with Idempotent-Replayed: true, and changes nothing (store.writeOnce).
-func serveWrite(w http.ResponseWriter, r *http.Request, db *store, userID string, id int64, change taskChange,
-	write func(context.Context, querier) (answer, error)) {
-	key, err := idempotencyKey(r)
-	if err != nil {
-		writeError(w, r, err)
-		return
-	}
-	var hash []byte
-	if key != "" {
-		hash = writeHash(r.Pattern, id, change)
-	}
-	a, replayed, err := db.writeOnce(r.Context(), userID, key, hash, write)
-	if err != nil {
-		writeError(w, r, err)
-		return
-	}
-	writeAnswer(w, a, replayed)
+	return handleWrite(db, noBody, func(ctx context.Context, q querier, w writeRequest) (answer, error) {
+		return answer{Status: http.StatusNoContent}, db.deleteTask(ctx, q, w.userID, w.id, w.ifMatch)
+	})
 }
