@@ -439,11 +439,13 @@ func TestFaultClientHangsUp(t *testing.T) {
 }
 
 func TestFaultPoolExhausted(t *testing.T) {
-	const timeout = 2 * time.Second // a keyed create's transaction takes five round trips, a second here
+	// A keyed create's transaction takes five round trips, a second here: with
+	// 3 s, two or three of the eight clients queued at once get the connection in time.
+	const timeout = 3 * time.Second
 	e, proxy := faultEnv(t, timeout, "pool_max_conns=1")
 	waitReady(t, e)
 	proxy.set("slow") // each statement now takes 200 ms or more on the one connection
-	ctx, stop := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, stop := context.WithTimeout(context.Background(), 6*time.Second)
 	defer stop()
 	ty := load(ctx, e.srv.URL, 8)
 	ty.wait()
