@@ -53,8 +53,8 @@ func handleListTasks(db *store) userHandler {
 // idempotencyKey reads a request's Idempotency-Key: "" for none, else one
 // header of 1 to maxIdempotencyKey visible ASCII characters (a 422 otherwise).
 func idempotencyKey(r *http.Request) (string, error) {
-	key := r.Header.Get("Idempotency-Key")
-	if len(r.Header.Values("Idempotency-Key")) > 1 || len(key) > maxIdempotencyKey ||
+	key, n := r.Header.Get("Idempotency-Key"), len(r.Header.Values("Idempotency-Key"))
+	if n > 1 || n == 1 && key == "" || len(key) > maxIdempotencyKey ||
 		strings.ContainsFunc(key, func(c rune) bool { return c < '!' || c > '~' }) {
 		return "", validationError{{[]any{"header", "Idempotency-Key"}, "Should be one header of 1 to " + strconv.Itoa(maxIdempotencyKey) + " visible ASCII characters", "string_invalid"}}
 	}

@@ -360,6 +360,7 @@ func TestIdempotencyKey(t *testing.T) {
 		e.want(e.do("DELETE", e.do("POST", base, tok, map[string]any{"title": "i", "due_date": c[0]}, "Idempotency-Key", key).header.Get("Location"), tok, nil), 204, "DELETE")
 	}
 	wantLoc(t, e.do("POST", base, tok, body, "Idempotency-Key", "has space"), "header", "Idempotency-Key")
+	wantLoc(t, e.do("POST", base, tok, body, "Idempotency-Key", ""), "header", "Idempotency-Key") // an empty key is not no key
 	wantLoc(t, e.do("POST", base, tok, body, "Idempotency-Key", strings.Repeat("k", 256)), "header", "Idempotency-Key")
 	if _, total := e.list(user, ""); total != 1 {
 		t.Fatalf("%d tasks after a create and its retries, want 1", total)
