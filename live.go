@@ -21,26 +21,20 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
-// notifyChannel is the channel on which migration 11's trigger notifies, at
+// notifyChannel is the channel on which schema.sql's trigger notifies, at
 // each write's commit, the user's new version and id: "VERSION USER_ID".
 const notifyChannel = "task_changes"
 
-// Watcher timings: how long it outlives the last stream; how long a session's
-// own NOTIFY may take to come back; how long a session may hear nothing before
-// it checks itself again (a session the network lost says nothing); and how
-// soon a failed session is dialled again: a second, twice that after each
-// failure in a row (up to listenRedialMax), until one lasts listenSteady.
+// Watcher timings and bounds.
 const (
-	watchLinger     = time.Minute
-	notifyCheckWait = 5 * time.Second
-	listenPing      = 30 * time.Second
-	listenRedial    = time.Second
-	listenRedialMax = 30 * time.Second
-	listenSteady    = time.Minute
+	watchLinger       = time.Minute      // how long the watcher outlives the last stream
+	notifyCheckWait   = 5 * time.Second  // how long a session's own NOTIFY may take to come back
+	listenPing        = 30 * time.Second // silence after which a session checks itself (a lost one says nothing)
+	listenRedial      = time.Second      // after a failed session, doubling up to listenRedialMax
+	listenRedialMax   = 30 * time.Second // the longest wait between two dials
+	listenSteady      = time.Minute      // a session that lasted this long starts the doubling over
+	maxStreamsPerUser = 10               // a laptop and a phone, with tabs
 )
-
-// maxStreamsPerUser bounds one user's open streams: a laptop and a phone, with tabs.
-const maxStreamsPerUser = 10
 
 var (
 	errStreamLimit  = &statusError{http.StatusTooManyRequests, "Too many open event streams for this user (at most " + strconv.Itoa(maxStreamsPerUser) + "): close one"}
@@ -70,11 +64,13 @@ type streams struct {
 	poll, heartbeat, linger, retention, writeWait time.Duration
 }
 
-// watchedUser is a user with open streams, as the watcher keeps them.
+// watchedUser is a user with open streams: how many, the channel that closes
+// when their version moves (nil until a stream waits on it), and the version
+// the watcher saw last (-1: none yet).
 type watchedUser struct {
 	streams int
-	changed chan struct{} // closed when the user's version moves; nil until a stream waits on it
-	version int64         // the version the watcher saw last; -1: none yet
+	changed chan struct{}
+	version int64
 }
 
 // newStreams bounds the server's open streams to maxAll (MAX_STREAMS); a zero
@@ -161,7 +157,9 @@ func (s *streams) wake(userID string, version int64) {
 
 // watch wakes the streams of each user whose version moved, until ctx ends:
 // from a trusted listening session's notifications (listenOn), or, while
-// there is none, from the versions of the users with open streams, read every poll.
+// there is none, from the versions of the users with open streams, read every
+// poll (a wake too many costs a stream one row; while the database is away,
+// streams read the feed by themselves).
 func (s *streams) watch(ctx context.Context) {
 	var listening atomic.Bool
 	go s.listenOn(ctx, &listening)
@@ -172,9 +170,19 @@ func (s *streams) watch(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
-			if !listening.Load() {
-				s.pollVersions(ctx)
+		}
+		s.mu.Lock()
+		users := slices.Collect(maps.Keys(s.users))
+		s.mu.Unlock()
+		if listening.Load() || len(users) == 0 { // or lingering after the last stream
+			continue
+		}
+		if versions, err := s.db.versions(ctx, users); err == nil {
+			s.mu.Lock()
+			for _, u := range users {
+				s.wake(u, versions[u])
 			}
+			s.mu.Unlock()
 		}
 	}
 }
@@ -328,25 +336,6 @@ func (s *streams) notified(payload string) {
 	if v, err := strconv.ParseInt(version, 10, 64); err == nil && v >= 0 {
 		s.mu.Lock()
 		s.wake(userID, v)
-		s.mu.Unlock()
-	}
-}
-
-// pollVersions reads the versions of the users with open streams and wakes
-// those of each whose version moved, or was first seen (a wake too many costs
-// a stream one row). While the database is away, streams read the feed by themselves.
-func (s *streams) pollVersions(ctx context.Context) {
-	s.mu.Lock()
-	users := slices.Collect(maps.Keys(s.users))
-	s.mu.Unlock()
-	if len(users) == 0 { // lingering after the last stream
-		return
-	}
-	if versions, err := s.db.versions(ctx, users); err == nil {
-		s.mu.Lock()
-		for _, u := range users {
-			s.wake(u, versions[u])
-		}
 		s.mu.Unlock()
 	}
 }
