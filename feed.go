@@ -2,6 +2,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"math"
@@ -98,29 +99,21 @@ func readFeed(ctx context.Context, db *store, userID string, cursor feedCursor, 
 	return p, nil
 }
 
-// appendJSON appends the page as the feed sends it: {"tasks": [...], "deleted": [ids], "cursor": "...", "has_more": bool}.
+// appendJSON appends the page as handleChanges sends it; each list's entries end with a comma, the last one trimmed.
 func (p feedPage) appendJSON(b []byte) []byte {
 	b = append(b, `{"tasks":[`...)
-	comma := false
 	for i := range p.changes {
 		if !p.changes[i].Deleted {
-			if comma {
-				b = append(b, ',')
-			}
-			b, comma = appendTask(b, &p.changes[i].Task), true
+			b = append(appendTask(b, &p.changes[i].Task), ',')
 		}
 	}
-	b = append(b, `],"deleted":[`...)
-	comma = false
+	b = append(bytes.TrimSuffix(b, []byte{','}), `],"deleted":[`...)
 	for i := range p.changes {
 		if p.changes[i].Deleted {
-			if comma {
-				b = append(b, ',')
-			}
-			b, comma = strconv.AppendInt(b, p.changes[i].ID, 10), true
+			b = append(strconv.AppendInt(b, p.changes[i].ID, 10), ',')
 		}
 	}
-	b = append(b, `],"cursor":"`...)
+	b = append(bytes.TrimSuffix(b, []byte{','}), `],"cursor":"`...)
 	b = append(b, p.next.String()...)
 	b = append(b, `","has_more":`...)
 	b = strconv.AppendBool(b, p.more)
