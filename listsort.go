@@ -55,15 +55,9 @@ func findSort(name string) (listSort, bool) {
 
 // sortNames lists the sort keys as a message does: 'a', 'b' or 'c'.
 func sortNames() string {
-	var b strings.Builder
+	names := make([]string, len(listSorts))
 	for i, s := range listSorts {
-		switch {
-		case i == len(listSorts)-1:
-			b.WriteString(" or ")
-		case i > 0:
-			b.WriteString(", ")
-		}
-		b.WriteString("'" + s.name + "'")
+		names[i] = "'" + s.name + "'"
 	}
-	return b.String()
+	return strings.Join(names[:len(names)-1], ", ") + " or " + names[len(names)-1]
 }
