@@ -81,36 +81,23 @@ func (c *claims) UnmarshalJSON(b []byte) error {
 	if err != nil {
 		return err
 	}
+	dates := map[string]**jwt.NumericDate{"exp": &c.ExpiresAt, "nbf": &c.NotBefore, "iat": &c.IssuedAt}
+	others := map[string]any{"sub": &c.Subject, "iss": &c.Issuer, "aud": &c.Audience, "jti": &c.ID}
 	for name, v := range members {
-		var err error
-		switch name {
-		case "exp", "nbf", "iat":
-			var f float64
+		var f float64
+		switch {
+		case dates[name] != nil:
 			if v[0] != '-' && (v[0] < '0' || v[0] > '9') || json.Unmarshal(v, &f) != nil || f < 0 || f > 253402300799 {
 				return fmt.Errorf("claim %s is not a NumericDate", name)
 			}
-			d := jwt.NewNumericDate(time.UnixMicro(int64(f * 1e6)))
-			switch name {
-			case "exp":
-				c.ExpiresAt = d
-			case "nbf":
-				c.NotBefore = d
-			default:
-				c.IssuedAt = d
+			*dates[name] = jwt.NewNumericDate(time.UnixMicro(int64(f * 1e6)))
+		case others[name] != nil:
+			if err := json.Unmarshal(v, others[name]); err != nil {
+				return fmt.Errorf("claim %s: %w", name, err)
 			}
-		case "sub":
-			if err = json.Unmarshal(v, &c.Subject); err == nil && loneSurrogate(v) {
-				err = errors.New("claim sub holds a lone surrogate")
+			if name == "sub" && loneSurrogate(v) {
+				return errors.New("claim sub holds a lone surrogate")
 			}
-		case "iss":
-			err = json.Unmarshal(v, &c.Issuer)
-		case "aud":
-			err = json.Unmarshal(v, &c.Audience)
-		case "jti":
-			err = json.Unmarshal(v, &c.ID)
-		}
-		if err != nil {
-			return fmt.Errorf("claim %s: %w", name, err)
 		}
 	}
 	return nil
@@ -136,12 +123,10 @@ type verifier struct {
 	parser *jwt.Parser
 	jwks   *jwks // nil without a JWKS URL
 
-	// A client sends the same token with every request until it expires, and
-	// checking an EdDSA or RSA signature costs several times an HS256 one
-	// (BenchmarkVerify), so verified tokens are remembered, by their whole
-	// text (signature included), until they expire. A key removed from the JWKS therefore
-	// stops working only when the tokens it signed expire (15 minutes for
-	// Better Auth's).
+	// Verified tokens are remembered by their whole text (signature included)
+	// until they expire: a client sends the same one with every request, and an
+	// EdDSA or RSA check costs several HS256 ones (BenchmarkVerify). So a key
+	// removed from the JWKS stops working when its tokens expire (15 minutes for Better Auth's).
 	mu       sync.RWMutex
 	verified map[string]verifiedToken
 }
@@ -214,9 +199,8 @@ func (v *verifier) verify(token string) (sub string, until time.Time, err error)
 	// The header is read as golang-jwt reads it, where a repeated member (two
 	// alg) counts last; a proxy may have checked the first. Refused, as in claims.
 	header, _, _ := strings.Cut(token, ".")
-	if b, err := base64.RawURLEncoding.DecodeString(header); err != nil {
-		return "", until, refused("malformed")
-	} else if _, err := decodeObject(b); err != nil {
+	b, err := base64.RawURLEncoding.DecodeString(header)
+	if _, errObject := decodeObject(b); err != nil || errObject != nil {
 		return "", until, refused("malformed")
 	}
 	var c claims
@@ -266,10 +250,7 @@ func (v *verifier) remember(token string, t verifiedToken, now time.Time) {
 
 // validUserID accepts what can be a user id: 1-255 bytes of printable UTF-8.
 func validUserID(s string) bool {
-	if s == "" || len(s) > 255 || !utf8.ValidString(s) {
-		return false
-	}
-	return !strings.ContainsFunc(s, unicode.IsControl)
+	return s != "" && len(s) <= 255 && utf8.ValidString(s) && !strings.ContainsFunc(s, unicode.IsControl)
 }
 
 // bearerToken reads the token from the Authorization header, and nowhere else.
