@@ -291,8 +291,7 @@ func authenticateStream(v *verifier, limit *rateLimiter, h streamHandler) http.H
 		if err != nil {
 			writeError(w, r, err)
 			if refused, ok := errors.AsType[*tokenRefused](err); ok {
-				noteTokenRefused(w, refused.reason)
-				noteError(w, nil) // not even the 503 of a JWKS outage is a server error here: jwks logs each failed fetch
+				logLine(w).tokenRefused, logLine(w).err = refused.reason, nil // a JWKS outage's 503 is no server error here: jwks logs each failed fetch
 			}
 			return
 		}
@@ -312,7 +311,7 @@ func admit(v *verifier, limit *rateLimiter, w http.ResponseWriter, r *http.Reque
 		}
 		return "", until, err
 	}
-	noteUser(w, userID)
+	logLine(w).userID = userID
 	if limit != nil {
 		if ok, wait := limit.allow(userID, time.Now()); !ok {
 			w.Header().Set("Retry-After", strconv.Itoa(int(wait/time.Second)+1))

@@ -205,9 +205,9 @@ type responseWriter struct {
 	http.ResponseWriter
 	status       int
 	wrote        bool
-	userID       string
-	tokenRefused string // why, when the token was refused
-	err          error
+	userID       string // the authenticated user
+	tokenRefused string // why, when the token was refused; never the token
+	err          error  // a server-side error; the client never sees it
 	swallow      bool // the mux's own text body is being replaced
 }
 
@@ -219,8 +219,7 @@ func (rw *responseWriter) WriteHeader(status int) {
 		status = http.StatusNotFound
 	}
 	rw.status, rw.wrote = status, true
-	// Every error or redirect here answers JSON; one that does not is net/http's
-	// own text (404, 405, a redirect to a cleaned path), so it becomes JSON too.
+	// Every error here answers JSON; one that does not is the mux's own text (404, 405), so it becomes JSON too.
 	if status >= 300 && status != http.StatusNotModified && rw.Header().Get("Content-Type") != "application/json" {
 		rw.swallow = true
 		rw.Header().Set("Content-Type", "application/json")
@@ -244,23 +243,14 @@ func (rw *responseWriter) Write(b []byte) (int, error) {
 // Unwrap lets http.ResponseController reach the connection beneath (flushes, deadlines).
 func (rw *responseWriter) Unwrap() http.ResponseWriter { return rw.ResponseWriter }
 
-// noteUser puts the authenticated user id on the request's log line.
-func noteUser(w http.ResponseWriter, userID string) {
+// logLine is the request's responseWriter, which holds what its log line says
+// beyond the request itself; a scratch one where no middleware wraps w.
+func logLine(w http.ResponseWriter) *responseWriter {
 	if rw, ok := w.(*responseWriter); ok {
-		rw.userID = userID
+		return rw
 	}
-}
-
-// noteTokenRefused puts why a token was refused on the request's log line; never the token.
-func noteTokenRefused(w http.ResponseWriter, reason string) {
-	if rw, ok := w.(*responseWriter); ok {
-		rw.tokenRefused = reason
-	}
+	return &responseWriter{}
 }
 
 // noteError puts a server-side error on the request's log line; the client never sees it.
-func noteError(w http.ResponseWriter, err error) {
-	if rw, ok := w.(*responseWriter); ok {
-		rw.err = err
-	}
-}
+func noteError(w http.ResponseWriter, err error) { logLine(w).err = err }
