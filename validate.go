@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"maps"
 	"mime"
 	"net/http"
 	"slices"
@@ -75,12 +76,7 @@ func decodeTask(w http.ResponseWriter, r *http.Request, create bool) (taskChange
 	fail := func(msg, typ string, loc ...any) {
 		errs = append(errs, fieldError{append([]any{"body"}, loc...), msg, typ})
 	}
-	names := make([]string, 0, len(raw))
-	for name := range raw {
-		names = append(names, name)
-	}
-	slices.Sort(names)
-	for _, name := range names {
+	for _, name := range slices.Sorted(maps.Keys(raw)) {
 		if !slices.Contains(taskFields, name) && !slices.Contains(readOnlyFields, name) {
 			fail("Extra inputs are not permitted", "extra_forbidden", name)
 		}
