@@ -34,8 +34,9 @@ const (
 // stream reads the feed when the watcher says it moved, sends a comment after
 // streamHeartbeat of silence, and ends when the client goes, the server shuts
 // down, the token expires (until: its exp and clockLeeway), streamMaxAge has
-// passed, or the database has failed it for streamSafety: the client
-// reconnects with Last-Event-ID and a fresh token.
+// passed (so that a token revoked since stops reading), or the database has
+// failed it for streamSafety: the client reconnects with Last-Event-ID and a
+// fresh token.
 func handleEvents(db *store, live *streams) streamHandler {
 	return func(w http.ResponseWriter, r *http.Request, userID string, until time.Time) {
 		now := time.Now()
@@ -63,10 +64,13 @@ func handleEvents(db *store, live *streams) streamHandler {
 		}
 		defer live.release(userID)
 
-		// WriteTimeout bounds a request, not a stream: each write gets its own
-		// deadline, which a shutdown brings forward so that no write holds it up.
+		// ctx is the stream's life, as above. WriteTimeout bounds a request, not a
+		// stream: each write gets its own deadline, which a shutdown brings forward
+		// so that no write holds it up.
+		ctx, cancel := context.WithTimeout(r.Context(), min(streamMaxAge, time.Until(until)))
+		defer cancel()
 		rc := http.NewResponseController(w)
-		stop := context.AfterFunc(live.shutdown, func() { rc.SetWriteDeadline(time.Now()) })
+		stop := context.AfterFunc(live.shutdown, func() { rc.SetWriteDeadline(time.Now()); cancel() })
 		defer stop()
 		w.WriteHeader(http.StatusOK)
 		send := func(b []byte) bool {
@@ -85,18 +89,13 @@ func handleEvents(db *store, live *streams) streamHandler {
 		defer safety.Stop()
 		heartbeat := time.NewTimer(live.heartbeat)
 		defer heartbeat.Stop()
-		// A stream ends when its token expires, or after streamMaxAge, so that a
-		// token revoked since it opened stops reading.
-		maxAge := time.NewTimer(min(streamMaxAge, time.Until(until)))
-		defer maxAge.Stop()
 		var retry <-chan time.Time // after a failed read
 		var failingSince time.Time
 		for {
 			changed := live.changedFor(userID)                    // before the read: a write after it wakes this stream
-			for more := true; more && r.Context().Err() == nil; { // every page there is now
-				page, err := readFeed(r.Context(), db, userID, cursor, first, maxFeedLimit, time.Now(), live.retention)
-				var gone *statusError
-				if errors.As(err, &gone) && gone.status == http.StatusGone {
+			for more := true; more && ctx.Err() == nil; { // every page there is now
+				page, err := readFeed(ctx, db, userID, cursor, first, maxFeedLimit, time.Now(), live.retention)
+				if gone, ok := errors.AsType[*statusError](err); ok && gone.status == http.StatusGone {
 					detail, _ := json.Marshal(map[string]string{"detail": gone.detail}) // cannot fail: a string
 					send(appendEvent(nil, "reset", "", detail))
 					return
@@ -123,11 +122,7 @@ func handleEvents(db *store, live *streams) streamHandler {
 				first, more = false, page.more
 			}
 			select {
-			case <-r.Context().Done():
-				return
-			case <-live.shutdown.Done():
-				return
-			case <-maxAge.C:
+			case <-ctx.Done():
 				return
 			case <-changed:
 			case <-retry:
