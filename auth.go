@@ -32,9 +32,11 @@ const (
 	clockLeeway = 30 * time.Second
 	// A token as large as a request's headers may be: Better Auth puts the user's
 	// profile in it, a data: URL picture included, and refusing one locks its user
-	// out (a new token is as large). Only tokens up to maxCachedToken are cached.
+	// out (a new token is as large). Only tokens up to maxCachedToken are cached,
+	// and at most maxVerified of them.
 	maxTokenBytes  = maxHeaderBytes + 4<<10 // net/http reads 4 KiB past MaxHeaderBytes before it answers 431
 	maxCachedToken = 2 << 10
+	maxVerified    = 10000
 )
 
 // tokenRefused says why a token was refused, for the request's log line; the
@@ -103,9 +105,6 @@ func (c *claims) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
-// asymmetricAlgs are the algorithms Better Auth's jwt plugin can sign with.
-var asymmetricAlgs = []string{"EdDSA", "ES256", "ES512", "RS256", "PS256"}
-
 // authConfig says which tokens to accept.
 type authConfig struct {
 	Secret   []byte // HS256 shared secret; nil: no HS256 tokens
@@ -137,9 +136,6 @@ type verifiedToken struct {
 	notBefore, expires time.Time
 }
 
-// maxVerified bounds the verified-token cache; tokens longer than 2 KiB are not kept.
-const maxVerified = 10000
-
 // newVerifier builds the one parser: the algorithms it admits follow from the keys configured.
 func newVerifier(cfg authConfig, client *http.Client, log *slog.Logger) *verifier {
 	var algs []string
@@ -148,7 +144,7 @@ func newVerifier(cfg authConfig, client *http.Client, log *slog.Logger) *verifie
 	}
 	v := &verifier{cfg: cfg, verified: map[string]verifiedToken{}}
 	if cfg.JWKSURL != "" {
-		algs = append(algs, asymmetricAlgs...)
+		algs = append(algs, "EdDSA", "ES256", "ES512", "RS256", "PS256") // what Better Auth's jwt plugin can sign with
 		v.jwks = &jwks{url: cfg.JWKSURL, client: client, log: log}
 		v.jwks.set.Store(&keySet{}) // no keys, never tried
 	}
