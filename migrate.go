@@ -2,7 +2,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	_ "embed"
@@ -55,12 +54,11 @@ func parseMigrations(schema string) ([]migration, error) {
 }
 
 // migrate waits for the database with backoff until ctx ends, then applies the
-// migrations it has not recorded, in one transaction under an advisory lock, so
-// replicas that start together take turns and a failed migration leaves nothing
-// half done. A database that a pre-release build made is refused (errPreRelease)
-// and left as it is. A recorded migration past the first whose text has changed
-// since, or one newer than this binary knows (a rollback), is logged and the
-// service starts anyway.
+// migrations it has not recorded in one transaction under an advisory lock, so
+// that replicas starting together take turns and a failed migration leaves
+// nothing half done. A pre-release database is refused (errPreRelease) and left
+// as it is; a recorded migration past the first whose text has changed, or one
+// this binary does not know (a rollback), is logged and the service starts.
 func (s *store) migrate(ctx context.Context, log *slog.Logger) error {
 	migrations, err := parseMigrations(schemaSQL)
 	if err != nil {
@@ -68,8 +66,7 @@ func (s *store) migrate(ctx context.Context, log *slog.Logger) error {
 	}
 	delay := 250 * time.Millisecond
 	for attempt := 1; ; attempt++ {
-		err := s.ping(ctx)
-		if err == nil {
+		if err = s.ping(ctx); err == nil {
 			break
 		}
 		log.Warn("waiting for the database", "attempt", attempt, "err", err.Error())
@@ -153,7 +150,7 @@ func applyMigrations(ctx context.Context, tx pgx.Tx, migrations []migration, log
 		switch {
 		case a.version > len(migrations):
 			log.Warn("the database has a migration this binary does not know; serving anyway", "version", a.version)
-		case !bytes.Equal(a.sha256[:], migrations[a.version-1].sha256[:]):
+		case a.sha256 != migrations[a.version-1].sha256:
 			log.Warn("a migration was edited after it was applied; edits never reach a database, add a new migration instead", "version", a.version)
 		}
 	}
