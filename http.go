@@ -129,25 +129,6 @@ func (m *middleware) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	rw := &responseWriter{ResponseWriter: w, status: http.StatusOK}
-	// ServeMux answers a path with an empty segment, . or .. with a redirect to
-	// its clean form: re-escaped (a user id with a space came back as %2520) and
-	// reinterpreted (/tasks/1/complete/.. became an update of task 1). Such a
-	// path is not found here instead, and nothing is redirected (responseWriter).
-	if !cleanPath(strings.TrimSuffix(r.URL.Path, "/")) {
-		defer m.logRequest(r, rw, start)
-		writeJSON(rw, http.StatusNotFound, map[string]string{"detail": "Not Found"})
-		return
-	}
-	// FastAPI redirected /tasks/ to /tasks, and a cross-origin redirect drops
-	// Authorization in browsers: serve both spellings instead.
-	// Only a slash that is one: an escaped %2F belongs to its segment.
-	if p := r.URL.EscapedPath(); len(p) > 1 && strings.HasSuffix(p, "/") {
-		r2 := *r
-		u := *r.URL
-		u.Path, u.RawPath = strings.TrimSuffix(u.Path, "/"), strings.TrimSuffix(u.RawPath, "/")
-		r2.URL = &u
-		r = &r2
-	}
 	defer func() {
 		if p := recover(); p != nil {
 			if p == http.ErrAbortHandler {
@@ -159,8 +140,25 @@ func (m *middleware) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				writeJSON(rw, http.StatusInternalServerError, map[string]string{"detail": "Internal Server Error"})
 			}
 		}
-		m.logRequest(r, rw, start)
+		m.logRequest(r, rw, start) // r as the mux saw it
 	}()
+	// ServeMux answers a path with an empty segment, . or .. with a redirect to
+	// its clean form: re-escaped (a user id with a space came back as %2520) and
+	// reinterpreted (/tasks/1/complete/.. became an update of task 1). Such a
+	// path is not found here instead, and nothing is redirected (responseWriter).
+	if !cleanPath(strings.TrimSuffix(r.URL.Path, "/")) {
+		writeJSON(rw, http.StatusNotFound, map[string]string{"detail": "Not Found"})
+		return
+	}
+	// FastAPI redirected /tasks/ to /tasks, and browsers drop Authorization on a cross-origin
+	// redirect: both spellings are served instead. An escaped %2F belongs to its segment.
+	if p := r.URL.EscapedPath(); len(p) > 1 && strings.HasSuffix(p, "/") {
+		r2 := *r
+		u := *r.URL
+		u.Path, u.RawPath = strings.TrimSuffix(u.Path, "/"), strings.TrimSuffix(u.RawPath, "/")
+		r2.URL = &u
+		r = &r2
+	}
 	m.mux.ServeHTTP(rw, r)
 }
 
