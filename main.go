@@ -2,6 +2,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -180,20 +181,11 @@ func parseOrigin(s string, withPath bool) (string, error) {
 // Its tokens' default iss and aud are the origin either way.
 func betterAuthJWKS(base string) string {
 	u, _ := url.Parse(base)
-	path := strings.TrimRight(u.Path, "/")
-	if path == "" {
-		path = "/api/auth"
-	}
-	return u.Scheme + "://" + u.Host + path + "/jwks"
+	return u.Scheme + "://" + u.Host + cmp.Or(strings.TrimRight(u.Path, "/"), "/api/auth") + "/jwks"
 }
 
 // orDefault returns s, or def when s is empty.
-func orDefault(s, def string) string {
-	if s == "" {
-		return def
-	}
-	return s
-}
+func orDefault(s, def string) string { return cmp.Or(s, def) }
 
 // run is the whole program: `tasks` serves the API, `tasks token USER_ID` prints a token,
 // `tasks version` prints the version.
