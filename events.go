@@ -10,19 +10,14 @@ import (
 	"time"
 )
 
-// Stream timings: how often the watcher reads the versions of the users with
-// open streams when it cannot listen (live.go); how often a stream reads the
-// feed when not woken; how long a stream lasts (its client reconnects with a
-// fresh token); how long it may stay silent before a comment keeps proxies
-// from cutting it (the EventSource spec suggests about 15 s); how long one
-// write may take; and the reconnection delay clients are told (SSE's retry field).
+// Stream timings.
 const (
-	streamPoll      = 500 * time.Millisecond
-	streamSafety    = 30 * time.Second
-	streamMaxAge    = 5 * time.Minute
-	streamHeartbeat = 15 * time.Second
-	streamWriteWait = 10 * time.Second
-	streamRetry     = 3 * time.Second
+	streamPoll      = 500 * time.Millisecond // how often the watcher reads the versions of users with open streams when it cannot listen (live.go)
+	streamSafety    = 30 * time.Second       // how often a stream reads the feed when not woken
+	streamMaxAge    = 5 * time.Minute        // how long a stream lasts: its client reconnects with a fresh token
+	streamHeartbeat = 15 * time.Second       // the silence after which a comment keeps proxies from cutting a stream (the EventSource spec suggests about 15 s)
+	streamWriteWait = 10 * time.Second       // how long one write may take
+	streamRetry     = 3 * time.Second        // the reconnection delay clients are told (SSE's retry field)
 )
 
 // handleEvents serves GET /api/{user_id}/events: the user's change feed as
@@ -92,7 +87,7 @@ func handleEvents(db *store, live *streams) streamHandler {
 		var retry <-chan time.Time // after a failed read
 		var failingSince time.Time
 		for {
-			changed := live.changedFor(userID)                    // before the read: a write after it wakes this stream
+			changed := live.changedFor(userID)            // before the read: a write after it wakes this stream
 			for more := true; more && ctx.Err() == nil; { // every page there is now
 				page, err := readFeed(ctx, db, userID, cursor, first, maxFeedLimit, time.Now(), live.retention)
 				if gone, ok := errors.AsType[*statusError](err); ok && gone.status == http.StatusGone {
