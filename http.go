@@ -206,7 +206,7 @@ type responseWriter struct {
 	userID       string // the authenticated user
 	tokenRefused string // why, when the token was refused; never the token
 	err          error  // a server-side error; the client never sees it
-	swallow      bool // the mux's own text body is being replaced
+	swallow      bool   // the mux's own text body is being replaced
 }
 
 func (rw *responseWriter) WriteHeader(status int) {
