@@ -33,19 +33,15 @@ var migrationHeader = regexp.MustCompile(`(?m)^-- migration (\d+): (.+)$`)
 // parseMigrations splits a schema at its migration headers; the versions must
 // count up from 1 without a gap. Text before the first header is a comment.
 func parseMigrations(schema string) ([]migration, error) {
-	heads := migrationHeader.FindAllStringSubmatchIndex(schema, -1)
+	bodies := migrationHeader.Split(schema, -1)[1:]
 	var ms []migration
-	for i, h := range heads {
-		end := len(schema)
-		if i+1 < len(heads) {
-			end = heads[i+1][0]
-		}
-		version, err := strconv.Atoi(schema[h[2]:h[3]])
+	for i, h := range migrationHeader.FindAllStringSubmatch(schema, -1) {
+		version, err := strconv.Atoi(h[1])
 		if err != nil || version != i+1 {
-			return nil, fmt.Errorf("schema.sql: migration %q should be number %d", schema[h[2]:h[3]], i+1)
+			return nil, fmt.Errorf("schema.sql: migration %q should be number %d", h[1], i+1)
 		}
-		sql := strings.TrimSpace(schema[h[1]:end])
-		ms = append(ms, migration{version, schema[h[4]:h[5]], sql, sha256.Sum256([]byte(sql))})
+		sql := strings.TrimSpace(bodies[i])
+		ms = append(ms, migration{version, h[2], sql, sha256.Sum256([]byte(sql))})
 	}
 	if len(ms) == 0 {
 		return nil, fmt.Errorf("schema.sql: no migrations")
