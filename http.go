@@ -37,13 +37,10 @@ func (e *statusError) Error() string { return e.detail }
 // {"detail": ...}. Internals never reach the client: a 5xx answers a generic
 // message and the error goes to the request's log line instead.
 func writeError(w http.ResponseWriter, r *http.Request, err error) {
-	var (
-		status      = http.StatusInternalServerError
-		detail  any = "Internal Server Error"
-		invalid validationError
-		client  *statusError
-		stale   *staleError
-	)
+	status, detail := http.StatusInternalServerError, any("Internal Server Error")
+	var invalid validationError
+	var client *statusError
+	var stale *staleError
 	switch {
 	case errors.As(err, &invalid):
 		status, detail = http.StatusUnprocessableEntity, invalid
@@ -198,7 +195,8 @@ func (m *middleware) logRequest(r *http.Request, rw *responseWriter, start time.
 }
 
 // responseWriter records what the request's log line needs, and turns the
-// mux's own plain-text answers (404, 405 with Allow) into JSON, and its redirects into 404s.
+// mux's own plain-text answers (404, 405 with Allow) into JSON, like every other
+// error of this service, and its redirects into 404s.
 type responseWriter struct {
 	http.ResponseWriter
 	status       int
@@ -211,13 +209,11 @@ type responseWriter struct {
 
 func (rw *responseWriter) WriteHeader(status int) {
 	if status >= 300 && status < 400 && status != http.StatusNotModified {
-		// Only the mux redirects, and only to clean a path, which ServeHTTP refuses
-		// first: should another case appear, it is not found rather than followed.
+		// Only the mux redirects, to clean a path, which ServeHTTP refuses first: any other is not followed either.
 		rw.Header().Del("Location")
 		status = http.StatusNotFound
 	}
 	rw.status, rw.wrote = status, true
-	// Every error here answers JSON; one that does not is the mux's own text (404, 405), so it becomes JSON too.
 	if status >= 300 && status != http.StatusNotModified && rw.Header().Get("Content-Type") != "application/json" {
 		rw.swallow = true
 		rw.Header().Set("Content-Type", "application/json")
