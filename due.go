@@ -23,9 +23,8 @@ const (
 var dueKinds = [...]string{dueInstant: "instant", dueDate: "date", dueLocal: "local"}
 
 // Due is a task's due date. At is the instant; for a date, its midnight, and
-// for a floating time, its wall clock, both read as UTC. So all three sort
-// together in one order: a date at the start of its day, a floating time as
-// if it were UTC, an instant as itself.
+// for a floating time, its wall clock, both read as UTC, so that all three sort
+// together in one order.
 type Due struct {
 	At   time.Time
 	Kind dueKind

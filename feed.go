@@ -83,9 +83,8 @@ func readFeed(ctx context.Context, db *store, userID string, cursor feedCursor, 
 	p := feedPage{changes: changes, more: len(changes) > limit}
 	if p.more {
 		p.changes = changes[:limit]
-		last := p.changes[limit-1]
 		// Not yet whole: the deletions after this page are as old as the cursor's.
-		p.next = feedCursor{last.Version, cursor.Issued, cursor.Floor, cursor.User}
+		p.next = feedCursor{p.changes[limit-1].Version, cursor.Issued, cursor.Floor, cursor.User}
 		if first { // deletions up to the user's version now were done before this page was read
 			p.next.Floor = current
 		}

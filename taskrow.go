@@ -11,10 +11,9 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 )
 
-// scanTask reads one row of taskColumns. A row in PostgreSQL's binary format
-// (what pgx asks for, except on the simple protocol) is decoded straight from
-// its bytes by taskFromBinary; pgx's Scan plans every column again for each
-// statement and allocates for each value (BenchmarkRoutes/list20 shows the difference).
+// scanTask reads one row of taskColumns: with taskFromBinary in PostgreSQL's binary
+// format (what pgx asks for, except on the simple protocol), since pgx's Scan plans every
+// column again for each statement and allocates for each value (BenchmarkFastPaths/row).
 func scanTask(rows pgx.CollectableRow) (Task, error) {
 	if t, ok := taskFromBinary(rows.FieldDescriptions(), rows.RawValues()); ok {
 		return t, nil
