@@ -98,8 +98,7 @@ func decodeTask(w http.ResponseWriter, r *http.Request, create bool) (taskChange
 
 	if v, ok := raw["title"]; ok {
 		if s, ok := text("title", v); ok {
-			s = strings.TrimSpace(s)
-			if checkLength(s, 1, maxTitle, fail, "title") {
+			if s = strings.TrimSpace(s); checkLength(s, 1, maxTitle, fail, "title") {
 				c.Title = &s
 			}
 		}
@@ -122,12 +121,10 @@ func decodeTask(w http.ResponseWriter, r *http.Request, create bool) (taskChange
 		}
 	}
 	if v, ok := raw["priority"]; ok {
-		if s, ok := text("priority", v); ok {
-			if !slices.Contains(priorities, s) {
-				fail("Input should be 'low', 'medium' or 'high'", "enum", "priority")
-			} else {
-				c.Priority = &s
-			}
+		if s, ok := text("priority", v); ok && slices.Contains(priorities, s) {
+			c.Priority = &s
+		} else if ok {
+			fail("Input should be 'low', 'medium' or 'high'", "enum", "priority")
 		}
 	}
 	if v, ok := raw["due_date"]; ok {
