@@ -141,7 +141,6 @@ func appendEvent(b []byte, event, id string, data []byte) []byte {
 	if id != "" {
 		b = append(b, "id: "+id+"\n"...)
 	}
-	b = append(b, "data: "...)
-	b = append(b, data...)
+	b = append(append(b, "data: "...), data...)
 	return append(b, "\n\n"...)
 }

@@ -81,9 +81,7 @@ func (s *store) migrate(ctx context.Context, log *slog.Logger) error {
 		return fmt.Errorf("the database's encoding is %s; the service needs UTF8 (CREATE DATABASE ... ENCODING 'UTF8' TEMPLATE template0)", encoding)
 	}
 	if err == nil {
-		err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-			return applyMigrations(ctx, tx, migrations, log)
-		})
+		err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error { return applyMigrations(ctx, tx, migrations, log) })
 	}
 	if err != nil {
 		return fmt.Errorf("migrate schema: %w", err)
