@@ -139,10 +139,9 @@ func (m *middleware) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		m.logRequest(r, rw, start) // r as the mux saw it
 	}()
-	// ServeMux answers a path with an empty segment, . or .. with a redirect to
-	// its clean form: re-escaped (a user id with a space came back as %2520) and
-	// reinterpreted (/tasks/1/complete/.. became an update of task 1). Such a
-	// path is not found here instead, and nothing is redirected (responseWriter).
+	// ServeMux redirects a path with an empty segment, . or .. to its clean form,
+	// re-escaped (a user id with a space came back as %2520) and reinterpreted
+	// (/tasks/1/complete/.. became an update of task 1): it is not found instead.
 	if !cleanPath(strings.TrimSuffix(r.URL.Path, "/")) {
 		writeJSON(rw, http.StatusNotFound, map[string]string{"detail": "Not Found"})
 		return

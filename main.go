@@ -176,9 +176,8 @@ func parseOrigin(s string, withPath bool) (string, error) {
 }
 
 // betterAuthJWKS is where Better Auth serves its JWKS for the base URL base (a
-// valid http(s) URL), read as Better Auth reads it (better-auth's withPath): a
-// path in it is Better Auth's base path; without one, the base path is /api/auth.
-// Its tokens' default iss and aud are the origin either way.
+// valid http(s) URL), read as better-auth's withPath reads it: a path in it is the
+// base path, /api/auth without one. Its tokens' default iss and aud are the origin either way.
 func betterAuthJWKS(base string) string {
 	u, _ := url.Parse(base)
 	return u.Scheme + "://" + u.Host + cmp.Or(strings.TrimRight(u.Path, "/"), "/api/auth") + "/jwks"
