@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/http"
 	"slices"
 	"strconv"
@@ -229,11 +230,7 @@ func (v *verifier) remember(token string, t verifiedToken, now time.Time) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if len(v.verified) >= maxVerified {
-		for k, e := range v.verified {
-			if now.After(e.expires.Add(clockLeeway)) {
-				delete(v.verified, k)
-			}
-		}
+		maps.DeleteFunc(v.verified, func(_ string, e verifiedToken) bool { return now.After(e.expires.Add(clockLeeway)) })
 		for k := range v.verified {
 			if len(v.verified) < maxVerified*9/10 {
 				break

@@ -2,6 +2,7 @@
 package main
 
 import (
+	"maps"
 	"sync"
 	"time"
 )
@@ -51,10 +52,6 @@ func (l *rateLimiter) allow(userID string, now time.Time) (bool, time.Duration) 
 // an unknown user gets anyway, so idle users cost no memory.
 func (l *rateLimiter) sweep(now time.Time) {
 	refill := time.Duration(l.burst / l.rate * float64(time.Second))
-	for userID, b := range l.buckets {
-		if now.Sub(b.at) >= refill {
-			delete(l.buckets, userID)
-		}
-	}
+	maps.DeleteFunc(l.buckets, func(_ string, b bucket) bool { return now.Sub(b.at) >= refill })
 	l.swept = now
 }
