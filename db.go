@@ -110,13 +110,12 @@ func (s *store) ping(ctx context.Context) error {
 // evidence. Anything else is a bug and passes through, for a 500 with its cause
 // on the log line.
 func storeError(err error) error {
-	if err == nil {
+	switch {
+	case err == nil:
 		return nil
-	}
-	if errors.Is(err, pgx.ErrNoRows) {
+	case errors.Is(err, pgx.ErrNoRows):
 		return errNotFound
-	}
-	if isUnavailable(err) {
+	case isUnavailable(err):
 		return fmt.Errorf("%w: %w", errUnavailable, err)
 	}
 	if pgErr, ok := errors.AsType[*pgconn.PgError](err); ok && (pgErr.Code == "23514" || strings.HasPrefix(pgErr.Code, "22")) {
@@ -138,11 +137,9 @@ func isUnavailable(err error) bool {
 	if pgErr, ok := errors.AsType[*pgconn.PgError](err); ok {
 		return slices.Contains([]string{"08", "53", "57"}, pgErr.Code[:min(2, len(pgErr.Code))]) // the classes above
 	}
-	if _, ok := errors.AsType[net.Error](err); ok {
-		return true
-	}
+	_, isNet := errors.AsType[net.Error](err)
 	// SafeToRetry: pgx failed before it sent anything (no connection, or one it had closed).
-	return pgconn.Timeout(err) || pgconn.SafeToRetry(err) || errors.Is(err, pgconn.ErrConnClosed) ||
+	return isNet || pgconn.Timeout(err) || pgconn.SafeToRetry(err) || errors.Is(err, pgconn.ErrConnClosed) ||
 		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) ||
 		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
 }
