@@ -143,10 +143,7 @@ func (j *jwks) fetch() (map[string]publicKey, error) {
 }
 
 // jwk is one JSON Web Key (RFC 7517) as a JWKS lists it.
-type jwk struct {
-	Kty, Crv, Kid, Alg, Use string
-	X, Y, N, E              string
-}
+type jwk struct{ Kty, Crv, Kid, Alg, Use, X, Y, N, E string }
 
 // publicKey decodes an Ed25519, P-256, P-521 or RSA (2048 bits or more) public key.
 func (k jwk) publicKey() (publicKey, error) {
