@@ -59,11 +59,13 @@ func handleEvents(db *store, live *streams) streamHandler {
 		}
 		defer live.release(userID)
 
-		// ctx is the stream's life, as above. WriteTimeout bounds a request, not a
-		// stream: each write gets its own deadline, which a shutdown brings forward
-		// so that no write holds it up.
-		ctx, cancel := context.WithTimeout(r.Context(), min(streamMaxAge, time.Until(until)))
+		// ctx is the stream's life, as above: a timer ends it, not a deadline, which
+		// store.bound would pass on to statements. Each write gets its own deadline (WriteTimeout
+		// bounds a request, not a stream), which a shutdown brings forward so no write holds it up.
+		ctx, cancel := context.WithCancel(r.Context())
 		defer cancel()
+		expire := time.AfterFunc(min(streamMaxAge, time.Until(until)), cancel)
+		defer expire.Stop()
 		rc := http.NewResponseController(w)
 		stop := context.AfterFunc(live.shutdown, func() { rc.SetWriteDeadline(time.Now()); cancel() })
 		defer stop()
