@@ -53,9 +53,7 @@ func appendOrNull[T any](b []byte, v *T, appendValue func([]byte, T) []byte) []b
 
 // appendTime appends t as a JSON string in RFC 3339.
 func appendTime(b []byte, t time.Time) []byte {
-	b = append(b, '"')
-	b = t.AppendFormat(b, time.RFC3339Nano)
-	return append(b, '"')
+	return append(t.AppendFormat(append(b, '"'), time.RFC3339Nano), '"')
 }
 
 // appendString appends s as a JSON string: quotes, backslashes and control
