@@ -87,9 +87,9 @@ func (c *claims) UnmarshalJSON(b []byte) error {
 	dates := map[string]**jwt.NumericDate{"exp": &c.ExpiresAt, "nbf": &c.NotBefore, "iat": &c.IssuedAt}
 	others := map[string]any{"sub": &c.Subject, "iss": &c.Issuer, "aud": &c.Audience, "jti": &c.ID}
 	for name, v := range members {
-		var f float64
 		switch {
 		case dates[name] != nil:
+			var f float64
 			if v[0] != '-' && (v[0] < '0' || v[0] > '9') || json.Unmarshal(v, &f) != nil || f < 0 || f > 253402300799 {
 				return fmt.Errorf("claim %s is not a NumericDate", name)
 			}
