@@ -76,23 +76,20 @@ type listKey struct {
 	ID  int64
 }
 
-// listCursorJSON is a list cursor's content: the list's sort and order, and the
-// sort key (a time as microseconds since 1970) and id of the page's last task.
-type listCursorJSON struct {
-	Sort string          `json:"sort"`
-	Desc bool            `json:"desc"`
-	Key  json.RawMessage `json:"key"`
-	ID   int64           `json:"id"`
-}
-
-// listCursor is the cursor of the page after t, sorted by sort (descending when desc): base64url (RFC 4648 §5, no padding) of listCursorJSON.
+// listCursor is the cursor of the list page after task t, sorted by sort
+// (descending when desc): base64url (RFC 4648 §5, no padding) of the JSON
+// {"sort": ..., "desc": ..., "key": ..., "id": ...}, a time as microseconds since 1970.
 func listCursor(sort listSort, desc bool, t Task) string {
 	key := sort.value(t)
 	if at, ok := key.(time.Time); ok {
 		key = at.UnixMicro()
 	}
-	k, _ := json.Marshal(key) // cannot fail: a string, a number or nil
-	b, _ := json.Marshal(listCursorJSON{sort.name, desc, k, t.ID})
+	b, _ := json.Marshal(struct { // cannot fail: strings, numbers, a bool
+		Sort string `json:"sort"`
+		Desc bool   `json:"desc"`
+		Key  any    `json:"key"`
+		ID   int64  `json:"id"`
+	}{sort.name, desc, key, t.ID})
 	return base64.RawURLEncoding.EncodeToString(b)
 }
 
@@ -101,7 +98,12 @@ func listCursor(sort listSort, desc bool, t Task) string {
 func parseListCursor(s string, sort listSort, desc bool) (*listKey, string) {
 	const bad = "Input should be a cursor from this list's Link header"
 	b, err := base64.RawURLEncoding.Strict().DecodeString(s)
-	var c listCursorJSON
+	var c struct {
+		Sort string          `json:"sort"`
+		Desc bool            `json:"desc"`
+		Key  json.RawMessage `json:"key"`
+		ID   int64           `json:"id"`
+	}
 	// Only as listCursor spells it: json matches names in any case, and takes the last of two.
 	if err != nil || json.Unmarshal(b, &c) != nil || c.ID < 1 || c.Key == nil {
 		return nil, bad
