@@ -43,16 +43,13 @@ func (c *queryCheck) once(names ...string) {
 
 // integer reads the parameter name, if given, into dst: an integer from lo to hi.
 func (c *queryCheck) integer(name string, lo, hi int, dst *int) {
-	s := c.v.Get(name)
-	if s == "" {
-		return
+	if s := c.v.Get(name); s != "" {
+		if n, err := strconv.Atoi(s); err != nil || n < lo || n > hi {
+			c.fail(name, "Input should be an integer from "+strconv.Itoa(lo)+" to "+strconv.Itoa(hi), "int_parsing")
+		} else {
+			*dst = n
+		}
 	}
-	n, err := strconv.Atoi(s)
-	if err != nil || n < lo || n > hi {
-		c.fail(name, "Input should be an integer from "+strconv.Itoa(lo)+" to "+strconv.Itoa(hi), "int_parsing")
-		return
-	}
-	*dst = n
 }
 
 // choice reads the parameter name: "" when absent, else one of choices; msg lists them for a refusal of type typ.
