@@ -256,8 +256,7 @@ func bearerToken(r *http.Request) (string, error) {
 		return "", refused("more than one Authorization header")
 	}
 	scheme, token, _ := strings.Cut(h, " ")
-	token = strings.TrimSpace(token)
-	if !strings.EqualFold(scheme, "Bearer") || token == "" {
+	if token = strings.TrimSpace(token); !strings.EqualFold(scheme, "Bearer") || token == "" {
 		return "", refused("not the bearer scheme")
 	}
 	return token, nil
