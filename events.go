@@ -59,9 +59,8 @@ func handleEvents(db *store, live *streams) streamHandler {
 		}
 		defer live.release(userID)
 
-		// ctx is the stream's life, as above: a timer ends it, not a deadline, which
-		// store.bound would pass on to statements. Each write gets its own deadline (WriteTimeout
-		// bounds a request, not a stream), which a shutdown brings forward so no write holds it up.
+		// ctx is the stream's life, as above; a timer ends it, as a deadline would reach statements (store.bound).
+		// Each write has its own deadline (WriteTimeout bounds requests), which a shutdown brings forward.
 		ctx, cancel := context.WithCancel(r.Context())
 		defer cancel()
 		expire := time.AfterFunc(min(streamMaxAge, time.Until(until)), cancel)
