@@ -149,11 +149,10 @@ func (m *middleware) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// FastAPI redirected /tasks/ to /tasks, and browsers drop Authorization on a cross-origin
 	// redirect: both spellings are served instead. An escaped %2F belongs to its segment.
 	if p := r.URL.EscapedPath(); len(p) > 1 && strings.HasSuffix(p, "/") {
-		r2 := *r
 		u := *r.URL
 		u.Path, u.RawPath = strings.TrimSuffix(u.Path, "/"), strings.TrimSuffix(u.RawPath, "/")
-		r2.URL = &u
-		r = &r2
+		r2 := *r
+		r2.URL, r = &u, &r2
 	}
 	m.mux.ServeHTTP(rw, r)
 }
