@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/http"
 	"slices"
 	"strconv"
@@ -32,9 +33,11 @@ const (
 	clockLeeway = 30 * time.Second
 	// A token as large as a request's headers may be: Better Auth puts the user's
 	// profile in it, a data: URL picture included, and refusing one locks its user
-	// out (a new token is as large). Only tokens up to maxCachedToken are cached.
+	// out (a new token is as large). Only tokens up to maxCachedToken are cached,
+	// and at most maxVerified of them.
 	maxTokenBytes  = maxHeaderBytes + 4<<10 // net/http reads 4 KiB past MaxHeaderBytes before it answers 431
 	maxCachedToken = 2 << 10
+	maxVerified    = 10000
 )
 
 // tokenRefused says why a token was refused, for the request's log line; the
@@ -81,43 +84,27 @@ func (c *claims) UnmarshalJSON(b []byte) error {
 	if err != nil {
 		return err
 	}
+	dates := map[string]**jwt.NumericDate{"exp": &c.ExpiresAt, "nbf": &c.NotBefore, "iat": &c.IssuedAt}
+	others := map[string]any{"sub": &c.Subject, "iss": &c.Issuer, "aud": &c.Audience, "jti": &c.ID}
 	for name, v := range members {
-		var err error
-		switch name {
-		case "exp", "nbf", "iat":
+		switch {
+		case dates[name] != nil:
 			var f float64
 			if v[0] != '-' && (v[0] < '0' || v[0] > '9') || json.Unmarshal(v, &f) != nil || f < 0 || f > 253402300799 {
 				return fmt.Errorf("claim %s is not a NumericDate", name)
 			}
-			d := jwt.NewNumericDate(time.UnixMicro(int64(f * 1e6)))
-			switch name {
-			case "exp":
-				c.ExpiresAt = d
-			case "nbf":
-				c.NotBefore = d
-			default:
-				c.IssuedAt = d
+			*dates[name] = jwt.NewNumericDate(time.UnixMicro(int64(f * 1e6)))
+		case others[name] != nil:
+			if err := json.Unmarshal(v, others[name]); err != nil {
+				return fmt.Errorf("claim %s: %w", name, err)
 			}
-		case "sub":
-			if err = json.Unmarshal(v, &c.Subject); err == nil && loneSurrogate(v) {
-				err = errors.New("claim sub holds a lone surrogate")
+			if name == "sub" && loneSurrogate(v) {
+				return errors.New("claim sub holds a lone surrogate")
 			}
-		case "iss":
-			err = json.Unmarshal(v, &c.Issuer)
-		case "aud":
-			err = json.Unmarshal(v, &c.Audience)
-		case "jti":
-			err = json.Unmarshal(v, &c.ID)
-		}
-		if err != nil {
-			return fmt.Errorf("claim %s: %w", name, err)
 		}
 	}
 	return nil
 }
-
-// asymmetricAlgs are the algorithms Better Auth's jwt plugin can sign with.
-var asymmetricAlgs = []string{"EdDSA", "ES256", "ES512", "RS256", "PS256"}
 
 // authConfig says which tokens to accept.
 type authConfig struct {
@@ -136,12 +123,10 @@ type verifier struct {
 	parser *jwt.Parser
 	jwks   *jwks // nil without a JWKS URL
 
-	// A client sends the same token with every request until it expires, and
-	// checking an EdDSA or RSA signature costs several times an HS256 one
-	// (BenchmarkVerify), so verified tokens are remembered, by their whole
-	// text (signature included), until they expire. A key removed from the JWKS therefore
-	// stops working only when the tokens it signed expire (15 minutes for
-	// Better Auth's).
+	// Verified tokens are remembered by their whole text (signature included)
+	// until they expire: a client sends the same one with every request, and an
+	// EdDSA or RSA check costs several HS256 ones (BenchmarkVerify). So a key
+	// removed from the JWKS stops working when its tokens expire (15 minutes for Better Auth's).
 	mu       sync.RWMutex
 	verified map[string]verifiedToken
 }
@@ -152,9 +137,6 @@ type verifiedToken struct {
 	notBefore, expires time.Time
 }
 
-// maxVerified bounds the verified-token cache; tokens longer than 2 KiB are not kept.
-const maxVerified = 10000
-
 // newVerifier builds the one parser: the algorithms it admits follow from the keys configured.
 func newVerifier(cfg authConfig, client *http.Client, log *slog.Logger) *verifier {
 	var algs []string
@@ -163,7 +145,7 @@ func newVerifier(cfg authConfig, client *http.Client, log *slog.Logger) *verifie
 	}
 	v := &verifier{cfg: cfg, verified: map[string]verifiedToken{}}
 	if cfg.JWKSURL != "" {
-		algs = append(algs, asymmetricAlgs...)
+		algs = append(algs, "EdDSA", "ES256", "ES512", "RS256", "PS256") // what Better Auth's jwt plugin can sign with
 		v.jwks = &jwks{url: cfg.JWKSURL, client: client, log: log}
 		v.jwks.set.Store(&keySet{}) // no keys, never tried
 	}
@@ -214,9 +196,8 @@ func (v *verifier) verify(token string) (sub string, until time.Time, err error)
 	// The header is read as golang-jwt reads it, where a repeated member (two
 	// alg) counts last; a proxy may have checked the first. Refused, as in claims.
 	header, _, _ := strings.Cut(token, ".")
-	if b, err := base64.RawURLEncoding.DecodeString(header); err != nil {
-		return "", until, refused("malformed")
-	} else if _, err := decodeObject(b); err != nil {
+	b, err := base64.RawURLEncoding.DecodeString(header)
+	if _, errObject := decodeObject(b); err != nil || errObject != nil {
 		return "", until, refused("malformed")
 	}
 	var c claims
@@ -249,11 +230,7 @@ func (v *verifier) remember(token string, t verifiedToken, now time.Time) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if len(v.verified) >= maxVerified {
-		for k, e := range v.verified {
-			if now.After(e.expires.Add(clockLeeway)) {
-				delete(v.verified, k)
-			}
-		}
+		maps.DeleteFunc(v.verified, func(_ string, e verifiedToken) bool { return now.After(e.expires.Add(clockLeeway)) })
 		for k := range v.verified {
 			if len(v.verified) < maxVerified*9/10 {
 				break
@@ -266,10 +243,7 @@ func (v *verifier) remember(token string, t verifiedToken, now time.Time) {
 
 // validUserID accepts what can be a user id: 1-255 bytes of printable UTF-8.
 func validUserID(s string) bool {
-	if s == "" || len(s) > 255 || !utf8.ValidString(s) {
-		return false
-	}
-	return !strings.ContainsFunc(s, unicode.IsControl)
+	return s != "" && len(s) <= 255 && utf8.ValidString(s) && !strings.ContainsFunc(s, unicode.IsControl)
 }
 
 // bearerToken reads the token from the Authorization header, and nowhere else.
@@ -282,8 +256,7 @@ func bearerToken(r *http.Request) (string, error) {
 		return "", refused("more than one Authorization header")
 	}
 	scheme, token, _ := strings.Cut(h, " ")
-	token = strings.TrimSpace(token)
-	if !strings.EqualFold(scheme, "Bearer") || token == "" {
+	if token = strings.TrimSpace(token); !strings.EqualFold(scheme, "Bearer") || token == "" {
 		return "", refused("not the bearer scheme")
 	}
 	return token, nil
@@ -310,8 +283,7 @@ func authenticateStream(v *verifier, limit *rateLimiter, h streamHandler) http.H
 		if err != nil {
 			writeError(w, r, err)
 			if refused, ok := errors.AsType[*tokenRefused](err); ok {
-				noteTokenRefused(w, refused.reason)
-				noteError(w, nil) // not even the 503 of a JWKS outage is a server error here: jwks logs each failed fetch
+				logLine(w).tokenRefused, logLine(w).err = refused.reason, nil // a JWKS outage's 503 is no server error here: jwks logs each failed fetch
 			}
 			return
 		}
@@ -331,7 +303,7 @@ func admit(v *verifier, limit *rateLimiter, w http.ResponseWriter, r *http.Reque
 		}
 		return "", until, err
 	}
-	noteUser(w, userID)
+	logLine(w).userID = userID
 	if limit != nil {
 		if ok, wait := limit.allow(userID, time.Now()); !ok {
 			w.Header().Set("Retry-After", strconv.Itoa(int(wait/time.Second)+1))

@@ -52,9 +52,7 @@ func parseFeedCursor(s, userID string, now time.Time) (feedCursor, string) {
 	}
 	var n [3]int64
 	for i, p := range parts[:3] {
-		if n[i], err = strconv.ParseInt(p, 10, 64); err != nil {
-			return feedCursor{}, bad
-		}
+		n[i], _ = strconv.ParseInt(p, 10, 64) // a bad number fails the round trip below
 	}
 	c := feedCursor{n[0], time.UnixMilli(n[1]), n[2], parts[3]}
 	switch {

@@ -7,22 +7,13 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
-)
-
-// SQLSTATEs (PostgreSQL's Appendix A) this store tells apart: codes, and classes (a code's first two characters).
-const (
-	sqlstateUniqueViolation            = "23505"
-	sqlstateCheckViolation             = "23514"
-	sqlstateClassDataException         = "22"
-	sqlstateClassConnectionException   = "08"
-	sqlstateClassInsufficientResources = "53" // insufficient resources: too many connections, out of memory or disk
-	sqlstateClassOperatorIntervention  = "57" // query canceled (statement timeout), admin shutdown, cannot connect now
 )
 
 // Store errors; handlers map them to statuses in writeError.
@@ -57,9 +48,8 @@ func openStore(url string, timeout time.Duration) (*store, error) {
 		return nil, errors.New("DATABASE_URL is not a valid PostgreSQL URL or key=value string")
 	}
 	if !strings.Contains(url, "pool_max_conns") {
-		// pgxpool's default (4 here, one per core otherwise) leaves writes queueing for
-		// a connection while others wait on a commit's fsync; 16 let PostgreSQL commit
-		// them together (bench/run.sh -p update measures it; bench/README.md has the figures).
+		// pgxpool's default (4 here, one per core otherwise) leaves writes queueing for a connection
+		// while others wait on a commit's fsync; 16 let PostgreSQL commit them together (bench/README.md).
 		cfg.MaxConns = 16
 	}
 	if !strings.Contains(url, "default_query_exec_mode") {
@@ -67,13 +57,11 @@ func openStore(url string, timeout time.Duration) (*store, error) {
 	}
 	cfg.ConnConfig.ConnectTimeout = timeout
 	// pgx cleans up a connection that timed out (a cancel request on a new
-	// connection, then draining the old one) under a 15 s deadline, and the
-	// pool holds the old connection's slot until then: after a partition every
-	// slot would stay taken for 15 s once the database is back
-	// (TestFaultBlackhole). The dialer bounds that cleanup by the statement
-	// timeout: the cancel request's dial and its wait for an answer, and the
-	// drain's deadline (boundedConn). Only the cleanup dials with a deadline
-	// further off than the timeout: a connect's own deadline is ConnectTimeout.
+	// connection, then a drain of the old one) under a 15 s deadline, holding its
+	// pool slot: after a partition every slot would stay taken for 15 s once the
+	// database is back (TestFaultBlackhole). The dialer bounds that cleanup by
+	// the statement timeout: the cancel request (the only dial with a later
+	// deadline: a connect's is ConnectTimeout) and the drain (boundedConn).
 	dialer := &net.Dialer{Timeout: timeout}
 	cfg.ConnConfig.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
 		conn, err := dialer.DialContext(ctx, network, addr)
@@ -117,21 +105,20 @@ func (s *store) ping(ctx context.Context) error {
 }
 
 // storeError turns a driver error into a store error: no row is errNotFound; a
-// value the schema rejects (check violation, data exception) is errRejected;
-// errUnavailable (503, retry) needs isUnavailable's evidence. Anything else is a
-// bug and passes through, for a 500 with its cause on the log line.
+// value the schema rejects (SQLSTATE 23514, check violation, or class 22, data
+// exception) is errRejected; errUnavailable (503, retry) needs isUnavailable's
+// evidence. Anything else is a bug and passes through, for a 500 with its cause
+// on the log line.
 func storeError(err error) error {
-	if err == nil {
+	switch {
+	case err == nil:
 		return nil
-	}
-	if errors.Is(err, pgx.ErrNoRows) {
+	case errors.Is(err, pgx.ErrNoRows):
 		return errNotFound
-	}
-	if isUnavailable(err) {
+	case isUnavailable(err):
 		return fmt.Errorf("%w: %w", errUnavailable, err)
 	}
-	if pgErr, ok := errors.AsType[*pgconn.PgError](err); ok &&
-		(pgErr.Code == sqlstateCheckViolation || strings.HasPrefix(pgErr.Code, sqlstateClassDataException)) {
+	if pgErr, ok := errors.AsType[*pgconn.PgError](err); ok && (pgErr.Code == "23514" || strings.HasPrefix(pgErr.Code, "22")) {
 		return fmt.Errorf("%w: %s", errRejected, pgErr.Code)
 	}
 	return err
@@ -140,22 +127,19 @@ func storeError(err error) error {
 // isUnavailable reports whether err says the database could not be reached or
 // serve: pgx could not connect; a deadline passed, or the request that waited
 // ended; the network failed (a reset, a closed connection, EOF mid-answer); or
-// an SQLSTATE of class 08 (connection exception), 53 (insufficient resources)
-// or 57 (operator intervention, statement_timeout's query_canceled included).
+// an SQLSTATE (PostgreSQL's Appendix A) of class 08 (connection exception), 53
+// (insufficient resources: too many connections, out of memory or disk) or 57
+// (operator intervention: statement_timeout's query_canceled, admin shutdown).
 func isUnavailable(err error) bool {
 	if _, ok := errors.AsType[*pgconn.ConnectError](err); ok {
 		return true // whatever the reason, even an SQLSTATE such as 3D000 or 28P01: no connection, no service
 	}
 	if pgErr, ok := errors.AsType[*pgconn.PgError](err); ok {
-		class := pgErr.Code[:min(2, len(pgErr.Code))]
-		return class == sqlstateClassConnectionException || class == sqlstateClassInsufficientResources ||
-			class == sqlstateClassOperatorIntervention
+		return slices.Contains([]string{"08", "53", "57"}, pgErr.Code[:min(2, len(pgErr.Code))]) // the classes above
 	}
-	if _, ok := errors.AsType[net.Error](err); ok {
-		return true
-	}
+	_, isNet := errors.AsType[net.Error](err)
 	// SafeToRetry: pgx failed before it sent anything (no connection, or one it had closed).
-	return pgconn.Timeout(err) || pgconn.SafeToRetry(err) || errors.Is(err, pgconn.ErrConnClosed) ||
+	return isNet || pgconn.Timeout(err) || pgconn.SafeToRetry(err) || errors.Is(err, pgconn.ErrConnClosed) ||
 		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) ||
 		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
 }

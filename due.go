@@ -2,7 +2,9 @@
 package main
 
 import (
+	"cmp"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -21,9 +23,8 @@ const (
 var dueKinds = [...]string{dueInstant: "instant", dueDate: "date", dueLocal: "local"}
 
 // Due is a task's due date. At is the instant; for a date, its midnight, and
-// for a floating time, its wall clock, both read as UTC. So all three sort
-// together in one order: a date at the start of its day, a floating time as
-// if it were UTC, an instant as itself.
+// for a floating time, its wall clock, both read as UTC, so that all three sort
+// together in one order.
 type Due struct {
 	At   time.Time
 	Kind dueKind
@@ -31,12 +32,7 @@ type Due struct {
 
 // dueKindOf reads the due_kind column, which a due date always has; anything else reads as an instant.
 func dueKindOf(name string) dueKind {
-	for k, n := range dueKinds {
-		if n == name {
-			return dueKind(k)
-		}
-	}
-	return dueInstant
+	return dueKind(max(slices.Index(dueKinds[:], name), int(dueInstant)))
 }
 
 // dueColumns are a due date's due_date and due_kind, or NULLs.
@@ -84,49 +80,36 @@ func parseDue(s string) (Due, bool) {
 	if unix.MatchString(s) {
 		return parseUnix(s)
 	}
-	if len(s) < len(time.DateOnly) || !shaped(s[:10], "9999-99-99") {
+	m := dueShape.FindStringSubmatch(s)
+	if m == nil {
 		return Due{}, false
 	}
-	if len(s) == len(time.DateOnly) {
-		d, err := time.Parse(time.DateOnly, s)
+	date, clock, zone := m[1], m[2], m[4]
+	if clock == "" {
+		d, err := time.Parse(time.DateOnly, date)
 		return Due{d, dueDate}, err == nil && d.Year() >= 1
 	}
-	if len(s) < len("2006-01-02T15:04") || !strings.ContainsRune("Tt ", rune(s[10])) {
-		return Due{}, false
-	}
-	clock, zone := s[11:], ""
-	if i := strings.IndexAny(clock, "Zz+-"); i >= 0 {
-		clock, zone = clock[:i], clock[i:]
-	}
+	clock = date + "T" + clock + cmp.Or(m[3], ":00")
 	switch {
-	case shaped(clock, "99:99"):
-		clock += ":00"
-	case len(clock) > len("99:99:99.") && clock[8] == '.' && len(clock) <= len("99:99:99.999999"): // microseconds, what PostgreSQL keeps
-		if !shaped(clock, "99:99:99."+strings.Repeat("9", len(clock)-9)) {
-			return Due{}, false
-		}
-	case !shaped(clock, "99:99:99"):
-		return Due{}, false
-	}
-	switch {
+	case zone == "":
+		d, err := time.Parse("2006-01-02T15:04:05.999999999", clock)
+		return Due{d, dueLocal}, err == nil && d.Year() >= 1
 	case zone == "Z" || zone == "z":
 		zone = "Z"
-	case shaped(zone[min(1, len(zone)):], "9999") && (zone[0] == '+' || zone[0] == '-'):
+	case zone[3] != ':':
 		zone = zone[:3] + ":" + zone[3:]
-	case zone != "" && !shaped(zone[1:], "99:99"):
+	}
+	if zone != "Z" && (zone[1:3] > "23" || zone[4:6] > "59") { // time.Parse does not check an offset's range
 		return Due{}, false
 	}
-	if zone != "Z" && zone != "" && (zone[1:3] > "23" || zone[4:6] > "59") {
-		return Due{}, false
-	}
-	if zone == "" {
-		d, err := time.Parse("2006-01-02T15:04:05.999999999", s[:10]+"T"+clock)
-		return Due{d, dueLocal}, err == nil && d.Year() >= 1
-	}
-	d, err := time.Parse(time.RFC3339Nano, s[:10]+"T"+clock+zone)
+	d, err := time.Parse(time.RFC3339Nano, clock+zone)
 	d = d.UTC()
 	return Due{d, dueInstant}, err == nil && d.Year() >= 1 && d.Year() <= 9999
 }
+
+// dueShape is a date, then optionally a clock (its seconds with a fraction to
+// the microsecond, what PostgreSQL keeps, optional) and then an offset.
+var dueShape = regexp.MustCompile(`^([0-9]{4}-[0-9]{2}-[0-9]{2})(?:[Tt ]([0-9]{2}:[0-9]{2})(:[0-9]{2}(?:\.[0-9]{1,6})?)?([Zz]|[+-][0-9]{2}:?[0-9]{2})?)?$`)
 
 // unix is Unix time as pydantic v2 takes it for a date-time: seconds, or
 // milliseconds beyond 2e10, with a fraction down to the microsecond.
@@ -149,17 +132,4 @@ func parseUnix(s string) (Due, bool) {
 	}
 	d := time.UnixMicro(n*scale + f).UTC()
 	return Due{d, dueInstant}, d.Year() >= 1 && d.Year() <= 9999
-}
-
-// shaped reports whether s has pattern's shape, each 9 standing for a digit.
-func shaped(s, pattern string) bool {
-	if len(s) != len(pattern) {
-		return false
-	}
-	for i := range len(s) {
-		if pattern[i] == '9' && (s[i] < '0' || s[i] > '9') || pattern[i] != '9' && s[i] != pattern[i] {
-			return false
-		}
-	}
-	return true
 }

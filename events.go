@@ -10,19 +10,14 @@ import (
 	"time"
 )
 
-// Stream timings: how often the watcher reads the versions of the users with
-// open streams when it cannot listen (live.go); how often a stream reads the
-// feed when not woken; how long a stream lasts (its client reconnects with a
-// fresh token); how long it may stay silent before a comment keeps proxies
-// from cutting it (the EventSource spec suggests about 15 s); how long one
-// write may take; and the reconnection delay clients are told (SSE's retry field).
+// Stream timings.
 const (
-	streamPoll      = 500 * time.Millisecond
-	streamSafety    = 30 * time.Second
-	streamMaxAge    = 5 * time.Minute
-	streamHeartbeat = 15 * time.Second
-	streamWriteWait = 10 * time.Second
-	streamRetry     = 3 * time.Second
+	streamPoll      = 500 * time.Millisecond // how often the watcher reads the versions of users with open streams when it cannot listen (live.go)
+	streamSafety    = 30 * time.Second       // how often a stream reads the feed when not woken
+	streamMaxAge    = 5 * time.Minute        // how long a stream lasts: its client reconnects with a fresh token
+	streamHeartbeat = 15 * time.Second       // the silence after which a comment keeps proxies from cutting a stream (the EventSource spec suggests about 15 s)
+	streamWriteWait = 10 * time.Second       // how long one write may take
+	streamRetry     = 3 * time.Second        // the reconnection delay clients are told (SSE's retry field)
 )
 
 // handleEvents serves GET /api/{user_id}/events: the user's change feed as
@@ -34,8 +29,9 @@ const (
 // stream reads the feed when the watcher says it moved, sends a comment after
 // streamHeartbeat of silence, and ends when the client goes, the server shuts
 // down, the token expires (until: its exp and clockLeeway), streamMaxAge has
-// passed, or the database has failed it for streamSafety: the client
-// reconnects with Last-Event-ID and a fresh token.
+// passed (so that a token revoked since stops reading), or the database has
+// failed it for streamSafety: the client reconnects with Last-Event-ID and a
+// fresh token.
 func handleEvents(db *store, live *streams) streamHandler {
 	return func(w http.ResponseWriter, r *http.Request, userID string, until time.Time) {
 		now := time.Now()
@@ -63,10 +59,14 @@ func handleEvents(db *store, live *streams) streamHandler {
 		}
 		defer live.release(userID)
 
-		// WriteTimeout bounds a request, not a stream: each write gets its own
-		// deadline, which a shutdown brings forward so that no write holds it up.
+		// ctx is the stream's life, as above; a timer ends it, as a deadline would reach statements (store.bound).
+		// Each write has its own deadline (WriteTimeout bounds requests), which a shutdown brings forward.
+		ctx, cancel := context.WithCancel(r.Context())
+		defer cancel()
+		expire := time.AfterFunc(min(streamMaxAge, time.Until(until)), cancel)
+		defer expire.Stop()
 		rc := http.NewResponseController(w)
-		stop := context.AfterFunc(live.shutdown, func() { rc.SetWriteDeadline(time.Now()) })
+		stop := context.AfterFunc(live.shutdown, func() { rc.SetWriteDeadline(time.Now()); cancel() })
 		defer stop()
 		w.WriteHeader(http.StatusOK)
 		send := func(b []byte) bool {
@@ -85,18 +85,13 @@ func handleEvents(db *store, live *streams) streamHandler {
 		defer safety.Stop()
 		heartbeat := time.NewTimer(live.heartbeat)
 		defer heartbeat.Stop()
-		// A stream ends when its token expires, or after streamMaxAge, so that a
-		// token revoked since it opened stops reading.
-		maxAge := time.NewTimer(min(streamMaxAge, time.Until(until)))
-		defer maxAge.Stop()
 		var retry <-chan time.Time // after a failed read
 		var failingSince time.Time
 		for {
-			changed := live.changedFor(userID)                    // before the read: a write after it wakes this stream
-			for more := true; more && r.Context().Err() == nil; { // every page there is now
-				page, err := readFeed(r.Context(), db, userID, cursor, first, maxFeedLimit, time.Now(), live.retention)
-				var gone *statusError
-				if errors.As(err, &gone) && gone.status == http.StatusGone {
+			changed := live.changedFor(userID)            // before the read: a write after it wakes this stream
+			for more := true; more && ctx.Err() == nil; { // every page there is now
+				page, err := readFeed(ctx, db, userID, cursor, first, maxFeedLimit, time.Now(), live.retention)
+				if gone, ok := errors.AsType[*statusError](err); ok && gone.status == http.StatusGone {
 					detail, _ := json.Marshal(map[string]string{"detail": gone.detail}) // cannot fail: a string
 					send(appendEvent(nil, "reset", "", detail))
 					return
@@ -123,11 +118,7 @@ func handleEvents(db *store, live *streams) streamHandler {
 				first, more = false, page.more
 			}
 			select {
-			case <-r.Context().Done():
-				return
-			case <-live.shutdown.Done():
-				return
-			case <-maxAge.C:
+			case <-ctx.Done():
 				return
 			case <-changed:
 			case <-retry:
@@ -151,7 +142,6 @@ func appendEvent(b []byte, event, id string, data []byte) []byte {
 	if id != "" {
 		b = append(b, "id: "+id+"\n"...)
 	}
-	b = append(b, "data: "...)
-	b = append(b, data...)
+	b = append(append(b, "data: "...), data...)
 	return append(b, "\n\n"...)
 }

@@ -2,6 +2,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"math"
@@ -82,9 +83,8 @@ func readFeed(ctx context.Context, db *store, userID string, cursor feedCursor, 
 	p := feedPage{changes: changes, more: len(changes) > limit}
 	if p.more {
 		p.changes = changes[:limit]
-		last := p.changes[limit-1]
 		// Not yet whole: the deletions after this page are as old as the cursor's.
-		p.next = feedCursor{last.Version, cursor.Issued, cursor.Floor, cursor.User}
+		p.next = feedCursor{p.changes[limit-1].Version, cursor.Issued, cursor.Floor, cursor.User}
 		if first { // deletions up to the user's version now were done before this page was read
 			p.next.Floor = current
 		}
@@ -98,29 +98,21 @@ func readFeed(ctx context.Context, db *store, userID string, cursor feedCursor, 
 	return p, nil
 }
 
-// appendJSON appends the page as the feed sends it: {"tasks": [...], "deleted": [ids], "cursor": "...", "has_more": bool}.
+// appendJSON appends the page as handleChanges sends it; each list's entries end with a comma, the last one trimmed.
 func (p feedPage) appendJSON(b []byte) []byte {
 	b = append(b, `{"tasks":[`...)
-	comma := false
 	for i := range p.changes {
 		if !p.changes[i].Deleted {
-			if comma {
-				b = append(b, ',')
-			}
-			b, comma = appendTask(b, &p.changes[i].Task), true
+			b = append(appendTask(b, &p.changes[i].Task), ',')
 		}
 	}
-	b = append(b, `],"deleted":[`...)
-	comma = false
+	b = append(bytes.TrimSuffix(b, []byte{','}), `],"deleted":[`...)
 	for i := range p.changes {
 		if p.changes[i].Deleted {
-			if comma {
-				b = append(b, ',')
-			}
-			b, comma = strconv.AppendInt(b, p.changes[i].ID, 10), true
+			b = append(strconv.AppendInt(b, p.changes[i].ID, 10), ',')
 		}
 	}
-	b = append(b, `],"cursor":"`...)
+	b = append(bytes.TrimSuffix(b, []byte{','}), `],"cursor":"`...)
 	b = append(b, p.next.String()...)
 	b = append(b, `","has_more":`...)
 	b = strconv.AppendBool(b, p.more)

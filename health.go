@@ -12,15 +12,13 @@ func handleHealth(w http.ResponseWriter, r *http.Request) {
 // JWKS configured, its key set has been fetched once; else 503, the cause on the log line.
 func handleReady(db *store, v *verifier) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		if err := db.ping(r.Context()); err != nil {
+		err := db.ping(r.Context())
+		if err == nil && v.jwks != nil {
+			err = v.jwks.ready()
+		}
+		if err != nil {
 			writeError(w, r, err)
 			return
-		}
-		if v.jwks != nil {
-			if err := v.jwks.ready(); err != nil {
-				writeError(w, r, err)
-				return
-			}
 		}
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
 	}

@@ -37,13 +37,10 @@ func (e *statusError) Error() string { return e.detail }
 // {"detail": ...}. Internals never reach the client: a 5xx answers a generic
 // message and the error goes to the request's log line instead.
 func writeError(w http.ResponseWriter, r *http.Request, err error) {
-	var (
-		status      = http.StatusInternalServerError
-		detail  any = "Internal Server Error"
-		invalid validationError
-		client  *statusError
-		stale   *staleError
-	)
+	status, detail := http.StatusInternalServerError, any("Internal Server Error")
+	var invalid validationError
+	var client *statusError
+	var stale *staleError
 	switch {
 	case errors.As(err, &invalid):
 		status, detail = http.StatusUnprocessableEntity, invalid
@@ -129,25 +126,6 @@ func (m *middleware) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	rw := &responseWriter{ResponseWriter: w, status: http.StatusOK}
-	// ServeMux answers a path with an empty segment, . or .. with a redirect to
-	// its clean form: re-escaped (a user id with a space came back as %2520) and
-	// reinterpreted (/tasks/1/complete/.. became an update of task 1). Such a
-	// path is not found here instead, and nothing is redirected (responseWriter).
-	if !cleanPath(strings.TrimSuffix(r.URL.Path, "/")) {
-		defer m.logRequest(r, rw, start)
-		writeJSON(rw, http.StatusNotFound, map[string]string{"detail": "Not Found"})
-		return
-	}
-	// FastAPI redirected /tasks/ to /tasks, and a cross-origin redirect drops
-	// Authorization in browsers: serve both spellings instead.
-	// Only a slash that is one: an escaped %2F belongs to its segment.
-	if p := r.URL.EscapedPath(); len(p) > 1 && strings.HasSuffix(p, "/") {
-		r2 := *r
-		u := *r.URL
-		u.Path, u.RawPath = strings.TrimSuffix(u.Path, "/"), strings.TrimSuffix(u.RawPath, "/")
-		r2.URL = &u
-		r = &r2
-	}
 	defer func() {
 		if p := recover(); p != nil {
 			if p == http.ErrAbortHandler {
@@ -159,8 +137,23 @@ func (m *middleware) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				writeJSON(rw, http.StatusInternalServerError, map[string]string{"detail": "Internal Server Error"})
 			}
 		}
-		m.logRequest(r, rw, start)
+		m.logRequest(r, rw, start) // r as the mux saw it
 	}()
+	// ServeMux redirects a path with an empty segment, . or .. to its clean form,
+	// re-escaped (a user id with a space came back as %2520) and reinterpreted
+	// (/tasks/1/complete/.. became an update of task 1): it is not found instead.
+	if !cleanPath(strings.TrimSuffix(r.URL.Path, "/")) {
+		writeJSON(rw, http.StatusNotFound, map[string]string{"detail": "Not Found"})
+		return
+	}
+	// FastAPI redirected /tasks/ to /tasks, and browsers drop Authorization on a cross-origin
+	// redirect: both spellings are served instead. An escaped %2F belongs to its segment.
+	if p := r.URL.EscapedPath(); len(p) > 1 && strings.HasSuffix(p, "/") {
+		u := *r.URL
+		u.Path, u.RawPath = strings.TrimSuffix(u.Path, "/"), strings.TrimSuffix(u.RawPath, "/")
+		r2 := *r
+		r2.URL, r = &u, &r2
+	}
 	m.mux.ServeHTTP(rw, r)
 }
 
@@ -200,27 +193,25 @@ func (m *middleware) logRequest(r *http.Request, rw *responseWriter, start time.
 }
 
 // responseWriter records what the request's log line needs, and turns the
-// mux's own plain-text answers (404, 405 with Allow) into JSON, and its redirects into 404s.
+// mux's own plain-text answers (404, 405 with Allow) into JSON, like every other
+// error of this service, and its redirects into 404s.
 type responseWriter struct {
 	http.ResponseWriter
 	status       int
 	wrote        bool
-	userID       string
-	tokenRefused string // why, when the token was refused
-	err          error
-	swallow      bool // the mux's own text body is being replaced
+	userID       string // the authenticated user
+	tokenRefused string // why, when the token was refused; never the token
+	err          error  // a server-side error; the client never sees it
+	swallow      bool   // the mux's own text body is being replaced
 }
 
 func (rw *responseWriter) WriteHeader(status int) {
 	if status >= 300 && status < 400 && status != http.StatusNotModified {
-		// Only the mux redirects, and only to clean a path, which ServeHTTP refuses
-		// first: should another case appear, it is not found rather than followed.
+		// Only the mux redirects, to clean a path, which ServeHTTP refuses first: any other is not followed either.
 		rw.Header().Del("Location")
 		status = http.StatusNotFound
 	}
 	rw.status, rw.wrote = status, true
-	// Every error or redirect here answers JSON; one that does not is net/http's
-	// own text (404, 405, a redirect to a cleaned path), so it becomes JSON too.
 	if status >= 300 && status != http.StatusNotModified && rw.Header().Get("Content-Type") != "application/json" {
 		rw.swallow = true
 		rw.Header().Set("Content-Type", "application/json")
@@ -244,23 +235,14 @@ func (rw *responseWriter) Write(b []byte) (int, error) {
 // Unwrap lets http.ResponseController reach the connection beneath (flushes, deadlines).
 func (rw *responseWriter) Unwrap() http.ResponseWriter { return rw.ResponseWriter }
 
-// noteUser puts the authenticated user id on the request's log line.
-func noteUser(w http.ResponseWriter, userID string) {
+// logLine is the request's responseWriter, which holds what its log line says
+// beyond the request itself; a scratch one where no middleware wraps w.
+func logLine(w http.ResponseWriter) *responseWriter {
 	if rw, ok := w.(*responseWriter); ok {
-		rw.userID = userID
+		return rw
 	}
-}
-
-// noteTokenRefused puts why a token was refused on the request's log line; never the token.
-func noteTokenRefused(w http.ResponseWriter, reason string) {
-	if rw, ok := w.(*responseWriter); ok {
-		rw.tokenRefused = reason
-	}
+	return &responseWriter{}
 }
 
 // noteError puts a server-side error on the request's log line; the client never sees it.
-func noteError(w http.ResponseWriter, err error) {
-	if rw, ok := w.(*responseWriter); ok {
-		rw.err = err
-	}
-}
+func noteError(w http.ResponseWriter, err error) { logLine(w).err = err }

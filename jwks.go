@@ -143,10 +143,7 @@ func (j *jwks) fetch() (map[string]publicKey, error) {
 }
 
 // jwk is one JSON Web Key (RFC 7517) as a JWKS lists it.
-type jwk struct {
-	Kty, Crv, Kid, Alg, Use string
-	X, Y, N, E              string
-}
+type jwk struct{ Kty, Crv, Kid, Alg, Use, X, Y, N, E string }
 
 // publicKey decodes an Ed25519, P-256, P-521 or RSA (2048 bits or more) public key.
 func (k jwk) publicKey() (publicKey, error) {
@@ -166,23 +163,17 @@ func (k jwk) publicKey() (publicKey, error) {
 		}
 		x, errX := b64(k.X)
 		y, errY := b64(k.Y)
-		if errX != nil || errY != nil {
-			return pk, errors.New("bad EC key")
-		}
 		key, err := ecdsa.ParseUncompressedPublicKey(curve, append(append([]byte{4}, x...), y...))
-		if err != nil {
-			return pk, err
+		if errX != nil || errY != nil || err != nil {
+			return pk, errors.New("bad EC key")
 		}
 		pk = publicKey{key, []string{alg}}
 	case k.Kty == "RSA":
 		n, errN := b64(k.N)
 		e, errE := b64(k.E)
-		if errN != nil || errE != nil || len(e) == 0 || len(e) > 4 {
-			return pk, errors.New("bad RSA key")
-		}
 		key := &rsa.PublicKey{N: new(big.Int).SetBytes(n), E: int(new(big.Int).SetBytes(e).Int64())}
-		if key.N.BitLen() < 2048 || key.E < 3 || key.E%2 == 0 {
-			return pk, errors.New("weak RSA key")
+		if errN != nil || errE != nil || len(e) > 4 || key.N.BitLen() < 2048 || key.E < 3 || key.E%2 == 0 {
+			return pk, errors.New("bad or weak RSA key")
 		}
 		pk = publicKey{key, []string{"RS256", "PS256"}}
 	default:

@@ -7,18 +7,16 @@ import (
 	"strings"
 )
 
-// listSort is a sort key of the list: its name in ?sort=, its natural
-// direction, its SQL (expr of column), and how to read its value off a task,
-// for a cursor. Ties are broken by id in the same direction so pages are
-// stable; tasks without a due date come last either way.
+// listSort is a sort key of the list, named in ?sort=. Ties are broken by id in
+// the same direction so pages are stable; tasks without a due date come last either way.
 type listSort struct {
-	name          string
+	name          string         // its name in ?sort=
 	desc          bool           // the natural direction: newest, soonest, high first; titles A to Z
 	expr          string         // the key's SQL, %s for column
 	column, param string         // the column, and its type as a parameter: timestamptz or text
 	nullable      bool           // only due_date
 	keys          []string       // the values a text key can take; nil for any
-	value         func(Task) any // the column's value: a time.Time, a string, or nil for NULL
+	value         func(Task) any // the column's value off a task, for a cursor: a time.Time, a string, or nil for NULL
 }
 
 // listSorts are the sort keys, in the order a message lists them; "created" is the default.
@@ -55,15 +53,9 @@ func findSort(name string) (listSort, bool) {
 
 // sortNames lists the sort keys as a message does: 'a', 'b' or 'c'.
 func sortNames() string {
-	var b strings.Builder
+	names := make([]string, len(listSorts))
 	for i, s := range listSorts {
-		switch {
-		case i == len(listSorts)-1:
-			b.WriteString(" or ")
-		case i > 0:
-			b.WriteString(", ")
-		}
-		b.WriteString("'" + s.name + "'")
+		names[i] = "'" + s.name + "'"
 	}
-	return b.String()
+	return strings.Join(names[:len(names)-1], ", ") + " or " + names[len(names)-1]
 }

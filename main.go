@@ -2,6 +2,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -53,7 +54,8 @@ type config struct {
 // loadConfig reads and checks the environment; each error is one line saying what to set.
 func loadConfig(getenv func(string) string) (config, error) {
 	c := config{
-		DatabaseURL:    getenv("DATABASE_URL"),
+		DatabaseURL:    orDefault(getenv("DATABASE_URL"), getenv("NEON_DB_URL")), // "": libpq's defaults (PG* variables)
+		DirectURL:      getenv("DATABASE_DIRECT_URL"),
 		Port:           orDefault(getenv("PORT"), "8000"),
 		CORSOrigins:    map[string]bool{},
 		StartupTimeout: 30 * time.Second,
@@ -65,15 +67,10 @@ func loadConfig(getenv func(string) string) (config, error) {
 		RatePerSecond:  50,
 		RateBurst:      100,
 	}
-	if c.DatabaseURL == "" {
-		c.DatabaseURL = getenv("NEON_DB_URL") // "" means libpq defaults (PG* variables)
-	}
-	c.DirectURL = getenv("DATABASE_DIRECT_URL")
-	secret, err := readSecret(getenv)
-	if err != nil {
+	var err error
+	if c.Auth.Secret, err = readSecret(getenv); err != nil {
 		return c, err
 	}
-	c.Auth.Secret = secret
 	if previous := getenv("BETTER_AUTH_SECRET_PREVIOUS"); previous != "" {
 		if len(previous) < minSecret || c.Auth.Secret == nil {
 			return c, fmt.Errorf("BETTER_AUTH_SECRET_PREVIOUS must be at least %d bytes, next to a BETTER_AUTH_SECRET", minSecret)
@@ -174,44 +171,32 @@ func parseOrigin(s string, withPath bool) (string, error) {
 	}
 	// As a browser's URL parser spells it, in Origin headers and in Better Auth's
 	// default iss and aud: the host in lower case, without the scheme's default port.
-	host := strings.ToLower(u.Host)
-	host = strings.TrimSuffix(host, map[string]string{"http": ":80", "https": ":443"}[u.Scheme])
+	host := strings.TrimSuffix(strings.ToLower(u.Host), map[string]string{"http": ":80", "https": ":443"}[u.Scheme])
 	return u.Scheme + "://" + host, nil
 }
 
 // betterAuthJWKS is where Better Auth serves its JWKS for the base URL base (a
-// valid http(s) URL), read as Better Auth reads it (better-auth's withPath): a
-// path in it is Better Auth's base path; without one, the base path is /api/auth.
-// Its tokens' default iss and aud are the origin either way.
+// valid http(s) URL), read as better-auth's withPath reads it: a path in it is the
+// base path, /api/auth without one. Its tokens' default iss and aud are the origin either way.
 func betterAuthJWKS(base string) string {
 	u, _ := url.Parse(base)
-	path := strings.TrimRight(u.Path, "/")
-	if path == "" {
-		path = "/api/auth"
-	}
-	return u.Scheme + "://" + u.Host + path + "/jwks"
+	return u.Scheme + "://" + u.Host + cmp.Or(strings.TrimRight(u.Path, "/"), "/api/auth") + "/jwks"
 }
 
 // orDefault returns s, or def when s is empty.
-func orDefault(s, def string) string {
-	if s == "" {
-		return def
-	}
-	return s
-}
+func orDefault(s, def string) string { return cmp.Or(s, def) }
 
 // run is the whole program: `tasks` serves the API, `tasks token USER_ID` prints a token,
 // `tasks version` prints the version.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
 	log := slog.New(slog.NewJSONHandler(stdout, nil))
-	if len(args) > 1 && args[1] == "token" {
+	switch {
+	case len(args) > 1 && args[1] == "token":
 		return printToken(getenv, args[2:], stdout)
-	}
-	if len(args) == 2 && args[1] == "version" {
+	case len(args) == 2 && args[1] == "version":
 		_, err := fmt.Fprintln(stdout, version)
 		return err
-	}
-	if len(args) > 1 {
+	case len(args) > 1:
 		return fmt.Errorf("unknown command %q (commands: token USER_ID, version)", strings.Join(args[1:], " "))
 	}
 	cfg, err := loadConfig(getenv)
@@ -299,10 +284,9 @@ func printToken(getenv func(string) string, args []string, stdout io.Writer) err
 		return fmt.Errorf("token needs BETTER_AUTH_SECRET (%d+ bytes)", minSecret)
 	}
 	token, err := mintToken(secret, args[0], time.Hour)
-	if err != nil {
-		return err
+	if err == nil {
+		_, err = fmt.Fprintln(stdout, token)
 	}
-	_, err = fmt.Fprintln(stdout, token)
 	return err
 }
 

@@ -2,7 +2,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	_ "embed"
@@ -34,19 +33,15 @@ var migrationHeader = regexp.MustCompile(`(?m)^-- migration (\d+): (.+)$`)
 // parseMigrations splits a schema at its migration headers; the versions must
 // count up from 1 without a gap. Text before the first header is a comment.
 func parseMigrations(schema string) ([]migration, error) {
-	heads := migrationHeader.FindAllStringSubmatchIndex(schema, -1)
+	bodies := migrationHeader.Split(schema, -1)[1:]
 	var ms []migration
-	for i, h := range heads {
-		end := len(schema)
-		if i+1 < len(heads) {
-			end = heads[i+1][0]
-		}
-		version, err := strconv.Atoi(schema[h[2]:h[3]])
+	for i, h := range migrationHeader.FindAllStringSubmatch(schema, -1) {
+		version, err := strconv.Atoi(h[1])
 		if err != nil || version != i+1 {
-			return nil, fmt.Errorf("schema.sql: migration %q should be number %d", schema[h[2]:h[3]], i+1)
+			return nil, fmt.Errorf("schema.sql: migration %q should be number %d", h[1], i+1)
 		}
-		sql := strings.TrimSpace(schema[h[1]:end])
-		ms = append(ms, migration{version, schema[h[4]:h[5]], sql, sha256.Sum256([]byte(sql))})
+		sql := strings.TrimSpace(bodies[i])
+		ms = append(ms, migration{version, h[2], sql, sha256.Sum256([]byte(sql))})
 	}
 	if len(ms) == 0 {
 		return nil, fmt.Errorf("schema.sql: no migrations")
@@ -55,12 +50,11 @@ func parseMigrations(schema string) ([]migration, error) {
 }
 
 // migrate waits for the database with backoff until ctx ends, then applies the
-// migrations it has not recorded, in one transaction under an advisory lock, so
-// replicas that start together take turns and a failed migration leaves nothing
-// half done. A database that a pre-release build made is refused (errPreRelease)
-// and left as it is. A recorded migration past the first whose text has changed
-// since, or one newer than this binary knows (a rollback), is logged and the
-// service starts anyway.
+// migrations it has not recorded in one transaction under an advisory lock, so
+// that replicas starting together take turns and a failed migration leaves
+// nothing half done. A pre-release database is refused (errPreRelease) and left
+// as it is; a recorded migration past the first whose text has changed, or one
+// this binary does not know (a rollback), is logged and the service starts.
 func (s *store) migrate(ctx context.Context, log *slog.Logger) error {
 	migrations, err := parseMigrations(schemaSQL)
 	if err != nil {
@@ -68,8 +62,7 @@ func (s *store) migrate(ctx context.Context, log *slog.Logger) error {
 	}
 	delay := 250 * time.Millisecond
 	for attempt := 1; ; attempt++ {
-		err := s.ping(ctx)
-		if err == nil {
+		if err = s.ping(ctx); err == nil {
 			break
 		}
 		log.Warn("waiting for the database", "attempt", attempt, "err", err.Error())
@@ -88,9 +81,7 @@ func (s *store) migrate(ctx context.Context, log *slog.Logger) error {
 		return fmt.Errorf("the database's encoding is %s; the service needs UTF8 (CREATE DATABASE ... ENCODING 'UTF8' TEMPLATE template0)", encoding)
 	}
 	if err == nil {
-		err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-			return applyMigrations(ctx, tx, migrations, log)
-		})
+		err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error { return applyMigrations(ctx, tx, migrations, log) })
 	}
 	if err != nil {
 		return fmt.Errorf("migrate schema: %w", err)
@@ -153,7 +144,7 @@ func applyMigrations(ctx context.Context, tx pgx.Tx, migrations []migration, log
 		switch {
 		case a.version > len(migrations):
 			log.Warn("the database has a migration this binary does not know; serving anyway", "version", a.version)
-		case !bytes.Equal(a.sha256[:], migrations[a.version-1].sha256[:]):
+		case a.sha256 != migrations[a.version-1].sha256:
 			log.Warn("a migration was edited after it was applied; edits never reach a database, add a new migration instead", "version", a.version)
 		}
 	}

@@ -11,16 +11,15 @@ import (
 )
 
 // queryMode is the pool's BeforeConnect hook when DATABASE_URL names no
-// default_query_exec_mode. pgx's default mode (cache_statement) prepares each
-// statement once per connection under a name. A transaction-mode pooler
-// (PgBouncer; Neon's -pooler endpoint) serves a connection's transactions
-// from whichever server connection is free, which holds that name only if the
-// pooler tracks names (PgBouncer 1.21 and later with max_prepared_statements
-// above 0); without that, most statements fail (SQLSTATE 26000 or 42P05). So
-// the first connect probes (serversShared, within 4 × timeout) and, behind
-// such a pooler, every connection uses cache_describe: unnamed statements,
-// described once per connection, which any pooler passes through. A probe
-// that fails fails its connect (a 503), and the next connect probes again.
+// default_query_exec_mode. pgx's default (cache_statement) prepares each
+// statement once per connection under a name, which a transaction-mode pooler
+// (PgBouncer; Neon's -pooler endpoint) loses when it moves the connection to
+// another server session, unless it tracks names (PgBouncer 1.21+ with
+// max_prepared_statements above 0): most statements then fail (SQLSTATE 26000
+// or 42P05). So the first connect probes (serversShared, within 4 × timeout),
+// and behind such a pooler every connection uses cache_describe: unnamed
+// statements, which any pooler passes. A failed probe fails its connect (a
+// 503), and the next connect probes again.
 func queryMode(timeout time.Duration) func(context.Context, *pgx.ConnConfig) error {
 	var mu sync.Mutex
 	var known, pooled bool
@@ -43,10 +42,9 @@ func queryMode(timeout time.Duration) func(context.Context, *pgx.ConnConfig) err
 	}
 }
 
-// checkQueryMode runs one statement as the store sends them, so that a
-// setting in DATABASE_URL that stops pgx from running any
-// (description_cache_capacity=0 with cache_describe, say) is refused at start
-// rather than answered with 500s.
+// checkQueryMode runs one statement as the store sends them, so that a setting
+// in DATABASE_URL that stops pgx from running any (description_cache_capacity=0
+// with cache_describe, say) is refused at start rather than answered with 500s.
 func (s *store) checkQueryMode(ctx context.Context) error {
 	var one int
 	if err := s.pool.QueryRow(ctx, `SELECT $1::int`, 1).Scan(&one); err != nil {
@@ -55,13 +53,13 @@ func (s *store) checkQueryMode(ctx context.Context) error {
 	return nil
 }
 
-// serversShared reports whether two connections' (of cfg's) statements run on server
-// sessions that move or are shared, as only a transaction-mode pooler makes
-// them: it asks each connection's backend process id, the first twice, in
-// up to five rounds. Directly or in session mode, a connection keeps its own
-// backend. PgBouncer hands out the server connection released last (so both
-// connections get the same one) or, with server_round_robin, the next one (so
-// the first connection's moves); other clients' traffic only adds movement.
+// serversShared reports whether two connections of cfg run on server sessions
+// that move or are shared, as only a transaction-mode pooler makes them: it asks
+// each one's backend process id, the first's twice, in up to five rounds.
+// Directly or in session mode, a connection keeps its own backend. PgBouncer
+// hands out the server connection released last (so both get the same one) or,
+// with server_round_robin, the next one (so the first's moves); other clients'
+// traffic only adds movement.
 func serversShared(ctx context.Context, cfg *pgx.ConnConfig) (bool, error) {
 	a, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {

@@ -4,6 +4,7 @@ package main
 import (
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -42,16 +43,23 @@ func (c *queryCheck) once(names ...string) {
 
 // integer reads the parameter name, if given, into dst: an integer from lo to hi.
 func (c *queryCheck) integer(name string, lo, hi int, dst *int) {
+	if s := c.v.Get(name); s != "" {
+		if n, err := strconv.Atoi(s); err != nil || n < lo || n > hi {
+			c.fail(name, "Input should be an integer from "+strconv.Itoa(lo)+" to "+strconv.Itoa(hi), "int_parsing")
+		} else {
+			*dst = n
+		}
+	}
+}
+
+// choice reads the parameter name: "" when absent, else one of choices; msg lists them for a refusal of type typ.
+func (c *queryCheck) choice(name, msg, typ string, choices ...string) string {
 	s := c.v.Get(name)
-	if s == "" {
-		return
+	if s != "" && !slices.Contains(choices, s) {
+		c.fail(name, "Input should be "+msg, typ)
+		return ""
 	}
-	n, err := strconv.Atoi(s)
-	if err != nil || n < lo || n > hi {
-		c.fail(name, "Input should be an integer from "+strconv.Itoa(lo)+" to "+strconv.Itoa(hi), "int_parsing")
-		return
-	}
-	*dst = n
+	return s
 }
 
 // parseListQuery validates the list parameters; unknown parameters are ignored.
@@ -59,14 +67,11 @@ func parseListQuery(v url.Values) (listQuery, error) {
 	q := listQuery{Sort: "created", Desc: true, Limit: maxLimit}
 	c := &queryCheck{v: v}
 	c.once("status", "sort", "order", "q", "limit", "offset", "cursor", "total") // tag may repeat
-	switch v.Get("status") {
-	case "", "all":
+	switch c.choice("status", "'all', 'pending' or 'completed'", "enum", "all", "pending", "completed") {
 	case "pending":
 		q.Completed = new(false)
 	case "completed":
 		q.Completed = new(true)
-	default:
-		c.fail("status", "Input should be 'all', 'pending' or 'completed'", "enum")
 	}
 	if s := v.Get("sort"); s != "" {
 		if sort, ok := findSort(s); ok {
@@ -75,14 +80,8 @@ func parseListQuery(v url.Values) (listQuery, error) {
 			c.fail("sort", "Input should be "+sortNames(), "enum")
 		}
 	}
-	switch v.Get("order") {
-	case "":
-	case "asc":
-		q.Desc = false
-	case "desc":
-		q.Desc = true
-	default:
-		c.fail("order", "Input should be 'asc' or 'desc'", "enum")
+	if order := c.choice("order", "'asc' or 'desc'", "enum", "asc", "desc"); order != "" {
+		q.Desc = order == "desc"
 	}
 	q.Q = v.Get("q")
 	if msg := badText(q.Q); msg != "" {
@@ -101,13 +100,7 @@ func parseListQuery(v url.Values) (listQuery, error) {
 	if len(q.Tags) > maxTags {
 		c.fail("tag", "At most "+strconv.Itoa(maxTags)+" tags", "too_long")
 	}
-	switch v.Get("total") {
-	case "", "false":
-	case "true":
-		q.Total = true
-	default:
-		c.fail("total", "Input should be 'true' or 'false'", "bool_parsing")
-	}
+	q.Total = c.choice("total", "'true' or 'false'", "bool_parsing", "true", "false") == "true"
 	c.integer("limit", 1, maxLimit, &q.Limit)
 	c.integer("offset", 0, 1<<31-1, &q.Offset)
 	if s := v.Get("cursor"); s != "" {

@@ -2,6 +2,7 @@
 package main
 
 import (
+	"maps"
 	"sync"
 	"time"
 )
@@ -36,20 +37,14 @@ func (l *rateLimiter) allow(userID string, now time.Time) (bool, time.Duration) 
 	if now.Sub(l.swept) > time.Minute {
 		l.sweep(now)
 	}
-	b, seen := l.buckets[userID]
-	if !seen {
-		b = bucket{tokens: l.burst, at: now}
-	}
-	b.tokens = min(l.burst, b.tokens+now.Sub(b.at).Seconds()*l.rate)
-	b.at = now
-	ok := b.tokens >= 1
-	if ok {
-		b.tokens--
-	}
-	l.buckets[userID] = b
-	if !ok {
+	b := l.buckets[userID] // an unknown user's is empty as of year 1, so full by now
+	b.tokens, b.at = min(l.burst, b.tokens+now.Sub(b.at).Seconds()*l.rate), now
+	if b.tokens < 1 {
+		l.buckets[userID] = b
 		return false, time.Duration((1 - b.tokens) / l.rate * float64(time.Second))
 	}
+	b.tokens--
+	l.buckets[userID] = b
 	return true, 0
 }
 
@@ -57,10 +52,6 @@ func (l *rateLimiter) allow(userID string, now time.Time) (bool, time.Duration) 
 // an unknown user gets anyway, so idle users cost no memory.
 func (l *rateLimiter) sweep(now time.Time) {
 	refill := time.Duration(l.burst / l.rate * float64(time.Second))
-	for userID, b := range l.buckets {
-		if now.Sub(b.at) >= refill {
-			delete(l.buckets, userID)
-		}
-	}
+	maps.DeleteFunc(l.buckets, func(_ string, b bucket) bool { return now.Sub(b.at) >= refill })
 	l.swept = now
 }

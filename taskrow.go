@@ -3,6 +3,7 @@ package main
 
 import (
 	"encoding/binary"
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -10,10 +11,9 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 )
 
-// scanTask reads one row of taskColumns. A row in PostgreSQL's binary format
-// (what pgx asks for, except on the simple protocol) is decoded straight from
-// its bytes by taskFromBinary; pgx's Scan plans every column again for each
-// statement and allocates for each value (BenchmarkRoutes/list20 shows the difference).
+// scanTask reads one row of taskColumns: with taskFromBinary in PostgreSQL's binary
+// format (what pgx asks for, except on the simple protocol), since pgx's Scan plans every
+// column again for each statement and allocates for each value (BenchmarkFastPaths/row).
 func scanTask(rows pgx.CollectableRow) (Task, error) {
 	if t, ok := taskFromBinary(rows.FieldDescriptions(), rows.RawValues()); ok {
 		return t, nil
@@ -26,7 +26,7 @@ func scanTask(rows pgx.CollectableRow) (Task, error) {
 // scanTaskInto reads a row of taskColumns, then the extra columns into extra, with pgx's Scan.
 func scanTaskInto(rows pgx.CollectableRow, t *Task, extra ...any) error {
 	var due *time.Time
-	var kind *string
+	var kind pgtype.Text // NULL without a due date
 	err := rows.Scan(append([]any{&t.ID, &t.UserID, &t.Title, &t.Description, &t.Completed, &t.Priority,
 		&due, &t.Tags, &t.CreatedAt, &t.UpdatedAt, &kind, &t.CompletedAt, &t.Version}, extra...)...)
 	if err != nil {
@@ -34,11 +34,10 @@ func scanTaskInto(rows pgx.CollectableRow, t *Task, extra ...any) error {
 	}
 	t.CreatedAt, t.UpdatedAt = t.CreatedAt.UTC(), t.UpdatedAt.UTC()
 	if t.CompletedAt != nil {
-		at := t.CompletedAt.UTC()
-		t.CompletedAt = &at
+		*t.CompletedAt = t.CompletedAt.UTC()
 	}
 	if due != nil {
-		t.DueDate = &Due{due.UTC(), dueKindOf(deref(kind))}
+		t.DueDate = &Due{due.UTC(), dueKindOf(kind.String)}
 	}
 	if t.Tags == nil {
 		t.Tags = []string{}
@@ -89,15 +88,10 @@ func taskFromBinary(fields []pgconn.FieldDescription, raw [][]byte) (t Task, ok 
 		t.Description = &d
 	}
 	t.Completed = raw[4][0] == 1
-	switch p := raw[5]; string(p) { // the three priorities without an allocation each
-	case "low":
-		t.Priority = "low"
-	case "medium":
-		t.Priority = "medium"
-	case "high":
-		t.Priority = "high"
-	default:
-		t.Priority = string(p)
+	if i := slices.Index(priorities, string(raw[5])); i >= 0 { // the three priorities without an allocation each
+		t.Priority = priorities[i]
+	} else {
+		t.Priority = string(raw[5])
 	}
 	if raw[6] != nil {
 		d, ok := timeFromBinary(raw[6])
@@ -164,12 +158,4 @@ func textArrayFromBinary(b []byte) ([]string, bool) {
 		b = b[4+size:]
 	}
 	return tags, len(b) == 0
-}
-
-// deref is *s, or "" for nil.
-func deref(s *string) string {
-	if s == nil {
-		return ""
-	}
-	return *s
 }

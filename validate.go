@@ -18,25 +18,22 @@ import (
 
 // Limits of the contract, enforced here and again by the domains in schema.sql.
 const (
-	maxBodyBytes   = 64 << 10
-	maxTitle       = 200
-	maxDescription = 1000
-	maxTags        = 10
-	maxTag         = 32
-	maxLimit       = 1000
-	maxQuery       = 1000
-
+	maxBodyBytes      = 64 << 10
+	maxTitle          = 200
+	maxDescription    = 1000
+	maxTags           = 10
+	maxTag            = 32
+	maxLimit          = 1000
+	maxQuery          = 1000
 	maxIdempotencyKey = 255 // characters of an Idempotency-Key (the idempotency_keys.key CHECK)
 )
 
 // priorities are a task's priorities, lowest first (the list sorts by this order).
 var priorities = []string{"low", "medium", "high"}
 
-// readOnlyFields may come back in a body when a client sends a task it read; they are ignored.
-var readOnlyFields = []string{"id", "user_id", "created_at", "updated_at", "completed_at"}
-
-// taskFields are the fields a body may set.
-var taskFields = []string{"title", "description", "completed", "priority", "due_date", "tags"}
+// bodyFields are the fields a body may hold: those it sets, then those of a task a client read and sends back, ignored.
+var bodyFields = []string{"title", "description", "completed", "priority", "due_date", "tags",
+	"id", "user_id", "created_at", "updated_at", "completed_at"}
 
 // decodeTask reads a JSON task body into a change. For a create, title is
 // required and completed is ignored (a new task starts open); for an update,
@@ -79,9 +76,9 @@ func decodeTask(w http.ResponseWriter, r *http.Request, create bool) (taskChange
 	for name := range raw {
 		names = append(names, name)
 	}
-	slices.Sort(names)
+	slices.Sort(names) // not slices.Sorted(maps.Keys(raw)), which allocates five times more per body
 	for _, name := range names {
-		if !slices.Contains(taskFields, name) && !slices.Contains(readOnlyFields, name) {
+		if !slices.Contains(bodyFields, name) {
 			fail("Extra inputs are not permitted", "extra_forbidden", name)
 		}
 	}
@@ -105,8 +102,7 @@ func decodeTask(w http.ResponseWriter, r *http.Request, create bool) (taskChange
 
 	if v, ok := raw["title"]; ok {
 		if s, ok := text("title", v); ok {
-			s = strings.TrimSpace(s)
-			if checkLength(s, 1, maxTitle, fail, "title") {
+			if s = strings.TrimSpace(s); checkLength(s, 1, maxTitle, fail, "title") {
 				c.Title = &s
 			}
 		}
@@ -129,12 +125,10 @@ func decodeTask(w http.ResponseWriter, r *http.Request, create bool) (taskChange
 		}
 	}
 	if v, ok := raw["priority"]; ok {
-		if s, ok := text("priority", v); ok {
-			if !slices.Contains(priorities, s) {
-				fail("Input should be 'low', 'medium' or 'high'", "enum", "priority")
-			} else {
-				c.Priority = &s
-			}
+		if s, ok := text("priority", v); ok && slices.Contains(priorities, s) {
+			c.Priority = &s
+		} else if ok {
+			fail("Input should be 'low', 'medium' or 'high'", "enum", "priority")
 		}
 	}
 	if v, ok := raw["due_date"]; ok {
