@@ -9,11 +9,13 @@ import (
 	"fmt"
 	"log/slog"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 //go:embed schema.sql
@@ -89,24 +91,17 @@ func (s *store) migrate(ctx context.Context, log *slog.Logger) error {
 	return nil
 }
 
-// errPreRelease refuses a database made before 1.0: its schema is not 1.0's, and no path leads from it.
-var errPreRelease = errors.New("the database holds tables of a pre-release build of the tasks API (schema_migrations does not match version 1.0); nothing was changed: point DATABASE_URL at a new, empty database")
+// errPreRelease refuses a database that holds tables this service did not
+// make, a build's before 1.0 or another program's: no path leads from them, so
+// nothing in it is changed.
+var errPreRelease = errors.New("the database holds tables this version of the tasks API did not make (a build before 1.0, or another program: its schema_migrations, if any, does not match 1.0's); nothing was changed: point DATABASE_URL at a new, empty database")
 
-// checkRelease refuses a database whose migration 1 is not first's, or that
-// holds a tasks table without having recorded any migration.
-func checkRelease(ctx context.Context, tx pgx.Tx, applied []migration, first migration) error {
-	if len(applied) > 0 {
-		if applied[0].version != 1 || applied[0].sha256 != first.sha256 {
-			return errPreRelease
-		}
-		return nil
-	}
-	var tasks bool
-	err := tx.QueryRow(ctx, `SELECT to_regclass('tasks') IS NOT NULL`, pgx.QueryExecModeSimpleProtocol).Scan(&tasks)
-	if err == nil && tasks {
-		return errPreRelease
-	}
-	return err
+// foreign reports whether err, reading schema_migrations or applying migration 1
+// to a database that recorded none, says another schema is there: a column
+// missing (SQLSTATE 42703), or a table, object or function there already (42P07, 42710, 42723).
+func foreign(err error) bool {
+	pgErr, ok := errors.AsType[*pgconn.PgError](err)
+	return ok && slices.Contains([]string{"42703", "42P07", "42710", "42723"}, pgErr.Code)
 }
 
 // applyMigrations records and runs, inside tx, each migration the database has not recorded.
@@ -132,10 +127,10 @@ func applyMigrations(ctx context.Context, tx pgx.Tx, migrations []migration, log
 		copy(m.sha256[:], sum)
 		return m, err
 	})
-	if err != nil {
-		return err
+	if foreign(err) || len(applied) > 0 && (applied[0].version != 1 || applied[0].sha256 != migrations[0].sha256) {
+		return errPreRelease
 	}
-	if err := checkRelease(ctx, tx, applied, migrations[0]); err != nil {
+	if err != nil {
 		return err
 	}
 	done := map[int]bool{}
@@ -152,7 +147,9 @@ func applyMigrations(ctx context.Context, tx pgx.Tx, migrations []migration, log
 		if done[m.version] {
 			continue
 		}
-		if _, err := tx.Exec(ctx, m.sql); err != nil {
+		if _, err := tx.Exec(ctx, m.sql); m.version == 1 && foreign(err) {
+			return errPreRelease
+		} else if err != nil {
 			return fmt.Errorf("migration %d (%s): %w", m.version, m.name, err)
 		}
 		_, err := tx.Exec(ctx, `INSERT INTO schema_migrations (version, name, sha256) VALUES ($1, $2, $3)`,

@@ -148,7 +148,10 @@ func TestMigrateRefusesPreRelease(t *testing.T) {
 			applied_at timestamptz NOT NULL DEFAULT now());
 			INSERT INTO schema_migrations (version, name, sha256) VALUES (1, 'tasks, per-user task counts and Idempotency-Keys', '\x5327');
 			CREATE TABLE tasks (id bigint PRIMARY KEY, user_id text, title text)`,
-		"unrecorded": `CREATE TABLE tasks (id bigint PRIMARY KEY, user_id text, title text)`,
+		"unrecorded":            `CREATE TABLE tasks (id bigint PRIMARY KEY, user_id text, title text)`,
+		"another table of ours": `CREATE TABLE task_counts (user_id text PRIMARY KEY, n integer)`,
+		"another tool's bookkeeping": `CREATE TABLE schema_migrations (version bigint PRIMARY KEY, dirty boolean NOT NULL);
+			INSERT INTO schema_migrations VALUES (20240101, false)`,
 	} {
 		dbURL := newDatabase(t, "")
 		db := must(pgx.Connect(ctx, dbURL))
