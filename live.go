@@ -211,7 +211,8 @@ func (s *streams) listenOn(ctx context.Context, listening *atomic.Bool) {
 		case ctx.Err() != nil:
 			return
 		case since.IsZero() && verdict(err):
-			s.pollForGood(s.log, err)
+			s.listen.Store(nil)
+			s.log.Warn("live updates poll the database every " + s.poll.String() + " instead of listening: " + err.Error())
 			return
 		case !since.IsZero():
 			s.log.Warn("live updates lost their listening session, and poll until it is back", "err", err.Error())
@@ -244,11 +245,8 @@ func (s *streams) session(ctx context.Context, cfg *pgx.ConnConfig, trusted func
 	}
 	defer func() { // waiting at most a second for the server to hear of it
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		if trusted != nil {
-			unlisten(ctx, conn)
-		}
-		conn.Close(ctx)
+		unlisten(ctx, conn, trusted != nil)
+		cancel()
 	}()
 	if err := listen(dialCtx, conn); err != nil {
 		return err
@@ -293,12 +291,6 @@ func verdict(err error) bool {
 	return errors.Is(err, errNotifyLost)
 }
 
-// pollForGood makes the watcher poll from now on, and logs why.
-func (s *streams) pollForGood(log *slog.Logger, err error) {
-	s.listen.Store(nil)
-	log.Warn("live updates poll the database every " + s.poll.String() + " instead of listening: " + err.Error())
-}
-
 // checkNotify decides, at start, how the watcher learns of writes: it opens a
 // session as the watcher would, on DATABASE_DIRECT_URL (directURL) if set,
 // else with DATABASE_URL's settings. If the session is trusted, the watcher
@@ -322,7 +314,8 @@ func (s *streams) checkNotify(ctx context.Context, directURL string, log *slog.L
 	case checkCtx.Err() != nil && ctx.Err() == nil:
 		log.Info("live updates listen for NOTIFY", "channel", notifyChannel)
 	case verdict(err):
-		s.pollForGood(log, err)
+		s.listen.Store(nil)
+		log.Warn("live updates poll the database every " + s.poll.String() + " instead of listening: " + err.Error())
 	default:
 		log.Warn("live updates poll the database every "+s.poll.String()+" until they can listen", "err", err.Error())
 	}

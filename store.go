@@ -284,17 +284,21 @@ func listen(ctx context.Context, conn *pgx.Conn) error {
 }
 
 // keepListening names conn, once it has heard its own NOTIFY, and keeps it
-// however long it idles: behind a transaction-mode pooler these settings would
-// stay on a server session that other clients get next (and PgBouncer refuses
-// idle_session_timeout as a startup parameter).
+// however long it idles. Not as startup parameters: PgBouncer refuses
+// idle_session_timeout, and a pooler would keep them for other clients.
 func keepListening(ctx context.Context, conn *pgx.Conn) error {
 	_, err := conn.Exec(ctx, `SET application_name = 'tasks listener'; SET idle_session_timeout = 0`)
 	return err
 }
 
-// unlisten undoes listen on a session that did not hear its own NOTIFY, so
-// that no pooler's server session keeps it for other clients (at best: it may reach another).
-func unlisten(ctx context.Context, conn *pgx.Conn) { conn.Exec(ctx, `UNLISTEN *`) }
+// unlisten closes conn, first undoing listen when it never heard its own
+// NOTIFY (untrusted), so that no pooler's server session keeps it for other clients.
+func unlisten(ctx context.Context, conn *pgx.Conn, untrusted bool) {
+	if untrusted {
+		conn.Exec(ctx, `UNLISTEN *`)
+	}
+	conn.Close(ctx)
+}
 
 // listTasks returns one page of the user's matching tasks, how many match in
 // all (-1: not counted), and whether more follow it. After a cursor (q.After),
