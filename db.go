@@ -48,8 +48,8 @@ func openStore(url string, timeout time.Duration) (*store, error) {
 		return nil, errors.New("DATABASE_URL is not a valid PostgreSQL URL or key=value string")
 	}
 	if !strings.Contains(url, "pool_max_conns") {
-		// pgxpool's default (4 here, one per core otherwise) leaves writes queueing for a connection
-		// while others wait on a commit's fsync; 16 let PostgreSQL commit them together (bench/README.md).
+		// pgxpool's default (one per core, at least 4) leaves writes queueing for a connection
+		// while others wait on a commit's fsync; more let PostgreSQL commit them together (bench/README.md).
 		cfg.MaxConns = 16
 	}
 	if !strings.Contains(url, "default_query_exec_mode") {
@@ -125,8 +125,8 @@ func storeError(err error) error {
 }
 
 // isUnavailable reports whether err says the database could not be reached or
-// serve: pgx could not connect; a deadline passed, or the request that waited
-// ended; the network failed (a reset, a closed connection, EOF mid-answer); or
+// serve: pgx could not connect; a deadline passed, or the statement's context
+// ended (at shutdown); the network failed (a reset, a closed connection, EOF mid-answer); or
 // an SQLSTATE (PostgreSQL's Appendix A) of class 08 (connection exception), 53
 // (insufficient resources: too many connections, out of memory or disk) or 57
 // (operator intervention: statement_timeout's query_canceled, admin shutdown).

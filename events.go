@@ -12,7 +12,7 @@ import (
 
 // Stream timings.
 const (
-	streamPoll      = 500 * time.Millisecond // how often the watcher reads the versions of users with open streams when it cannot listen (live.go)
+	streamPoll      = 500 * time.Millisecond // how often live.go's watcher reads the versions of users with open streams when it cannot listen
 	streamSafety    = 30 * time.Second       // how often a stream reads the feed when not woken
 	streamMaxAge    = 5 * time.Minute        // how long a stream lasts: its client reconnects with a fresh token
 	streamHeartbeat = 15 * time.Second       // the silence after which a comment keeps proxies from cutting a stream (the EventSource spec suggests about 15 s)
@@ -97,6 +97,9 @@ func handleEvents(db *store, live *streams) streamHandler {
 					return
 				}
 				if err != nil { // the database is away: try again in a second; past streamSafety,
+					if !errors.Is(err, errUnavailable) {
+						noteError(w, err) // a bug: on the stream's log line
+					}
 					if failingSince.IsZero() { // end the stream, so the client tries another replica
 						failingSince = time.Now()
 					} else if time.Since(failingSince) > streamSafety {

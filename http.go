@@ -139,15 +139,15 @@ func (m *middleware) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		m.logRequest(r, rw, start) // r as the mux saw it
 	}()
-	// ServeMux redirects a path with an empty segment, . or .. to its clean form,
-	// re-escaped (a user id with a space came back as %2520) and reinterpreted
-	// (/tasks/1/complete/.. became an update of task 1): it is not found instead.
+	// ServeMux would redirect a path with an empty segment, . or .. to its clean
+	// form, escaped again (a space in a user id as %2520) and read anew
+	// (/tasks/1/complete/.. as an update of task 1): it is not found instead.
 	if !cleanPath(strings.TrimSuffix(r.URL.Path, "/")) {
 		writeJSON(rw, http.StatusNotFound, map[string]string{"detail": "Not Found"})
 		return
 	}
-	// FastAPI redirected /tasks/ to /tasks, and browsers drop Authorization on a cross-origin
-	// redirect: both spellings are served instead. An escaped %2F belongs to its segment.
+	// A redirect of /tasks/ to /tasks would lose Authorization in browsers (across
+	// origins): both spellings are served instead. An escaped %2F belongs to its segment.
 	if p := r.URL.EscapedPath(); len(p) > 1 && strings.HasSuffix(p, "/") {
 		u := *r.URL
 		u.Path, u.RawPath = strings.TrimSuffix(u.Path, "/"), strings.TrimSuffix(u.RawPath, "/")

@@ -29,7 +29,7 @@ const notifyChannel = "task_changes"
 const (
 	watchLinger       = time.Minute      // how long the watcher outlives the last stream
 	notifyCheckWait   = 5 * time.Second  // how long a session's own NOTIFY may take to come back
-	listenPing        = 30 * time.Second // silence after which a session checks itself (a lost one says nothing)
+	listenPing        = 30 * time.Second // how often a session checks itself (a lost one says nothing)
 	listenRedial      = time.Second      // after a failed session, doubling up to listenRedialMax
 	listenRedialMax   = 30 * time.Second // the longest wait between two dials
 	listenSteady      = time.Minute      // a session that lasted this long starts the doubling over
@@ -51,7 +51,7 @@ var (
 type streams struct {
 	db            *store
 	log           *slog.Logger
-	listen        atomic.Pointer[pgx.ConnConfig] // the session the watcher listens on (checkNotify); nil: it polls
+	listenTo      atomic.Pointer[pgx.ConnConfig] // the session the watcher listens on (checkNotify); nil: it polls
 	notifyLost    error                          // errNotifyLost, with what it means for listen's settings
 	mu            sync.Mutex
 	users         map[string]*watchedUser // the users with open streams
@@ -192,7 +192,7 @@ func (s *streams) watch(ctx context.Context) {
 // The log says each move between listening and polling.
 func (s *streams) listenOn(ctx context.Context, listening *atomic.Bool) {
 	wait, polling := listenRedial, false
-	for cfg := s.listen.Load(); cfg != nil; cfg = s.listen.Load() {
+	for cfg := s.listenTo.Load(); cfg != nil; cfg = s.listenTo.Load() {
 		var since time.Time // when the session was trusted
 		err := s.session(ctx, cfg, func() {
 			since = time.Now()
@@ -211,7 +211,7 @@ func (s *streams) listenOn(ctx context.Context, listening *atomic.Bool) {
 		case ctx.Err() != nil:
 			return
 		case since.IsZero() && verdict(err):
-			s.listen.Store(nil)
+			s.listenTo.Store(nil)
 			s.log.Warn("live updates poll the database every " + s.poll.String() + " instead of listening: " + err.Error())
 			return
 		case !since.IsZero():
@@ -235,7 +235,7 @@ func (s *streams) listenOn(ctx context.Context, listening *atomic.Bool) {
 // NOTIFY sent through the pool, as a write's is: a session on another
 // database, or one that a transaction-mode pooler serves, never does. Then it
 // calls trusted and wakes the streams each notification names, checking
-// itself again after listenPing of silence, until ctx ends or the session fails.
+// itself again every listenPing, until ctx ends or the session fails.
 func (s *streams) session(ctx context.Context, cfg *pgx.ConnConfig, trusted func()) error {
 	dialCtx, cancel := context.WithTimeout(ctx, 2*s.db.timeout) // connect, then LISTEN
 	defer cancel()
@@ -257,9 +257,11 @@ func (s *streams) session(ctx context.Context, cfg *pgx.ConnConfig, trusted func
 		n, err := conn.WaitForNotification(waitCtx)
 		cancel()
 		switch {
-		case err == nil && n.Payload == token:
+		case err == nil && token != "" && n.Payload == token:
 			if trusted != nil {
-				if err := keepListening(ctx, conn); err != nil {
+				keepCtx, cancel := context.WithTimeout(ctx, s.db.timeout)
+				err := keepListening(keepCtx, conn)
+				if cancel(); err != nil {
 					return err
 				}
 				trusted()
@@ -307,14 +309,14 @@ func (s *streams) checkNotify(ctx context.Context, directURL string, log *slog.L
 		cfg.ConnectTimeout, why = s.db.timeout, "DATABASE_DIRECT_URL reaches a transaction-mode pooler, or another database than DATABASE_URL: set it to the database itself (Neon: the connection string without -pooler)"
 	}
 	s.notifyLost = fmt.Errorf("a NOTIFY sent through DATABASE_URL %w: %s", errNotifyLost, why)
-	s.listen.Store(cfg)
+	s.listenTo.Store(cfg)
 	checkCtx, trusted := context.WithCancel(ctx) // the check ends once the session is trusted
 	defer trusted()
 	switch err := s.session(checkCtx, cfg, trusted); {
 	case checkCtx.Err() != nil && ctx.Err() == nil:
 		log.Info("live updates listen for NOTIFY", "channel", notifyChannel)
 	case verdict(err):
-		s.listen.Store(nil)
+		s.listenTo.Store(nil)
 		log.Warn("live updates poll the database every " + s.poll.String() + " instead of listening: " + err.Error())
 	default:
 		log.Warn("live updates poll the database every "+s.poll.String()+" until they can listen", "err", err.Error())

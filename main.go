@@ -19,8 +19,8 @@ import (
 	"time"
 )
 
-// version is this build's release: the latest in CHANGELOG.md, and openapi.json's info.version.
-const version = "1.0.0"
+// release is this build's version: the latest in CHANGELOG.md, and openapi.json's info.version.
+const release = "1.0.0"
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -194,7 +194,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	case len(args) > 1 && args[1] == "token":
 		return printToken(getenv, args[2:], stdout)
 	case len(args) == 2 && args[1] == "version":
-		_, err := fmt.Fprintln(stdout, version)
+		_, err := fmt.Fprintln(stdout, release)
 		return err
 	case len(args) > 1:
 		return fmt.Errorf("unknown command %q (commands: token USER_ID, version)", strings.Join(args[1:], " "))

@@ -484,8 +484,8 @@ func TestTokenNeedsOnlyTheSecret(t *testing.T) {
 // openapi.json's info.version are the same one.
 func TestVersion(t *testing.T) {
 	var out bytes.Buffer
-	if err := run(context.Background(), []string{"tasks", "version"}, func(string) string { return "" }, &out); err != nil || out.String() != version+"\n" {
-		t.Fatalf("tasks version = %q, %v; want %q", out.String(), err, version)
+	if err := run(context.Background(), []string{"tasks", "version"}, func(string) string { return "" }, &out); err != nil || out.String() != release+"\n" {
+		t.Fatalf("tasks version = %q, %v; want %q", out.String(), err, release)
 	}
 	if err := run(context.Background(), []string{"tasks", "version", "now"}, func(string) string { return "" }, &out); err == nil {
 		t.Fatal("tasks version now = nil, want an unknown command")
@@ -503,8 +503,8 @@ func TestVersion(t *testing.T) {
 	if err := json.Unmarshal(openAPI, &doc); err != nil {
 		t.Fatal(err)
 	}
-	if latest != version || doc.Info.Version != version {
-		t.Fatalf("CHANGELOG.md's latest release %q, openapi.json's info.version %q, main.go's version %q: want one", latest, doc.Info.Version, version)
+	if latest != release || doc.Info.Version != release {
+		t.Fatalf("CHANGELOG.md's latest release %q, openapi.json's info.version %q, main.go's release %q: want one", latest, doc.Info.Version, release)
 	}
 }
 

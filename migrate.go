@@ -29,7 +29,7 @@ type migration struct {
 	sha256  [32]byte // of sql, recorded when applied
 }
 
-// migrationHeader starts each migration: "-- migration 3: what it does".
+// migrationHeader starts each migration: "-- migration N: what it does".
 var migrationHeader = regexp.MustCompile(`(?m)^-- migration (\d+): (.+)$`)
 
 // parseMigrations splits a schema at its migration headers; the versions must

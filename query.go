@@ -32,8 +32,8 @@ func (c *queryCheck) fail(name, msg, typ string) {
 	c.errs = append(c.errs, fieldError{[]any{"query", name}, msg, typ})
 }
 
-// once refuses each of names given twice: of two, a proxy may read the other one.
-func (c *queryCheck) once(names ...string) {
+// single refuses each of names given twice: of two, a proxy may read the other one.
+func (c *queryCheck) single(names ...string) {
 	for _, name := range names {
 		if len(c.v[name]) > 1 {
 			c.fail(name, "Give this parameter once", "duplicate")
@@ -66,7 +66,7 @@ func (c *queryCheck) choice(name, msg, typ string, choices ...string) string {
 func parseListQuery(v url.Values) (listQuery, error) {
 	q := listQuery{Sort: "created", Desc: true, Limit: maxLimit}
 	c := &queryCheck{v: v}
-	c.once("status", "sort", "order", "q", "limit", "offset", "cursor", "total") // tag may repeat
+	c.single("status", "sort", "order", "q", "limit", "offset", "cursor", "total") // tag may repeat
 	switch c.choice("status", "'all', 'pending' or 'completed'", "enum", "all", "pending", "completed") {
 	case "pending":
 		q.Completed = new(false)
@@ -130,7 +130,7 @@ type feedQuery struct {
 func parseFeedQuery(v url.Values, userID string, now time.Time) (feedQuery, error) {
 	q := feedQuery{feedCursor{-1, now, -1, userTag(userID)}, !v.Has("since"), maxFeedLimit}
 	c := &queryCheck{v: v}
-	c.once("since", "limit")
+	c.single("since", "limit")
 	if !q.First {
 		var msg string
 		if q.Cursor, msg = parseFeedCursor(v.Get("since"), userID, now); msg != "" {

@@ -101,7 +101,7 @@ func (s *store) updateTask(ctx context.Context, q querier, userID string, id int
 			updated_at   = now()
 		FROM next WHERE `+taskMatches+` RETURNING `+taskColumns,
 		id, userID, ifMatch, c.Title, c.ClearDesc, c.Description, c.Completed, c.Priority, c.ClearDue, dueAt, dueKind, c.Tags)
-	return t, s.stale(ctx, userID, id, ifMatch, err)
+	return t, s.stale(ctx, q, userID, id, ifMatch, err)
 }
 
 // toggleTask flips completed in one statement, so concurrent toggles never lose one.
@@ -109,7 +109,7 @@ func (s *store) toggleTask(ctx context.Context, q querier, userID string, id int
 	t, err := s.one(ctx, q, `WITH `+nextVersion+` UPDATE tasks SET completed = NOT completed,
 			completed_at = CASE WHEN completed THEN NULL ELSE now() END, version = next.v, updated_at = now()
 		FROM next WHERE `+taskMatches+` RETURNING `+taskColumns, id, userID, ifMatch)
-	return t, s.stale(ctx, userID, id, ifMatch, err)
+	return t, s.stale(ctx, q, userID, id, ifMatch, err)
 }
 
 // deleteTask removes the user's task id and leaves a tombstone for the change
@@ -132,17 +132,18 @@ func (s *store) deleteTask(ctx context.Context, q querier, userID string, id int
 	if err == nil && deleted == 0 {
 		err = errNotFound
 	}
-	return s.stale(ctx, userID, id, ifMatch, err)
+	return s.stale(ctx, q, userID, id, ifMatch, err)
 }
 
 // stale tells, after a write under ifMatch found no task (errNotFound), a
 // failed precondition (a *staleError with the task as it is) from a missing
-// task; any other err passes through.
-func (s *store) stale(ctx context.Context, userID string, id int64, ifMatch []int64, err error) error {
+// task; any other err passes through. It reads on q, the write's transaction
+// if it has one, so a keyed write never waits on a second connection.
+func (s *store) stale(ctx context.Context, q querier, userID string, id int64, ifMatch []int64, err error) error {
 	if !errors.Is(err, errNotFound) || ifMatch == nil {
 		return err
 	}
-	current, getErr := s.getTask(ctx, userID, id)
+	current, getErr := s.one(ctx, q, `SELECT `+taskColumns+` FROM tasks WHERE id = $1 AND user_id = $2`, id, userID)
 	if getErr != nil {
 		return getErr
 	}
