@@ -57,20 +57,6 @@ func appendDue(b []byte, d Due) []byte {
 	return append(b, '"')
 }
 
-// MarshalJSON writes d as appendDue does.
-func (d Due) MarshalJSON() ([]byte, error) { return appendDue(nil, d), nil }
-
-// UnmarshalJSON reads any spelling parseDue accepts.
-func (d *Due) UnmarshalJSON(b []byte) error {
-	s := strings.Trim(string(b), `"`)
-	due, ok := parseDue(s)
-	if !ok {
-		return &time.ParseError{Value: s, Message: ": not a due date"}
-	}
-	*d = due
-	return nil
-}
-
 // parseDue reads a due date in the spellings pydantic v2 accepts for a date or
 // a date-time: 2026-12-01 (a date); 2026-12-01T10:00, with T, t or a space,
 // seconds and up to six digits of fraction optional, (a floating time); the

@@ -156,3 +156,20 @@ func checkDueFaithful(t *testing.T, sent string, d Due) {
 		t.Fatalf("due_date %q came back as %q, want the instant %v in UTC (%v)", sent, got, at, err)
 	}
 }
+
+// The API writes and reads due dates by hand (appendDue, parseDue); tests
+// decode and encode whole tasks with encoding/json, through these.
+
+// MarshalJSON writes d as appendDue does.
+func (d Due) MarshalJSON() ([]byte, error) { return appendDue(nil, d), nil }
+
+// UnmarshalJSON reads any spelling parseDue accepts.
+func (d *Due) UnmarshalJSON(b []byte) error {
+	s := strings.Trim(string(b), `"`)
+	due, ok := parseDue(s)
+	if !ok {
+		return &time.ParseError{Value: s, Message: ": not a due date"}
+	}
+	*d = due
+	return nil
+}

@@ -54,9 +54,9 @@ type config struct {
 // loadConfig reads and checks the environment; each error is one line saying what to set.
 func loadConfig(getenv func(string) string) (config, error) {
 	c := config{
-		DatabaseURL:    orDefault(getenv("DATABASE_URL"), getenv("NEON_DB_URL")), // "": libpq's defaults (PG* variables)
+		DatabaseURL:    cmp.Or(getenv("DATABASE_URL"), getenv("NEON_DB_URL")), // "": libpq's defaults (PG* variables)
 		DirectURL:      getenv("DATABASE_DIRECT_URL"),
-		Port:           orDefault(getenv("PORT"), "8000"),
+		Port:           cmp.Or(getenv("PORT"), "8000"),
 		CORSOrigins:    map[string]bool{},
 		StartupTimeout: 30 * time.Second,
 		DrainTimeout:   10 * time.Second,
@@ -103,7 +103,7 @@ func loadConfig(getenv func(string) string) (config, error) {
 	if p, err := strconv.Atoi(c.Port); err != nil || p < 0 || p > 65535 {
 		return c, fmt.Errorf("PORT must be a port number, not %q", c.Port)
 	}
-	for _, o := range strings.Split(orDefault(getenv("CORS_ORIGINS"), "http://localhost:3000"), ",") {
+	for _, o := range strings.Split(cmp.Or(getenv("CORS_ORIGINS"), "http://localhost:3000"), ",") {
 		if o = strings.TrimSpace(o); o == "" {
 			continue
 		}
@@ -182,9 +182,6 @@ func betterAuthJWKS(base string) string {
 	u, _ := url.Parse(base)
 	return u.Scheme + "://" + u.Host + cmp.Or(strings.TrimRight(u.Path, "/"), "/api/auth") + "/jwks"
 }
-
-// orDefault returns s, or def when s is empty.
-func orDefault(s, def string) string { return cmp.Or(s, def) }
 
 // run is the whole program: `tasks` serves the API, `tasks token USER_ID` prints a token,
 // `tasks version` prints the version.

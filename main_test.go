@@ -44,7 +44,7 @@ func TestMain(m *testing.M) {
 }
 
 func runTests(m *testing.M) int {
-	base := orDefault(os.Getenv("TEST_DATABASE_URL"), "postgres://postgres@127.0.0.1:5432/test?sslmode=disable")
+	base := cmp.Or(os.Getenv("TEST_DATABASE_URL"), "postgres://postgres@127.0.0.1:5432/test?sslmode=disable")
 	testBaseURL = base
 	name := fmt.Sprintf("tasks_test_%d", time.Now().UnixNano())
 	ctx := context.Background()

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // taskColumns are a task's columns, in the order taskFromBinary reads them.
@@ -213,16 +212,18 @@ const forgetBatch = 1000
 func (s *store) deleteOld(ctx context.Context, retention time.Duration, batch int) (int64, error) {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
-	var keys, tombstones pgconn.CommandTag
-	b := &pgx.Batch{}
-	b.Queue(`DELETE FROM idempotency_keys WHERE (user_id, key) IN (SELECT user_id, key FROM idempotency_keys
-		WHERE created_at < now() - make_interval(secs => $1) LIMIT $2)`, idempotencyTTL.Seconds(), batch).
-		Exec(func(tag pgconn.CommandTag) error { keys = tag; return nil })
-	b.Queue(`DELETE FROM task_tombstones WHERE (user_id, version) IN (SELECT user_id, version FROM task_tombstones
-		WHERE deleted_at < now() - make_interval(secs => $1) LIMIT $2)`, (retention + time.Hour).Seconds(), batch).
-		Exec(func(tag pgconn.CommandTag) error { tombstones = tag; return nil })
-	err := s.pool.SendBatch(ctx, b).Close()
-	return max(keys.RowsAffected(), tombstones.RowsAffected()), storeError(err)
+	forget := func(sql string, age time.Duration) (int64, error) {
+		tag, err := s.pool.Exec(ctx, sql, age.Seconds(), batch)
+		return tag.RowsAffected(), storeError(err)
+	}
+	keys, err := forget(`DELETE FROM idempotency_keys WHERE (user_id, key) IN (SELECT user_id, key FROM idempotency_keys
+		WHERE created_at < now() - make_interval(secs => $1) LIMIT $2)`, idempotencyTTL)
+	if err != nil {
+		return 0, err
+	}
+	tombstones, err := forget(`DELETE FROM task_tombstones WHERE (user_id, version) IN (SELECT user_id, version FROM task_tombstones
+		WHERE deleted_at < now() - make_interval(secs => $1) LIMIT $2)`, retention+time.Hour)
+	return max(keys, tombstones), err
 }
 
 // changes returns the user's changes after version since, in version order:

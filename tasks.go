@@ -99,11 +99,6 @@ func etag(version int64) string {
 	return `"` + strconv.FormatInt(version, 10) + `"`
 }
 
-// writeTask sends one task with its ETag.
-func writeTask(w http.ResponseWriter, status int, t Task) {
-	writeAnswer(w, taskAnswer(status, t), false)
-}
-
 // taskAnswer is the answer that sends one task with its ETag.
 func taskAnswer(status int, t Task) answer {
 	return answer{Status: status, ETag: etag(t.Version), Body: append(appendTask(make([]byte, 0, 512), &t), '\n')}
@@ -178,7 +173,7 @@ func handleGetTask(db *store) userHandler {
 			w.WriteHeader(http.StatusNotModified)
 			return
 		}
-		writeTask(w, http.StatusOK, task)
+		writeAnswer(w, taskAnswer(http.StatusOK, task), false)
 	}
 }
 
@@ -192,11 +187,7 @@ type writeRequest struct {
 }
 
 // Bodies a write reads: none, a create's or an update's (decodeTask).
-const (
-	noBody = iota
-	createBody
-	updateBody
-)
+const noBody, createBody, updateBody = 0, 1, 2
 
 // handleWrite serves a write on a task: it checks the path's task id, the
 // body (noBody, createBody or updateBody) and the Idempotency-Key, in that

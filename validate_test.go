@@ -3,6 +3,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -61,7 +62,7 @@ func TestValidation(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			user := newUser(t)
-			r := e.do("POST", "/api/"+user+"/tasks", tokenFor(t, user), c.body, "Content-Type", orDefault(c.ctype, "application/json"))
+			r := e.do("POST", "/api/"+user+"/tasks", tokenFor(t, user), c.body, "Content-Type", cmp.Or(c.ctype, "application/json"))
 			if c.loc != nil {
 				wantLoc(t, r, c.loc...)
 			} else if r.status != c.status {
