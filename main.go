@@ -211,9 +211,6 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	if err := db.migrate(startCtx, log); err != nil {
 		return err
 	}
-	if err := db.checkQueryMode(startCtx); err != nil {
-		return err
-	}
 	m := newServer(log, db, cfg)
 	if err := m.live.checkNotify(startCtx, cfg.DirectURL, log); err != nil {
 		return err

@@ -75,17 +75,18 @@ func (s *store) migrate(ctx context.Context, log *slog.Logger) error {
 		}
 		delay = min(delay*2, 5*time.Second)
 	}
-	// Tasks hold any Unicode text, and search folds it with ICU: a database in
-	// SQL_ASCII (what initdb --locale=C gives without -E) or LATIN1 cannot.
+	// The first statement as the store sends them (pooler.go's query mode): a
+	// setting in DATABASE_URL that stops pgx from running any is refused here,
+	// not answered with 500s. Tasks hold any Unicode text, and search folds it
+	// with ICU: a database in SQL_ASCII (initdb --locale=C without -E) cannot.
 	var encoding string
-	err = s.pool.QueryRow(ctx, `SHOW server_encoding`, pgx.QueryExecModeExec).Scan(&encoding) // unnamed, as the simple protocol needs UTF8
-	if err == nil && encoding != "UTF8" {
+	switch err := s.pool.QueryRow(ctx, `SHOW server_encoding`).Scan(&encoding); {
+	case err != nil:
+		return fmt.Errorf("DATABASE_URL: a statement cannot run with these settings: %w", err)
+	case encoding != "UTF8":
 		return fmt.Errorf("the database's encoding is %s; the service needs UTF8 (CREATE DATABASE ... ENCODING 'UTF8' TEMPLATE template0)", encoding)
 	}
-	if err == nil {
-		err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error { return applyMigrations(ctx, tx, migrations, log) })
-	}
-	if err != nil {
+	if err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error { return applyMigrations(ctx, tx, migrations, log) }); err != nil {
 		return fmt.Errorf("migrate schema: %w", err)
 	}
 	return nil

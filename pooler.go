@@ -1,9 +1,8 @@
-// pooler.go picks the pool's query mode (pgx's default, or cache_describe behind a transaction-mode pooler) and checks at start that statements run in it.
+// pooler.go picks the pool's query mode: pgx's default, or cache_describe behind a transaction-mode pooler.
 package main
 
 import (
 	"context"
-	"fmt"
 	"sync"
 	"time"
 
@@ -40,17 +39,6 @@ func queryMode(timeout time.Duration) func(context.Context, *pgx.ConnConfig) err
 		}
 		return nil
 	}
-}
-
-// checkQueryMode runs one statement as the store sends them, so that a setting
-// in DATABASE_URL that stops pgx from running any (description_cache_capacity=0
-// with cache_describe, say) is refused at start rather than answered with 500s.
-func (s *store) checkQueryMode(ctx context.Context) error {
-	var one int
-	if err := s.pool.QueryRow(ctx, `SELECT $1::int`, 1).Scan(&one); err != nil {
-		return fmt.Errorf("DATABASE_URL: a statement cannot run with these settings: %w", err)
-	}
-	return nil
 }
 
 // serversShared reports whether two connections of cfg run on server sessions
