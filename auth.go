@@ -281,10 +281,10 @@ func authenticateStream(v *verifier, limit *rateLimiter, h streamHandler) http.H
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		userID, until, err := admit(v, limit, w, r)
 		if err != nil {
-			writeError(w, r, err)
 			if refused, ok := errors.AsType[*tokenRefused](err); ok {
-				logLine(w).tokenRefused, logLine(w).err = refused.reason, nil // a JWKS outage's 503 is no server error here: jwks logs each failed fetch
+				logLine(w).tokenRefused = refused.reason
 			}
+			writeError(w, r, err)
 			return
 		}
 		h(w, r, userID, until)

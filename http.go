@@ -65,7 +65,7 @@ func writeError(w http.ResponseWriter, r *http.Request, err error) {
 		w.Header().Set("Retry-After", "1")
 		status, detail = http.StatusServiceUnavailable, "Service temporarily unavailable, try again shortly"
 	}
-	if status >= 500 {
+	if _, refused := errors.AsType[*tokenRefused](err); status >= 500 && !refused { // a refused token's line says why (jwks logs a failed fetch)
 		noteError(w, err)
 	}
 	writeJSON(w, status, map[string]any{"detail": detail})

@@ -171,10 +171,13 @@ func (s *streams) watch(ctx context.Context) {
 			return
 		case <-tick.C:
 		}
+		if listening.Load() {
+			continue
+		}
 		s.mu.Lock()
 		users := slices.Collect(maps.Keys(s.users))
 		s.mu.Unlock()
-		if listening.Load() || len(users) == 0 { // or lingering after the last stream
+		if len(users) == 0 { // lingering after the last stream
 			continue
 		}
 		if versions, err := s.db.versions(ctx, users); err == nil {
@@ -211,8 +214,7 @@ func (s *streams) listenOn(ctx context.Context, listening *atomic.Bool) {
 		case ctx.Err() != nil:
 			return
 		case since.IsZero() && verdict(err):
-			s.listenTo.Store(nil)
-			s.log.Warn("live updates poll the database every " + s.poll.String() + " instead of listening: " + err.Error())
+			s.pollForGood(s.log, err)
 			return
 		case !since.IsZero():
 			s.log.Warn("live updates lost their listening session, and poll until it is back", "err", err.Error())
@@ -293,6 +295,12 @@ func verdict(err error) bool {
 	return errors.Is(err, errNotifyLost)
 }
 
+// pollForGood makes the watcher poll from now on, and logs why.
+func (s *streams) pollForGood(log *slog.Logger, err error) {
+	s.listenTo.Store(nil)
+	log.Warn("live updates poll the database every " + s.poll.String() + " instead of listening: " + err.Error())
+}
+
 // checkNotify decides, at start, how the watcher learns of writes: it opens a
 // session as the watcher would, on DATABASE_DIRECT_URL (directURL) if set,
 // else with DATABASE_URL's settings. If the session is trusted, the watcher
@@ -316,8 +324,7 @@ func (s *streams) checkNotify(ctx context.Context, directURL string, log *slog.L
 	case checkCtx.Err() != nil && ctx.Err() == nil:
 		log.Info("live updates listen for NOTIFY", "channel", notifyChannel)
 	case verdict(err):
-		s.listenTo.Store(nil)
-		log.Warn("live updates poll the database every " + s.poll.String() + " instead of listening: " + err.Error())
+		s.pollForGood(log, err)
 	default:
 		log.Warn("live updates poll the database every "+s.poll.String()+" until they can listen", "err", err.Error())
 	}

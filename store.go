@@ -37,9 +37,12 @@ func (s *store) one(ctx context.Context, q querier, sql string, args ...any) (Ta
 	return t, storeError(err)
 }
 
+// selectTask reads the user's ($2) task $1.
+const selectTask = `SELECT ` + taskColumns + ` FROM tasks WHERE id = $1 AND user_id = $2`
+
 // getTask returns the user's task id.
 func (s *store) getTask(ctx context.Context, userID string, id int64) (Task, error) {
-	return s.one(ctx, s.pool, `SELECT `+taskColumns+` FROM tasks WHERE id = $1 AND user_id = $2`, id, userID)
+	return s.one(ctx, s.pool, selectTask, id, userID)
 }
 
 // createTask inserts a task for the user, unless they hold maxTasks already
@@ -81,7 +84,6 @@ const (
 	taskMatches = `tasks.id = $1 AND tasks.user_id = $2 AND ($3::bigint[] IS NULL OR tasks.version = ANY($3))`
 	nextVersion = `next AS (UPDATE task_counts SET version = version + 1
 		WHERE user_id = $2 AND EXISTS (SELECT FROM tasks WHERE ` + taskMatches + `) RETURNING version AS v)`
-	lockUser = `SELECT FROM task_counts WHERE user_id = $1 FOR NO KEY UPDATE`
 )
 
 // updateTask applies a partial change to the user's task id, in one statement.
@@ -121,7 +123,7 @@ func (s *store) deleteTask(ctx context.Context, q querier, userID string, id int
 	defer cancel()
 	var deleted int
 	b := &pgx.Batch{}
-	b.Queue(lockUser, userID)
+	b.Queue(`SELECT FROM task_counts WHERE user_id = $1 FOR NO KEY UPDATE`, userID)
 	b.Queue(`WITH t AS (DELETE FROM tasks WHERE `+taskMatches+` RETURNING id),
 		counted AS (UPDATE task_counts SET n = n - 1, version = version + 1
 			WHERE user_id = $2 AND EXISTS (SELECT FROM t) RETURNING version),
@@ -142,7 +144,7 @@ func (s *store) stale(ctx context.Context, q querier, userID string, id int64, i
 	if !errors.Is(err, errNotFound) || ifMatch == nil {
 		return err
 	}
-	current, getErr := s.one(ctx, q, `SELECT `+taskColumns+` FROM tasks WHERE id = $1 AND user_id = $2`, id, userID)
+	current, getErr := s.one(ctx, q, selectTask, id, userID)
 	if getErr != nil {
 		return getErr
 	}
