@@ -2,6 +2,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/json"
@@ -196,27 +197,26 @@ const noBody, createBody, updateBody = 0, 1, 2
 // nothing (store.writeOnce).
 func handleWrite(db *store, body int, write func(context.Context, querier, writeRequest) (answer, error)) userHandler {
 	return func(w http.ResponseWriter, r *http.Request, userID string) {
-		req, key, err := writeRequest{userID: userID, ifMatch: ifMatch(r)}, "", error(nil)
+		req := writeRequest{userID: userID, ifMatch: ifMatch(r)}
+		var err error
 		if r.PathValue("id") != "" {
 			req.id, err = taskID(r)
 		}
 		if err == nil && body != noBody {
 			req.change, err = decodeTask(w, r, body == createBody)
 		}
-		if err == nil {
-			key, err = idempotencyKey(r)
+		key, keyErr := idempotencyKey(r)
+		if err = cmp.Or(err, keyErr); err != nil { // the first of the three that is wrong
+			writeError(w, r, err)
+			return
 		}
-		var a answer
-		var replayed bool
-		if err == nil {
-			var hash []byte
-			if key != "" {
-				hash = writeHash(r.Pattern, req.id, req.change)
-			}
-			a, replayed, err = db.writeOnce(r.Context(), userID, key, hash, func(ctx context.Context, q querier) (answer, error) {
-				return write(ctx, q, req)
-			})
+		var hash []byte
+		if key != "" {
+			hash = writeHash(r.Pattern, req.id, req.change)
 		}
+		a, replayed, err := db.writeOnce(r.Context(), userID, key, hash, func(ctx context.Context, q querier) (answer, error) {
+			return write(ctx, q, req)
+		})
 		if err != nil {
 			writeError(w, r, err)
 			return
