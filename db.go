@@ -9,6 +9,7 @@ import (
 	"net"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -38,10 +39,12 @@ const idempotencyTTL = 24 * time.Hour
 type store struct {
 	pool    *pgxpool.Pool
 	timeout time.Duration // bounds every statement, including the wait for a pooled connection
+	pooled  atomic.Bool   // DATABASE_URL reaches a transaction-mode pooler, as queryMode's probe found
 }
 
 // openStore builds a pool for url without connecting; it dials on first use.
 func openStore(url string, timeout time.Duration) (*store, error) {
+	s := &store{timeout: timeout}
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
 		// The parse error may quote the URL, password included: keep only what is safe.
@@ -53,7 +56,7 @@ func openStore(url string, timeout time.Duration) (*store, error) {
 		cfg.MaxConns = 16
 	}
 	if !strings.Contains(url, "default_query_exec_mode") {
-		cfg.BeforeConnect = queryMode(timeout)
+		cfg.BeforeConnect = queryMode(timeout, &s.pooled)
 	}
 	cfg.ConnConfig.ConnectTimeout = timeout
 	// pgx cleans up a connection that timed out (a cancel request on a new
@@ -73,11 +76,10 @@ func openStore(url string, timeout time.Duration) (*store, error) {
 		}
 		return boundedConn{conn, timeout}, nil
 	}
-	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
-	if err != nil {
+	if s.pool, err = pgxpool.NewWithConfig(context.Background(), cfg); err != nil {
 		return nil, fmt.Errorf("open pool: %w", err)
 	}
-	return &store{pool: pool, timeout: timeout}, nil
+	return s, nil
 }
 
 // boundedConn is a connection on which no deadline lies further ahead than max.

@@ -317,6 +317,10 @@ func (s *streams) checkNotify(ctx context.Context, directURL string, log *slog.L
 		cfg.ConnectTimeout, why = s.db.timeout, "DATABASE_DIRECT_URL reaches a transaction-mode pooler, or another database than DATABASE_URL: set it to the database itself (Neon: the connection string without -pooler)"
 	}
 	s.notifyLost = fmt.Errorf("a NOTIFY sent through DATABASE_URL %w: %s", errNotifyLost, why)
+	if directURL == "" && s.db.pooled.Load() { // known from the query mode's probe: no need to wait for the NOTIFY
+		s.pollForGood(log, errors.New(why))
+		return nil
+	}
 	s.listenTo.Store(cfg)
 	checkCtx, trusted := context.WithCancel(ctx) // the check ends once the session is trusted
 	defer trusted()

@@ -4,6 +4,7 @@ package main
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -18,8 +19,9 @@ import (
 // or 42P05). So the first connect probes (serversShared, within 4 × timeout),
 // and behind such a pooler every connection uses cache_describe: unnamed
 // statements, which any pooler passes. A failed probe fails its connect (a
-// 503), and the next connect probes again.
-func queryMode(timeout time.Duration) func(context.Context, *pgx.ConnConfig) error {
+// 503), and the next connect probes again. What it found goes to found, for
+// live updates' start-up check (checkNotify), which then need not wait for a NOTIFY.
+func queryMode(timeout time.Duration, found *atomic.Bool) func(context.Context, *pgx.ConnConfig) error {
 	var mu sync.Mutex
 	var known, pooled bool
 	return func(ctx context.Context, cfg *pgx.ConnConfig) error {
@@ -33,6 +35,7 @@ func queryMode(timeout time.Duration) func(context.Context, *pgx.ConnConfig) err
 				return err
 			}
 			known = true
+			found.Store(pooled)
 		}
 		if pooled {
 			cfg.DefaultQueryExecMode = pgx.QueryExecModeCacheDescribe

@@ -83,6 +83,12 @@ func TestPoolerModeWorks(t *testing.T) {
 		if err := stop(); err != nil {
 			t.Fatalf("replica %d: %v\n%s", i, err, logs[i])
 		}
+		// Behind the pooler, live updates poll, said at once from the probe's
+		// finding rather than after waiting in vain for a NOTIFY.
+		if l := logs[i].String(); testPooled && (!strings.Contains(l, "instead of listening: DATABASE_URL reaches a transaction-mode pooler") ||
+			strings.Contains(l, "did not come back")) {
+			t.Fatalf("replica %d's live updates at start:\n%s", i, l)
+		}
 	}
 	conn := must(testStore(t, u.String(), 5*time.Second).pool.Acquire(t.Context()))
 	defer conn.Release()
