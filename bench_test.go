@@ -298,3 +298,20 @@ func TestBenchSQLIsTheStoresSQL(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkRRuleNext is a completion's search for the next occurrence: a
+// weekly rule, and the worst case, a rule with none, which searches a whole
+// calendar cycle (recurrence.go: cycle).
+func BenchmarkRRuleNext(b *testing.B) {
+	for _, rule := range []string{"FREQ=WEEKLY;BYDAY=MO,WE", "FREQ=MONTHLY;BYDAY=5MO;BYMONTHDAY=9"} {
+		r, err := parseRRule(rule)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Run(rule, func(b *testing.B) {
+			for b.Loop() {
+				r.next(time.Date(2026, 12, 7, 9, 0, 0, 0, time.UTC), time.UTC)
+			}
+		})
+	}
+}

@@ -1,0 +1,352 @@
+// recurrence.go holds a task's recurrence: an RFC 5545 RRULE in the subset this service supports, its one spelling, and its next occurrence.
+package main
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+	_ "time/tzdata" // the scratch image has no zoneinfo
+)
+
+// frequencies are FREQ's supported values, shortest period first.
+var frequencies = []string{"DAILY", "WEEKLY", "MONTHLY", "YEARLY"}
+
+const (
+	daily = iota
+	weekly
+	monthly
+	yearly
+)
+
+// weekdays are BYDAY's and WKST's day names, in time.Weekday's order.
+var weekdays = []string{"SU", "MO", "TU", "WE", "TH", "FR", "SA"}
+
+// byDay is one BYDAY entry: a weekday, and its ordinal in the month or year (1MO, -1FR), 0 for none.
+type byDay struct {
+	n   int
+	day time.Weekday
+}
+
+// rrule is a parsed RRULE (RFC 5545 §3.3.10): FREQ, INTERVAL, BYMONTH,
+// BYMONTHDAY, BYDAY, WKST, and at most one of COUNT and UNTIL.
+type rrule struct {
+	freq       int
+	interval   int
+	byMonth    []int
+	byMonthDay []int
+	byDay      []byDay
+	wkst       time.Weekday
+	count      int       // occurrences left, this one included; 0: no COUNT
+	until      time.Time // the last moment an occurrence may have: a wall clock as UTC, or with untilUTC an instant; zero: no UNTIL
+	untilForm  string    // UNTIL's layout: "20060102", "20060102T150405" or "20060102T150405Z"
+}
+
+// parseRRule reads an RRULE value, with or without its "RRULE:" name, in any
+// letter case. Its error names the part that is wrong, unsupported or missing.
+func parseRRule(s string) (rrule, error) {
+	r := rrule{interval: 1, wkst: time.Monday, freq: -1}
+	seen := map[string]bool{}
+	for part := range strings.SplitSeq(strings.TrimPrefix(strings.ToUpper(s), "RRULE:"), ";") {
+		name, value, _ := strings.Cut(part, "=")
+		if seen[name] {
+			return r, fmt.Errorf("%s appears twice", name)
+		}
+		seen[name] = true
+		var err error
+		switch name {
+		case "FREQ":
+			if r.freq = slices.Index(frequencies, value); r.freq < 0 {
+				err = errors.New("must be DAILY, WEEKLY, MONTHLY or YEARLY")
+			}
+		case "INTERVAL":
+			r.interval, err = ruleNumber(value, 1, 1000, false)
+		case "COUNT":
+			r.count, err = ruleNumber(value, 1, 1000, false)
+		case "UNTIL":
+			err = r.parseUntil(value)
+		case "WKST":
+			if r.wkst = time.Weekday(slices.Index(weekdays, value)); r.wkst < 0 {
+				err = errors.New("must be a day: MO, TU, WE, TH, FR, SA or SU")
+			}
+		case "BYMONTH":
+			r.byMonth, err = ruleList(value, func(v string) (int, error) { return ruleNumber(v, 1, 12, false) }, cmp.Compare[int])
+		case "BYMONTHDAY":
+			r.byMonthDay, err = ruleList(value, func(v string) (int, error) { return ruleNumber(v, 1, 31, true) }, cmp.Compare[int])
+		case "BYDAY":
+			r.byDay, err = ruleList(value, parseByDay, func(a, b byDay) int { // MO first, then by ordinal
+				return cmp.Compare[int](int(a.day+6)%7*200+a.n, int(b.day+6)%7*200+b.n)
+			})
+		default:
+			return r, fmt.Errorf("%s is not supported: the parts are FREQ, INTERVAL, BYDAY, BYMONTHDAY, BYMONTH, WKST, COUNT and UNTIL", cmp.Or(name, "an empty part"))
+		}
+		if err != nil {
+			return r, fmt.Errorf("%s %w", name, err)
+		}
+	}
+	ordinals := slices.ContainsFunc(r.byDay, func(d byDay) bool { return d.n != 0 })
+	maxOrdinal := 53 // a week of the year
+	if r.freq == monthly || len(r.byMonth) > 0 {
+		maxOrdinal = 5 // a week of the month
+	}
+	switch {
+	case r.freq < 0:
+		return r, errors.New("FREQ is required")
+	case seen["COUNT"] && seen["UNTIL"]:
+		return r, errors.New("COUNT and UNTIL: at most one of them may be given")
+	case r.freq == weekly && r.byMonthDay != nil:
+		return r, errors.New("BYMONTHDAY does not apply to FREQ=WEEKLY")
+	case ordinals && r.freq < monthly:
+		return r, errors.New("BYDAY with an ordinal (1MO, -1FR) needs FREQ=MONTHLY or YEARLY")
+	case slices.ContainsFunc(r.byDay, func(d byDay) bool { return d.n > maxOrdinal || d.n < -maxOrdinal }):
+		return r, fmt.Errorf("BYDAY ordinals must be 1 to %d or -1 to -%d here", maxOrdinal, maxOrdinal)
+	case r.byMonthDay != nil && !r.someMonthHasDay():
+		return r, errors.New("BYMONTHDAY names no day that its months have")
+	}
+	return r, nil
+}
+
+// ruleNumber reads a decimal integer from lo to hi, or, when signed, from -hi to -lo too.
+func ruleNumber(v string, lo, hi int, signed bool) (int, error) {
+	n, err := strconv.Atoi(v)
+	if sign := strings.IndexAny(v, "+-") == 0; err != nil || sign && !signed || n < 0 && !signed || abs(n) < lo || abs(n) > hi {
+		if signed {
+			return 0, fmt.Errorf("must be %d to %d or -%d to -%d", lo, hi, lo, hi)
+		}
+		return 0, fmt.Errorf("must be %d to %d", lo, hi)
+	}
+	return n, nil
+}
+
+// abs is n without its sign.
+func abs(n int) int { return max(n, -n) }
+
+// ruleList reads a comma-separated list with parse, sorted by compare and without repeats, as its one spelling.
+func ruleList[T any](value string, parse func(string) (T, error), compare func(a, b T) int) ([]T, error) {
+	var list []T
+	for v := range strings.SplitSeq(value, ",") {
+		x, err := parse(v)
+		if err != nil {
+			return nil, err
+		}
+		list = append(list, x)
+	}
+	slices.SortFunc(list, compare)
+	return slices.CompactFunc(list, func(a, b T) bool { return compare(a, b) == 0 }), nil
+}
+
+// parseByDay reads one BYDAY entry: an optional signed ordinal, then a day (1MO, -1FR, WE).
+func parseByDay(v string) (byDay, error) {
+	bad := errors.New("entries must be a day (MO), optionally after an ordinal (1MO, -1FR)")
+	if len(v) < 2 {
+		return byDay{}, bad
+	}
+	day := slices.Index(weekdays, v[len(v)-2:])
+	n, err := 0, error(nil)
+	if v[:len(v)-2] != "" {
+		n, err = ruleNumber(v[:len(v)-2], 1, 53, true)
+	}
+	if day < 0 || err != nil {
+		return byDay{}, bad
+	}
+	return byDay{n, time.Weekday(day)}, nil
+}
+
+// parseUntil reads UNTIL: a date (20261231, through the end of that day), a
+// wall-clock time (20261231T090000), or an instant in UTC (20261231T090000Z).
+func (r *rrule) parseUntil(v string) error {
+	for _, form := range []string{"20060102", "20060102T150405", "20060102T150405Z"} {
+		if t, err := time.Parse(form, v); err == nil && len(v) == len(form) {
+			r.until, r.untilForm = t, form
+			if form == "20060102" {
+				r.until = t.Add(24*time.Hour - time.Microsecond)
+			}
+			return nil
+		}
+	}
+	return errors.New("must be a date (20261231), a date-time (20261231T090000) or one in UTC (20261231T090000Z)")
+}
+
+// someMonthHasDay reports whether one of BYMONTH's months (all, without it) has one of BYMONTHDAY's days.
+func (r rrule) someMonthHasDay() bool {
+	for m := 1; m <= 12; m++ {
+		if len(r.byMonth) > 0 && !slices.Contains(r.byMonth, m) {
+			continue
+		}
+		days := daysIn(time.Date(2028, time.Month(m), 1, 0, 0, 0, 0, time.UTC)) // a leap year
+		if slices.ContainsFunc(r.byMonthDay, func(d int) bool { return abs(d) <= days }) {
+			return true
+		}
+	}
+	return false
+}
+
+// String is the rule's one spelling: its parts in a fixed order, lists sorted,
+// INTERVAL=1 and WKST=MO (the defaults) left out.
+func (r rrule) String() string {
+	parts := []string{"FREQ=" + frequencies[r.freq]}
+	if r.interval != 1 {
+		parts = append(parts, "INTERVAL="+strconv.Itoa(r.interval))
+	}
+	join := func(name string, n int, item func(i int) string) {
+		if n > 0 {
+			items := make([]string, n)
+			for i := range items {
+				items[i] = item(i)
+			}
+			parts = append(parts, name+"="+strings.Join(items, ","))
+		}
+	}
+	join("BYMONTH", len(r.byMonth), func(i int) string { return strconv.Itoa(r.byMonth[i]) })
+	join("BYMONTHDAY", len(r.byMonthDay), func(i int) string { return strconv.Itoa(r.byMonthDay[i]) })
+	join("BYDAY", len(r.byDay), func(i int) string {
+		if d := r.byDay[i]; d.n != 0 {
+			return strconv.Itoa(d.n) + weekdays[d.day]
+		}
+		return weekdays[r.byDay[i].day]
+	})
+	if r.wkst != time.Monday {
+		parts = append(parts, "WKST="+weekdays[r.wkst])
+	}
+	if r.count > 0 {
+		parts = append(parts, "COUNT="+strconv.Itoa(r.count))
+	}
+	if r.untilForm != "" {
+		until := r.until
+		if r.untilForm == "20060102" {
+			until = until.Truncate(24 * time.Hour)
+		}
+		parts = append(parts, "UNTIL="+until.Format(r.untilForm))
+	}
+	return strings.Join(parts, ";")
+}
+
+// cycle is how many periods of each frequency the Gregorian calendar takes
+// to repeat itself: 400 years, which are 146,097 days and 20,871 weeks.
+var cycle = [...]int{daily: 146097, weekly: 20871, monthly: 4800, yearly: 400}
+
+// next returns the rule's first occurrence after start in the series that
+// starts there, on start's wall clock (a time.Time in UTC read as a wall
+// clock), at start's time of day; loc turns a wall clock into an instant for
+// an UNTIL in UTC. It returns false when the series has none: UNTIL comes
+// first, none falls in years up to 9999, or none in a whole calendar cycle of
+// periods, which bounds the search at about 146,000 days. COUNT is the caller's.
+func (r rrule) next(start time.Time, loc *time.Location) (time.Time, bool) {
+	day0 := start.Truncate(24 * time.Hour)
+	clock := start.Sub(day0)
+	for i := 0; i <= cycle[r.freq]*r.interval; i += r.interval {
+		var from, to time.Time
+		switch y, m, _ := start.Date(); r.freq {
+		case daily:
+			from, to = day0.AddDate(0, 0, i), day0.AddDate(0, 0, i+1)
+		case weekly: // weeks begin on WKST
+			from = day0.AddDate(0, 0, 7*i-(int(start.Weekday()-r.wkst)+7)%7)
+			to = from.AddDate(0, 0, 7)
+		case monthly:
+			from = time.Date(y, m+time.Month(i), 1, 0, 0, 0, 0, time.UTC)
+			to = from.AddDate(0, 1, 0)
+		case yearly:
+			from, to = time.Date(y+i, 1, 1, 0, 0, 0, 0, time.UTC), time.Date(y+i+1, 1, 1, 0, 0, 0, 0, time.UTC)
+		}
+		if from.Year() > 9999 {
+			return time.Time{}, false
+		}
+		for day := from; day.Before(to); day = day.AddDate(0, 0, 1) {
+			if len(r.byMonth) > 0 && !slices.Contains(r.byMonth, int(day.Month())) {
+				day = time.Date(day.Year(), day.Month()+1, 0, 0, 0, 0, 0, time.UTC) // its month's last day
+				continue
+			}
+			t := day.Add(clock)
+			if !t.After(start) || !r.matches(day, start) {
+				continue
+			}
+			if r.untilForm != "" && (r.untilForm == "20060102T150405Z" && wallToInstant(t, loc).After(r.until) || r.untilForm != "20060102T150405Z" && t.After(r.until)) {
+				return time.Time{}, false
+			}
+			return t, t.Year() <= 9999
+		}
+	}
+	return time.Time{}, false
+}
+
+// matches reports whether day, in a period of the series that starts at
+// start, is one of its days: the BY parts limit or expand as RFC 5545's table
+// in §3.3.10 says, and a part left out takes start's month, day or weekday as
+// the frequency needs.
+func (r rrule) matches(day, start time.Time) bool {
+	_, m, d := day.Date()
+	none := len(r.byMonthDay) == 0 && len(r.byDay) == 0
+	switch {
+	case r.freq == yearly && none && len(r.byMonth) == 0 && m != start.Month():
+		return false
+	case len(r.byMonthDay) > 0 && !slices.ContainsFunc(r.byMonthDay, func(n int) bool { return n == d || n == d-daysIn(day)-1 }):
+		return false
+	case none && r.freq >= monthly && d != start.Day():
+		return false
+	case none && r.freq == weekly && day.Weekday() != start.Weekday():
+		return false
+	case len(r.byDay) == 0:
+		return true
+	}
+	// An ordinal counts the weekday in the month, or in the year when FREQ=YEARLY has no BYMONTH.
+	nth, last := (d-1)/7+1, -(daysIn(day)-d)/7-1
+	if r.freq == yearly && len(r.byMonth) == 0 {
+		yd, days := day.YearDay(), time.Date(day.Year(), 12, 31, 0, 0, 0, 0, time.UTC).YearDay()
+		nth, last = (yd-1)/7+1, -(days-yd)/7-1
+	}
+	return slices.ContainsFunc(r.byDay, func(b byDay) bool {
+		return b.day == day.Weekday() && (b.n == 0 || b.n == nth || b.n == last)
+	})
+}
+
+// daysIn is the number of days in day's month.
+func daysIn(day time.Time) int {
+	return time.Date(day.Year(), day.Month()+1, 0, 0, 0, 0, 0, time.UTC).Day()
+}
+
+// wallToInstant reads wall, a wall clock held as UTC, in loc, as RFC 5545
+// §3.3.5 says: a time that a clock change skips is read with the offset
+// before the gap; one it repeats is the first of the two.
+func wallToInstant(wall time.Time, loc *time.Location) time.Time {
+	_, before := wall.Add(-24 * time.Hour).In(loc).Zone()
+	_, after := wall.Add(24 * time.Hour).In(loc).Zone()
+	first := wall.Add(-time.Duration(max(before, after)) * time.Second) // the larger offset gives the earlier instant
+	second := wall.Add(-time.Duration(min(before, after)) * time.Second)
+	switch {
+	case instantToWall(first, loc).Equal(wall):
+		return first
+	case instantToWall(second, loc).Equal(wall):
+		return second
+	}
+	return wall.Add(-time.Duration(before) * time.Second) // in a gap
+}
+
+// instantToWall is t's wall clock in loc, held as UTC.
+func instantToWall(t time.Time, loc *time.Location) time.Time {
+	y, m, d := t.In(loc).Date()
+	h, mi, s := t.In(loc).Clock()
+	return time.Date(y, m, d, h, mi, s, t.Nanosecond(), time.UTC)
+}
+
+// zones caches the time zones loaded by name: time.LoadLocation reads and parses its zoneinfo each time.
+var zones sync.Map
+
+// loadZone returns the IANA time zone name (Europe/Berlin), or false for a
+// name that is none: "Local" (this server's) and "" are refused too.
+func loadZone(name string) (*time.Location, bool) {
+	if z, ok := zones.Load(name); ok {
+		return z.(*time.Location), true
+	}
+	if name == "" || name == "Local" {
+		return nil, false
+	}
+	loc, err := time.LoadLocation(name)
+	if err == nil {
+		zones.Store(name, loc)
+	}
+	return loc, err == nil
+}
