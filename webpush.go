@@ -1,0 +1,226 @@
+// webpush.go holds Web Push's parts: VAPID (RFC 8292), encryption (RFC 8291), the request, and its client.
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/ecdh"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/hkdf"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+// maxPushPlaintext is the most a message holds, in bytes: the 4096-byte body every push
+// service takes, less the 86-byte header, the delimiter and the 16-byte tag (RFC 8291 §4).
+const maxPushPlaintext = 3993
+
+var (
+	// errPushAddress is what a push client's dial fails with when the address is not public.
+	errPushAddress = errors.New("push endpoint address is not public")
+	// nonPublicPrefixes are ranges netip's predicates pass that IANA marks not globally
+	// reachable (RFC 6890): "this network", CGNAT (RFC 6598, where some clouds keep their
+	// metadata service), IETF protocol assignments, benchmarking, reserved.
+	nonPublicPrefixes = []netip.Prefix{netip.MustParsePrefix("0.0.0.0/8"), netip.MustParsePrefix("100.64.0.0/10"),
+		netip.MustParsePrefix("192.0.0.0/24"), netip.MustParsePrefix("198.18.0.0/15"), netip.MustParsePrefix("240.0.0.0/4")}
+	// nat64 is the well-known NAT64 prefix; its last 4 bytes are an IPv4 address (RFC 6052 §2.1).
+	nat64 = netip.MustParsePrefix("64:ff9b::/96")
+)
+
+// vapidKey is the application server's VAPID identity (RFC 8292): its P-256 key, the public
+// half as base64url of the 65-byte uncompressed point (the browser's applicationServerKey
+// and the header's k, §3.2), and the "sub" contact, a mailto: or https: URI (§2.1).
+type vapidKey struct {
+	private         *ecdsa.PrivateKey
+	public, subject string
+}
+
+// parseVAPIDKey reads VAPID_PRIVATE_KEY, base64url of the 32-byte P-256 scalar as
+// `web-push generate-vapid-keys` prints it, and the subject; the error says which is wrong.
+func parseVAPIDKey(private, subject string) (*vapidKey, error) {
+	if !strings.HasPrefix(subject, "mailto:") && !strings.HasPrefix(subject, "https:") {
+		return nil, errors.New("VAPID subject must be a mailto: or https: URI")
+	}
+	b, err := decodeBase64URL(strings.TrimSpace(private))
+	if err != nil {
+		return nil, fmt.Errorf("VAPID private key is not base64url: %w", err)
+	}
+	key, err := ecdsa.ParseRawPrivateKey(elliptic.P256(), b)
+	if err != nil {
+		return nil, fmt.Errorf("VAPID private key is not a 32-byte P-256 scalar: %w", err)
+	}
+	public, _ := key.PublicKey.Bytes() // fails only for curves other than NIST's
+	return &vapidKey{key, base64.RawURLEncoding.EncodeToString(public), subject}, nil
+}
+
+// newVAPIDKeys makes a P-256 pair, as `web-push generate-vapid-keys` prints one: base64url
+// of the 32-byte scalar and of the 65-byte uncompressed point.
+func newVAPIDKeys() (private, public string, err error) {
+	key, err := ecdh.P256().GenerateKey(rand.Reader)
+	if err != nil {
+		return "", "", fmt.Errorf("generate VAPID key: %w", err)
+	}
+	return base64.RawURLEncoding.EncodeToString(key.Bytes()), base64.RawURLEncoding.EncodeToString(key.PublicKey().Bytes()), nil
+}
+
+// authorization is the header "vapid t=<jwt>, k=<public key>" for a push to endpoint: an
+// ES256 JWT of aud its origin, exp now + 12 h (24 h at most, RFC 8292 §2) and sub (§3).
+func (k *vapidKey) authorization(endpoint *url.URL, now time.Time) (string, error) {
+	claims := jwt.MapClaims{"aud": endpoint.Scheme + "://" + endpoint.Host, "exp": now.Add(12 * time.Hour).Unix(), "sub": k.subject}
+	t, err := jwt.NewWithClaims(jwt.SigningMethodES256, claims).SignedString(k.private)
+	if err != nil {
+		return "", fmt.Errorf("sign VAPID token: %w", err)
+	}
+	return "vapid t=" + t + ", k=" + k.public, nil
+}
+
+// checkSubscriptionKeys is nil or a 422 validationError naming keys.p256dh (not base64url of
+// a 65-byte uncompressed P-256 point) or keys.auth (not base64url of 16 bytes), RFC 8291 §2.
+func checkSubscriptionKeys(p256dh, auth string) error {
+	_, _, err := parseSubscriptionKeys(p256dh, auth)
+	return err
+}
+
+// parseSubscriptionKeys decodes the keys checkSubscriptionKeys checks: the user agent's
+// public key and the 16-byte auth secret.
+func parseSubscriptionKeys(p256dh, auth string) (*ecdh.PublicKey, []byte, error) {
+	b, err := decodeBase64URL(p256dh)
+	ua, err2 := ecdh.P256().NewPublicKey(b)
+	if err != nil || err2 != nil {
+		return nil, nil, validationError{{[]any{"body", "keys", "p256dh"}, "p256dh should be the base64url of a 65-byte uncompressed P-256 point", "value_error"}}
+	}
+	secret, err := decodeBase64URL(auth)
+	if err != nil || len(secret) != 16 {
+		return nil, nil, validationError{{[]any{"body", "keys", "auth"}, "auth should be the base64url of 16 bytes", "value_error"}}
+	}
+	return ua, secret, nil
+}
+
+// encryptPush encrypts plaintext (maxPushPlaintext bytes at most) to a subscription's keys
+// as encryptPushWith does, with a fresh 16-byte salt and ephemeral key.
+func encryptPush(p256dh, auth string, plaintext []byte) ([]byte, error) {
+	ua, secret, err := parseSubscriptionKeys(p256dh, auth)
+	if err != nil {
+		return nil, err
+	}
+	as, err := ecdh.P256().GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("encrypt push: %w", err)
+	}
+	salt := make([]byte, 16)
+	rand.Read(salt) // never fails (Go 1.24)
+	return encryptPushWith(ua, secret, plaintext, salt, as)
+}
+
+// encryptPushWith is the aes128gcm body (RFC 8188 §2): salt, rs 4096 (uint32 BE), idlen 65,
+// as's public point, then one record sealing plaintext || 0x02 with the key and nonce that
+// RFC 8291 §3.3-3.4 derive from ECDH(as, ua), the auth secret and the salt.
+func encryptPushWith(ua *ecdh.PublicKey, auth, plaintext, salt []byte, as *ecdh.PrivateKey) ([]byte, error) {
+	if len(plaintext) > maxPushPlaintext {
+		return nil, fmt.Errorf("encrypt push: %d bytes, more than %d", len(plaintext), maxPushPlaintext)
+	}
+	shared, err := as.ECDH(ua)
+	if err != nil {
+		return nil, fmt.Errorf("encrypt push: %w", err)
+	}
+	asPublic := as.PublicKey().Bytes()
+	ikm, err1 := hkdf.Key(sha256.New, shared, auth, "WebPush: info\x00"+string(ua.Bytes())+string(asPublic), 32)
+	cek, err2 := hkdf.Key(sha256.New, ikm, salt, "Content-Encoding: aes128gcm\x00", 16)
+	nonce, err3 := hkdf.Key(sha256.New, ikm, salt, "Content-Encoding: nonce\x00", 12)
+	if err := errors.Join(err1, err2, err3); err != nil {
+		return nil, fmt.Errorf("encrypt push: %w", err)
+	}
+	block, _ := aes.NewCipher(cek) // a 16-byte key cannot fail
+	gcm, err := cipher.NewGCM(block)
+	if err != nil {
+		return nil, fmt.Errorf("encrypt push: %w", err)
+	}
+	body := binary.BigEndian.AppendUint32(slices.Clip(salt), 4096)
+	body = append(append(body, byte(len(asPublic))), asPublic...)
+	return gcm.Seal(body, nonce, append(slices.Clip(plaintext), 2), nil), nil
+}
+
+// pushTopic is a Topic for s (RFC 8030 §5.4: 32 base64url characters at most), base64url of
+// 24 bytes of its SHA-256, so a newer message for s replaces one still undelivered.
+func pushTopic(s string) string {
+	sum := sha256.Sum256([]byte(s))
+	return base64.RawURLEncoding.EncodeToString(sum[:24])
+}
+
+// checkPushEndpoint parses a subscription's endpoint, or is a 422 validationError naming it
+// unless it is an absolute https URL without userinfo (RFC 8030 §8), or http when allowPrivate.
+func checkPushEndpoint(endpoint string, allowPrivate bool) (*url.URL, error) {
+	u, err := url.Parse(endpoint)
+	if err != nil || u.Host == "" || u.User != nil || (u.Scheme != "https" && (!allowPrivate || u.Scheme != "http")) {
+		return nil, validationError{{[]any{"body", "endpoint"}, "endpoint should be an https URL", "value_error"}}
+	}
+	return u, nil
+}
+
+// newPushRequest POSTs an encrypted body to an endpoint checkPushEndpoint accepted (RFC 8030
+// §5), kept for ttl (whole seconds), urgency high, with topic and the VAPID authorization.
+func newPushRequest(ctx context.Context, endpoint *url.URL, body []byte, ttl time.Duration, topic, authorization string) (*http.Request, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint.String(), bytes.NewReader(body))
+	if err != nil {
+		return nil, fmt.Errorf("push request: %w", err)
+	}
+	req.Header.Set("Content-Encoding", "aes128gcm")
+	req.Header.Set("Content-Type", "application/octet-stream")
+	req.Header.Set("TTL", strconv.Itoa(int(ttl/time.Second)))
+	req.Header.Set("Urgency", "high")
+	req.Header.Set("Topic", topic)
+	req.Header.Set("Authorization", authorization)
+	return req, nil
+}
+
+// newPushClient is the client for push services: 10 s a request, no redirects, no proxy and,
+// unless allowPrivate, errPushAddress for an address publicAddr refuses, checked as each
+// connection is made so that no DNS answer gets past it.
+func newPushClient(allowPrivate bool) *http.Client {
+	dialer := &net.Dialer{Timeout: 5 * time.Second}
+	if !allowPrivate {
+		dialer.Control = func(_, address string, _ syscall.RawConn) error {
+			if ap, err := netip.ParseAddrPort(address); err != nil || !publicAddr(ap.Addr()) {
+				return errPushAddress // net.OpError adds "dial tcp <address>"
+			}
+			return nil
+		}
+	}
+	return &http.Client{
+		Transport:     &http.Transport{DialContext: dialer.DialContext, ForceAttemptHTTP2: true},
+		Timeout:       10 * time.Second,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+}
+
+// publicAddr reports whether ip, IPv4-mapped or NAT64 forms taken as the IPv4 inside, is
+// global unicast and not private (RFC 1918, ULA fc00::/7) nor in nonPublicPrefixes.
+func publicAddr(ip netip.Addr) bool {
+	if ip = ip.Unmap(); nat64.Contains(ip) {
+		ip = netip.AddrFrom4([4]byte(ip.AsSlice()[12:]))
+	}
+	return ip.IsGlobalUnicast() && !ip.IsPrivate() && !slices.ContainsFunc(nonPublicPrefixes, func(p netip.Prefix) bool { return p.Contains(ip) })
+}
+
+// decodeBase64URL decodes base64url (RFC 4648 §5), padded or not.
+func decodeBase64URL(s string) ([]byte, error) {
+	return base64.RawURLEncoding.DecodeString(strings.TrimRight(s, "="))
+}
