@@ -201,7 +201,7 @@ func BenchmarkVerify(b *testing.B) {
 func BenchmarkFastPaths(b *testing.B) {
 	ctx := context.Background()
 	users, _ := benchUsers(b, 1, 20)
-	q, _ := parseListQuery(nil)
+	q, _ := parseListQuery(httptest.NewRequest("GET", "/", nil))
 	page, _, _, err := testDB.listTasks(ctx, users[0], q)
 	if err != nil || len(page) != 20 {
 		b.Fatalf("list = %d tasks, %v", len(page), err)

@@ -17,12 +17,7 @@ import (
 // the next page when there is one.
 func handleListTasks(db *store) userHandler {
 	return func(w http.ResponseWriter, r *http.Request, userID string) {
-		values, err := queryValues(r)
-		if err != nil {
-			writeError(w, r, err)
-			return
-		}
-		q, err := parseListQuery(values)
+		q, err := parseListQuery(r)
 		if err != nil {
 			writeError(w, r, err)
 			return
@@ -37,7 +32,7 @@ func handleListTasks(db *store) userHandler {
 		}
 		if more {
 			sort, _ := findSort(q.Sort)
-			w.Header().Set("Link", nextLink("/api/"+url.PathEscape(userID)+"/tasks", values, listCursor(sort, q.Desc, tasks[len(tasks)-1])))
+			w.Header().Set("Link", nextLink("/api/"+url.PathEscape(userID)+"/tasks", r.URL.Query(), listCursor(sort, q.Desc, tasks[len(tasks)-1])))
 		}
 		b := make([]byte, 0, 64+400*len(tasks))
 		b = append(b, '[')
