@@ -2,7 +2,6 @@
 package main
 
 import (
-	"cmp"
 	"context"
 	"crypto/rand"
 	"errors"
@@ -60,7 +59,7 @@ type streams struct {
 	idle          *time.Timer        // ends the watcher linger after the last stream
 	shutdown      context.Context    // done once close is called
 	close         context.CancelFunc
-	// streamPoll, streamHeartbeat, watchLinger, SYNC_RETENTION and streamWriteWait; tests change some
+	// streamPoll, streamHeartbeat, watchLinger, SYNC_RETENTION and streamWriteWait; tests shorten some
 	poll, heartbeat, linger, retention, writeWait time.Duration
 }
 
@@ -73,12 +72,11 @@ type watchedUser struct {
 	version int64
 }
 
-// newStreams bounds the server's open streams to maxAll (MAX_STREAMS); a zero
-// poll, heartbeat or linger is streamPoll, streamHeartbeat or watchLinger. Its
+// newStreams bounds the server's open streams to maxAll (MAX_STREAMS); its
 // watcher polls until checkNotify finds a session to listen on.
-func newStreams(db *store, log *slog.Logger, maxAll int, retention, poll, heartbeat, linger time.Duration) *streams {
+func newStreams(db *store, log *slog.Logger, maxAll int, retention time.Duration) *streams {
 	s := &streams{db: db, log: log, users: map[string]*watchedUser{}, maxAll: maxAll, retention: retention,
-		poll: cmp.Or(poll, streamPoll), heartbeat: cmp.Or(heartbeat, streamHeartbeat), linger: cmp.Or(linger, watchLinger), writeWait: streamWriteWait}
+		poll: streamPoll, heartbeat: streamHeartbeat, linger: watchLinger, writeWait: streamWriteWait}
 	s.shutdown, s.close = context.WithCancel(context.Background())
 	return s
 }

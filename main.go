@@ -43,9 +43,6 @@ type config struct {
 	QueryTimeout   time.Duration // bound on each statement, including the wait for a connection
 	SyncRetention  time.Duration // how long the change feed keeps deletions; an older cursor gets 410
 	MaxStreams     int           // open event streams this process serves at once
-	streamPoll     time.Duration // how often the streams' watcher reads versions: streamPoll unless a test sets it
-	streamBeat     time.Duration // a stream's heartbeat: streamHeartbeat unless a test sets it
-	streamLinger   time.Duration // how long the watcher outlives the last stream: watchLinger unless a test sets it
 	MaxTasks       int           // tasks one user may hold
 	RatePerSecond  int           // requests a user may make each second; 0: no limit
 	RateBurst      int           // requests a user may make at once
@@ -309,7 +306,7 @@ func newServer(log *slog.Logger, db *store, cfg config) *middleware {
 	limit := newRateLimiter(cfg.RatePerSecond, cfg.RateBurst)
 	auth := func(h userHandler) http.Handler { return authenticate(v, limit, h) }
 
-	m := &middleware{mux: http.NewServeMux(), log: log, cors: cfg.CORSOrigins, live: newStreams(db, log, cfg.MaxStreams, cfg.SyncRetention, cfg.streamPoll, cfg.streamBeat, cfg.streamLinger)}
+	m := &middleware{mux: http.NewServeMux(), log: log, cors: cfg.CORSOrigins, live: newStreams(db, log, cfg.MaxStreams, cfg.SyncRetention)}
 	handle := func(pattern string, h http.Handler) {
 		m.mux.Handle(pattern, h)
 		m.routes = append(m.routes, pattern)
