@@ -70,22 +70,16 @@ func writeHash(route string, id int64, c taskChange) []byte {
 // from taskChange's Go field names, so renaming a field cannot change the hash
 // of a key stored before a deploy (TestWriteHashGolden pins it).
 func canonicalForm(c taskChange) []byte {
-	var due *string // as it is returned
-	if c.DueDate != nil {
-		s := string(appendDue(nil, *c.DueDate))
-		s = s[1 : len(s)-1]
-		due = &s
-	}
-	canonical, _ := json.Marshal(struct { // cannot fail: strings, bools and pointers to them
-		Title       *string  `json:"Title"`
-		Description *string  `json:"Description"`
-		ClearDesc   bool     `json:"ClearDesc"`
-		Completed   *bool    `json:"Completed"`
-		Priority    *string  `json:"Priority"`
-		DueDate     *string  `json:"DueDate"`
-		ClearDue    bool     `json:"ClearDue"`
-		Tags        []string `json:"Tags"`
-	}{c.Title, c.Description, c.ClearDesc, c.Completed, c.Priority, due, c.ClearDue, c.Tags})
+	canonical, _ := json.Marshal(struct { // cannot fail: strings, bools, pointers to them, and JSON
+		Title       *string         `json:"Title"`
+		Description *string         `json:"Description"`
+		ClearDesc   bool            `json:"ClearDesc"`
+		Completed   *bool           `json:"Completed"`
+		Priority    *string         `json:"Priority"`
+		DueDate     json.RawMessage `json:"DueDate"` // as it is returned, or null
+		ClearDue    bool            `json:"ClearDue"`
+		Tags        []string        `json:"Tags"`
+	}{c.Title, c.Description, c.ClearDesc, c.Completed, c.Priority, appendOrNull(nil, c.DueDate, appendDue), c.ClearDue, c.Tags})
 	return canonical
 }
 
