@@ -49,20 +49,13 @@ func (s *store) getTask(ctx context.Context, userID string, id int64) (Task, err
 // (errTaskLimit), in one statement: the user's count goes up only while below
 // the limit, and its row lock makes one user's creates take turns.
 func (s *store) createTask(ctx context.Context, q querier, userID string, c taskChange, maxTasks int) (Task, error) {
-	priority, tags := "medium", c.Tags
-	if c.Priority != nil {
-		priority = *c.Priority
-	}
-	if tags == nil {
-		tags = []string{}
-	}
 	dueAt, dueKind := dueColumns(c.DueDate)
 	t, err := s.one(ctx, q, `WITH slot AS (INSERT INTO task_counts (user_id, n, version) VALUES ($1, 1, 1)
 			ON CONFLICT (user_id) DO UPDATE SET n = task_counts.n + 1, version = task_counts.version + 1
 			WHERE task_counts.n < $8 RETURNING version)
 		INSERT INTO tasks (user_id, version, title, description, priority, due_date, due_kind, tags)
-		SELECT $1, version, $2::text, $3::text, $4::text, $5::timestamptz, $6::text, $7::text[] FROM slot
-		RETURNING `+taskColumns, userID, *c.Title, c.Description, priority, dueAt, dueKind, tags, maxTasks)
+		SELECT $1, version, $2::text, $3::text, coalesce($4::text, 'medium'), $5::timestamptz, $6::text, coalesce($7::text[], '{}') FROM slot
+		RETURNING `+taskColumns, userID, *c.Title, c.Description, c.Priority, dueAt, dueKind, c.Tags, maxTasks)
 	if errors.Is(err, errNotFound) { // no slot, so no task
 		err = errTaskLimit
 	}
