@@ -2,6 +2,7 @@
 package main
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"crypto/sha256"
@@ -34,15 +35,11 @@ func handleListTasks(db *store) userHandler {
 			sort, _ := findSort(q.Sort)
 			w.Header().Set("Link", nextLink("/api/"+url.PathEscape(userID)+"/tasks", r.URL.Query(), listCursor(sort, q.Desc, tasks[len(tasks)-1])))
 		}
-		b := make([]byte, 0, 64+400*len(tasks))
-		b = append(b, '[')
-		for i := range tasks {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			b = appendTask(b, &tasks[i])
+		b := append(make([]byte, 0, 64+400*len(tasks)), '[')
+		for i := range tasks { // each followed by a comma, the last one trimmed, as the feed's lists are
+			b = append(appendTask(b, &tasks[i]), ',')
 		}
-		writeBody(w, http.StatusOK, append(b, ']', '\n'))
+		writeBody(w, http.StatusOK, append(bytes.TrimSuffix(b, []byte{','}), ']', '\n'))
 	}
 }
 
