@@ -244,14 +244,12 @@ func forgetOld(ctx context.Context, db *store, retention time.Duration, log *slo
 	tick := time.NewTicker(time.Hour)
 	defer tick.Stop()
 	for {
-		for {
-			n, err := db.deleteOld(ctx, retention, forgetBatch)
-			if err != nil && ctx.Err() == nil {
-				log.Warn("deleting expired idempotency keys and tombstones", "err", err.Error())
-			}
-			if err != nil || n < forgetBatch || ctx.Err() != nil {
-				break
-			}
+		n, err := db.deleteOld(ctx, retention, forgetBatch)
+		if err != nil && ctx.Err() == nil {
+			log.Warn("deleting expired idempotency keys and tombstones", "err", err.Error())
+		}
+		if err == nil && n == forgetBatch && ctx.Err() == nil { // a full batch: more may be left
+			continue
 		}
 		select {
 		case <-ctx.Done():
