@@ -55,18 +55,12 @@ func idempotencyKey(r *http.Request) (string, error) {
 }
 
 // writeHash is the SHA-256 of a write's route, task id (0 for a create) and
-// canonical body, stored with its Idempotency-Key: the same key on another
-// route or task, or with another body, is another request.
+// change, stored with its Idempotency-Key: the same key on another route or
+// task, or with another change, is another request. The change is hashed in a
+// form spelled out here, so that it hashes the same however its JSON was
+// spelled, and renaming a taskChange field cannot change the hash of a key
+// stored before a deploy (TestWriteHashGolden pins it).
 func writeHash(route string, id int64, c taskChange) []byte {
-	sum := sha256.Sum256(append([]byte(route+"\n"+strconv.FormatInt(id, 10)+"\n"), canonicalForm(c)...))
-	return sum[:]
-}
-
-// canonicalForm is a change as writeHash reads it: the same change hashes the
-// same however its JSON was spelled. The form is spelled out here, not taken
-// from taskChange's Go field names, so renaming a field cannot change the hash
-// of a key stored before a deploy (TestWriteHashGolden pins it).
-func canonicalForm(c taskChange) []byte {
 	canonical, _ := json.Marshal(struct { // cannot fail: strings, bools, pointers to them, and JSON
 		Title       *string         `json:"Title"`
 		Description *string         `json:"Description"`
@@ -77,7 +71,8 @@ func canonicalForm(c taskChange) []byte {
 		ClearDue    bool            `json:"ClearDue"`
 		Tags        []string        `json:"Tags"`
 	}{c.Title, c.Description, c.ClearDesc, c.Completed, c.Priority, appendOrNull(nil, c.DueDate, appendDue), c.ClearDue, c.Tags})
-	return canonical
+	sum := sha256.Sum256(append([]byte(route+"\n"+strconv.FormatInt(id, 10)+"\n"), canonical...))
+	return sum[:]
 }
 
 // etag is the strong entity tag of a task, or of the whole change feed, at
