@@ -13,9 +13,8 @@ import (
 	"strings"
 )
 
-// handleListTasks serves GET /api/{user_id}/tasks: a page of tasks, with
-// X-Total-Count when it is known or asked for (store.listTasks), and a Link to
-// the next page when there is one.
+// handleListTasks serves GET /api/{user_id}/tasks: a page of tasks, with X-Total-Count
+// when it is known or asked for (store.listTasks), and a Link to the next page if any.
 func handleListTasks(db *store) userHandler {
 	return func(w http.ResponseWriter, r *http.Request, userID string) {
 		q, err := parseListQuery(r)
@@ -54,12 +53,11 @@ func idempotencyKey(r *http.Request) (string, error) {
 	return key, nil
 }
 
-// writeHash is the SHA-256 of a write's route, task id (0 for a create) and
-// change, stored with its Idempotency-Key: the same key on another route or
-// task, or with another change, is another request. The change is hashed in a
-// form spelled out here, so that it hashes the same however its JSON was
-// spelled, and renaming a taskChange field cannot change the hash of a key
-// stored before a deploy (TestWriteHashGolden pins it).
+// writeHash is the SHA-256 of a write's route, task id (0 for a create) and change,
+// stored with its Idempotency-Key: the same key with another of the three is another
+// request. The change's form is spelled out here: the same however its JSON was
+// spelled, and kept by a rename of a taskChange field, so that a key stored before
+// a deploy still matches its retry (TestWriteHashGolden pins it).
 func writeHash(route string, id int64, c taskChange) []byte {
 	canonical, _ := json.Marshal(struct { // cannot fail: strings, bools, pointers to them, and JSON
 		Title       *string         `json:"Title"`
@@ -171,11 +169,10 @@ type writeRequest struct {
 // Bodies a write reads: none, a create's or an update's (decodeTask).
 const noBody, createBody, updateBody = 0, 1, 2
 
-// handleWrite serves a write on a task: it checks the path's task id, the
-// body (noBody, createBody or updateBody) and the Idempotency-Key, in that
-// order, then runs write, at most once per key: a retry of the same request
-// gets the first answer again, with Idempotent-Replayed: true, and changes
-// nothing (store.writeOnce).
+// handleWrite serves a write on a task: it checks the path's task id, the body
+// (noBody, createBody or updateBody) and the Idempotency-Key, answering the first
+// that is wrong, then runs write at most once per key (store.writeOnce): a retry of
+// the same request gets the first answer again, with Idempotent-Replayed: true.
 func handleWrite(db *store, body int, write func(context.Context, querier, writeRequest) (answer, error)) userHandler {
 	return func(w http.ResponseWriter, r *http.Request, userID string) {
 		req := writeRequest{userID: userID, ifMatch: ifMatch(r)}
