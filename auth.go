@@ -31,10 +31,9 @@ var (
 
 const (
 	clockLeeway = 30 * time.Second
-	// A token as large as a request's headers may be: Better Auth puts the user's
-	// profile in it, a data: URL picture included, and refusing one locks its user
-	// out (a new token is as large). Only tokens up to maxCachedToken are cached,
-	// and at most maxVerified of them.
+	// A token may be as large as a request's headers: Better Auth puts the user's profile
+	// in it, a data: URL picture included, and refusing one locks its user out (a new
+	// token is as large). At most maxVerified tokens of up to maxCachedToken are cached.
 	maxTokenBytes  = maxHeaderBytes + 4<<10 // net/http reads 4 KiB past MaxHeaderBytes before it answers 431
 	maxCachedToken = 2 << 10
 	maxVerified    = 10000

@@ -57,11 +57,10 @@ func appendDue(b []byte, d Due) []byte {
 	return append(b, '"')
 }
 
-// parseDue reads a due date in the spellings pydantic v2 accepts for a date or
-// a date-time: 2026-12-01 (a date); 2026-12-01T10:00, with T, t or a space,
-// seconds and up to six digits of fraction optional, (a floating time); the
-// same followed by Z, z, +01:00 or +0100 (an instant); Unix time (an instant).
-// Years run from 1 to 9999.
+// parseDue reads a due date in the spellings pydantic v2 accepts for a date or a
+// date-time: 2026-12-01 (a date); 2026-12-01T10:00, with T, t or a space, seconds and
+// up to six digits of fraction optional (a floating time); the same followed by Z, z,
+// +01:00 or +0100 (an instant); Unix time (an instant). Years run from 1 to 9999.
 func parseDue(s string) (Due, bool) {
 	if unix.MatchString(s) {
 		return parseUnix(s)

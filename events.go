@@ -20,18 +20,16 @@ const (
 	streamRetry     = 3 * time.Second        // the reconnection delay clients are told (SSE's retry field)
 )
 
-// handleEvents serves GET /api/{user_id}/events: the user's change feed as
-// server-sent events (text/event-stream). Each event's id is a feed cursor and
-// its data a page of the feed ({"tasks", "deleted", "cursor", "has_more"}).
-// Last-Event-ID resumes after that cursor; without it the stream starts with a
-// first sync. A cursor the feed cannot go on from ends the stream with an event
-// "reset" whose data is {"detail": ...}: the client syncs from scratch. The
-// stream reads the feed when the watcher says it moved, sends a comment after
-// streamHeartbeat of silence, and ends when the client goes, the server shuts
-// down, the token expires (until: its exp and clockLeeway), streamMaxAge has
-// passed (so that a token revoked since stops reading), or the database has
-// failed it for streamSafety: the client reconnects with Last-Event-ID and a
-// fresh token.
+// handleEvents serves GET /api/{user_id}/events: the user's change feed as server-sent
+// events, each with a feed cursor as its id and a page of the feed as its data.
+// Last-Event-ID resumes after that cursor; without it the stream starts with a first
+// sync. A cursor the feed cannot go on from ends the stream with an event "reset",
+// data {"detail": ...}: the client syncs from scratch. The stream reads the feed when
+// the watcher says it moved, sends a comment after streamHeartbeat of silence, and
+// ends when the client goes, the server shuts down, the token expires (until: its exp
+// and clockLeeway), streamMaxAge has passed (so that a token revoked since stops
+// reading), or the database has failed it for streamSafety: the client reconnects
+// with Last-Event-ID and a fresh token.
 func handleEvents(db *store, live *streams) streamHandler {
 	return func(w http.ResponseWriter, r *http.Request, userID string, until time.Time) {
 		now := time.Now()

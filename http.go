@@ -192,9 +192,8 @@ func (m *middleware) logRequest(r *http.Request, rw *responseWriter, start time.
 	m.log.LogAttrs(r.Context(), level, "request", attrs...)
 }
 
-// responseWriter records what the request's log line needs, and turns the
-// mux's own plain-text answers (404, 405 with Allow) into JSON, like every other
-// error of this service, and its redirects into 404s.
+// responseWriter records what the request's log line needs, and turns the mux's own
+// plain-text answers (404, 405 with Allow) into JSON, and its redirects into 404s.
 type responseWriter struct {
 	http.ResponseWriter
 	status       int

@@ -103,11 +103,10 @@ func (s *store) toggleTask(ctx context.Context, q querier, userID string, id int
 	return t, s.stale(ctx, q, userID, id, ifMatch, err)
 }
 
-// deleteTask removes the user's task id and leaves a tombstone for the change
-// feed. Two statements sent at once, which PostgreSQL runs as one transaction:
-// the first locks the user's row; the second, with a snapshot taken after that
-// lock, counts the task out and moves the version only if it deleted the task,
-// so the count never drifts.
+// deleteTask removes the user's task id and leaves a tombstone for the feed, in two
+// statements sent at once, which PostgreSQL runs as one transaction: the first locks
+// the user's row; the second, on a snapshot taken after that lock, counts the task
+// out and moves the version only if it deleted the task, so the count never drifts.
 func (s *store) deleteTask(ctx context.Context, q querier, userID string, id int64, ifMatch []int64) error {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()

@@ -7,11 +7,10 @@ import (
 	"unicode/utf8"
 )
 
-// appendTask appends t as a JSON object, as json.Marshal would write it (the
-// same fields, order and RFC 3339 times; TestAppendTask and FuzzAppendTask hold
-// it to that). By hand, because encoding/json's reflection, and its
-// re-validation of each time.Time's MarshalJSON, are a large share of a list's
-// CPU (BenchmarkFastPaths/json_page20).
+// appendTask appends t as a JSON object, as json.Marshal would write it (the same
+// fields, order and RFC 3339 times; TestAppendTask and FuzzAppendTask hold it to
+// that). By hand, because encoding/json's reflection, and its re-validation of each
+// time.Time's MarshalJSON, are a large share of a list's CPU (BenchmarkFastPaths/json_page20).
 func appendTask(b []byte, t *Task) []byte {
 	b = append(b, `{"id":`...)
 	b = strconv.AppendInt(b, t.ID, 10)
