@@ -112,8 +112,8 @@ type authConfig struct {
 	JWKSURL  string // Better Auth's JWKS; "": no asymmetric tokens
 	Issuer   string // required iss of every token; "" to skip
 	Audience string // required aud of every token; "" to skip
-	// Required of JWKS tokens only, when Issuer/Audience are unset (Better Auth's defaults).
-	JWKSIssuer, JWKSAudience string
+	// BETTER_AUTH_URL's origin: the iss and aud of JWKS tokens where Issuer, Audience are unset
+	BetterAuthOrigin string
 }
 
 // verifier checks bearer tokens and returns their subject.
@@ -204,9 +204,9 @@ func (v *verifier) verify(token string) (sub string, until time.Time, err error)
 	if err != nil {
 		return "", until, refusal(err)
 	}
-	if _, hmac := t.Method.(*jwt.SigningMethodHMAC); !hmac {
-		if v.cfg.JWKSIssuer != "" && c.Issuer != v.cfg.JWKSIssuer ||
-			v.cfg.JWKSAudience != "" && !slices.Contains(c.Audience, v.cfg.JWKSAudience) {
+	if _, hmac := t.Method.(*jwt.SigningMethodHMAC); !hmac && v.cfg.BetterAuthOrigin != "" { // Better Auth's defaults
+		if v.cfg.Issuer == "" && c.Issuer != v.cfg.BetterAuthOrigin ||
+			v.cfg.Audience == "" && !slices.Contains(c.Audience, v.cfg.BetterAuthOrigin) {
 			return "", until, refused("wrong issuer or audience")
 		}
 	}

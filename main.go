@@ -81,12 +81,7 @@ func loadConfig(getenv func(string) string) (config, error) {
 			return c, fmt.Errorf("BETTER_AUTH_URL: %w", err)
 		}
 		c.Auth.JWKSURL = betterAuthJWKS(base)
-		if c.Auth.Issuer == "" {
-			c.Auth.JWKSIssuer = origin
-		}
-		if c.Auth.Audience == "" {
-			c.Auth.JWKSAudience = origin
-		}
+		c.Auth.BetterAuthOrigin = origin
 	}
 	if u := getenv("JWKS_URL"); u != "" {
 		if _, err := parseOrigin(u, true); err != nil {
