@@ -112,10 +112,9 @@ func (s *streams) open(userID string) *statusError {
 func (s *streams) release(userID string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if u := s.users[userID]; u.streams == 1 {
+	u := s.users[userID]
+	if u.streams--; u.streams == 0 {
 		delete(s.users, userID)
-	} else {
-		u.streams--
 	}
 	if s.total--; s.total == 0 {
 		s.idle = time.AfterFunc(s.linger, func() {
