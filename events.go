@@ -67,12 +67,15 @@ func handleEvents(db *store, live *streams) streamHandler {
 		stop := context.AfterFunc(live.shutdown, func() { rc.SetWriteDeadline(time.Now()); cancel() })
 		defer stop()
 		w.WriteHeader(http.StatusOK)
-		send := func(b []byte) bool {
+		heartbeat := time.NewTimer(live.heartbeat)
+		defer heartbeat.Stop()
+		send := func(b []byte) bool { // and the silence the heartbeat waits for starts again
 			// The deadline first: a shutdown that this look misses sets its own after it.
 			rc.SetWriteDeadline(time.Now().Add(live.writeWait))
 			if live.shutdown.Err() != nil {
 				return false
 			}
+			heartbeat.Reset(live.heartbeat)
 			_, err := w.Write(b)
 			return err == nil && rc.Flush() == nil
 		}
@@ -81,8 +84,6 @@ func handleEvents(db *store, live *streams) streamHandler {
 		}
 		safety := time.NewTicker(streamSafety) // if the watcher cannot read the versions
 		defer safety.Stop()
-		heartbeat := time.NewTimer(live.heartbeat)
-		defer heartbeat.Stop()
 		var retry <-chan time.Time // after a failed read
 		var failingSince time.Time
 		for {
@@ -113,7 +114,6 @@ func handleEvents(db *store, live *streams) streamHandler {
 					if !send(appendEvent(nil, "", page.next.String(), page.appendJSON(nil))) {
 						return
 					}
-					heartbeat.Reset(live.heartbeat)
 					cursor = page.next
 				}
 				first, more = false, page.more
@@ -128,7 +128,6 @@ func handleEvents(db *store, live *streams) streamHandler {
 				if !send([]byte(": keep-alive\n\n")) {
 					return
 				}
-				heartbeat.Reset(live.heartbeat)
 			}
 		}
 	}
