@@ -6,8 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
-	"maps"
-	"net/url"
+	"net/http"
 	"slices"
 	"strconv"
 	"strings"
@@ -140,10 +139,10 @@ func parseListCursor(s string, sort listSort, desc bool) (*listKey, string) {
 	return k, ""
 }
 
-// nextLink is the Link header (RFC 8288) of a list page with more after it:
-// the same request, with the cursor of the page after it instead of an offset.
-func nextLink(path string, query url.Values, cursor string) string {
-	q := maps.Clone(query)
+// nextLink is the Link header (RFC 8288) of a list page with more after it: the
+// same request r, at path, with the cursor of the page after it instead of an offset.
+func nextLink(path string, r *http.Request, cursor string) string {
+	q := r.URL.Query()
 	delete(q, "offset")
 	q.Set("cursor", cursor)
 	return "<" + path + "?" + q.Encode() + `>; rel="next"`

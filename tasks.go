@@ -32,7 +32,7 @@ func handleListTasks(db *store) userHandler {
 		}
 		if more {
 			sort, _ := findSort(q.Sort)
-			w.Header().Set("Link", nextLink("/api/"+url.PathEscape(userID)+"/tasks", r.URL.Query(), listCursor(sort, q.Desc, tasks[len(tasks)-1])))
+			w.Header().Set("Link", nextLink("/api/"+url.PathEscape(userID)+"/tasks", r, listCursor(sort, q.Desc, tasks[len(tasks)-1])))
 		}
 		b := append(make([]byte, 0, 64+400*len(tasks)), '[')
 		for i := range tasks { // each followed by a comma, the last one trimmed, as the feed's lists are
