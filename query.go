@@ -64,7 +64,7 @@ func (c *queryCheck) choice(name, msg, typ string, choices ...string) string {
 
 // parseListQuery validates the request's list parameters; unknown parameters are ignored.
 func parseListQuery(r *http.Request) (listQuery, error) {
-	q := listQuery{Sort: "created", Desc: true, Limit: maxLimit}
+	q := listQuery{Sort: listSorts[0], Desc: true, Limit: maxLimit} // created, newest first
 	c := readQuery(r)
 	c.single("status", "sort", "order", "q", "limit", "offset", "cursor", "total") // tag may repeat
 	switch c.choice("status", "'all', 'pending' or 'completed'", "enum", "all", "pending", "completed") {
@@ -75,7 +75,7 @@ func parseListQuery(r *http.Request) (listQuery, error) {
 	}
 	if s := c.v.Get("sort"); s != "" {
 		if sort, ok := findSort(s); ok {
-			q.Sort, q.Desc = s, sort.desc
+			q.Sort, q.Desc = sort, sort.desc
 		} else {
 			c.fail("sort", "Input should be "+sortNames(), "enum")
 		}
@@ -104,9 +104,8 @@ func parseListQuery(r *http.Request) (listQuery, error) {
 	c.integer("limit", 1, maxLimit, &q.Limit)
 	c.integer("offset", 0, 1<<31-1, &q.Offset)
 	if s := c.v.Get("cursor"); s != "" {
-		sort, _ := findSort(q.Sort) // "created" when sort was refused
 		var msg string
-		if q.After, msg = parseListCursor(s, sort, q.Desc); msg != "" {
+		if q.After, msg = parseListCursor(s, q.Sort, q.Desc); msg != "" { // sort=created if sort was refused
 			c.fail("cursor", msg, "cursor_invalid")
 		} else if q.Offset > 0 { // offset=0, a default some clients send, is no offset
 			c.fail("cursor", "Give cursor or a non-zero offset, not both", "cursor_invalid")

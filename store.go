@@ -316,32 +316,31 @@ func (s *store) listTasks(ctx context.Context, userID string, q listQuery) (task
 		args = append(args, q.Tags)
 		where += ` AND tags @> $` + strconv.Itoa(len(args))
 	}
-	sort, _ := findSort(q.Sort) // parseListQuery admits only known keys
 	op, dir := ">", ""
 	if q.Desc {
 		op, dir = "<", " DESC"
 	}
 	nulls := ""
-	if sort.nullable {
+	if q.Sort.nullable {
 		nulls = " NULLS LAST"
 	}
 	n, keyset := len(args), ""
 	if a := q.After; a != nil { // keyset paging: after the cursor's task, in this order
 		args = append(args, a.ID)
 		id := "$" + strconv.Itoa(len(args))
-		switch key := sort.key(0); {
+		switch key := q.Sort.key(0); {
 		case a.Key == nil: // a task without a due date: only those after it, by id
 			keyset = ` AND ` + key + ` IS NULL AND id ` + op + ` ` + id
-		case sort.nullable:
+		case q.Sort.nullable:
 			args = append(args, a.Key)
-			at := sort.key(len(args))
+			at := q.Sort.key(len(args))
 			keyset = ` AND (` + key + ` ` + op + ` ` + at + ` OR ` + key + ` = ` + at + ` AND id ` + op + ` ` + id + ` OR ` + key + ` IS NULL)`
 		default:
 			args = append(args, a.Key)
-			keyset = ` AND (` + key + `, id) ` + op + ` (` + sort.key(len(args)) + `, ` + id + `)`
+			keyset = ` AND (` + key + `, id) ` + op + ` (` + q.Sort.key(len(args)) + `, ` + id + `)`
 		}
 	}
-	page := ` ORDER BY ` + sort.key(0) + dir + nulls + `, id` + dir +
+	page := ` ORDER BY ` + q.Sort.key(0) + dir + nulls + `, id` + dir +
 		` LIMIT $` + strconv.Itoa(len(args)+1) + ` OFFSET $` + strconv.Itoa(len(args)+2)
 	rows, _ := s.pool.Query(ctx, `SELECT `+taskColumns+` FROM tasks `+where+keyset+page, append(args, q.Limit+1, q.Offset)...)
 	if tasks, err = pgx.CollectRows(rows, scanTask); err != nil {

@@ -226,7 +226,7 @@ func FuzzListQuery(f *testing.F) {
 			wantClientError(t, err)
 			return
 		}
-		if _, ok := findSort(q.Sort); !ok || q.Limit < 1 || q.Limit > maxLimit || q.Offset < 0 ||
+		if _, ok := findSort(q.Sort.name); !ok || q.Limit < 1 || q.Limit > maxLimit || q.Offset < 0 ||
 			len(q.Tags) > maxTags || badText(q.Q) != "" || utf8.RuneCountInString(q.Q) > maxQuery {
 			t.Fatalf("query %q passed as %+v", raw, q)
 		}
