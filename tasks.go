@@ -147,9 +147,8 @@ func handleGetTask(db *store) userHandler {
 			writeError(w, r, err)
 			return
 		}
-		if noneMatch(r, etag(task.Version)) {
-			w.Header().Set("ETag", etag(task.Version))
-			w.WriteHeader(http.StatusNotModified)
+		if tag := etag(task.Version); noneMatch(r, tag) {
+			writeAnswer(w, answer{Status: http.StatusNotModified, ETag: tag}, false)
 			return
 		}
 		writeAnswer(w, taskAnswer(http.StatusOK, task), false)
