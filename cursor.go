@@ -13,11 +13,10 @@ import (
 	"time"
 )
 
-// feedCursor is where a client's copy of the feed stands: the user's version
-// it has read up to (each version is one write, of one task or tombstone),
-// and when its copy was last whole (Issued). Every deletion after Version was made
-// after Issued, so while Issued is within SYNC_RETENTION its tombstones are
-// all still kept; past that, some may be gone, and the client must start over.
+// feedCursor is where a client's copy of the feed stands: the user's version it has
+// read up to (each version is one write, of one task or tombstone), and when its copy
+// was last whole (Issued). Every deletion after Version came after Issued: while Issued
+// is within SYNC_RETENTION its tombstones are all kept; past that, the client starts over.
 type feedCursor struct {
 	Version int64     // -1 before a first sync
 	Issued  time.Time // to the millisecond

@@ -124,12 +124,11 @@ func storeError(err error) error {
 	return err
 }
 
-// isUnavailable reports whether err says the database could not be reached or
-// serve: pgx could not connect; a deadline passed, or the statement's context
-// ended (at shutdown); the network failed (a reset, a closed connection, EOF mid-answer); or
-// an SQLSTATE (PostgreSQL's Appendix A) of class 08 (connection exception), 53
-// (insufficient resources: too many connections, out of memory or disk) or 57
-// (operator intervention: statement_timeout's query_canceled, admin shutdown).
+// isUnavailable reports whether err says the database could not be reached or serve:
+// pgx could not connect; a deadline passed, or the statement's context ended (at
+// shutdown); the network failed (a reset, a closed connection, EOF mid-answer); or an
+// SQLSTATE of class 08 (connection exception), 53 (insufficient resources: connections,
+// memory, disk) or 57 (operator intervention: statement_timeout, admin shutdown).
 func isUnavailable(err error) bool {
 	if _, ok := errors.AsType[*pgconn.ConnectError](err); ok {
 		return true // whatever the reason, even an SQLSTATE such as 3D000 or 28P01: no connection, no service

@@ -22,9 +22,8 @@ const (
 // dueKinds are the kinds' names in the due_kind column.
 var dueKinds = [...]string{dueInstant: "instant", dueDate: "date", dueLocal: "local"}
 
-// Due is a task's due date. At is the instant; for a date, its midnight, and
-// for a floating time, its wall clock, both read as UTC, so that all three sort
-// together in one order.
+// Due is a task's due date. At is the instant; for a date, its midnight, and for a
+// floating time, its wall clock, both read as UTC, so that all three sort together.
 type Due struct {
 	At   time.Time
 	Kind dueKind

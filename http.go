@@ -33,9 +33,8 @@ type statusError struct {
 
 func (e *statusError) Error() string { return e.detail }
 
-// writeError is the one place an error becomes a status and a JSON body
-// {"detail": ...}. Internals never reach the client: a 5xx answers a generic
-// message and the error goes to the request's log line instead.
+// writeError is the one place an error becomes a status and a JSON body {"detail": ...}.
+// Internals never reach the client: a 5xx answers a generic message and logs the error.
 func writeError(w http.ResponseWriter, r *http.Request, err error) {
 	status, detail := http.StatusInternalServerError, any("Internal Server Error")
 	var invalid validationError

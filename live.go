@@ -62,9 +62,8 @@ type streams struct {
 	poll, heartbeat, linger, retention, writeWait time.Duration
 }
 
-// watchedUser is a user with open streams: how many, the channel that closes
-// when their version moves (nil until a stream waits on it), and the version
-// the watcher saw last (-1: none yet).
+// watchedUser is a user with open streams: how many, the channel that closes when their
+// version moves (nil until a stream waits on it), and the last version seen (-1: none yet).
 type watchedUser struct {
 	streams int
 	changed chan struct{}
@@ -185,9 +184,8 @@ func (s *streams) watch(ctx context.Context) {
 	}
 }
 
-// listenOn keeps a session listening while ctx lasts and the watcher is to
-// listen: it dials again after each failure, and stops for good on a verdict.
-// The log says each move between listening and polling.
+// listenOn keeps a session listening while ctx lasts and the watcher is to listen: it dials
+// again after a failure, stops for good on a verdict, logs each switch to or from polling.
 func (s *streams) listenOn(ctx context.Context, listening *atomic.Bool) {
 	wait, polling := listenRedial, false
 	for cfg := s.listenTo.Load(); cfg != nil; cfg = s.listenTo.Load() {

@@ -167,9 +167,8 @@ func parseOrigin(s string, withPath bool) (string, error) {
 	return u.Scheme + "://" + host, nil
 }
 
-// betterAuthJWKS is where Better Auth serves its JWKS for the base URL base (a
-// valid http(s) URL), read as better-auth's withPath reads it: a path in it is the
-// base path, /api/auth without one. Its tokens' default iss and aud are the origin either way.
+// betterAuthJWKS is where Better Auth serves its JWKS for base, a valid http(s) URL read as
+// better-auth's withPath reads it: a path in it is the base path, /api/auth without one.
 func betterAuthJWKS(base string) string {
 	u, _ := url.Parse(base)
 	return u.Scheme + "://" + u.Host + cmp.Or(strings.TrimRight(u.Path, "/"), "/api/auth") + "/jwks"

@@ -55,9 +55,8 @@ func appendTime(b []byte, t time.Time) []byte {
 	return append(t.AppendFormat(append(b, '"'), time.RFC3339Nano), '"')
 }
 
-// appendString appends s as a JSON string: quotes, backslashes and control
-// characters escaped, invalid UTF-8 replaced, and U+2028/U+2029 escaped for
-// JavaScript, as encoding/json does.
+// appendString appends s as a JSON string as encoding/json does: quotes, backslashes and
+// control characters escaped, invalid UTF-8 replaced, U+2028/U+2029 escaped for JavaScript.
 func appendString(b []byte, s string) []byte {
 	const hex = "0123456789abcdef"
 	b = append(b, '"')
