@@ -31,10 +31,9 @@ var (
 
 const (
 	clockLeeway = 30 * time.Second
-	// A token as large as a request's headers may be: Better Auth puts the user's
-	// profile in it, a data: URL picture included, and refusing one locks its user
-	// out (a new token is as large). Only tokens up to maxCachedToken are cached,
-	// and at most maxVerified of them.
+	// A token may be as large as a request's headers: Better Auth puts the user's profile
+	// in it, a data: URL picture included, and refusing one locks its user out (a new
+	// token is as large). At most maxVerified tokens of up to maxCachedToken are cached.
 	maxTokenBytes  = maxHeaderBytes + 4<<10 // net/http reads 4 KiB past MaxHeaderBytes before it answers 431
 	maxCachedToken = 2 << 10
 	maxVerified    = 10000
@@ -113,8 +112,8 @@ type authConfig struct {
 	JWKSURL  string // Better Auth's JWKS; "": no asymmetric tokens
 	Issuer   string // required iss of every token; "" to skip
 	Audience string // required aud of every token; "" to skip
-	// Required of JWKS tokens only, when Issuer/Audience are unset (Better Auth's defaults).
-	JWKSIssuer, JWKSAudience string
+	// BETTER_AUTH_URL's origin: the iss and aud of JWKS tokens where Issuer, Audience are unset
+	BetterAuthOrigin string
 }
 
 // verifier checks bearer tokens and returns their subject.
@@ -205,9 +204,9 @@ func (v *verifier) verify(token string) (sub string, until time.Time, err error)
 	if err != nil {
 		return "", until, refusal(err)
 	}
-	if _, hmac := t.Method.(*jwt.SigningMethodHMAC); !hmac {
-		if v.cfg.JWKSIssuer != "" && c.Issuer != v.cfg.JWKSIssuer ||
-			v.cfg.JWKSAudience != "" && !slices.Contains(c.Audience, v.cfg.JWKSAudience) {
+	if _, hmac := t.Method.(*jwt.SigningMethodHMAC); !hmac && v.cfg.BetterAuthOrigin != "" { // Better Auth's defaults
+		if v.cfg.Issuer == "" && c.Issuer != v.cfg.BetterAuthOrigin ||
+			v.cfg.Audience == "" && !slices.Contains(c.Audience, v.cfg.BetterAuthOrigin) {
 			return "", until, refused("wrong issuer or audience")
 		}
 	}

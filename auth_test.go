@@ -39,7 +39,7 @@ func TestAuth(t *testing.T) {
 	ks.add(jwkOf(t, "p256", &p256.PublicKey))
 	ks.add(jwkOf(t, "p521", &p521.PublicKey))
 	const authURL = "http://auth.example.test"
-	e := newEnv(t, authConfig{Secret: []byte(testSecret), JWKSURL: ks.srv.URL, JWKSIssuer: authURL, JWKSAudience: authURL})
+	e := newEnv(t, authConfig{Secret: []byte(testSecret), JWKSURL: ks.srv.URL, BetterAuthOrigin: authURL})
 
 	user := newUser(t)
 	path := "/api/" + user + "/tasks"
@@ -131,7 +131,7 @@ func TestAuth(t *testing.T) {
 	strict.want(strict.do("GET", path, okTok, nil), 200, "HS256 with the configured iss/aud")
 
 	// Without a secret, HS256 tokens are refused.
-	jwksOnly := newEnv(t, authConfig{JWKSURL: ks.srv.URL, JWKSIssuer: authURL, JWKSAudience: authURL})
+	jwksOnly := newEnv(t, authConfig{JWKSURL: ks.srv.URL, BetterAuthOrigin: authURL})
 	jwksOnly.want(jwksOnly.do("GET", path, tok, nil), 401, "HS256 with no secret configured")
 	jwksOnly.want(jwksOnly.do("GET", path, signed(t, jwt.SigningMethodEdDSA, edKey, "ed", good()), nil), 200, "EdDSA, JWKS only")
 }
@@ -215,7 +215,7 @@ func TestTokenRefused(t *testing.T) {
 	_, edKey, _ := ed25519.GenerateKey(rand.Reader)
 	ks := newKeyServer(t)
 	ks.add(jwkOf(t, "ed", edKey.Public()))
-	e := newEnv(t, authConfig{Secret: []byte(testSecret), JWKSURL: ks.srv.URL, JWKSIssuer: "https://auth.test", JWKSAudience: "https://auth.test"})
+	e := newEnv(t, authConfig{Secret: []byte(testSecret), JWKSURL: ks.srv.URL, BetterAuthOrigin: "https://auth.test"})
 	user := newUser(t)
 	now := time.Now()
 	hour := now.Add(time.Hour).Unix()

@@ -51,7 +51,7 @@ func benchUsers(b *testing.B, users, tasks int) ([]string, []string) {
 //
 //	go test -run '^$' -bench Routes -benchmem
 func BenchmarkRoutes(b *testing.B) {
-	h := newServer(slog.New(slog.NewJSONHandler(io.Discard, nil)), testDB, testConfig(hsAuth()))
+	h := testServer(slog.New(slog.NewJSONHandler(io.Discard, nil)), testDB, testConfig(hsAuth()))
 	users, toks := benchUsers(b, 100, 20)
 	bigUsers, bigToks := benchUsers(b, 100, 2000)
 	var taskIDs [][]int64
@@ -119,7 +119,7 @@ func BenchmarkRoutes(b *testing.B) {
 			toks[u] = signed(b, jwt.SigningMethodEdDSA, key, "ed", jwt.MapClaims{"sub": id, "exp": time.Now().Add(time.Hour).Unix()})
 		}
 		defer func() { toks, h = hs, hsHandler }()
-		h = newServer(slog.New(slog.NewJSONHandler(io.Discard, nil)), testDB, testConfig(authConfig{Secret: []byte(testSecret), JWKSURL: ks.URL}))
+		h = testServer(slog.New(slog.NewJSONHandler(io.Discard, nil)), testDB, testConfig(authConfig{Secret: []byte(testSecret), JWKSURL: ks.URL}))
 		serve(b, "GET", item, "", 200)
 	})
 	b.Run("changes_first_sync", func(b *testing.B) { // the user's 20 tasks
@@ -201,7 +201,7 @@ func BenchmarkVerify(b *testing.B) {
 func BenchmarkFastPaths(b *testing.B) {
 	ctx := context.Background()
 	users, _ := benchUsers(b, 1, 20)
-	q, _ := parseListQuery(nil)
+	q, _ := parseListQuery(httptest.NewRequest("GET", "/", nil))
 	page, _, _, err := testDB.listTasks(ctx, users[0], q)
 	if err != nil || len(page) != 20 {
 		b.Fatalf("list = %d tasks, %v", len(page), err)

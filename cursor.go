@@ -6,19 +6,17 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
-	"maps"
-	"net/url"
+	"net/http"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
 )
 
-// feedCursor is where a client's copy of the feed stands: the user's version
-// it has read up to (each version is one write, of one task or tombstone),
-// and when its copy was last whole (Issued). Every deletion after Version was made
-// after Issued, so while Issued is within SYNC_RETENTION its tombstones are
-// all still kept; past that, some may be gone, and the client must start over.
+// feedCursor is where a client's copy of the feed stands: the user's version it has
+// read up to (each version is one write, of one task or tombstone), and when its copy
+// was last whole (Issued). Every deletion after Version came after Issued: while Issued
+// is within SYNC_RETENTION its tombstones are all kept; past that, the client starts over.
 type feedCursor struct {
 	Version int64     // -1 before a first sync
 	Issued  time.Time // to the millisecond
@@ -140,10 +138,10 @@ func parseListCursor(s string, sort listSort, desc bool) (*listKey, string) {
 	return k, ""
 }
 
-// nextLink is the Link header (RFC 8288) of a list page with more after it:
-// the same request, with the cursor of the page after it instead of an offset.
-func nextLink(path string, query url.Values, cursor string) string {
-	q := maps.Clone(query)
+// nextLink is the Link header (RFC 8288) of a list page with more after it: the
+// same request r, at path, with the cursor of the page after it instead of an offset.
+func nextLink(path string, r *http.Request, cursor string) string {
+	q := r.URL.Query()
 	delete(q, "offset")
 	q.Set("cursor", cursor)
 	return "<" + path + "?" + q.Encode() + `>; rel="next"`

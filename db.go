@@ -59,12 +59,11 @@ func openStore(url string, timeout time.Duration) (*store, error) {
 		cfg.BeforeConnect = queryMode(timeout, &s.pooled)
 	}
 	cfg.ConnConfig.ConnectTimeout = timeout
-	// pgx cleans up a connection that timed out (a cancel request on a new
-	// connection, then a drain of the old one) under a 15 s deadline, holding its
-	// pool slot: after a partition every slot would stay taken for 15 s once the
-	// database is back (TestFaultBlackhole). The dialer bounds that cleanup by
-	// the statement timeout: the cancel request (the only dial with a later
-	// deadline: a connect's is ConnectTimeout) and the drain (boundedConn).
+	// pgx cleans up a connection that timed out (a cancel request on a new connection,
+	// then a drain of the old one) under a 15 s deadline, holding its pool slot: after
+	// a partition every slot would stay taken for 15 s once the database is back
+	// (TestFaultBlackhole). The dialer bounds both by the statement timeout: the cancel
+	// request (the only dial with a deadline past ConnectTimeout) and the drain (boundedConn).
 	dialer := &net.Dialer{Timeout: timeout}
 	cfg.ConnConfig.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
 		conn, err := dialer.DialContext(ctx, network, addr)
@@ -106,11 +105,10 @@ func (s *store) ping(ctx context.Context) error {
 	return storeError(s.pool.Ping(ctx))
 }
 
-// storeError turns a driver error into a store error: no row is errNotFound; a
-// value the schema rejects (SQLSTATE 23514, check violation, or class 22, data
-// exception) is errRejected; errUnavailable (503, retry) needs isUnavailable's
-// evidence. Anything else is a bug and passes through, for a 500 with its cause
-// on the log line.
+// storeError turns a driver error into a store error: no row is errNotFound; a value
+// the schema rejects (SQLSTATE 23514, check violation, or class 22, data exception)
+// is errRejected; errUnavailable (503, retry) needs isUnavailable's evidence. Anything
+// else is a bug and passes through, for a 500 with its cause on the log line.
 func storeError(err error) error {
 	switch {
 	case err == nil:
@@ -126,12 +124,11 @@ func storeError(err error) error {
 	return err
 }
 
-// isUnavailable reports whether err says the database could not be reached or
-// serve: pgx could not connect; a deadline passed, or the statement's context
-// ended (at shutdown); the network failed (a reset, a closed connection, EOF mid-answer); or
-// an SQLSTATE (PostgreSQL's Appendix A) of class 08 (connection exception), 53
-// (insufficient resources: too many connections, out of memory or disk) or 57
-// (operator intervention: statement_timeout's query_canceled, admin shutdown).
+// isUnavailable reports whether err says the database could not be reached or serve:
+// pgx could not connect; a deadline passed, or the statement's context ended (at
+// shutdown); the network failed (a reset, a closed connection, EOF mid-answer); or an
+// SQLSTATE of class 08 (connection exception), 53 (insufficient resources: connections,
+// memory, disk) or 57 (operator intervention: statement_timeout, admin shutdown).
 func isUnavailable(err error) bool {
 	if _, ok := errors.AsType[*pgconn.ConnectError](err); ok {
 		return true // whatever the reason, even an SQLSTATE such as 3D000 or 28P01: no connection, no service

@@ -22,9 +22,8 @@ const (
 // dueKinds are the kinds' names in the due_kind column.
 var dueKinds = [...]string{dueInstant: "instant", dueDate: "date", dueLocal: "local"}
 
-// Due is a task's due date. At is the instant; for a date, its midnight, and
-// for a floating time, its wall clock, both read as UTC, so that all three sort
-// together in one order.
+// Due is a task's due date. At is the instant; for a date, its midnight, and for a
+// floating time, its wall clock, both read as UTC, so that all three sort together.
 type Due struct {
 	At   time.Time
 	Kind dueKind
@@ -57,11 +56,10 @@ func appendDue(b []byte, d Due) []byte {
 	return append(b, '"')
 }
 
-// parseDue reads a due date in the spellings pydantic v2 accepts for a date or
-// a date-time: 2026-12-01 (a date); 2026-12-01T10:00, with T, t or a space,
-// seconds and up to six digits of fraction optional, (a floating time); the
-// same followed by Z, z, +01:00 or +0100 (an instant); Unix time (an instant).
-// Years run from 1 to 9999.
+// parseDue reads a due date in the spellings pydantic v2 accepts for a date or a
+// date-time: 2026-12-01 (a date); 2026-12-01T10:00, with T, t or a space, seconds and
+// up to six digits of fraction optional (a floating time); the same followed by Z, z,
+// +01:00 or +0100 (an instant); Unix time (an instant). Years run from 1 to 9999.
 func parseDue(s string) (Due, bool) {
 	if unix.MatchString(s) {
 		return parseUnix(s)

@@ -20,18 +20,16 @@ const (
 	streamRetry     = 3 * time.Second        // the reconnection delay clients are told (SSE's retry field)
 )
 
-// handleEvents serves GET /api/{user_id}/events: the user's change feed as
-// server-sent events (text/event-stream). Each event's id is a feed cursor and
-// its data a page of the feed ({"tasks", "deleted", "cursor", "has_more"}).
-// Last-Event-ID resumes after that cursor; without it the stream starts with a
-// first sync. A cursor the feed cannot go on from ends the stream with an event
-// "reset" whose data is {"detail": ...}: the client syncs from scratch. The
-// stream reads the feed when the watcher says it moved, sends a comment after
-// streamHeartbeat of silence, and ends when the client goes, the server shuts
-// down, the token expires (until: its exp and clockLeeway), streamMaxAge has
-// passed (so that a token revoked since stops reading), or the database has
-// failed it for streamSafety: the client reconnects with Last-Event-ID and a
-// fresh token.
+// handleEvents serves GET /api/{user_id}/events: the user's change feed as server-sent
+// events, each with a feed cursor as its id and a page of the feed as its data.
+// Last-Event-ID resumes after that cursor; without it the stream starts with a first
+// sync. A cursor the feed cannot go on from ends the stream with an event "reset",
+// data {"detail": ...}: the client syncs from scratch. The stream reads the feed when
+// the watcher says it moved, sends a comment after streamHeartbeat of silence, and
+// ends when the client goes, the server shuts down, the token expires (until: its exp
+// and clockLeeway), streamMaxAge has passed (so that a token revoked since stops
+// reading), or the database has failed it for streamSafety: the client reconnects
+// with Last-Event-ID and a fresh token.
 func handleEvents(db *store, live *streams) streamHandler {
 	return func(w http.ResponseWriter, r *http.Request, userID string, until time.Time) {
 		now := time.Now()
@@ -69,12 +67,15 @@ func handleEvents(db *store, live *streams) streamHandler {
 		stop := context.AfterFunc(live.shutdown, func() { rc.SetWriteDeadline(time.Now()); cancel() })
 		defer stop()
 		w.WriteHeader(http.StatusOK)
-		send := func(b []byte) bool {
+		heartbeat := time.NewTimer(live.heartbeat)
+		defer heartbeat.Stop()
+		send := func(b []byte) bool { // and the silence the heartbeat waits for starts again
 			// The deadline first: a shutdown that this look misses sets its own after it.
 			rc.SetWriteDeadline(time.Now().Add(live.writeWait))
 			if live.shutdown.Err() != nil {
 				return false
 			}
+			heartbeat.Reset(live.heartbeat)
 			_, err := w.Write(b)
 			return err == nil && rc.Flush() == nil
 		}
@@ -83,8 +84,6 @@ func handleEvents(db *store, live *streams) streamHandler {
 		}
 		safety := time.NewTicker(streamSafety) // if the watcher cannot read the versions
 		defer safety.Stop()
-		heartbeat := time.NewTimer(live.heartbeat)
-		defer heartbeat.Stop()
 		var retry <-chan time.Time // after a failed read
 		var failingSince time.Time
 		for {
@@ -115,7 +114,6 @@ func handleEvents(db *store, live *streams) streamHandler {
 					if !send(appendEvent(nil, "", page.next.String(), page.appendJSON(nil))) {
 						return
 					}
-					heartbeat.Reset(live.heartbeat)
 					cursor = page.next
 				}
 				first, more = false, page.more
@@ -130,7 +128,6 @@ func handleEvents(db *store, live *streams) streamHandler {
 				if !send([]byte(": keep-alive\n\n")) {
 					return
 				}
-				heartbeat.Reset(live.heartbeat)
 			}
 		}
 	}

@@ -159,7 +159,8 @@ func TestEventsStream(t *testing.T) {
 }
 
 func TestEventsHeartbeatAndBounds(t *testing.T) {
-	e := newEnv(t, hsAuth(), func(c *config) { c.streamBeat = 50 * time.Millisecond; c.MaxStreams = 12 })
+	e := newEnv(t, hsAuth(), func(c *config) { c.MaxStreams = 12 })
+	e.live.heartbeat = 50 * time.Millisecond
 	user := newUser(t)
 	s := e.openStream(user)
 	s.next(false) // the first sync
@@ -194,7 +195,7 @@ func TestEventsHeartbeatAndBounds(t *testing.T) {
 func TestEventsOutliveTimeoutsAndEndAtShutdown(t *testing.T) {
 	log := slog.New(slog.DiscardHandler)
 	srv := httptest.NewUnstartedServer(nil)
-	srv.Config = newHTTPServer(newServer(log, testDB, testConfig(hsAuth())), log)
+	srv.Config = newHTTPServer(testServer(log, testDB, testConfig(hsAuth())), log)
 	srv.Config.ReadTimeout, srv.Config.WriteTimeout = 200*time.Millisecond, 200*time.Millisecond
 	srv.Start()
 	defer srv.Close()
@@ -229,7 +230,7 @@ func TestEventsShutdownWhileSending(t *testing.T) {
 		writer.create(user, map[string]any{"title": "bulk", "description": strings.Repeat("x", maxDescription)})
 	}
 	log := slog.New(slog.DiscardHandler)
-	m := newServer(log, testDB, testConfig(hsAuth()))
+	m := testServer(log, testDB, testConfig(hsAuth()))
 	m.live.writeWait = time.Hour
 	srv := httptest.NewUnstartedServer(nil)
 	shutdown, raced := make(chan error, 1), make(chan struct{})
@@ -358,7 +359,8 @@ func directURL(t *testing.T) string {
 // session, the watcher dials again, and a write made meanwhile still arrives.
 func TestEventsListen(t *testing.T) {
 	direct := directURL(t)
-	e := newEnv(t, hsAuth(), func(c *config) { c.streamPoll = time.Hour; c.DirectURL = direct })
+	e := newEnv(t, hsAuth(), func(c *config) { c.DirectURL = direct })
+	e.live.poll = time.Hour
 	if !strings.Contains(e.startLogs.String(), "live updates listen for NOTIFY") {
 		t.Fatalf("the start-up check did not listen: %s", e.startLogs)
 	}
@@ -464,7 +466,8 @@ func TestEventsListenerUnreachable(t *testing.T) {
 // hears the writes (the poll is an hour apart, so only NOTIFY brings them).
 func TestEventsWatcherEnds(t *testing.T) {
 	direct := directURL(t)
-	e := newEnv(t, hsAuth(), func(c *config) { c.streamPoll = time.Hour; c.DirectURL = direct })
+	e := newEnv(t, hsAuth(), func(c *config) { c.DirectURL = direct })
+	e.live.poll = time.Hour
 	listeners := func() (n int) {
 		if err := testDB.pool.QueryRow(t.Context(), `SELECT count(*) FROM pg_stat_activity `+listenerSessions).Scan(&n); err != nil {
 			t.Fatal(err)

@@ -20,13 +20,8 @@ const maxFeedLimit = 1000
 // issued longer than retention ago answers 410: the client syncs from scratch.
 func handleChanges(db *store, retention time.Duration) userHandler {
 	return func(w http.ResponseWriter, r *http.Request, userID string) {
-		values, err := queryValues(r)
-		if err != nil {
-			writeError(w, r, err)
-			return
-		}
 		now := time.Now()
-		q, err := parseFeedQuery(values, userID, now)
+		q, err := parseFeedQuery(r, userID, now)
 		if err != nil {
 			writeError(w, r, err)
 			return

@@ -33,9 +33,8 @@ type statusError struct {
 
 func (e *statusError) Error() string { return e.detail }
 
-// writeError is the one place an error becomes a status and a JSON body
-// {"detail": ...}. Internals never reach the client: a 5xx answers a generic
-// message and the error goes to the request's log line instead.
+// writeError is the one place an error becomes a status and a JSON body {"detail": ...}.
+// Internals never reach the client: a 5xx answers a generic message and logs the error.
 func writeError(w http.ResponseWriter, r *http.Request, err error) {
 	status, detail := http.StatusInternalServerError, any("Internal Server Error")
 	var invalid validationError
@@ -192,9 +191,8 @@ func (m *middleware) logRequest(r *http.Request, rw *responseWriter, start time.
 	m.log.LogAttrs(r.Context(), level, "request", attrs...)
 }
 
-// responseWriter records what the request's log line needs, and turns the
-// mux's own plain-text answers (404, 405 with Allow) into JSON, like every other
-// error of this service, and its redirects into 404s.
+// responseWriter records what the request's log line needs, and turns the mux's own
+// plain-text answers (404, 405 with Allow) into JSON, and its redirects into 404s.
 type responseWriter struct {
 	http.ResponseWriter
 	status       int

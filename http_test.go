@@ -138,7 +138,7 @@ func TestLogsHoldNoSecrets(t *testing.T) {
 func FuzzHandler(f *testing.F) {
 	const user = "fuzz-user"
 	log := slog.New(slog.NewJSONHandler(io.Discard, nil))
-	h := newServer(log, testDB, testConfig(hsAuth(), func(c *config) { c.MaxTasks = 200 }))
+	h := testServer(log, testDB, testConfig(hsAuth(), func(c *config) { c.MaxTasks = 200 }))
 	tok := hsToken(f, jwt.MapClaims{"sub": user, "exp": time.Now().Add(time.Hour).Unix()})
 	f.Add("POST", "", "", true, "application/json", []byte(`{"title":"a","tags":["x"],"due_date":"2026-12-01T00:00:00+02:00"}`))
 	f.Fuzz(func(t *testing.T, method, suffix, authorization string, useToken bool, ctype string, body []byte) {

@@ -88,10 +88,9 @@ func (j *jwks) key(kid, alg string) (any, error) {
 	return k.key, nil
 }
 
-// refresh fetches the key set, one fetch at a time and at most once per
-// jwksRefetchEvery, and returns the newest set; with wait it takes the result of
-// the fetch in flight, without it takes the set as it is. A failed fetch keeps the
-// keys (an outage signs nobody out) but not as fresh: the next request tries again.
+// refresh fetches the key set, one fetch at a time, at most once per jwksRefetchEvery,
+// and returns the newest set (with wait, that of the fetch in flight). A failed fetch
+// keeps the keys (an outage signs nobody out) but not as fresh: the next request retries.
 func (j *jwks) refresh(wait bool) *keySet {
 	if wait {
 		j.mu.Lock()

@@ -127,8 +127,8 @@ func TestBetterAuthURLForms(t *testing.T) {
 	} {
 		base, want, origin := c[0], c[1], c[2]
 		cfg, err := loadConfig(func(k string) string { return map[string]string{"BETTER_AUTH_URL": base}[k] })
-		if err != nil || cfg.Auth.JWKSURL != want || cfg.Auth.JWKSIssuer != origin || cfg.Auth.JWKSAudience != origin {
-			t.Errorf("BETTER_AUTH_URL=%s: JWKS %q, iss %q, aud %q, %v; want %q and %q", base, cfg.Auth.JWKSURL, cfg.Auth.JWKSIssuer, cfg.Auth.JWKSAudience, err, want, origin)
+		if err != nil || cfg.Auth.JWKSURL != want || cfg.Auth.BetterAuthOrigin != origin {
+			t.Errorf("BETTER_AUTH_URL=%s: JWKS %q, iss and aud %q, %v; want %q and %q", base, cfg.Auth.JWKSURL, cfg.Auth.BetterAuthOrigin, err, want, origin)
 		}
 	}
 	// Through the handler: a Better Auth whose base URL has its base path.

@@ -19,7 +19,7 @@ type listSort struct {
 	value         func(Task) any // the column's value off a task, for a cursor: a time.Time, a string, or nil for NULL
 }
 
-// listSorts are the sort keys, in the order a message lists them; "created" is the default.
+// listSorts are the sort keys, in the order a message lists them; the first, "created", is the default.
 var listSorts = []listSort{
 	{"created", true, "%s", "created_at", "timestamptz", false, nil, func(t Task) any { return t.CreatedAt }},
 	{"updated", true, "%s", "updated_at", "timestamptz", false, nil, func(t Task) any { return t.UpdatedAt }},

@@ -2,7 +2,6 @@
 package main
 
 import (
-	"cmp"
 	"context"
 	"crypto/rand"
 	"errors"
@@ -43,11 +42,10 @@ var (
 	errNotifyLost   = errors.New("did not come back to the listening session within " + notifyCheckWait.String())
 )
 
-// streams counts the open event streams, per user and in all, wakes those of
-// a user whose feed moved, and ends them all when the server shuts down (close,
-// for http.Server.RegisterOnShutdown: the drain does not wait on them, and
-// their clients reconnect elsewhere with Last-Event-ID). While any stream is
-// open, and for linger after, a watcher learns of the writes.
+// streams counts the open event streams, per user and in all, and wakes those of a
+// user whose feed moved; a watcher learns of the writes while any is open, and for
+// linger after. close (http.Server.RegisterOnShutdown) ends them all: the drain
+// does not wait on them, and their clients reconnect elsewhere with Last-Event-ID.
 type streams struct {
 	db            *store
 	log           *slog.Logger
@@ -60,25 +58,23 @@ type streams struct {
 	idle          *time.Timer        // ends the watcher linger after the last stream
 	shutdown      context.Context    // done once close is called
 	close         context.CancelFunc
-	// streamPoll, streamHeartbeat, watchLinger, SYNC_RETENTION and streamWriteWait; tests change some
+	// streamPoll, streamHeartbeat, watchLinger, SYNC_RETENTION and streamWriteWait; tests shorten some
 	poll, heartbeat, linger, retention, writeWait time.Duration
 }
 
-// watchedUser is a user with open streams: how many, the channel that closes
-// when their version moves (nil until a stream waits on it), and the version
-// the watcher saw last (-1: none yet).
+// watchedUser is a user with open streams: how many, the channel that closes when their
+// version moves (nil until a stream waits on it), and the last version seen (-1: none yet).
 type watchedUser struct {
 	streams int
 	changed chan struct{}
 	version int64
 }
 
-// newStreams bounds the server's open streams to maxAll (MAX_STREAMS); a zero
-// poll, heartbeat or linger is streamPoll, streamHeartbeat or watchLinger. Its
+// newStreams bounds the server's open streams to maxAll (MAX_STREAMS); its
 // watcher polls until checkNotify finds a session to listen on.
-func newStreams(db *store, log *slog.Logger, maxAll int, retention, poll, heartbeat, linger time.Duration) *streams {
+func newStreams(db *store, log *slog.Logger, maxAll int, retention time.Duration) *streams {
 	s := &streams{db: db, log: log, users: map[string]*watchedUser{}, maxAll: maxAll, retention: retention,
-		poll: cmp.Or(poll, streamPoll), heartbeat: cmp.Or(heartbeat, streamHeartbeat), linger: cmp.Or(linger, watchLinger), writeWait: streamWriteWait}
+		poll: streamPoll, heartbeat: streamHeartbeat, linger: watchLinger, writeWait: streamWriteWait}
 	s.shutdown, s.close = context.WithCancel(context.Background())
 	return s
 }
@@ -115,10 +111,9 @@ func (s *streams) open(userID string) *statusError {
 func (s *streams) release(userID string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if u := s.users[userID]; u.streams == 1 {
+	u := s.users[userID]
+	if u.streams--; u.streams == 0 {
 		delete(s.users, userID)
-	} else {
-		u.streams--
 	}
 	if s.total--; s.total == 0 {
 		s.idle = time.AfterFunc(s.linger, func() {
@@ -155,11 +150,10 @@ func (s *streams) wake(userID string, version int64) {
 	}
 }
 
-// watch wakes the streams of each user whose version moved, until ctx ends:
-// from a trusted listening session's notifications (listenOn), or, while
-// there is none, from the versions of the users with open streams, read every
-// poll (a wake too many costs a stream one row; while the database is away,
-// streams read the feed by themselves).
+// watch wakes the streams of each user whose version moved, until ctx ends: from a
+// trusted listening session's notifications (listenOn), or else from the versions
+// of the users with open streams, read every poll (a needless wake costs a stream
+// a row; a failed read is let go, as streams also read the feed by themselves).
 func (s *streams) watch(ctx context.Context) {
 	var listening atomic.Bool
 	go s.listenOn(ctx, &listening)
@@ -190,9 +184,8 @@ func (s *streams) watch(ctx context.Context) {
 	}
 }
 
-// listenOn keeps a session listening while ctx lasts and the watcher is to
-// listen: it dials again after each failure, and stops for good on a verdict.
-// The log says each move between listening and polling.
+// listenOn keeps a session listening while ctx lasts and the watcher is to listen: it dials
+// again after a failure, stops for good on a verdict, logs each switch to or from polling.
 func (s *streams) listenOn(ctx context.Context, listening *atomic.Bool) {
 	wait, polling := listenRedial, false
 	for cfg := s.listenTo.Load(); cfg != nil; cfg = s.listenTo.Load() {
@@ -233,11 +226,10 @@ func (s *streams) listenOn(ctx context.Context, listening *atomic.Bool) {
 	}
 }
 
-// session opens a session of cfg's that LISTENs, and checks that it hears a
-// NOTIFY sent through the pool, as a write's is: a session on another
-// database, or one that a transaction-mode pooler serves, never does. Then it
-// calls trusted and wakes the streams each notification names, checking
-// itself again every listenPing, until ctx ends or the session fails.
+// session opens a session of cfg's that LISTENs, and checks that it hears a NOTIFY
+// sent through the pool, as a write's is (one on another database, or served by a
+// transaction-mode pooler, never does); then it calls trusted and wakes the streams
+// each notification names, checking itself every listenPing, until ctx ends or it fails.
 func (s *streams) session(ctx context.Context, cfg *pgx.ConnConfig, trusted func()) error {
 	dialCtx, cancel := context.WithTimeout(ctx, 2*s.db.timeout) // connect, then LISTEN
 	defer cancel()
@@ -302,11 +294,10 @@ func (s *streams) pollForGood(log *slog.Logger, err error) {
 }
 
 // checkNotify decides, at start, how the watcher learns of writes: it opens a
-// session as the watcher would, on DATABASE_DIRECT_URL (directURL) if set,
-// else with DATABASE_URL's settings. If the session is trusted, the watcher
-// listens; on a verdict it polls for good; when the database cannot be
-// reached now, it polls until it can listen. The log says which, once. Only
-// a directURL that is not a URL at all is an error.
+// session as the watcher would, on DATABASE_DIRECT_URL (directURL) if set, else with
+// DATABASE_URL's settings. Trusted, the watcher listens; on a verdict, it polls for
+// good; while the database cannot be reached, it polls until it can listen. The log
+// says which, once. Only a directURL that is not a URL at all is an error.
 func (s *streams) checkNotify(ctx context.Context, directURL string, log *slog.Logger) error {
 	cfg, why := s.db.pool.Config().ConnConfig.Copy(), "DATABASE_URL reaches a transaction-mode pooler (PgBouncer; Neon's -pooler endpoint), where a LISTEN does not stay on one session: set DATABASE_DIRECT_URL to the database itself (Neon: the connection string without -pooler)"
 	if directURL != "" {

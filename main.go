@@ -43,9 +43,6 @@ type config struct {
 	QueryTimeout   time.Duration // bound on each statement, including the wait for a connection
 	SyncRetention  time.Duration // how long the change feed keeps deletions; an older cursor gets 410
 	MaxStreams     int           // open event streams this process serves at once
-	streamPoll     time.Duration // how often the streams' watcher reads versions: streamPoll unless a test sets it
-	streamBeat     time.Duration // a stream's heartbeat: streamHeartbeat unless a test sets it
-	streamLinger   time.Duration // how long the watcher outlives the last stream: watchLinger unless a test sets it
 	MaxTasks       int           // tasks one user may hold
 	RatePerSecond  int           // requests a user may make each second; 0: no limit
 	RateBurst      int           // requests a user may make at once
@@ -84,12 +81,7 @@ func loadConfig(getenv func(string) string) (config, error) {
 			return c, fmt.Errorf("BETTER_AUTH_URL: %w", err)
 		}
 		c.Auth.JWKSURL = betterAuthJWKS(base)
-		if c.Auth.Issuer == "" {
-			c.Auth.JWKSIssuer = origin
-		}
-		if c.Auth.Audience == "" {
-			c.Auth.JWKSAudience = origin
-		}
+		c.Auth.BetterAuthOrigin = origin
 	}
 	if u := getenv("JWKS_URL"); u != "" {
 		if _, err := parseOrigin(u, true); err != nil {
@@ -175,9 +167,8 @@ func parseOrigin(s string, withPath bool) (string, error) {
 	return u.Scheme + "://" + host, nil
 }
 
-// betterAuthJWKS is where Better Auth serves its JWKS for the base URL base (a
-// valid http(s) URL), read as better-auth's withPath reads it: a path in it is the
-// base path, /api/auth without one. Its tokens' default iss and aud are the origin either way.
+// betterAuthJWKS is where Better Auth serves its JWKS for base, a valid http(s) URL read as
+// better-auth's withPath reads it: a path in it is the base path, /api/auth without one.
 func betterAuthJWKS(base string) string {
 	u, _ := url.Parse(base)
 	return u.Scheme + "://" + u.Host + cmp.Or(strings.TrimRight(u.Path, "/"), "/api/auth") + "/jwks"
@@ -247,14 +238,12 @@ func forgetOld(ctx context.Context, db *store, retention time.Duration, log *slo
 	tick := time.NewTicker(time.Hour)
 	defer tick.Stop()
 	for {
-		for {
-			n, err := db.deleteOld(ctx, retention, forgetBatch)
-			if err != nil && ctx.Err() == nil {
-				log.Warn("deleting expired idempotency keys and tombstones", "err", err.Error())
-			}
-			if err != nil || n < forgetBatch || ctx.Err() != nil {
-				break
-			}
+		n, err := db.deleteOld(ctx, retention, forgetBatch)
+		if err != nil && ctx.Err() == nil {
+			log.Warn("deleting expired idempotency keys and tombstones", "err", err.Error())
+		}
+		if err == nil && n == forgetBatch && ctx.Err() == nil { // a full batch: more may be left
+			continue
 		}
 		select {
 		case <-ctx.Done():
@@ -309,7 +298,7 @@ func newServer(log *slog.Logger, db *store, cfg config) *middleware {
 	limit := newRateLimiter(cfg.RatePerSecond, cfg.RateBurst)
 	auth := func(h userHandler) http.Handler { return authenticate(v, limit, h) }
 
-	m := &middleware{mux: http.NewServeMux(), log: log, cors: cfg.CORSOrigins, live: newStreams(db, log, cfg.MaxStreams, cfg.SyncRetention, cfg.streamPoll, cfg.streamBeat, cfg.streamLinger)}
+	m := &middleware{mux: http.NewServeMux(), log: log, cors: cfg.CORSOrigins, live: newStreams(db, log, cfg.MaxStreams, cfg.SyncRetention)}
 	handle := func(pattern string, h http.Handler) {
 		m.mux.Handle(pattern, h)
 		m.routes = append(m.routes, pattern)

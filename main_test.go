@@ -102,13 +102,14 @@ type env struct {
 	srv       *httptest.Server
 	logs      *syncBuffer
 	startLogs *syncBuffer // what the server logged at start (checkNotify)
+	live      *streams    // the server's streams, whose timings a test may change before it opens one
 }
 
 // testConfig is the production configuration with auth, minus the rate limit
 // (tests hammer one user on purpose), changed by each of opts.
 func testConfig(auth authConfig, opts ...func(*config)) config {
 	cfg := config{Auth: auth, CORSOrigins: map[string]bool{"http://localhost:3000": true}, MaxTasks: 10000,
-		SyncRetention: 30 * 24 * time.Hour, MaxStreams: 100, streamPoll: 20 * time.Millisecond, streamLinger: 100 * time.Millisecond, DirectURL: testDirectURL}
+		SyncRetention: 30 * 24 * time.Hour, MaxStreams: 100, DirectURL: testDirectURL}
 	for _, o := range opts {
 		o(&cfg)
 	}
@@ -119,12 +120,20 @@ func newEnv(t *testing.T, auth authConfig, opts ...func(*config)) *env {
 	return newEnvDB(t, testDB, testConfig(auth, opts...))
 }
 
+// testServer is newServer with the streams' watcher quick to poll (20 ms) and
+// to end after the last stream (100 ms), as tests want it.
+func testServer(log *slog.Logger, db *store, cfg config) *middleware {
+	m := newServer(log, db, cfg)
+	m.live.poll, m.live.linger = 20*time.Millisecond, 100*time.Millisecond
+	return m
+}
+
 // newEnvDB serves cfg on db through the production http.Server settings.
 func newEnvDB(t *testing.T, db *store, cfg config) *env {
 	t.Helper()
 	logs := &syncBuffer{}
 	log := slog.New(slog.NewJSONHandler(logs, nil))
-	m := newServer(log, db, cfg)
+	m := testServer(log, db, cfg)
 	startLogs := &syncBuffer{}
 	if err := m.live.checkNotify(t.Context(), cfg.DirectURL, slog.New(slog.NewJSONHandler(startLogs, nil))); err != nil { // as run does
 		t.Fatal(err)
@@ -133,7 +142,7 @@ func newEnvDB(t *testing.T, db *store, cfg config) *env {
 	srv.Config = newHTTPServer(m, log)
 	srv.Start()
 	t.Cleanup(srv.Close)
-	return &env{t: t, srv: srv, logs: logs, startLogs: startLogs}
+	return &env{t: t, srv: srv, logs: logs, startLogs: startLogs, live: m.live}
 }
 
 // syncBuffer is a bytes.Buffer that handlers on many goroutines may log to.

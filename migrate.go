@@ -52,11 +52,10 @@ func parseMigrations(schema string) ([]migration, error) {
 }
 
 // migrate waits for the database with backoff until ctx ends, then applies the
-// migrations it has not recorded in one transaction under an advisory lock, so
-// that replicas starting together take turns and a failed migration leaves
-// nothing half done. A pre-release database is refused (errPreRelease) and left
-// as it is; a recorded migration past the first whose text has changed, or one
-// this binary does not know (a rollback), is logged and the service starts.
+// migrations it has not recorded in one transaction under an advisory lock: replicas
+// starting together take turns, and a failed migration leaves nothing half done. A
+// pre-release database is refused (errPreRelease), untouched; a recorded migration past
+// the first whose text has changed, or one unknown here (a rollback), is only logged.
 func (s *store) migrate(ctx context.Context, log *slog.Logger) error {
 	migrations, err := parseMigrations(schemaSQL)
 	if err != nil {
@@ -92,9 +91,8 @@ func (s *store) migrate(ctx context.Context, log *slog.Logger) error {
 	return nil
 }
 
-// errPreRelease refuses a database that holds tables this service did not
-// make, a build's before 1.0 or another program's: no path leads from them, so
-// nothing in it is changed.
+// errPreRelease refuses a database holding tables this service did not make, a build's
+// before 1.0 or another program's: no path leads from them, so nothing in it is changed.
 var errPreRelease = errors.New("the database holds tables this version of the tasks API did not make (a build before 1.0, or another program: its schema_migrations, if any, does not match 1.0's); nothing was changed: point DATABASE_URL at a new, empty database")
 
 // foreign reports whether err, reading schema_migrations or applying migration 1

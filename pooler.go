@@ -11,16 +11,15 @@ import (
 )
 
 // queryMode is the pool's BeforeConnect hook when DATABASE_URL names no
-// default_query_exec_mode. pgx's default (cache_statement) prepares each
-// statement once per connection under a name, which a transaction-mode pooler
-// (PgBouncer; Neon's -pooler endpoint) loses when it moves the connection to
-// another server session, unless it tracks names (PgBouncer 1.21+ with
-// max_prepared_statements above 0): most statements then fail (SQLSTATE 26000
-// or 42P05). So the first connect probes (serversShared, within 4 × timeout),
-// and behind such a pooler every connection uses cache_describe: unnamed
-// statements, which any pooler passes. A failed probe fails its connect (a
-// 503), and the next connect probes again. What it found goes to found, for
-// live updates' start-up check (checkNotify), which then need not wait for a NOTIFY.
+// default_query_exec_mode. pgx's default (cache_statement) prepares each statement
+// once per connection under a name, which a transaction-mode pooler (PgBouncer;
+// Neon's -pooler endpoint) loses when it moves the connection to another server
+// session, unless it tracks names (PgBouncer 1.21+ with max_prepared_statements
+// above 0): most statements then fail (SQLSTATE 26000 or 42P05). So the first
+// connect probes (serversShared, within 4 × timeout), and behind such a pooler every
+// connection uses cache_describe: unnamed statements, which any pooler passes. A
+// failed probe fails its connect (a 503); the next connect probes again. found gets
+// the finding, for checkNotify, which then need not wait for a NOTIFY.
 func queryMode(timeout time.Duration, found *atomic.Bool) func(context.Context, *pgx.ConnConfig) error {
 	var mu sync.Mutex
 	var known, pooled bool
@@ -44,13 +43,12 @@ func queryMode(timeout time.Duration, found *atomic.Bool) func(context.Context, 
 	}
 }
 
-// serversShared reports whether two connections of cfg run on server sessions
-// that move or are shared, as only a transaction-mode pooler makes them: it asks
-// each one's backend process id, the first's twice, in up to five rounds.
-// Directly or in session mode, a connection keeps its own backend. PgBouncer
-// hands out the server connection released last (so both get the same one) or,
-// with server_round_robin, the next one (so the first's moves); other clients'
-// traffic only adds movement.
+// serversShared reports whether two connections of cfg run on server sessions that
+// move or are shared, as only a transaction-mode pooler makes them: it asks each
+// one's backend process id, the first's twice, in up to five rounds. Directly or in
+// session mode, a connection keeps its own backend; PgBouncer hands out the server
+// connection released last (so both get the same one) or, with server_round_robin,
+// the next one (so the first's moves); other clients' traffic only adds movement.
 func serversShared(ctx context.Context, cfg *pgx.ConnConfig) (bool, error) {
 	a, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {

@@ -11,21 +11,21 @@ import (
 	"unicode/utf8"
 )
 
-// queryValues decodes a request's query string whole: r.URL.Query() drops a
-// pair it cannot decode (a bad escape, a ;), which would silently drop a
-// parameter; such a query string is refused instead.
-func queryValues(r *http.Request) (url.Values, error) {
-	v, err := url.ParseQuery(r.URL.RawQuery)
-	if err != nil {
-		return nil, validationError{{[]any{"query"}, "The query string could not be decoded: use & between parameters and %XX escapes", "query_invalid"}}
-	}
-	return v, nil
-}
-
 // queryCheck reads query parameters, and collects what is wrong with them, each at its name.
 type queryCheck struct {
 	v    url.Values
 	errs validationError
+}
+
+// readQuery decodes a request's query string whole: r.URL.Query() drops a pair
+// it cannot decode (a bad escape, a ;), which would silently drop a parameter.
+// Such a query string is refused instead, alone: its parameters read as none.
+func readQuery(r *http.Request) *queryCheck {
+	v, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		return &queryCheck{errs: validationError{{[]any{"query"}, "The query string could not be decoded: use & between parameters and %XX escapes", "query_invalid"}}}
+	}
+	return &queryCheck{v: v}
 }
 
 func (c *queryCheck) fail(name, msg, typ string) {
@@ -62,10 +62,10 @@ func (c *queryCheck) choice(name, msg, typ string, choices ...string) string {
 	return s
 }
 
-// parseListQuery validates the list parameters; unknown parameters are ignored.
-func parseListQuery(v url.Values) (listQuery, error) {
-	q := listQuery{Sort: "created", Desc: true, Limit: maxLimit}
-	c := &queryCheck{v: v}
+// parseListQuery validates the request's list parameters; unknown parameters are ignored.
+func parseListQuery(r *http.Request) (listQuery, error) {
+	q := listQuery{Sort: listSorts[0], Desc: true, Limit: maxLimit} // created, newest first
+	c := readQuery(r)
 	c.single("status", "sort", "order", "q", "limit", "offset", "cursor", "total") // tag may repeat
 	switch c.choice("status", "'all', 'pending' or 'completed'", "enum", "all", "pending", "completed") {
 	case "pending":
@@ -73,9 +73,9 @@ func parseListQuery(v url.Values) (listQuery, error) {
 	case "completed":
 		q.Completed = new(true)
 	}
-	if s := v.Get("sort"); s != "" {
+	if s := c.v.Get("sort"); s != "" {
 		if sort, ok := findSort(s); ok {
-			q.Sort, q.Desc = s, sort.desc
+			q.Sort, q.Desc = sort, sort.desc
 		} else {
 			c.fail("sort", "Input should be "+sortNames(), "enum")
 		}
@@ -83,13 +83,13 @@ func parseListQuery(v url.Values) (listQuery, error) {
 	if order := c.choice("order", "'asc' or 'desc'", "enum", "asc", "desc"); order != "" {
 		q.Desc = order == "desc"
 	}
-	q.Q = v.Get("q")
+	q.Q = c.v.Get("q")
 	if msg := badText(q.Q); msg != "" {
 		c.fail("q", msg, "string_invalid")
 	} else if utf8.RuneCountInString(q.Q) > maxQuery {
 		c.fail("q", "String should have at most "+strconv.Itoa(maxQuery)+" characters", "string_too_long")
 	}
-	for _, tag := range v["tag"] {
+	for _, tag := range c.v["tag"] {
 		tag = strings.TrimSpace(tag)
 		if msg := badTag(tag); msg != "" {
 			c.fail("tag", msg, "string_invalid")
@@ -103,10 +103,9 @@ func parseListQuery(v url.Values) (listQuery, error) {
 	q.Total = c.choice("total", "'true' or 'false'", "bool_parsing", "true", "false") == "true"
 	c.integer("limit", 1, maxLimit, &q.Limit)
 	c.integer("offset", 0, 1<<31-1, &q.Offset)
-	if s := v.Get("cursor"); s != "" {
-		sort, _ := findSort(q.Sort) // "created" when sort was refused
+	if s := c.v.Get("cursor"); s != "" {
 		var msg string
-		if q.After, msg = parseListCursor(s, sort, q.Desc); msg != "" {
+		if q.After, msg = parseListCursor(s, q.Sort, q.Desc); msg != "" { // sort=created if sort was refused
 			c.fail("cursor", msg, "cursor_invalid")
 		} else if q.Offset > 0 { // offset=0, a default some clients send, is no offset
 			c.fail("cursor", "Give cursor or a non-zero offset, not both", "cursor_invalid")
@@ -126,14 +125,14 @@ type feedQuery struct {
 	Limit  int
 }
 
-// parseFeedQuery validates the feed's parameters (since, limit) for the user's feed at now.
-func parseFeedQuery(v url.Values, userID string, now time.Time) (feedQuery, error) {
-	q := feedQuery{feedCursor{-1, now, -1, userTag(userID)}, !v.Has("since"), maxFeedLimit}
-	c := &queryCheck{v: v}
+// parseFeedQuery validates the request's feed parameters (since, limit) for the user's feed at now.
+func parseFeedQuery(r *http.Request, userID string, now time.Time) (feedQuery, error) {
+	c := readQuery(r)
+	q := feedQuery{feedCursor{-1, now, -1, userTag(userID)}, !c.v.Has("since"), maxFeedLimit}
 	c.single("since", "limit")
 	if !q.First {
 		var msg string
-		if q.Cursor, msg = parseFeedCursor(v.Get("since"), userID, now); msg != "" {
+		if q.Cursor, msg = parseFeedCursor(c.v.Get("since"), userID, now); msg != "" {
 			c.fail("since", msg, "cursor_invalid")
 		}
 	}

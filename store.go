@@ -16,10 +16,9 @@ import (
 const taskColumns = `id, user_id, title, description, completed, priority, due_date, tags, created_at, updated_at,
 	due_kind, completed_at, version`
 
-// bound is ctx for one statement, or one transaction: at most s.timeout, and
-// not ended when the client hangs up. pgx closes a connection whose statement
-// is cancelled midway, so a client that leaves would cost the pool a
-// connection, and Neon a new TLS session.
+// bound is ctx for one statement, or one transaction: at most s.timeout, and not
+// ended when the client hangs up, since pgx closes a connection whose statement is
+// cancelled midway (a new connection for the pool, a new TLS session for Neon).
 func (s *store) bound(ctx context.Context) (context.Context, context.CancelFunc) {
 	deadline := time.Now().Add(s.timeout)
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) { // a statement inside a bound transaction
@@ -49,37 +48,28 @@ func (s *store) getTask(ctx context.Context, userID string, id int64) (Task, err
 // (errTaskLimit), in one statement: the user's count goes up only while below
 // the limit, and its row lock makes one user's creates take turns.
 func (s *store) createTask(ctx context.Context, q querier, userID string, c taskChange, maxTasks int) (Task, error) {
-	priority, tags := "medium", c.Tags
-	if c.Priority != nil {
-		priority = *c.Priority
-	}
-	if tags == nil {
-		tags = []string{}
-	}
 	dueAt, dueKind := dueColumns(c.DueDate)
 	t, err := s.one(ctx, q, `WITH slot AS (INSERT INTO task_counts (user_id, n, version) VALUES ($1, 1, 1)
 			ON CONFLICT (user_id) DO UPDATE SET n = task_counts.n + 1, version = task_counts.version + 1
 			WHERE task_counts.n < $8 RETURNING version)
 		INSERT INTO tasks (user_id, version, title, description, priority, due_date, due_kind, tags)
-		SELECT $1, version, $2::text, $3::text, $4::text, $5::timestamptz, $6::text, $7::text[] FROM slot
-		RETURNING `+taskColumns, userID, *c.Title, c.Description, priority, dueAt, dueKind, tags, maxTasks)
+		SELECT $1, version, $2::text, $3::text, coalesce($4::text, 'medium'), $5::timestamptz, $6::text, coalesce($7::text[], '{}') FROM slot
+		RETURNING `+taskColumns, userID, *c.Title, c.Description, c.Priority, dueAt, dueKind, c.Tags, maxTasks)
 	if errors.Is(err, errNotFound) { // no slot, so no task
 		err = errTaskLimit
 	}
 	return t, err
 }
 
-// Every write moves the user's version (task_counts.version) and stamps the
-// task or its tombstone with it, taking the user's row lock before the task's:
-// the lock holds until commit, so one user's versions commit in the order they
-// were given out (store.changes), and two writes never wait on each other in a
-// cycle. The writes below change the task only if the user has it and, when
-// ifMatch is not nil, its version is one of ifMatch (If-Match); the check is
-// part of the statement. They move the version only if the task is there as
-// ifMatch asks, so a 404 or a 412 leaves the feed, and every stream, as they
-// were. (An update's check of that runs on the statement's snapshot: if a
-// concurrent write changes the task first, the version can move for nothing,
-// which costs a stream a read, never a change.)
+// Every write moves the user's version (task_counts.version) and stamps the task
+// or its tombstone with it, taking the user's row lock, held until commit, before
+// the task's: one user's versions commit in the order they were given out
+// (store.changes), and two writes never wait on each other in a cycle. A write
+// changes the task, and moves the version, only if the user has the task and,
+// when ifMatch is not nil (If-Match), its version is one of ifMatch: a 404 or a
+// 412 leaves the feed and every stream as they were. (The version's check runs
+// on the statement's snapshot: after a concurrent write to the task it can move
+// for nothing, which costs a stream a read, never a change.)
 const (
 	taskMatches = `tasks.id = $1 AND tasks.user_id = $2 AND ($3::bigint[] IS NULL OR tasks.version = ANY($3))`
 	nextVersion = `next AS (UPDATE task_counts SET version = version + 1
@@ -113,11 +103,10 @@ func (s *store) toggleTask(ctx context.Context, q querier, userID string, id int
 	return t, s.stale(ctx, q, userID, id, ifMatch, err)
 }
 
-// deleteTask removes the user's task id and leaves a tombstone for the change
-// feed. Two statements sent at once, which PostgreSQL runs as one transaction:
-// the first locks the user's row; the second, with a snapshot taken after that
-// lock, counts the task out and moves the version only if it deleted the task,
-// so the count never drifts.
+// deleteTask removes the user's task id and leaves a tombstone for the feed, in two
+// statements sent at once, which PostgreSQL runs as one transaction: the first locks
+// the user's row; the second, on a snapshot taken after that lock, counts the task
+// out and moves the version only if it deleted the task, so the count never drifts.
 func (s *store) deleteTask(ctx context.Context, q querier, userID string, id int64, ifMatch []int64) error {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
@@ -136,10 +125,9 @@ func (s *store) deleteTask(ctx context.Context, q querier, userID string, id int
 	return s.stale(ctx, q, userID, id, ifMatch, err)
 }
 
-// stale tells, after a write under ifMatch found no task (errNotFound), a
-// failed precondition (a *staleError with the task as it is) from a missing
-// task; any other err passes through. It reads on q, the write's transaction
-// if it has one, so a keyed write never waits on a second connection.
+// stale tells, after a write under ifMatch found no task (errNotFound), a failed
+// precondition (a *staleError with the task as it is) from a missing task; any
+// other err passes through. It reads on q: a keyed write never waits on a second connection.
 func (s *store) stale(ctx context.Context, q querier, userID string, id int64, ifMatch []int64, err error) error {
 	if !errors.Is(err, errNotFound) || ifMatch == nil {
 		return err
@@ -151,13 +139,12 @@ func (s *store) stale(ctx context.Context, q querier, userID string, id int64, i
 	return &staleError{Current: current}
 }
 
-// writeOnce runs write on the pool; with an Idempotency-Key (key != ""), at
-// most once per key: in a transaction that first claims the user's key with
-// the request's hash, runs write, and keeps its answer with the key. A retry
-// with the key and the same hash gets the kept answer (replayed) and writes
-// nothing, whatever happened to the task since; a concurrent one waits on the
-// key's unique index for the first to end. The key with another request is
-// errKeyReused. When write fails, nothing is kept, so a retry runs it again.
+// writeOnce runs write on the pool; with an Idempotency-Key (key != ""), at most
+// once per key: in a transaction that claims the user's key with the request's
+// hash, runs write, and keeps its answer with the key. A retry with the same hash
+// gets the kept answer (replayed) and writes nothing, whatever happened to the
+// task since; a concurrent one waits on the key's unique index for the first to
+// end; another request with the key is errKeyReused. A failed write keeps nothing.
 func (s *store) writeOnce(ctx context.Context, userID, key string, hash []byte, write func(context.Context, querier) (answer, error)) (a answer, replayed bool, err error) {
 	if key == "" {
 		a, err = write(ctx, s.pool)
@@ -228,14 +215,12 @@ func (s *store) deleteOld(ctx context.Context, retention time.Duration, batch in
 	return max(keys, tombstones), err
 }
 
-// changes returns the user's changes after version since, in version order:
-// the tasks written since, and tombstones (above floor) of those deleted since,
-// at most limit in all; and the user's version, which every change up to has
-// been read when no more than limit came back. A user's versions commit in the
-// order they were given out (nextVersion): a snapshot that holds version v holds
-// every version before it, so a read that goes on from the last version it
-// returned skips nothing. A read that finds the user's version at since
-// (nothing new) stops after one row, the counter's.
+// changes returns the user's changes after version since, in version order, at
+// most limit: the tasks written since, and tombstones (above floor) of those
+// deleted since; and the user's version, up to which all was read if no more than
+// limit came back. Versions commit in the order they were given out (nextVersion),
+// so a snapshot holding version v holds every one before it, and a read going on
+// from the last version returned skips nothing. With nothing new, it reads one row.
 func (s *store) changes(ctx context.Context, userID string, since, floor int64, limit int) ([]feedEntry, int64, error) {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
@@ -304,14 +289,13 @@ func unlisten(ctx context.Context, conn *pgx.Conn, untrusted bool) {
 	conn.Close(ctx)
 }
 
-// listTasks returns one page of the user's matching tasks, how many match in
-// all (-1: not counted), and whether more follow it. After a cursor (q.After),
-// the page starts after the cursor's task in the list's order, wherever that
-// task is now. The WHERE clause holds only the filters asked for, so
-// PostgreSQL never evaluates an unused one row by row. The page is read with
-// one row more than it shows: when nothing follows it, the total is the offset
-// plus the page's length. Otherwise the total of an unfiltered list is the
-// user's count row, and a filtered one is counted only when q.Total asks.
+// listTasks returns one page of the user's matching tasks, how many match in all
+// (-1: not counted), and whether more follow. After a cursor (q.After), the page
+// starts after the cursor's task in the list's order, wherever that task is now.
+// The WHERE clause holds only the filters asked for, so PostgreSQL never evaluates
+// an unused one. The page is read with one row more than it shows: when nothing
+// follows, the total is the offset plus the page's length; otherwise an unfiltered
+// list's is the user's count row, and a filtered one is counted if q.Total asks.
 func (s *store) listTasks(ctx context.Context, userID string, q listQuery) (tasks []Task, total int, more bool, err error) {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
@@ -332,32 +316,31 @@ func (s *store) listTasks(ctx context.Context, userID string, q listQuery) (task
 		args = append(args, q.Tags)
 		where += ` AND tags @> $` + strconv.Itoa(len(args))
 	}
-	sort, _ := findSort(q.Sort) // parseListQuery admits only known keys
 	op, dir := ">", ""
 	if q.Desc {
 		op, dir = "<", " DESC"
 	}
 	nulls := ""
-	if sort.nullable {
+	if q.Sort.nullable {
 		nulls = " NULLS LAST"
 	}
 	n, keyset := len(args), ""
 	if a := q.After; a != nil { // keyset paging: after the cursor's task, in this order
 		args = append(args, a.ID)
 		id := "$" + strconv.Itoa(len(args))
-		switch key := sort.key(0); {
+		switch key := q.Sort.key(0); {
 		case a.Key == nil: // a task without a due date: only those after it, by id
 			keyset = ` AND ` + key + ` IS NULL AND id ` + op + ` ` + id
-		case sort.nullable:
+		case q.Sort.nullable:
 			args = append(args, a.Key)
-			at := sort.key(len(args))
+			at := q.Sort.key(len(args))
 			keyset = ` AND (` + key + ` ` + op + ` ` + at + ` OR ` + key + ` = ` + at + ` AND id ` + op + ` ` + id + ` OR ` + key + ` IS NULL)`
 		default:
 			args = append(args, a.Key)
-			keyset = ` AND (` + key + `, id) ` + op + ` (` + sort.key(len(args)) + `, ` + id + `)`
+			keyset = ` AND (` + key + `, id) ` + op + ` (` + q.Sort.key(len(args)) + `, ` + id + `)`
 		}
 	}
-	page := ` ORDER BY ` + sort.key(0) + dir + nulls + `, id` + dir +
+	page := ` ORDER BY ` + q.Sort.key(0) + dir + nulls + `, id` + dir +
 		` LIMIT $` + strconv.Itoa(len(args)+1) + ` OFFSET $` + strconv.Itoa(len(args)+2)
 	rows, _ := s.pool.Query(ctx, `SELECT `+taskColumns+` FROM tasks `+where+keyset+page, append(args, q.Limit+1, q.Offset)...)
 	if tasks, err = pgx.CollectRows(rows, scanTask); err != nil {

@@ -34,7 +34,7 @@ type taskChange struct {
 // listQuery is a validated list request.
 type listQuery struct {
 	Completed *bool    // nil: all
-	Sort      string   // the name of one of listSorts
+	Sort      listSort // one of listSorts
 	Desc      bool     // descending
 	Q         string   // literal, case-insensitive substring of title or description
 	Tags      []string // all must be present

@@ -7,11 +7,10 @@ import (
 	"unicode/utf8"
 )
 
-// appendTask appends t as a JSON object, as json.Marshal would write it (the
-// same fields, order and RFC 3339 times; TestAppendTask and FuzzAppendTask hold
-// it to that). By hand, because encoding/json's reflection, and its
-// re-validation of each time.Time's MarshalJSON, are a large share of a list's
-// CPU (BenchmarkFastPaths/json_page20).
+// appendTask appends t as a JSON object, as json.Marshal would write it (the same
+// fields, order and RFC 3339 times; TestAppendTask and FuzzAppendTask hold it to
+// that). By hand, because encoding/json's reflection, and its re-validation of each
+// time.Time's MarshalJSON, are a large share of a list's CPU (BenchmarkFastPaths/json_page20).
 func appendTask(b []byte, t *Task) []byte {
 	b = append(b, `{"id":`...)
 	b = strconv.AppendInt(b, t.ID, 10)
@@ -56,9 +55,8 @@ func appendTime(b []byte, t time.Time) []byte {
 	return append(t.AppendFormat(append(b, '"'), time.RFC3339Nano), '"')
 }
 
-// appendString appends s as a JSON string: quotes, backslashes and control
-// characters escaped, invalid UTF-8 replaced, and U+2028/U+2029 escaped for
-// JavaScript, as encoding/json does.
+// appendString appends s as a JSON string as encoding/json does: quotes, backslashes and
+// control characters escaped, invalid UTF-8 replaced, U+2028/U+2029 escaped for JavaScript.
 func appendString(b []byte, s string) []byte {
 	const hex = "0123456789abcdef"
 	b = append(b, '"')

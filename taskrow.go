@@ -64,9 +64,8 @@ var taskColumnTypes = [...]uint32{pgtype.Int8OID, pgtype.TextOID, pgtype.TextOID
 	pgtype.BoolOID, pgtype.TextOID, pgtype.TimestamptzOID, pgtype.TextArrayOID, pgtype.TimestamptzOID, pgtype.TimestamptzOID, pgtype.TextOID, pgtype.TimestamptzOID,
 	pgtype.Int8OID}
 
-// taskFromBinary decodes a row of taskColumns in the binary format; ok is false
-// for anything else (text format, other types, a value it does not expect), which
-// scanTask leaves to pgx.
+// taskFromBinary decodes a row of taskColumns in the binary format; ok is false for
+// anything else (text format, other types, a value it does not expect), left to pgx.
 func taskFromBinary(fields []pgconn.FieldDescription, raw [][]byte) (t Task, ok bool) {
 	if len(fields) != len(taskColumnTypes) || len(raw) != len(fields) {
 		return t, false

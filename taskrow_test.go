@@ -3,7 +3,7 @@ package main
 
 import (
 	"context"
-	"net/url"
+	"net/http/httptest"
 	"reflect"
 	"slices"
 	"strings"
@@ -30,7 +30,7 @@ newline', true, 'high', '1969-07-20 20:17:40.5+00', 'instant', '{"a,b","c d","{e
 		t.Fatal(err)
 	}
 	simple := testStore(t, testURL+"&default_query_exec_mode=simple_protocol", 5*time.Second)
-	q, _ := parseListQuery(url.Values{})
+	q, _ := parseListQuery(httptest.NewRequest("GET", "/", nil))
 	viaBinary, _, _, err := testDB.listTasks(ctx, user, q)
 	if err != nil {
 		t.Fatal(err)

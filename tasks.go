@@ -2,6 +2,7 @@
 package main
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"crypto/sha256"
@@ -12,17 +13,11 @@ import (
 	"strings"
 )
 
-// handleListTasks serves GET /api/{user_id}/tasks: a page of tasks, with
-// X-Total-Count when it is known or asked for (store.listTasks), and a Link to
-// the next page when there is one.
+// handleListTasks serves GET /api/{user_id}/tasks: a page of tasks, with X-Total-Count
+// when it is known or asked for (store.listTasks), and a Link to the next page if any.
 func handleListTasks(db *store) userHandler {
 	return func(w http.ResponseWriter, r *http.Request, userID string) {
-		values, err := queryValues(r)
-		if err != nil {
-			writeError(w, r, err)
-			return
-		}
-		q, err := parseListQuery(values)
+		q, err := parseListQuery(r)
 		if err != nil {
 			writeError(w, r, err)
 			return
@@ -36,18 +31,13 @@ func handleListTasks(db *store) userHandler {
 			w.Header().Set("X-Total-Count", strconv.Itoa(total))
 		}
 		if more {
-			sort, _ := findSort(q.Sort)
-			w.Header().Set("Link", nextLink("/api/"+url.PathEscape(userID)+"/tasks", values, listCursor(sort, q.Desc, tasks[len(tasks)-1])))
+			w.Header().Set("Link", nextLink("/api/"+url.PathEscape(userID)+"/tasks", r, listCursor(q.Sort, q.Desc, tasks[len(tasks)-1])))
 		}
-		b := make([]byte, 0, 64+400*len(tasks))
-		b = append(b, '[')
-		for i := range tasks {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			b = appendTask(b, &tasks[i])
+		b := append(make([]byte, 0, 64+400*len(tasks)), '[')
+		for i := range tasks { // each followed by a comma, the last one trimmed, as the feed's lists are
+			b = append(appendTask(b, &tasks[i]), ',')
 		}
-		writeBody(w, http.StatusOK, append(b, ']', '\n'))
+		writeBody(w, http.StatusOK, append(bytes.TrimSuffix(b, []byte{','}), ']', '\n'))
 	}
 }
 
@@ -62,36 +52,24 @@ func idempotencyKey(r *http.Request) (string, error) {
 	return key, nil
 }
 
-// writeHash is the SHA-256 of a write's route, task id (0 for a create) and
-// canonical body, stored with its Idempotency-Key: the same key on another
-// route or task, or with another body, is another request.
+// writeHash is the SHA-256 of a write's route, task id (0 for a create) and change,
+// stored with its Idempotency-Key: the same key with another of the three is another
+// request. The change's form is spelled out here: the same however its JSON was
+// spelled, and kept by a rename of a taskChange field, so that a key stored before
+// a deploy still matches its retry (TestWriteHashGolden pins it).
 func writeHash(route string, id int64, c taskChange) []byte {
-	sum := sha256.Sum256(append([]byte(route+"\n"+strconv.FormatInt(id, 10)+"\n"), canonicalForm(c)...))
+	canonical, _ := json.Marshal(struct { // cannot fail: strings, bools, pointers to them, and JSON
+		Title       *string         `json:"Title"`
+		Description *string         `json:"Description"`
+		ClearDesc   bool            `json:"ClearDesc"`
+		Completed   *bool           `json:"Completed"`
+		Priority    *string         `json:"Priority"`
+		DueDate     json.RawMessage `json:"DueDate"` // as it is returned, or null
+		ClearDue    bool            `json:"ClearDue"`
+		Tags        []string        `json:"Tags"`
+	}{c.Title, c.Description, c.ClearDesc, c.Completed, c.Priority, appendOrNull(nil, c.DueDate, appendDue), c.ClearDue, c.Tags})
+	sum := sha256.Sum256(append([]byte(route+"\n"+strconv.FormatInt(id, 10)+"\n"), canonical...))
 	return sum[:]
-}
-
-// canonicalForm is a change as writeHash reads it: the same change hashes the
-// same however its JSON was spelled. The form is spelled out here, not taken
-// from taskChange's Go field names, so renaming a field cannot change the hash
-// of a key stored before a deploy (TestWriteHashGolden pins it).
-func canonicalForm(c taskChange) []byte {
-	var due *string // as it is returned
-	if c.DueDate != nil {
-		s := string(appendDue(nil, *c.DueDate))
-		s = s[1 : len(s)-1]
-		due = &s
-	}
-	canonical, _ := json.Marshal(struct { // cannot fail: strings, bools and pointers to them
-		Title       *string  `json:"Title"`
-		Description *string  `json:"Description"`
-		ClearDesc   bool     `json:"ClearDesc"`
-		Completed   *bool    `json:"Completed"`
-		Priority    *string  `json:"Priority"`
-		DueDate     *string  `json:"DueDate"`
-		ClearDue    bool     `json:"ClearDue"`
-		Tags        []string `json:"Tags"`
-	}{c.Title, c.Description, c.ClearDesc, c.Completed, c.Priority, due, c.ClearDue, c.Tags})
-	return canonical
 }
 
 // etag is the strong entity tag of a task, or of the whole change feed, at
@@ -169,9 +147,8 @@ func handleGetTask(db *store) userHandler {
 			writeError(w, r, err)
 			return
 		}
-		if noneMatch(r, etag(task.Version)) {
-			w.Header().Set("ETag", etag(task.Version))
-			w.WriteHeader(http.StatusNotModified)
+		if tag := etag(task.Version); noneMatch(r, tag) {
+			writeAnswer(w, answer{Status: http.StatusNotModified, ETag: tag}, false)
 			return
 		}
 		writeAnswer(w, taskAnswer(http.StatusOK, task), false)
@@ -190,11 +167,10 @@ type writeRequest struct {
 // Bodies a write reads: none, a create's or an update's (decodeTask).
 const noBody, createBody, updateBody = 0, 1, 2
 
-// handleWrite serves a write on a task: it checks the path's task id, the
-// body (noBody, createBody or updateBody) and the Idempotency-Key, in that
-// order, then runs write, at most once per key: a retry of the same request
-// gets the first answer again, with Idempotent-Replayed: true, and changes
-// nothing (store.writeOnce).
+// handleWrite serves a write on a task: it checks the path's task id, the body
+// (noBody, createBody or updateBody) and the Idempotency-Key, answering the first
+// that is wrong, then runs write at most once per key (store.writeOnce): a retry of
+// the same request gets the first answer again, with Idempotent-Replayed: true.
 func handleWrite(db *store, body int, write func(context.Context, querier, writeRequest) (answer, error)) userHandler {
 	return func(w http.ResponseWriter, r *http.Request, userID string) {
 		req := writeRequest{userID: userID, ifMatch: ifMatch(r)}

@@ -174,10 +174,9 @@ func decodeTask(w http.ResponseWriter, r *http.Request, create bool) (taskChange
 	return c, nil
 }
 
-// decodeObject reads a JSON body's members by name. It answers 422 for a body
-// that is not JSON, or not an object (null, an array, a string), or that names
-// a member twice: parsers disagree about which of two wins, so a proxy in front
-// of this service could have checked the other one (RFC 8259 §4, RFC 7493 §2.3).
+// decodeObject reads a JSON body's members by name. It answers 422 for a body that is
+// not JSON, or not an object, or that names a member twice: parsers disagree about which
+// of two wins, so a proxy in front may have checked the other (RFC 8259 §4, RFC 7493 §2.3).
 func decodeObject(body []byte) (map[string]json.RawMessage, error) {
 	var whole json.RawMessage
 	if err := json.Unmarshal(body, &whole); err != nil {
