@@ -25,6 +25,8 @@ var (
 	errTaskLimit   = errors.New("task limit reached")
 	errKeyReused   = errors.New("idempotency key reused with a different request")
 	errCursorAhead = errors.New("feed cursor past the user's version")
+	errSeries      = errors.New("the write completes an open recurring task") // store.moveSeries's, under the user's lock
+	errNeedsDue    = errors.New("a recurring task needs a due date")          // tasks_recurrence_needs_due
 )
 
 // staleError says a precondition (If-Match) failed: the task has changed since.
@@ -118,7 +120,9 @@ func storeError(err error) error {
 	case isUnavailable(err):
 		return fmt.Errorf("%w: %w", errUnavailable, err)
 	}
-	if pgErr, ok := errors.AsType[*pgconn.PgError](err); ok && (pgErr.Code == "23514" || strings.HasPrefix(pgErr.Code, "22")) {
+	if pgErr, ok := errors.AsType[*pgconn.PgError](err); ok && pgErr.ConstraintName == "tasks_recurrence_needs_due" {
+		return errNeedsDue
+	} else if ok && (pgErr.Code == "23514" || strings.HasPrefix(pgErr.Code, "22")) {
 		return fmt.Errorf("%w: %s", errRejected, pgErr.Code)
 	}
 	return err
@@ -147,4 +151,5 @@ func isUnavailable(err error) bool {
 type querier interface {
 	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
 	SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults
+	Begin(ctx context.Context) (pgx.Tx, error) // on a transaction, a savepoint
 }

@@ -310,10 +310,10 @@ func newServer(log *slog.Logger, db *store, cfg config) *middleware {
 	handle("GET /api/{user_id}/tasks", auth(handleListTasks(db)))
 	handle("POST /api/{user_id}/tasks", auth(handleCreateTask(db, cfg.MaxTasks)))
 	handle("GET /api/{user_id}/tasks/{id}", auth(handleGetTask(db)))
-	handle("PUT /api/{user_id}/tasks/{id}", auth(handleUpdateTask(db)))
-	handle("PATCH /api/{user_id}/tasks/{id}", auth(handleUpdateTask(db)))
+	handle("PUT /api/{user_id}/tasks/{id}", auth(handleUpdateTask(db, cfg.MaxTasks)))
+	handle("PATCH /api/{user_id}/tasks/{id}", auth(handleUpdateTask(db, cfg.MaxTasks)))
 	handle("DELETE /api/{user_id}/tasks/{id}", auth(handleDeleteTask(db)))
-	handle("PATCH /api/{user_id}/tasks/{id}/complete", auth(handleToggleTask(db)))
+	handle("PATCH /api/{user_id}/tasks/{id}/complete", auth(handleToggleTask(db, cfg.MaxTasks)))
 	handle("GET /api/{user_id}/changes", auth(handleChanges(db, cfg.SyncRetention)))
 	handle("GET /api/{user_id}/events", authenticateStream(v, limit, handleEvents(db, m.live)))
 	return m

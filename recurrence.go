@@ -23,6 +23,9 @@ const (
 	yearly
 )
 
+// recurFroms are recur_from's values: from the due date (the default), or from each completion.
+var recurFroms = []string{"due", "completion"}
+
 // weekdays are BYDAY's and WKST's day names, in time.Weekday's order.
 var weekdays = []string{"SU", "MO", "TU", "WE", "TH", "FR", "SA"}
 
@@ -330,6 +333,41 @@ func instantToWall(t time.Time, loc *time.Location) time.Time {
 	y, m, d := t.In(loc).Date()
 	h, mi, s := t.In(loc).Clock()
 	return time.Date(y, m, d, h, mi, s, t.Nanosecond(), time.UTC)
+}
+
+// nextDue is where a recurring task's due date moves when the occurrence due is
+// completed at now, and its rule from then on (COUNT one lower); nil when no
+// occurrence is left. An instant recurs on the wall clock of the task's zone
+// (UTC without one), a date or a floating time on its own; recur_from
+// "completion" starts the series on the day of now, at the due date's time of day.
+func nextDue(t Task, now time.Time) (*Due, string) {
+	zone := "UTC"
+	if t.Timezone != nil {
+		zone = *t.Timezone
+	}
+	r, err := parseRRule(*t.Recurrence) // stored in its one spelling
+	loc, ok := loadZone(zone)
+	if err != nil || !ok || r.count == 1 {
+		return nil, *t.Recurrence
+	}
+	start := t.DueDate.At
+	if t.DueDate.Kind == dueInstant {
+		start = instantToWall(start, loc)
+	}
+	if t.RecurFrom == "completion" {
+		start = instantToWall(now, loc).Truncate(24 * time.Hour).Add(start.Sub(start.Truncate(24 * time.Hour)))
+	}
+	next, ok := r.next(start, loc)
+	if !ok {
+		return nil, *t.Recurrence
+	}
+	if r.count > 0 {
+		r.count--
+	}
+	if t.DueDate.Kind == dueInstant {
+		next = wallToInstant(next, loc)
+	}
+	return &Due{next, t.DueDate.Kind}, r.String()
 }
 
 // zones caches the time zones loaded by name: time.LoadLocation reads and parses its zoneinfo each time.

@@ -6,7 +6,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"net/url"
 	"os/exec"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -328,4 +330,110 @@ func randomRule(rnd *rand.Rand) string {
 	}
 	rnd.Shuffle(len(parts), func(i, j int) { parts[i], parts[j] = parts[j], parts[i] })
 	return strings.Join(parts, ";")
+}
+
+// TestRecurringTasks completes recurring tasks through the API: the task moves to
+// its next occurrence and stays open, a completed copy records the one done, COUNT
+// and UNTIL end the series, and If-Match and Idempotency-Key hold as on any write.
+func TestRecurringTasks(t *testing.T) {
+	e := newEnv(t, hsAuth())
+	user := newUser(t)
+	tok := tokenFor(t, user)
+	path := "/api/" + user + "/tasks"
+
+	// Refusals name the field, and a refused write leaves nothing behind.
+	wantLoc(t, e.do("POST", path, tok, map[string]any{"title": "x", "recurrence": "FREQ=DAILY"}), "body", "recurrence")
+	wantLoc(t, e.do("POST", path, tok, map[string]any{"title": "x", "due_date": "2026-12-07", "recurrence": "FREQ=DAILY;BYSETPOS=1"}), "body", "recurrence")
+	wantLoc(t, e.do("POST", path, tok, map[string]any{"title": "x", "due_date": "2026-12-07", "recurrence": 7}), "body", "recurrence")
+	wantLoc(t, e.do("POST", path, tok, map[string]any{"title": "x", "due_date": "2026-12-07", "recurrence": strings.Repeat("FREQ=DAILY;", 50)}), "body", "recurrence")
+	wantLoc(t, e.do("POST", path, tok, map[string]any{"title": "x", "timezone": "Mars/Olympus"}), "body", "timezone")
+	wantLoc(t, e.do("POST", path, tok, map[string]any{"title": "x", "timezone": "Local"}), "body", "timezone")
+	wantLoc(t, e.do("POST", path, tok, map[string]any{"title": "x", "recur_from": "now"}), "body", "recur_from")
+	if tasks, _ := e.list(user, ""); len(tasks) != 0 {
+		t.Fatalf("refused creates left %d tasks", len(tasks))
+	}
+
+	// A weekly meeting at 09:00 in Berlin, two days before the clocks change: it stays at 09:00.
+	meeting := e.create(user, map[string]any{"title": "Standup", "due_date": "2026-03-27T09:00:00+01:00", "tags": []string{"work"},
+		"recurrence": "byday=mo,fr;freq=weekly;COUNT=3", "timezone": "Europe/Berlin", "priority": "high"})
+	if *meeting.Recurrence != "FREQ=WEEKLY;BYDAY=MO,FR;COUNT=3" || meeting.RecurFrom != "due" || *meeting.Timezone != "Europe/Berlin" {
+		t.Fatalf("created %+v: recurrence not in its one spelling", meeting)
+	}
+	task := func(r result) Task { e.want(r, 200, "complete"); return decode[Task](t, r) }
+	one := path + "/" + strconv.FormatInt(meeting.ID, 10)
+	toggled := e.do("PATCH", one+"/complete", tok, nil)
+	moved := task(toggled)
+	if moved.Completed || moved.ID != meeting.ID || moved.DueDate.At.Format(time.RFC3339) != "2026-03-30T07:00:00Z" || *moved.Recurrence != "FREQ=WEEKLY;BYDAY=MO,FR;COUNT=2" {
+		t.Fatalf("toggle of a recurring task = %+v, want it open, due 2026-03-30T07:00:00Z (09:00 CEST), COUNT=2", moved)
+	}
+	done, _ := e.list(user, "?status=completed")
+	if len(done) != 1 || done[0].ID == meeting.ID || done[0].Title != "Standup" || done[0].Recurrence != nil || done[0].Priority != "high" ||
+		!done[0].DueDate.At.Equal(meeting.DueDate.At) || done[0].CompletedAt == nil || len(done[0].Tags) != 1 {
+		t.Fatalf("completed copies = %+v, want one copy of the occurrence done", done)
+	}
+
+	// If-Match: a stale version is a 412 and moves nothing; PATCH completed: true moves it once, also on a keyed retry.
+	e.want(e.do("PATCH", one, tok, map[string]any{"completed": true}, "If-Match", `"1"`), 412, "stale If-Match")
+	body := map[string]any{"completed": true, "title": "Standup (team)"}
+	first := e.do("PATCH", one, tok, body, "If-Match", toggled.header.Get("ETag"), "Idempotency-Key", "k1")
+	again := e.do("PATCH", one, tok, body, "If-Match", toggled.header.Get("ETag"), "Idempotency-Key", "k1")
+	if task(first).DueDate.At.Format(time.RFC3339) != "2026-04-03T07:00:00Z" || string(again.body) != string(first.body) || again.header.Get("Idempotent-Replayed") != "true" {
+		t.Fatalf("keyed completion = %s, retry = %s: want due 2026-04-03T07:00:00Z once", first, again)
+	}
+	if last := task(first); last.Title != "Standup (team)" || *last.Recurrence != "FREQ=WEEKLY;BYDAY=MO,FR;COUNT=1" {
+		t.Fatalf("after the second completion: %+v", last)
+	}
+	// COUNT=1: the last occurrence; the task itself completes, with no copy.
+	final := task(e.do("PATCH", one+"/complete", tok, nil))
+	if !final.Completed || final.DueDate.At.Format(time.RFC3339) != "2026-04-03T07:00:00Z" {
+		t.Fatalf("last occurrence completed = %+v, want the task completed where it was", final)
+	}
+	if done, total := e.list(user, "?status=completed"); len(done) != 3 || total != 3 {
+		t.Fatalf("after the series: %d completed (total %d), want the two copies and the task", len(done), total)
+	}
+	// Reopening it is a plain toggle; a recurring task needs its due date.
+	reopened := task(e.do("PATCH", one+"/complete", tok, nil))
+	if reopened.Completed || reopened.DueDate == nil {
+		t.Fatalf("reopened = %+v", reopened)
+	}
+	wantLoc(t, e.do("PATCH", one, tok, map[string]any{"due_date": nil}), "body", "due_date")
+
+	// A date recurs as a date; UNTIL ends it; the month's last day.
+	rent := e.create(user, map[string]any{"title": "Rent", "due_date": "2026-01-31", "recurrence": "FREQ=MONTHLY;BYMONTHDAY=-1;UNTIL=20260301"})
+	rentPath := path + "/" + strconv.FormatInt(rent.ID, 10)
+	if r := task(e.do("PATCH", rentPath+"/complete", tok, nil)); r.Completed || r.DueDate.Kind != dueDate || r.DueDate.At.Format(time.DateOnly) != "2026-02-28" {
+		t.Fatalf("rent after January = %+v, want open, due the date 2026-02-28", r)
+	}
+	if r := task(e.do("PATCH", rentPath+"/complete", tok, nil)); !r.Completed {
+		t.Fatalf("rent after February, UNTIL=20260301 = %+v, want completed", r)
+	}
+
+	// From completion: a floating 18:00, every 3 days after the day it is done.
+	water := e.create(user, map[string]any{"title": "Water plants", "due_date": "2020-01-01T18:00", "recurrence": "FREQ=DAILY;INTERVAL=3", "recur_from": "completion"})
+	w := task(e.do("PATCH", path+"/"+strconv.FormatInt(water.ID, 10)+"/complete", tok, nil))
+	want := time.Now().UTC().Truncate(24*time.Hour).AddDate(0, 0, 3).Add(18 * time.Hour)
+	if w.DueDate.Kind != dueLocal || !w.DueDate.At.Equal(want) && !w.DueDate.At.Equal(want.AddDate(0, 0, 1)) { // the day may turn during the test
+		t.Fatalf("from completion = %+v, want the floating %s", w.DueDate, want)
+	}
+
+	// The feed has both writes of a completion: the moved task and the copy.
+	series := e.create(user, map[string]any{"title": "Daily", "due_date": "2026-12-07", "recurrence": "FREQ=DAILY"})
+	before := decode[changesPage](t, e.do("GET", "/api/"+user+"/changes", tok, nil))
+	task(e.do("PATCH", path+"/"+strconv.FormatInt(series.ID, 10)+"/complete", tok, nil))
+	after := decode[changesPage](t, e.do("GET", "/api/"+user+"/changes?since="+url.QueryEscape(before.Cursor), tok, nil))
+	if len(after.Tasks) != 2 || after.Tasks[0].ID != series.ID || !after.Tasks[1].Completed {
+		t.Fatalf("feed after a completion = %+v (from %+v), want the moved task, then its completed copy", after, before)
+	}
+}
+
+// TestRecurringTaskLimit: the copy counts, so at MAX_TASKS_PER_USER a completion is a 409 that changes nothing.
+func TestRecurringTaskLimit(t *testing.T) {
+	e := newEnv(t, hsAuth(), func(c *config) { c.MaxTasks = 1 })
+	user := newUser(t)
+	daily := e.create(user, map[string]any{"title": "Daily", "due_date": "2026-12-07", "recurrence": "FREQ=DAILY"})
+	one := "/api/" + user + "/tasks/" + strconv.FormatInt(daily.ID, 10)
+	e.want(e.do("PATCH", one+"/complete", tokenFor(t, user), nil), 409, "completion at the task limit "+e.logs.String())
+	if got := decode[Task](t, e.do("GET", one, tokenFor(t, user), nil)); got.Completed || !got.DueDate.At.Equal(daily.DueDate.At) {
+		t.Fatalf("after a refused completion: %+v", got)
+	}
 }

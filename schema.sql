@@ -88,3 +88,17 @@ BEGIN
 END $$;
 CREATE TRIGGER task_counts_notify AFTER INSERT OR UPDATE OF version ON task_counts
 FOR EACH ROW EXECUTE FUNCTION task_counts_notify();
+
+-- migration 2: recurring tasks
+-- recurrence is an RRULE in its one spelling (recurrence.go), recurring from
+-- the due date or from each completion; timezone is the IANA zone an instant
+-- due date recurs in (UTC without one). A recurring task needs a due date: the
+-- one table CHECK, as it reads two columns.
+CREATE DOMAIN task_recurrence AS text CHECK (length(VALUE) <= 500);
+CREATE DOMAIN task_recur_from AS text CHECK (VALUE IN ('due', 'completion'));
+CREATE DOMAIN task_timezone AS text CHECK (length(VALUE) <= 64);
+ALTER TABLE tasks
+    ADD COLUMN recurrence task_recurrence,
+    ADD COLUMN recur_from task_recur_from NOT NULL DEFAULT 'due',
+    ADD COLUMN timezone   task_timezone,
+    ADD CONSTRAINT tasks_recurrence_needs_due CHECK (recurrence IS NULL OR due_date IS NOT NULL);

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 
@@ -14,7 +15,7 @@ import (
 
 // taskColumns are a task's columns, in the order taskFromBinary reads them.
 const taskColumns = `id, user_id, title, description, completed, priority, due_date, tags, created_at, updated_at,
-	due_kind, completed_at, version`
+	due_kind, completed_at, version, recurrence, recur_from, timezone`
 
 // bound is ctx for one statement, or one transaction: at most s.timeout, and not
 // ended when the client hangs up, since pgx closes a connection whose statement is
@@ -52,9 +53,10 @@ func (s *store) createTask(ctx context.Context, q querier, userID string, c task
 	t, err := s.one(ctx, q, `WITH slot AS (INSERT INTO task_counts (user_id, n, version) VALUES ($1, 1, 1)
 			ON CONFLICT (user_id) DO UPDATE SET n = task_counts.n + 1, version = task_counts.version + 1
 			WHERE task_counts.n < $8 RETURNING version)
-		INSERT INTO tasks (user_id, version, title, description, priority, due_date, due_kind, tags)
-		SELECT $1, version, $2::text, $3::text, coalesce($4::text, 'medium'), $5::timestamptz, $6::text, coalesce($7::text[], '{}') FROM slot
-		RETURNING `+taskColumns, userID, *c.Title, c.Description, c.Priority, dueAt, dueKind, c.Tags, maxTasks)
+		INSERT INTO tasks (user_id, version, title, description, priority, due_date, due_kind, tags, recurrence, recur_from, timezone)
+		SELECT $1, version, $2::text, $3::text, coalesce($4::text, 'medium'), $5::timestamptz, $6::text, coalesce($7::text[], '{}'),
+			$9::text, coalesce($10::text, 'due'), $11::text FROM slot
+		RETURNING `+taskColumns, userID, *c.Title, c.Description, c.Priority, dueAt, dueKind, c.Tags, maxTasks, c.Recurrence, c.RecurFrom, c.Timezone)
 	if errors.Is(err, errNotFound) { // no slot, so no task
 		err = errTaskLimit
 	}
@@ -69,38 +71,82 @@ func (s *store) createTask(ctx context.Context, q querier, userID string, c task
 // when ifMatch is not nil (If-Match), its version is one of ifMatch: a 404 or a
 // 412 leaves the feed and every stream as they were. (The version's check runs
 // on the statement's snapshot: after a concurrent write to the task it can move
-// for nothing, which costs a stream a read, never a change.)
-const (
-	taskMatches = `tasks.id = $1 AND tasks.user_id = $2 AND ($3::bigint[] IS NULL OR tasks.version = ANY($3))`
-	nextVersion = `next AS (UPDATE task_counts SET version = version + 1
-		WHERE user_id = $2 AND EXISTS (SELECT FROM tasks WHERE ` + taskMatches + `) RETURNING version AS v)`
-)
+// for nothing, which costs a stream a read, never a change.) An update or toggle
+// that would complete an open recurring task changes nothing: errSeries sends it
+// to store.moveSeries.
+const taskMatches = `tasks.id = $1 AND tasks.user_id = $2 AND ($3::bigint[] IS NULL OR tasks.version = ANY($3))`
+
+// versioned is a write that sets set on the user's ($2) task that matches where, and moves the version.
+func versioned(where, set string) string {
+	return `WITH next AS (UPDATE task_counts SET version = version + 1
+		WHERE user_id = $2 AND EXISTS (SELECT FROM tasks WHERE ` + where + `) RETURNING version AS v)
+		UPDATE tasks SET version = next.v, updated_at = now(), ` + set + ` FROM next WHERE ` + where + ` RETURNING ` + taskColumns
+}
+
+// updateSQL applies a partial change to a task, unless it completes an open recurring one.
+var updateSQL = versioned(taskMatches+` AND (tasks.recurrence IS NULL OR tasks.completed OR $7 IS NOT TRUE)`, `
+	title        = coalesce($4, title),
+	description  = CASE WHEN $5 THEN NULL ELSE coalesce($6, description) END,
+	completed    = coalesce($7, completed),
+	completed_at = CASE WHEN $7 IS NULL OR $7 = completed THEN completed_at WHEN $7 THEN now() END,
+	priority     = coalesce($8, priority),
+	due_date     = CASE WHEN $9 THEN NULL ELSE coalesce($10, due_date) END,
+	due_kind     = CASE WHEN $9 THEN NULL ELSE coalesce($11, due_kind) END,
+	tags         = coalesce($12, tags),
+	recurrence   = CASE WHEN $13 THEN NULL ELSE coalesce($14, recurrence) END,
+	recur_from   = coalesce($15, recur_from),
+	timezone     = CASE WHEN $16 THEN NULL ELSE coalesce($17, timezone) END`)
 
 // updateTask applies a partial change to the user's task id, in one statement.
 func (s *store) updateTask(ctx context.Context, q querier, userID string, id int64, c taskChange, ifMatch []int64) (Task, error) {
 	dueAt, dueKind := dueColumns(c.DueDate)
-	t, err := s.one(ctx, q, `WITH `+nextVersion+` UPDATE tasks SET
-			version      = next.v,
-			title        = coalesce($4, title),
-			description  = CASE WHEN $5 THEN NULL ELSE coalesce($6, description) END,
-			completed    = coalesce($7, completed),
-			completed_at = CASE WHEN $7 IS NULL OR $7 = completed THEN completed_at WHEN $7 THEN now() END,
-			priority     = coalesce($8, priority),
-			due_date     = CASE WHEN $9 THEN NULL ELSE coalesce($10, due_date) END,
-			due_kind     = CASE WHEN $9 THEN NULL ELSE coalesce($11, due_kind) END,
-			tags         = coalesce($12, tags),
-			updated_at   = now()
-		FROM next WHERE `+taskMatches+` RETURNING `+taskColumns,
-		id, userID, ifMatch, c.Title, c.ClearDesc, c.Description, c.Completed, c.Priority, c.ClearDue, dueAt, dueKind, c.Tags)
-	return t, s.stale(ctx, q, userID, id, ifMatch, err)
+	t, err := s.one(ctx, q, updateSQL, id, userID, ifMatch, c.Title, c.ClearDesc, c.Description, c.Completed, c.Priority,
+		c.ClearDue, dueAt, dueKind, c.Tags, c.ClearRecur, c.Recurrence, c.RecurFrom, c.ClearZone, c.Timezone)
+	return t, s.missed(ctx, q, userID, id, ifMatch, err)
 }
+
+// toggleSQL flips completed, unless it would complete an open recurring task.
+var toggleSQL = versioned(taskMatches+` AND (tasks.recurrence IS NULL OR tasks.completed)`,
+	`completed = NOT completed, completed_at = CASE WHEN completed THEN NULL ELSE now() END`)
 
 // toggleTask flips completed in one statement, so concurrent toggles never lose one.
 func (s *store) toggleTask(ctx context.Context, q querier, userID string, id int64, ifMatch []int64) (Task, error) {
-	t, err := s.one(ctx, q, `WITH `+nextVersion+` UPDATE tasks SET completed = NOT completed,
-			completed_at = CASE WHEN completed THEN NULL ELSE now() END, version = next.v, updated_at = now()
-		FROM next WHERE `+taskMatches+` RETURNING `+taskColumns, id, userID, ifMatch)
-	return t, s.stale(ctx, q, userID, id, ifMatch, err)
+	t, err := s.one(ctx, q, toggleSQL, id, userID, ifMatch)
+	return t, s.missed(ctx, q, userID, id, ifMatch, err)
+}
+
+// moveSeries, on a transaction holding the user's row lock (store.locked),
+// moves the user's recurring task id to its next occurrence, due at next, with
+// recurrence its rule from then on, and records the occurrence done as a
+// completed copy without recurrence: two versions, the copy's the later one,
+// and a task more, unless the user holds maxTasks (errTaskLimit). With next
+// nil, no occurrence is left, and the task itself completes.
+func (s *store) moveSeries(ctx context.Context, tx querier, userID string, id int64, next *Due, recurrence string, maxTasks int) (Task, error) {
+	dueAt, _ := dueColumns(next)
+	t, err := s.one(ctx, tx, `WITH slot AS (UPDATE task_counts SET n = n + ($3::timestamptz IS NOT NULL)::int,
+			version = version + 1 + ($3::timestamptz IS NOT NULL)::int WHERE user_id = $2 AND (n < $5 OR $3::timestamptz IS NULL) RETURNING version AS v),
+		copy AS (INSERT INTO tasks (user_id, version, title, description, priority, due_date, due_kind, tags, completed, completed_at)
+			SELECT user_id, v, title, description, priority, due_date, due_kind, tags, true, now()
+			FROM tasks, slot WHERE id = $1 AND user_id = $2 AND $3::timestamptz IS NOT NULL)
+		UPDATE tasks SET version = v - ($3::timestamptz IS NOT NULL)::int, updated_at = now(), due_date = coalesce($3::timestamptz, due_date),
+			recurrence = $4, completed = $3::timestamptz IS NULL, completed_at = CASE WHEN $3::timestamptz IS NULL THEN now() END
+		FROM slot WHERE id = $1 AND user_id = $2 RETURNING `+taskColumns, id, userID, dueAt, recurrence, maxTasks)
+	if errors.Is(err, errNotFound) { // no slot: the user holds maxTasks
+		err = errTaskLimit
+	}
+	return t, err
+}
+
+// locked runs fn in a transaction on q (a savepoint if q is one) that first takes the user's row lock.
+func (s *store) locked(ctx context.Context, q querier, userID string, fn func(tx querier) error) error {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
+	return storeError(pgx.BeginFunc(ctx, q, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT FROM task_counts WHERE user_id = $1 FOR NO KEY UPDATE`, userID); err != nil {
+			return err
+		}
+		return fn(tx)
+	}))
 }
 
 // deleteTask removes the user's task id and leaves a tombstone for the feed, in two
@@ -122,21 +168,25 @@ func (s *store) deleteTask(ctx context.Context, q querier, userID string, id int
 	if err == nil && deleted == 0 {
 		err = errNotFound
 	}
-	return s.stale(ctx, q, userID, id, ifMatch, err)
+	return s.missed(ctx, q, userID, id, ifMatch, err)
 }
 
-// stale tells, after a write under ifMatch found no task (errNotFound), a failed
-// precondition (a *staleError with the task as it is) from a missing task; any
-// other err passes through. It reads on q: a keyed write never waits on a second connection.
-func (s *store) stale(ctx context.Context, q querier, userID string, id int64, ifMatch []int64, err error) error {
-	if !errors.Is(err, errNotFound) || ifMatch == nil {
+// missed tells why a write of the user's task id changed nothing (errNotFound): the
+// task is missing (errNotFound), ifMatch names none of its versions (*staleError, with
+// the task as it is), or the write would complete an open recurring task (errSeries).
+// Any other err passes through. It reads on q: a keyed write never waits on a second connection.
+func (s *store) missed(ctx context.Context, q querier, userID string, id int64, ifMatch []int64, err error) error {
+	if !errors.Is(err, errNotFound) {
 		return err
 	}
 	current, getErr := s.one(ctx, q, selectTask, id, userID)
-	if getErr != nil {
+	switch {
+	case getErr != nil:
 		return getErr
+	case ifMatch != nil && !slices.Contains(ifMatch, current.Version):
+		return &staleError{Current: current}
 	}
-	return &staleError{Current: current}
+	return errSeries
 }
 
 // writeOnce runs write on the pool; with an Idempotency-Key (key != ""), at most
@@ -238,7 +288,7 @@ func (s *store) changes(ctx context.Context, userID string, since, floor int64, 
 	rows, _ := s.pool.Query(ctx, `(SELECT `+taskColumns+`, false AS deleted FROM tasks
 			WHERE user_id = $1 AND version > $2 ORDER BY version LIMIT $3)
 		UNION ALL
-		(SELECT task_id, user_id, '', NULL, false, '', NULL, '{}', deleted_at, deleted_at, NULL, NULL, version, true
+		(SELECT task_id, user_id, '', NULL, false, '', NULL, '{}', deleted_at, deleted_at, NULL, NULL, version, NULL, 'due', NULL, true
 			FROM task_tombstones WHERE user_id = $1 AND version > $2 AND version > $4 ORDER BY version LIMIT $3)
 		ORDER BY version LIMIT $3`, userID, since, limit, floor)
 	entries, err := pgx.CollectRows(rows, scanFeedEntry)

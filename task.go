@@ -13,6 +13,9 @@ type Task struct {
 	CompletedAt *time.Time `json:"completed_at"` // when it last became completed; nil while open
 	Priority    string     `json:"priority"`
 	DueDate     *Due       `json:"due_date"`
+	Recurrence  *string    `json:"recurrence"` // an RRULE in its one spelling (recurrence.go); nil for none
+	RecurFrom   string     `json:"recur_from"` // "due" or "completion"
+	Timezone    *string    `json:"timezone"`   // the IANA zone an instant due date recurs in; nil for UTC
 	Tags        []string   `json:"tags"`
 	CreatedAt   time.Time  `json:"created_at"`
 	UpdatedAt   time.Time  `json:"updated_at"`
@@ -28,6 +31,11 @@ type taskChange struct {
 	Priority    *string
 	DueDate     *Due
 	ClearDue    bool // set due_date to NULL
+	Recurrence  *string
+	ClearRecur  bool // set recurrence to NULL
+	RecurFrom   *string
+	Timezone    *string
+	ClearZone   bool // set timezone to NULL
 	Tags        []string
 }
 

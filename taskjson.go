@@ -28,6 +28,12 @@ func appendTask(b []byte, t *Task) []byte {
 	b = appendString(b, t.Priority)
 	b = append(b, `,"due_date":`...)
 	b = appendOrNull(b, t.DueDate, appendDue)
+	b = append(b, `,"recurrence":`...)
+	b = appendOrNull(b, t.Recurrence, appendString)
+	b = append(b, `,"recur_from":`...)
+	b = appendString(b, t.RecurFrom)
+	b = append(b, `,"timezone":`...)
+	b = appendOrNull(b, t.Timezone, appendString)
 	b = append(b, `,"tags":[`...)
 	for i, tag := range t.Tags {
 		if i > 0 {

@@ -28,7 +28,8 @@ func scanTaskInto(rows pgx.CollectableRow, t *Task, extra ...any) error {
 	var due *time.Time
 	var kind pgtype.Text // NULL without a due date
 	err := rows.Scan(append([]any{&t.ID, &t.UserID, &t.Title, &t.Description, &t.Completed, &t.Priority,
-		&due, &t.Tags, &t.CreatedAt, &t.UpdatedAt, &kind, &t.CompletedAt, &t.Version}, extra...)...)
+		&due, &t.Tags, &t.CreatedAt, &t.UpdatedAt, &kind, &t.CompletedAt, &t.Version,
+		&t.Recurrence, &t.RecurFrom, &t.Timezone}, extra...)...)
 	if err != nil {
 		return err
 	}
@@ -62,7 +63,7 @@ func scanFeedEntry(rows pgx.CollectableRow) (feedEntry, error) {
 // taskColumnTypes are the type OIDs of taskColumns (domains are sent as their base types).
 var taskColumnTypes = [...]uint32{pgtype.Int8OID, pgtype.TextOID, pgtype.TextOID, pgtype.TextOID,
 	pgtype.BoolOID, pgtype.TextOID, pgtype.TimestamptzOID, pgtype.TextArrayOID, pgtype.TimestamptzOID, pgtype.TimestamptzOID, pgtype.TextOID, pgtype.TimestamptzOID,
-	pgtype.Int8OID}
+	pgtype.Int8OID, pgtype.TextOID, pgtype.TextOID, pgtype.TextOID}
 
 // taskFromBinary decodes a row of taskColumns in the binary format; ok is false for
 // anything else (text format, other types, a value it does not expect), left to pgx.
@@ -72,7 +73,7 @@ func taskFromBinary(fields []pgconn.FieldDescription, raw [][]byte) (t Task, ok 
 	}
 	for i, f := range fields {
 		binaryOrText := f.Format == pgx.BinaryFormatCode || f.DataTypeOID == pgtype.TextOID // text reads the same in both
-		nullable := i == 3 || i == 6 || i == 10 || i == 11                                  // description, due_date, due_kind, completed_at
+		nullable := i == 3 || i == 6 || i == 10 || i == 11 || i == 13 || i == 15            // description, due_date, due_kind, completed_at, recurrence, timezone
 		if !binaryOrText || f.DataTypeOID != taskColumnTypes[i] || raw[i] == nil && !nullable {
 			return t, false
 		}
@@ -82,11 +83,12 @@ func taskFromBinary(fields []pgconn.FieldDescription, raw [][]byte) (t Task, ok 
 	}
 	t.ID, t.Version = int64(binary.BigEndian.Uint64(raw[0])), int64(binary.BigEndian.Uint64(raw[12]))
 	t.UserID, t.Title = string(raw[1]), string(raw[2])
-	if raw[3] != nil {
-		d := string(raw[3])
-		t.Description = &d
-	}
+	t.Description = textOrNil(raw[3])
 	t.Completed = raw[4][0] == 1
+	t.Recurrence, t.Timezone = textOrNil(raw[13]), textOrNil(raw[15])
+	if t.RecurFrom = recurFroms[0]; string(raw[14]) != t.RecurFrom { // without an allocation for the default
+		t.RecurFrom = string(raw[14])
+	}
 	if i := slices.Index(priorities, string(raw[5])); i >= 0 { // the three priorities without an allocation each
 		t.Priority = priorities[i]
 	} else {
@@ -157,4 +159,13 @@ func textArrayFromBinary(b []byte) ([]string, bool) {
 		b = b[4+size:]
 	}
 	return tags, len(b) == 0
+}
+
+// textOrNil is a text column's value, or nil for NULL.
+func textOrNil(b []byte) *string {
+	if b == nil {
+		return nil
+	}
+	s := string(b)
+	return &s
 }

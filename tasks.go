@@ -7,10 +7,12 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // handleListTasks serves GET /api/{user_id}/tasks: a page of tasks, with X-Total-Count
@@ -67,7 +69,13 @@ func writeHash(route string, id int64, c taskChange) []byte {
 		DueDate     json.RawMessage `json:"DueDate"` // as it is returned, or null
 		ClearDue    bool            `json:"ClearDue"`
 		Tags        []string        `json:"Tags"`
-	}{c.Title, c.Description, c.ClearDesc, c.Completed, c.Priority, appendOrNull(nil, c.DueDate, appendDue), c.ClearDue, c.Tags})
+		Recurrence  *string         `json:"Recurrence,omitempty"` // omitted when unset, as before they were
+		ClearRecur  bool            `json:"ClearRecur,omitempty"`
+		RecurFrom   *string         `json:"RecurFrom,omitempty"`
+		Timezone    *string         `json:"Timezone,omitempty"`
+		ClearZone   bool            `json:"ClearZone,omitempty"`
+	}{c.Title, c.Description, c.ClearDesc, c.Completed, c.Priority, appendOrNull(nil, c.DueDate, appendDue), c.ClearDue, c.Tags,
+		c.Recurrence, c.ClearRecur, c.RecurFrom, c.Timezone, c.ClearZone})
 	sum := sha256.Sum256(append([]byte(route+"\n"+strconv.FormatInt(id, 10)+"\n"), canonical...))
 	return sum[:]
 }
@@ -211,20 +219,56 @@ func handleCreateTask(db *store, maxTasks int) userHandler {
 	})
 }
 
-// handleUpdateTask serves PUT and PATCH /api/{user_id}/tasks/{id}: a partial update.
-func handleUpdateTask(db *store) userHandler {
+// handleUpdateTask serves PUT and PATCH /api/{user_id}/tasks/{id}: a partial update;
+// completing a recurring task moves it (completeSeries), making a copy, so maxTasks holds.
+func handleUpdateTask(db *store, maxTasks int) userHandler {
 	return handleWrite(db, updateBody, func(ctx context.Context, q querier, w writeRequest) (answer, error) {
 		t, err := db.updateTask(ctx, q, w.userID, w.id, w.change, w.ifMatch)
+		if errors.Is(err, errSeries) {
+			t, err = completeSeries(ctx, db, q, w, false, maxTasks)
+		}
 		return taskAnswer(http.StatusOK, t), err
 	})
 }
 
 // handleToggleTask serves PATCH /api/{user_id}/tasks/{id}/complete; a body is ignored.
-func handleToggleTask(db *store) userHandler {
+func handleToggleTask(db *store, maxTasks int) userHandler {
 	return handleWrite(db, noBody, func(ctx context.Context, q querier, w writeRequest) (answer, error) {
 		t, err := db.toggleTask(ctx, q, w.userID, w.id, w.ifMatch)
+		if errors.Is(err, errSeries) {
+			t, err = completeSeries(ctx, db, q, w, true, maxTasks)
+		}
 		return taskAnswer(http.StatusOK, t), err
 	})
+}
+
+// completeSeries runs, under the user's row lock, an update or a toggle that would
+// complete an open recurring task (errSeries): the change without completed first
+// (which checks If-Match), then the write itself if the task is no longer an open
+// recurring one, or else the move to its next occurrence (store.moveSeries).
+func completeSeries(ctx context.Context, db *store, q querier, w writeRequest, toggle bool, maxTasks int) (t Task, err error) {
+	err = db.locked(ctx, q, w.userID, func(tx querier) error {
+		change := w.change
+		if toggle {
+			change = taskChange{}
+		}
+		completed := change.Completed
+		change.Completed = nil
+		if t, err = db.updateTask(ctx, tx, w.userID, w.id, change, w.ifMatch); err != nil {
+			return err
+		}
+		switch {
+		case toggle && (t.Completed || t.Recurrence == nil):
+			t, err = db.toggleTask(ctx, tx, w.userID, w.id, nil)
+		case !toggle && (t.Completed || t.Recurrence == nil):
+			t, err = db.updateTask(ctx, tx, w.userID, w.id, taskChange{Completed: completed}, nil)
+		default:
+			next, recurrence := nextDue(t, time.Now())
+			t, err = db.moveSeries(ctx, tx, w.userID, w.id, next, recurrence, maxTasks)
+		}
+		return err
+	})
+	return t, err
 }
 
 // handleDeleteTask serves DELETE /api/{user_id}/tasks/{id}.

@@ -26,13 +26,15 @@ const (
 	maxLimit          = 1000
 	maxQuery          = 1000
 	maxIdempotencyKey = 255 // characters of an Idempotency-Key (the idempotency_keys.key CHECK)
+	maxRecurrence     = 500 // characters of an RRULE
+	maxTimezone       = 64  // bytes of a time zone's name
 )
 
 // priorities are a task's priorities, lowest first (the list sorts by this order).
 var priorities = []string{"low", "medium", "high"}
 
 // bodyFields are the fields a body may hold: those it sets, then those of a task a client read and sends back, ignored.
-var bodyFields = []string{"title", "description", "completed", "priority", "due_date", "tags",
+var bodyFields = []string{"title", "description", "completed", "priority", "due_date", "tags", "recurrence", "recur_from", "timezone",
 	"id", "user_id", "created_at", "updated_at", "completed_at"}
 
 // decodeTask reads a JSON task body into a change. For a create, title is
@@ -145,6 +147,37 @@ func decodeTask(w http.ResponseWriter, r *http.Request, create bool) (taskChange
 			c.DueDate = &d
 		case isText:
 			fail("Input should be a date (2026-12-01), a date-time without an offset (2026-12-01T10:00) or with one (2026-12-01T10:00:00+01:00), or Unix time in seconds, years 1 to 9999", "datetime_parsing", "due_date")
+		}
+	}
+	if v, ok := raw["recurrence"]; ok {
+		if string(v) == "null" {
+			c.ClearRecur = true
+		} else if s, ok := text("recurrence", v); ok && checkLength(s, 1, maxRecurrence, fail, "recurrence") {
+			if r, err := parseRRule(s); err != nil {
+				fail(err.Error(), "value_error", "recurrence")
+			} else if s = r.String(); create && c.DueDate == nil {
+				fail("A recurring task needs a due date", "value_error", "recurrence")
+			} else {
+				c.Recurrence = &s
+			}
+		}
+	}
+	if v, ok := raw["recur_from"]; ok {
+		if s, ok := text("recur_from", v); ok && slices.Contains(recurFroms, s) {
+			c.RecurFrom = &s
+		} else if ok {
+			fail("Input should be 'due' or 'completion'", "enum", "recur_from")
+		}
+	}
+	if v, ok := raw["timezone"]; ok {
+		if string(v) == "null" {
+			c.ClearZone = true
+		} else if s, ok := text("timezone", v); ok {
+			if _, known := loadZone(s); known && len(s) <= maxTimezone {
+				c.Timezone = &s
+			} else {
+				fail("Input should be an IANA time zone, such as Europe/Berlin", "value_error", "timezone")
+			}
 		}
 	}
 	if v, ok := raw["tags"]; ok {
