@@ -77,28 +77,33 @@ type listKey struct {
 // listCursor is the cursor of the list page after task t, sorted by sort
 // (descending when desc): base64url (RFC 4648 §5, no padding) of the JSON
 // {"sort": ..., "desc": ..., "key": ..., "id": ...}, a time as microseconds since 1970.
-func listCursor(sort listSort, desc bool, t Task) string {
+func listCursor(sort listSort, desc bool, zone string, t Task) string {
 	key := sort.value(t)
+	if loc, ok := loadZone(zone); ok && t.DueDate != nil && t.DueDate.Kind != dueInstant {
+		key = wallToInstant(t.DueDate.At, loc) // as store.listTasks orders it: task_instant
+	}
 	if at, ok := key.(time.Time); ok {
 		key = at.UnixMicro()
 	}
 	b, _ := json.Marshal(struct { // cannot fail: strings, numbers, a bool
 		Sort string `json:"sort"`
 		Desc bool   `json:"desc"`
+		Zone string `json:"tz,omitempty"`
 		Key  any    `json:"key"`
 		ID   int64  `json:"id"`
-	}{sort.name, desc, key, t.ID})
+	}{sort.name, desc, zone, key, t.ID})
 	return base64.RawURLEncoding.EncodeToString(b)
 }
 
 // parseListCursor reads a cursor listCursor made for the list sorted by sort
 // (descending when desc); a message says what is wrong with another.
-func parseListCursor(s string, sort listSort, desc bool) (*listKey, string) {
+func parseListCursor(s string, sort listSort, desc bool, zone string) (*listKey, string) {
 	const bad = "Input should be a cursor from this list's Link header"
 	b, err := base64.RawURLEncoding.Strict().DecodeString(s)
 	var c struct {
 		Sort string          `json:"sort"`
 		Desc bool            `json:"desc"`
+		Zone string          `json:"tz,omitempty"`
 		Key  json.RawMessage `json:"key"`
 		ID   int64           `json:"id"`
 	}
@@ -112,9 +117,9 @@ func parseListCursor(s string, sort listSort, desc bool) (*listKey, string) {
 	if _, known := findSort(c.Sort); !known {
 		return nil, bad
 	}
-	if c.Sort != sort.name || c.Desc != desc {
+	if c.Sort != sort.name || c.Desc != desc || c.Zone != zone {
 		order := map[bool]string{true: "desc", false: "asc"}[c.Desc]
-		return nil, "This cursor pages a list with sort=" + c.Sort + " and order=" + order + ": ask with the same"
+		return nil, "This cursor pages a list with sort=" + c.Sort + ", order=" + order + " and tz=" + c.Zone + ": ask with the same"
 	}
 	k := &listKey{ID: c.ID}
 	var micros int64

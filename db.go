@@ -147,6 +147,26 @@ func isUnavailable(err error) bool {
 		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
 }
 
+// bound is ctx for one statement, or one transaction: at most s.timeout, and not
+// ended when the client hangs up, since pgx closes a connection whose statement is
+// cancelled midway (a new connection for the pool, a new TLS session for Neon).
+func (s *store) bound(ctx context.Context) (context.Context, context.CancelFunc) {
+	deadline := time.Now().Add(s.timeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) { // a statement inside a bound transaction
+		deadline = d
+	}
+	return context.WithDeadline(context.WithoutCancel(ctx), deadline)
+}
+
+// one runs a statement on q that returns at most one task.
+func (s *store) one(ctx context.Context, q querier, sql string, args ...any) (Task, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
+	rows, _ := q.Query(ctx, sql, args...) // a failed query's error comes back from CollectOneRow
+	t, err := pgx.CollectOneRow(rows, scanTask)
+	return t, storeError(err)
+}
+
 // querier runs a write's statements: the pool, or the transaction of a write under an Idempotency-Key (store.writeOnce).
 type querier interface {
 	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)

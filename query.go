@@ -66,7 +66,7 @@ func (c *queryCheck) choice(name, msg, typ string, choices ...string) string {
 func parseListQuery(r *http.Request) (listQuery, error) {
 	q := listQuery{Sort: listSorts[0], Desc: true, Limit: maxLimit} // created, newest first
 	c := readQuery(r)
-	c.single("status", "sort", "order", "q", "limit", "offset", "cursor", "total") // tag may repeat
+	c.single("status", "sort", "order", "q", "limit", "offset", "cursor", "total", "tz") // tag may repeat
 	switch c.choice("status", "'all', 'pending' or 'completed'", "enum", "all", "pending", "completed") {
 	case "pending":
 		q.Completed = new(false)
@@ -78,6 +78,13 @@ func parseListQuery(r *http.Request) (listQuery, error) {
 			q.Sort, q.Desc = sort, sort.desc
 		} else {
 			c.fail("sort", "Input should be "+sortNames(), "enum")
+		}
+	}
+	if q.Zone = c.v.Get("tz"); q.Zone != "" {
+		if _, ok := loadZone(q.Zone); !ok || len(q.Zone) > maxTimezone {
+			c.fail("tz", "Input should be an IANA time zone, such as Europe/Berlin", "value_error")
+		} else if q.Sort.name != "due_date" {
+			c.fail("tz", "tz orders sort=due_date only", "value_error")
 		}
 	}
 	if order := c.choice("order", "'asc' or 'desc'", "enum", "asc", "desc"); order != "" {
@@ -105,7 +112,7 @@ func parseListQuery(r *http.Request) (listQuery, error) {
 	c.integer("offset", 0, 1<<31-1, &q.Offset)
 	if s := c.v.Get("cursor"); s != "" {
 		var msg string
-		if q.After, msg = parseListCursor(s, q.Sort, q.Desc); msg != "" { // sort=created if sort was refused
+		if q.After, msg = parseListCursor(s, q.Sort, q.Desc, q.Zone); msg != "" { // sort=created if sort was refused
 			c.fail("cursor", msg, "cursor_invalid")
 		} else if q.Offset > 0 { // offset=0, a default some clients send, is no offset
 			c.fail("cursor", "Give cursor or a non-zero offset, not both", "cursor_invalid")

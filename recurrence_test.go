@@ -437,3 +437,73 @@ func TestRecurringTaskLimit(t *testing.T) {
 		t.Fatalf("after a refused completion: %+v", got)
 	}
 }
+
+// TestTaskInstantIsWallToInstant holds schema.sql's task_instant, which orders a
+// list with tz=, to wallToInstant, which makes its cursors: every quarter hour
+// across a day around each clock change of 2026 in four zones, in a session
+// whose own TimeZone is a fifth.
+func TestTaskInstantIsWallToInstant(t *testing.T) {
+	ctx := t.Context()
+	conn := must(testDB.pool.Acquire(ctx))
+	defer conn.Release()
+	tx := must(conn.Begin(ctx))
+	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, `SET LOCAL TimeZone = 'Asia/Kathmandu'`); err != nil {
+		t.Fatal(err)
+	}
+	checked := 0
+	for _, zone := range []string{"Europe/Berlin", "America/Los_Angeles", "Australia/Lord_Howe", "America/Santiago"} {
+		loc, _ := loadZone(zone)
+		for day := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC); day.Year() == 2026; day = day.AddDate(0, 0, 1) {
+			if _, a := day.Add(-24 * time.Hour).In(loc).Zone(); func() bool { _, b := day.Add(48 * time.Hour).In(loc).Zone(); return a == b }() {
+				continue // no clock change near this day
+			}
+			for wall := day; wall.Before(day.Add(48 * time.Hour)); wall = wall.Add(15 * time.Minute) {
+				var got time.Time
+				if err := tx.QueryRow(ctx, `SELECT task_instant($1::timestamptz AT TIME ZONE 'UTC', $2)`, wall, zone).Scan(&got); err != nil {
+					t.Fatal(err)
+				}
+				if want := wallToInstant(wall, loc); !got.Equal(want) {
+					t.Errorf("%s in %s: task_instant %s, wallToInstant %s", wall.Format("2006-01-02T15:04"), zone, got.UTC(), want)
+				}
+				checked++
+			}
+		}
+	}
+	if checked < 500 {
+		t.Fatalf("checked %d wall clocks: the clock changes were not found", checked)
+	}
+}
+
+// TestListSortsInZone: with tz=, sort=due_date reads dates and floating times in
+// that zone, so a user in Los Angeles sees 6 pm before 8 pm; its cursors keep the zone.
+func TestListSortsInZone(t *testing.T) {
+	e := newEnv(t, hsAuth())
+	user := newUser(t)
+	evening := e.create(user, map[string]any{"title": "8 pm, floating", "due_date": "2026-11-30T20:00"})
+	six := e.create(user, map[string]any{"title": "6 pm in Los Angeles", "due_date": "2026-11-30T18:00:00-08:00"})
+	day := e.create(user, map[string]any{"title": "Nov 30, all day", "due_date": "2026-11-30"})
+	ids := func(tasks []Task) (ids []int64) {
+		for _, t := range tasks {
+			ids = append(ids, t.ID)
+		}
+		return ids
+	}
+	if tasks, _ := e.list(user, "?sort=due_date"); fmt.Sprint(ids(tasks)) != fmt.Sprint([]int64{day.ID, evening.ID, six.ID}) {
+		t.Fatalf("sort=due_date (as in UTC) = %v", ids(tasks))
+	}
+	if tasks, _ := e.list(user, "?sort=due_date&tz=America/Los_Angeles"); fmt.Sprint(ids(tasks)) != fmt.Sprint([]int64{day.ID, six.ID, evening.ID}) {
+		t.Fatalf("sort=due_date&tz=America/Los_Angeles = %v, want the day, 6 pm, 8 pm", ids(tasks))
+	}
+	got, pages := e.pages(user, "?sort=due_date&tz=America/Los_Angeles&order=desc&limit=1", nil)
+	if fmt.Sprint(got) != fmt.Sprint([]int64{evening.ID, six.ID, day.ID}) || pages != 3 {
+		t.Fatalf("paged one by one = %v in %d pages", got, pages)
+	}
+	tok := tokenFor(t, user)
+	first := e.do("GET", "/api/"+user+"/tasks?sort=due_date&tz=America/Los_Angeles&limit=1", tok, nil)
+	next := first.header.Get("Link")
+	cursor := next[strings.Index(next, "cursor=")+7 : strings.Index(next, ">")]
+	wantLoc(t, e.do("GET", "/api/"+user+"/tasks?sort=due_date&tz=Europe/Berlin&cursor="+cursor, tok, nil), "query", "cursor")
+	wantLoc(t, e.do("GET", "/api/"+user+"/tasks?sort=due_date&tz=Mars/Olympus", tok, nil), "query", "tz")
+	wantLoc(t, e.do("GET", "/api/"+user+"/tasks?tz=Europe/Berlin", tok, nil), "query", "tz")
+}

@@ -102,3 +102,15 @@ ALTER TABLE tasks
     ADD COLUMN recur_from task_recur_from NOT NULL DEFAULT 'due',
     ADD COLUMN timezone   task_timezone,
     ADD CONSTRAINT tasks_recurrence_needs_due CHECK (recurrence IS NULL OR due_date IS NOT NULL);
+
+-- migration 3: due dates read in a time zone
+-- task_instant reads wall, a wall clock, in the IANA zone tz as RFC 5545 §3.3.5
+-- says (recurrence.go's wallToInstant, which TestTaskInstantIsWallToInstant
+-- holds it to): a time a clock change skips with the offset before the gap, one
+-- it repeats as the first of the two. PostgreSQL's own AT TIME ZONE takes the
+-- second. b and a are the offsets a day before and a day after.
+CREATE FUNCTION task_instant(wall timestamp, tz text) RETURNS timestamptz LANGUAGE sql STABLE PARALLEL SAFE
+RETURN (SELECT CASE WHEN timezone(tz, f) = wall THEN f WHEN timezone(tz, s) = wall THEN s ELSE timezone('UTC', wall - b) END
+    FROM (SELECT timezone('UTC', wall - greatest(b, a)) AS f, timezone('UTC', wall - least(b, a)) AS s, b
+        FROM (SELECT timezone(tz, timezone('UTC', wall - interval '1 day')) - (wall - interval '1 day') AS b,
+                     timezone(tz, timezone('UTC', wall + interval '1 day')) - (wall + interval '1 day') AS a) AS offsets) AS candidates);

@@ -17,26 +17,6 @@ import (
 const taskColumns = `id, user_id, title, description, completed, priority, due_date, tags, created_at, updated_at,
 	due_kind, completed_at, version, recurrence, recur_from, timezone`
 
-// bound is ctx for one statement, or one transaction: at most s.timeout, and not
-// ended when the client hangs up, since pgx closes a connection whose statement is
-// cancelled midway (a new connection for the pool, a new TLS session for Neon).
-func (s *store) bound(ctx context.Context) (context.Context, context.CancelFunc) {
-	deadline := time.Now().Add(s.timeout)
-	if d, ok := ctx.Deadline(); ok && d.Before(deadline) { // a statement inside a bound transaction
-		deadline = d
-	}
-	return context.WithDeadline(context.WithoutCancel(ctx), deadline)
-}
-
-// one runs a statement on q that returns at most one task.
-func (s *store) one(ctx context.Context, q querier, sql string, args ...any) (Task, error) {
-	ctx, cancel := s.bound(ctx)
-	defer cancel()
-	rows, _ := q.Query(ctx, sql, args...) // a failed query's error comes back from CollectOneRow
-	t, err := pgx.CollectOneRow(rows, scanTask)
-	return t, storeError(err)
-}
-
 // selectTask reads the user's ($2) task $1.
 const selectTask = `SELECT ` + taskColumns + ` FROM tasks WHERE id = $1 AND user_id = $2`
 
@@ -374,11 +354,15 @@ func (s *store) listTasks(ctx context.Context, userID string, q listQuery) (task
 	if q.Sort.nullable {
 		nulls = " NULLS LAST"
 	}
-	n, keyset := len(args), ""
+	n, keyset, key := len(args), "", q.Sort.key(0)
+	if q.Zone != "" { // dates and floating times read in the zone; a cursor holds the instant (listCursor)
+		args = append(args, q.Zone)
+		key = `CASE WHEN due_kind = 'instant' THEN due_date ELSE task_instant(due_date AT TIME ZONE 'UTC', $` + strconv.Itoa(len(args)) + `) END`
+	}
 	if a := q.After; a != nil { // keyset paging: after the cursor's task, in this order
 		args = append(args, a.ID)
 		id := "$" + strconv.Itoa(len(args))
-		switch key := q.Sort.key(0); {
+		switch {
 		case a.Key == nil: // a task without a due date: only those after it, by id
 			keyset = ` AND ` + key + ` IS NULL AND id ` + op + ` ` + id
 		case q.Sort.nullable:
@@ -390,7 +374,7 @@ func (s *store) listTasks(ctx context.Context, userID string, q listQuery) (task
 			keyset = ` AND (` + key + `, id) ` + op + ` (` + q.Sort.key(len(args)) + `, ` + id + `)`
 		}
 	}
-	page := ` ORDER BY ` + q.Sort.key(0) + dir + nulls + `, id` + dir +
+	page := ` ORDER BY ` + key + dir + nulls + `, id` + dir +
 		` LIMIT $` + strconv.Itoa(len(args)+1) + ` OFFSET $` + strconv.Itoa(len(args)+2)
 	rows, _ := s.pool.Query(ctx, `SELECT `+taskColumns+` FROM tasks `+where+keyset+page, append(args, q.Limit+1, q.Offset)...)
 	if tasks, err = pgx.CollectRows(rows, scanTask); err != nil {

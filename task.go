@@ -50,6 +50,7 @@ type listQuery struct {
 	Offset    int
 	After     *listKey // keyset paging: only the tasks after this place (a cursor); nil for none
 	Total     bool     // count every matching task of a filtered list (total=true)
+	Zone      string   // sort=due_date: the IANA zone (tz=) dates and floating times are read in; "" for UTC
 }
 
 // feedEntry is an entry of the change feed: a task in its latest state, or only

@@ -33,7 +33,7 @@ func handleListTasks(db *store) userHandler {
 			w.Header().Set("X-Total-Count", strconv.Itoa(total))
 		}
 		if more {
-			w.Header().Set("Link", nextLink("/api/"+url.PathEscape(userID)+"/tasks", r, listCursor(q.Sort, q.Desc, tasks[len(tasks)-1])))
+			w.Header().Set("Link", nextLink("/api/"+url.PathEscape(userID)+"/tasks", r, listCursor(q.Sort, q.Desc, q.Zone, tasks[len(tasks)-1])))
 		}
 		b := append(make([]byte, 0, 64+400*len(tasks)), '[')
 		for i := range tasks { // each followed by a comma, the last one trimmed, as the feed's lists are
