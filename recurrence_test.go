@@ -507,3 +507,46 @@ func TestListSortsInZone(t *testing.T) {
 	wantLoc(t, e.do("GET", "/api/"+user+"/tasks?sort=due_date&tz=Mars/Olympus", tok, nil), "query", "tz")
 	wantLoc(t, e.do("GET", "/api/"+user+"/tasks?tz=Europe/Berlin", tok, nil), "query", "tz")
 }
+
+// TestRecurringCompletionsRace: completions of one recurring task at once each
+// move it once, under the user's lock: n toggles, n occurrences done, n copies;
+// and of n completions with the same If-Match, one lands and the rest are 412s.
+func TestRecurringCompletionsRace(t *testing.T) {
+	e := newEnv(t, hsAuth())
+	user := newUser(t)
+	tok := tokenFor(t, user)
+	daily := e.create(user, map[string]any{"title": "Daily", "due_date": "2026-12-07", "recurrence": "FREQ=DAILY"})
+	one := "/api/" + user + "/tasks/" + strconv.FormatInt(daily.ID, 10)
+	const n = 8
+	statuses := make(chan int, n)
+	for range n {
+		go func() { statuses <- e.do("PATCH", one+"/complete", tok, nil).status }()
+	}
+	for range n {
+		if s := <-statuses; s != 200 {
+			t.Fatalf("a concurrent toggle = %d, want 200", s)
+		}
+	}
+	got := decode[Task](t, e.do("GET", one, tok, nil))
+	copies, _ := e.list(user, "?status=completed")
+	if got.Completed || got.DueDate.At.Format(time.DateOnly) != "2026-12-15" || len(copies) != n {
+		t.Fatalf("after %d concurrent toggles: %+v, %d copies; want open, due 2026-12-15, %d copies", n, got, len(copies), n)
+	}
+	tag := e.do("GET", one, tok, nil).header.Get("ETag")
+	for range n {
+		go func() { statuses <- e.do("PATCH", one, tok, map[string]any{"completed": true}, "If-Match", tag).status }()
+	}
+	landed := 0
+	for range n {
+		switch s := <-statuses; s {
+		case 200:
+			landed++
+		case 412:
+		default:
+			t.Fatalf("a completion under If-Match = %d", s)
+		}
+	}
+	if got := decode[Task](t, e.do("GET", one, tok, nil)); landed != 1 || got.DueDate.At.Format(time.DateOnly) != "2026-12-16" {
+		t.Fatalf("%d completions under one If-Match landed, due %s; want 1, 2026-12-16", landed, got.DueDate.At.Format(time.DateOnly))
+	}
+}
