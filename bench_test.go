@@ -255,7 +255,7 @@ func BenchmarkFastPaths(b *testing.B) {
 			var due *time.Time
 			var kind *string
 			dst := []any{&t.ID, &t.UserID, &t.Title, &t.Description, &t.Completed, &t.Priority, &due, &t.Tags, &t.CreatedAt, &t.UpdatedAt, &kind, &t.CompletedAt,
-				&t.Version, &t.Recurrence, &t.RecurFrom, &t.Timezone}
+				&t.Version, &t.Recurrence, &t.RecurFrom, &t.Timezone, &t.Reminders, &t.NextReminder}
 			for i, f := range fields {
 				if err := m.Scan(f.DataTypeOID, f.Format, raw[i], dst[i]); err != nil {
 					b.Fatal(err)
@@ -270,9 +270,9 @@ func BenchmarkFastPaths(b *testing.B) {
 // taskColumns, sets what the store's statement sets, and runs on the schema.
 func TestBenchSQLIsTheStoresSQL(t *testing.T) {
 	flat := func(s string) string { return strings.Join(strings.Fields(s), " ") }
-	for file, sets := range map[string][]string{"get.sql": nil, "list.sql": {"LIMIT 1001"}, "create.sql": {"due_kind, tags, recurrence, recur_from, timezone)", "version, 'Load task'"},
+	for file, sets := range map[string][]string{"get.sql": nil, "list.sql": {"LIMIT 1001"}, "create.sql": {"due_kind, tags, recurrence, recur_from, timezone, reminders)", "version, 'Load task'"},
 		"toggle.sql":  {"completed_at =", "version = next.v", "AND EXISTS (SELECT FROM tasks WHERE tasks.id =", "OR tasks.completed)"},
-		"update.sql":  {"completed_at =", "due_kind =", "recurrence =", "version = next.v", "AND EXISTS (SELECT FROM tasks WHERE tasks.id =", "IS NOT TRUE)"},
+		"update.sql":  {"completed_at =", "due_kind =", "recurrence =", "reminders =", "version = next.v", "AND EXISTS (SELECT FROM tasks WHERE tasks.id =", "IS NOT TRUE)"},
 		"changes.sql": {"SELECT version FROM task_counts WHERE user_id ="}} {
 		sql := string(must(os.ReadFile("bench/sql/" + file)))
 		if file != "changes.sql" { // the one statement that reads no task

@@ -19,15 +19,25 @@ import (
 
 // Store errors; handlers map them to statuses in writeError.
 var (
-	errNotFound    = errors.New("task not found")
-	errUnavailable = errors.New("database unavailable")
-	errRejected    = errors.New("rejected by a database constraint")
-	errTaskLimit   = errors.New("task limit reached")
-	errKeyReused   = errors.New("idempotency key reused with a different request")
-	errCursorAhead = errors.New("feed cursor past the user's version")
-	errSeries      = errors.New("the write completes an open recurring task") // store.moveSeries's, under the user's lock
-	errNeedsDue    = errors.New("a recurring task needs a due date")          // tasks_recurrence_needs_due
+	errNotFound          = errors.New("task not found")
+	errUnavailable       = errors.New("database unavailable")
+	errRejected          = errors.New("rejected by a database constraint")
+	errTaskLimit         = errors.New("task limit reached")
+	errKeyReused         = errors.New("idempotency key reused with a different request")
+	errCursorAhead       = errors.New("feed cursor past the user's version")
+	errSeries            = errors.New("the write completes an open recurring task") // store.moveSeries's, under the user's lock
+	errSubscriptionLimit = errors.New("push subscription limit reached")
 )
+
+// constraintErrors are the 422s of schema.sql's table CHECKs, which read two
+// columns: only the database sees an update's result whole.
+var constraintErrors = map[string]error{
+	"tasks_recurrence_needs_due":      validationError{{[]any{"body", "due_date"}, "A recurring task needs a due date: give it one, or set recurrence to null", "value_error"}},
+	"tasks_reminder_offsets_need_due": validationError{{[]any{"body", "reminders"}, msgOffsetNeedsDue, "value_error"}},
+}
+
+// msgOffsetNeedsDue refuses a reminder's offset without the moment it counts from.
+const msgOffsetNeedsDue = "A reminder's offset needs a due date, and with a date or a floating time a timezone"
 
 // staleError says a precondition (If-Match) failed: the task has changed since.
 type staleError struct{ Current Task }
@@ -120,8 +130,8 @@ func storeError(err error) error {
 	case isUnavailable(err):
 		return fmt.Errorf("%w: %w", errUnavailable, err)
 	}
-	if pgErr, ok := errors.AsType[*pgconn.PgError](err); ok && pgErr.ConstraintName == "tasks_recurrence_needs_due" {
-		return errNeedsDue
+	if pgErr, ok := errors.AsType[*pgconn.PgError](err); ok && constraintErrors[pgErr.ConstraintName] != nil {
+		return constraintErrors[pgErr.ConstraintName]
 	} else if ok && (pgErr.Code == "23514" || strings.HasPrefix(pgErr.Code, "22")) {
 		return fmt.Errorf("%w: %s", errRejected, pgErr.Code)
 	}

@@ -99,7 +99,7 @@ func TestNonPostgresError500(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A column whose values pgx cannot turn into the Task's field.
-	if _, err := db.pool.Exec(ctx, `ALTER TABLE tasks ALTER COLUMN completed DROP DEFAULT, ALTER COLUMN completed TYPE point USING point(1, 2)`); err != nil {
+	if _, err := db.pool.Exec(ctx, `ALTER TABLE tasks ALTER COLUMN tags DROP DEFAULT, ALTER COLUMN tags TYPE point USING point(1, 2)`); err != nil {
 		t.Fatal(err)
 	}
 	e := newEnvDB(t, db, testConfig(hsAuth()))

@@ -97,14 +97,22 @@ func readFeed(ctx context.Context, db *store, userID string, cursor feedCursor, 
 func (p feedPage) appendJSON(b []byte) []byte {
 	b = append(b, `{"tasks":[`...)
 	for i := range p.changes {
-		if !p.changes[i].Deleted {
+		if p.changes[i].Kind == entryTask {
 			b = append(appendTask(b, &p.changes[i].Task), ',')
 		}
 	}
 	b = append(bytes.TrimSuffix(b, []byte{','}), `],"deleted":[`...)
 	for i := range p.changes {
-		if p.changes[i].Deleted {
+		if p.changes[i].Kind == entryDeleted {
 			b = append(strconv.AppendInt(b, p.changes[i].ID, 10), ',')
+		}
+	}
+	b = append(bytes.TrimSuffix(b, []byte{','}), `],"reminders":[`...)
+	for _, e := range p.changes {
+		if e.Kind == entryReminder {
+			b = strconv.AppendInt(append(b, `{"task_id":`...), e.ID, 10)
+			b = appendTime(append(b, `,"at":`...), e.DueDate.At)
+			b = append(appendTime(append(b, `,"fired_at":`...), e.UpdatedAt), '}', ',')
 		}
 	}
 	b = append(bytes.TrimSuffix(b, []byte{','}), `],"cursor":"`...)

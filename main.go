@@ -1,4 +1,4 @@
-// main.go holds the configuration, the route table, the `token` and `version` commands and the server's start and stop.
+// main.go holds the configuration, the route table, the `token`, `version` and `vapid-keys` commands and the server's start and stop.
 package main
 
 import (
@@ -46,6 +46,8 @@ type config struct {
 	MaxTasks       int           // tasks one user may hold
 	RatePerSecond  int           // requests a user may make each second; 0: no limit
 	RateBurst      int           // requests a user may make at once
+	VAPID          *vapidKey     // Web Push's key and subject; nil: Web Push is off
+	PushPrivate    bool          // WEB_PUSH_ALLOW_PRIVATE=1: push endpoints may be http, and private addresses (tests, development)
 }
 
 // loadConfig reads and checks the environment; each error is one line saying what to set.
@@ -92,6 +94,12 @@ func loadConfig(getenv func(string) string) (config, error) {
 	if c.Auth.Secret == nil && c.Auth.JWKSURL == "" {
 		return c, fmt.Errorf("set BETTER_AUTH_SECRET (%d+ bytes, shared with the frontend) or BETTER_AUTH_URL (Better Auth's base URL, for its JWKS)", minSecret)
 	}
+	if key := getenv("VAPID_PRIVATE_KEY"); key != "" {
+		if c.VAPID, err = parseVAPIDKey(key, getenv("VAPID_SUBJECT")); err != nil {
+			return c, fmt.Errorf("VAPID_PRIVATE_KEY and VAPID_SUBJECT (try: tasks vapid-keys): %w", err)
+		}
+	}
+	c.PushPrivate = getenv("WEB_PUSH_ALLOW_PRIVATE") == "1"
 	if p, err := strconv.Atoi(c.Port); err != nil || p < 0 || p > 65535 {
 		return c, fmt.Errorf("PORT must be a port number, not %q", c.Port)
 	}
@@ -175,7 +183,7 @@ func betterAuthJWKS(base string) string {
 }
 
 // run is the whole program: `tasks` serves the API, `tasks token USER_ID` prints a token,
-// `tasks version` prints the version.
+// `tasks version` the version, and `tasks vapid-keys` a new VAPID key pair.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
 	log := slog.New(slog.NewJSONHandler(stdout, nil))
 	switch {
@@ -184,8 +192,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	case len(args) == 2 && args[1] == "version":
 		_, err := fmt.Fprintln(stdout, release)
 		return err
+	case len(args) == 2 && args[1] == "vapid-keys":
+		private, public, err := newVAPIDKeys()
+		if err == nil {
+			_, err = fmt.Fprintf(stdout, "VAPID_PRIVATE_KEY=%s\nVAPID_PUBLIC_KEY=%s\n", private, public)
+		}
+		return err
 	case len(args) > 1:
-		return fmt.Errorf("unknown command %q (commands: token USER_ID, version)", strings.Join(args[1:], " "))
+		return fmt.Errorf("unknown command %q (commands: token USER_ID, version, vapid-keys)", strings.Join(args[1:], " "))
 	}
 	cfg, err := loadConfig(getenv)
 	if err != nil {
@@ -214,6 +228,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	background, stopBackground := context.WithCancel(ctx) // ends with run, whichever way it returns
 	defer stopBackground()
 	go forgetOld(background, db, cfg.SyncRetention, log)
+	var p *pusher
+	if cfg.VAPID != nil {
+		p = &pusher{db: db, log: log, key: cfg.VAPID, client: newPushClient(cfg.PushPrivate), slots: make(chan struct{}, pushesAtOnce)}
+	} else {
+		log.Info("Web Push is off: reminders reach the feed and event streams only (set VAPID_PRIVATE_KEY and VAPID_SUBJECT)")
+	}
+	reminding := make(chan struct{})
+	go func() { remind(background, db, p, log); close(reminding) }()
+	defer func() { stopBackground(); <-reminding }() // before the pool closes
 	srv := newHTTPServer(m, log)
 	log.Info("listening", "addr", ln.Addr().String())
 	serveErr := make(chan error, 1)
@@ -316,5 +339,8 @@ func newServer(log *slog.Logger, db *store, cfg config) *middleware {
 	handle("PATCH /api/{user_id}/tasks/{id}/complete", auth(handleToggleTask(db, cfg.MaxTasks)))
 	handle("GET /api/{user_id}/changes", auth(handleChanges(db, cfg.SyncRetention)))
 	handle("GET /api/{user_id}/events", authenticateStream(v, limit, handleEvents(db, m.live)))
+	handle("GET /api/vapid-public-key", handleVAPIDKey(cfg.VAPID))
+	handle("POST /api/{user_id}/push-subscriptions", auth(handleSubscription(db, cfg.VAPID, cfg.PushPrivate, true)))
+	handle("DELETE /api/{user_id}/push-subscriptions", auth(handleSubscription(db, cfg.VAPID, cfg.PushPrivate, false)))
 	return m
 }

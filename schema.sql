@@ -114,3 +114,82 @@ RETURN (SELECT CASE WHEN timezone(tz, f) = wall THEN f WHEN timezone(tz, s) = wa
     FROM (SELECT timezone('UTC', wall - greatest(b, a)) AS f, timezone('UTC', wall - least(b, a)) AS s, b
         FROM (SELECT timezone(tz, timezone('UTC', wall - interval '1 day')) - (wall - interval '1 day') AS b,
                      timezone(tz, timezone('UTC', wall + interval '1 day')) - (wall + interval '1 day') AS a) AS offsets) AS candidates);
+
+-- migration 4: reminders, and Web Push to deliver them
+-- reminders is a task's reminders in their one spelling (reminders.go), up to 5:
+-- {"offset": "-PT15M"}, an ISO 8601 duration from the due moment (a date's is the
+-- start of its day in timezone), or {"at": "2026-12-01T08:45:00Z"}. An offset
+-- needs a due date, and for a date or a floating time a timezone.
+ALTER TABLE tasks
+    ADD COLUMN reminders        json,
+    ADD COLUMN next_reminder_at timestamptz, -- the next moment one fires; NULL when none is pending
+    ADD CONSTRAINT tasks_reminder_offsets_need_due CHECK (reminders IS NULL OR reminders::text NOT LIKE '%"offset"%'
+        OR due_date IS NOT NULL AND (due_kind = 'instant' OR timezone IS NOT NULL));
+-- The scheduler's one statement a second when nothing is due reads the first entry.
+CREATE INDEX tasks_next_reminder ON tasks (next_reminder_at) WHERE next_reminder_at IS NOT NULL;
+
+-- task_reminder_moments are the moments of a task's reminders. An offset from
+-- an instant moves its days on the wall clock of its zone (a day is nominal,
+-- RFC 5545 §3.3.6) and its time exactly; from a date or a floating time, whose
+-- moment is a wall clock in timezone, all of it on that clock (PT9H is 09:00).
+CREATE FUNCTION task_reminder_moments(reminders json, due timestamptz, kind text, tz text) RETURNS timestamptz[]
+LANGUAGE sql STABLE PARALLEL SAFE
+RETURN (SELECT array_agg(CASE WHEN r->>'at' IS NOT NULL THEN (r->>'at')::timestamptz
+        WHEN kind = 'instant' THEN task_instant(timezone(coalesce(tz, 'UTC'), due) + days, coalesce(tz, 'UTC')) + (o - days)
+        ELSE task_instant(timezone('UTC', due) + o, tz) END)
+    FROM json_array_elements(reminders) AS r,
+        LATERAL (SELECT CASE WHEN r->>'offset' LIKE '-%' THEN -substr(r->>'offset', 2)::interval ELSE (r->>'offset')::interval END AS o) AS offsets,
+        LATERAL (SELECT make_interval(days => extract(day FROM o)::int) AS days) AS nominal);
+
+-- next_reminder_at follows what it depends on; an open task's is the first
+-- moment still ahead. The scheduler moves it past each that fires.
+CREATE FUNCTION tasks_next_reminder() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    NEW.next_reminder_at := CASE WHEN NOT NEW.completed THEN (SELECT min(m)
+        FROM unnest(task_reminder_moments(NEW.reminders, NEW.due_date, NEW.due_kind, NEW.timezone)) AS m WHERE m > now()) END;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER tasks_next_reminder_insert BEFORE INSERT ON tasks
+FOR EACH ROW WHEN (NEW.reminders IS NOT NULL) EXECUTE FUNCTION tasks_next_reminder();
+CREATE TRIGGER tasks_next_reminder_update BEFORE UPDATE ON tasks FOR EACH ROW
+WHEN ((NEW.reminders IS NOT NULL OR OLD.reminders IS NOT NULL) AND ROW(NEW.reminders::text, NEW.due_date, NEW.due_kind, NEW.timezone, NEW.completed)
+    IS DISTINCT FROM ROW(OLD.reminders::text, OLD.due_date, OLD.due_kind, OLD.timezone, OLD.completed))
+EXECUTE FUNCTION tasks_next_reminder();
+
+-- A reminder that fired, at its moment, kept SYNC_RETENTION (and an hour) for the change feed.
+CREATE TABLE fired_reminders (
+    user_id  text        NOT NULL,
+    version  bigint      NOT NULL,
+    task_id  bigint      NOT NULL,
+    at       timestamptz NOT NULL,
+    fired_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (user_id, version)
+);
+CREATE INDEX fired_reminders_fired ON fired_reminders (fired_at);
+
+-- A browser's push subscription (PushSubscription.toJSON()), up to 20 a user.
+CREATE TABLE push_subscriptions (
+    user_id    text        NOT NULL,
+    endpoint   text        NOT NULL CHECK (length(endpoint) <= 2048),
+    p256dh     text        NOT NULL,
+    auth       text        NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (user_id, endpoint)
+);
+
+-- The pushes to send, written with the reminder that fired them, so a process
+-- that dies before sending loses none: a sender claims a row until not_before,
+-- deletes it once the push service took it, and retries it until an hour old.
+CREATE TABLE push_outbox (
+    user_id    text        NOT NULL,
+    id         bigint      GENERATED ALWAYS AS IDENTITY,
+    endpoint   text        NOT NULL,
+    topic      text        NOT NULL,
+    payload    text        NOT NULL,
+    attempts   integer     NOT NULL DEFAULT 0,
+    not_before timestamptz NOT NULL DEFAULT now(),
+    created_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (user_id, id),
+    FOREIGN KEY (user_id, endpoint) REFERENCES push_subscriptions ON DELETE CASCADE
+);
+CREATE INDEX push_outbox_due ON push_outbox (not_before);

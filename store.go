@@ -1,4 +1,4 @@
-// store.go holds one method per SQL statement.
+// store.go holds one method per SQL statement on tasks, the feed and Idempotency-Keys; store_time.go holds those of recurring series, reminders and Web Push.
 package main
 
 import (
@@ -15,7 +15,7 @@ import (
 
 // taskColumns are a task's columns, in the order taskFromBinary reads them.
 const taskColumns = `id, user_id, title, description, completed, priority, due_date, tags, created_at, updated_at,
-	due_kind, completed_at, version, recurrence, recur_from, timezone`
+	due_kind, completed_at, version, recurrence, recur_from, timezone, reminders, next_reminder_at`
 
 // selectTask reads the user's ($2) task $1.
 const selectTask = `SELECT ` + taskColumns + ` FROM tasks WHERE id = $1 AND user_id = $2`
@@ -33,10 +33,10 @@ func (s *store) createTask(ctx context.Context, q querier, userID string, c task
 	t, err := s.one(ctx, q, `WITH slot AS (INSERT INTO task_counts (user_id, n, version) VALUES ($1, 1, 1)
 			ON CONFLICT (user_id) DO UPDATE SET n = task_counts.n + 1, version = task_counts.version + 1
 			WHERE task_counts.n < $8 RETURNING version)
-		INSERT INTO tasks (user_id, version, title, description, priority, due_date, due_kind, tags, recurrence, recur_from, timezone)
+		INSERT INTO tasks (user_id, version, title, description, priority, due_date, due_kind, tags, recurrence, recur_from, timezone, reminders)
 		SELECT $1, version, $2::text, $3::text, coalesce($4::text, 'medium'), $5::timestamptz, $6::text, coalesce($7::text[], '{}'),
-			$9::text, coalesce($10::text, 'due'), $11::text FROM slot
-		RETURNING `+taskColumns, userID, *c.Title, c.Description, c.Priority, dueAt, dueKind, c.Tags, maxTasks, c.Recurrence, c.RecurFrom, c.Timezone)
+			$9::text, coalesce($10::text, 'due'), $11::text, nullif($12::text, '[]')::json FROM slot
+		RETURNING `+taskColumns, userID, *c.Title, c.Description, c.Priority, dueAt, dueKind, c.Tags, maxTasks, c.Recurrence, c.RecurFrom, c.Timezone, reminders(c))
 	if errors.Is(err, errNotFound) { // no slot, so no task
 		err = errTaskLimit
 	}
@@ -75,13 +75,14 @@ var updateSQL = versioned(taskMatches+` AND (tasks.recurrence IS NULL OR tasks.c
 	tags         = coalesce($12, tags),
 	recurrence   = CASE WHEN $13 THEN NULL ELSE coalesce($14, recurrence) END,
 	recur_from   = coalesce($15, recur_from),
-	timezone     = CASE WHEN $16 THEN NULL ELSE coalesce($17, timezone) END`)
+	timezone     = CASE WHEN $16 THEN NULL ELSE coalesce($17, timezone) END,
+	reminders    = CASE WHEN $18::text IS NULL THEN reminders ELSE nullif($18::text, '[]')::json END`)
 
 // updateTask applies a partial change to the user's task id, in one statement.
 func (s *store) updateTask(ctx context.Context, q querier, userID string, id int64, c taskChange, ifMatch []int64) (Task, error) {
 	dueAt, dueKind := dueColumns(c.DueDate)
 	t, err := s.one(ctx, q, updateSQL, id, userID, ifMatch, c.Title, c.ClearDesc, c.Description, c.Completed, c.Priority,
-		c.ClearDue, dueAt, dueKind, c.Tags, c.ClearRecur, c.Recurrence, c.RecurFrom, c.ClearZone, c.Timezone)
+		c.ClearDue, dueAt, dueKind, c.Tags, c.ClearRecur, c.Recurrence, c.RecurFrom, c.ClearZone, c.Timezone, reminders(c))
 	return t, s.missed(ctx, q, userID, id, ifMatch, err)
 }
 
@@ -93,40 +94,6 @@ var toggleSQL = versioned(taskMatches+` AND (tasks.recurrence IS NULL OR tasks.c
 func (s *store) toggleTask(ctx context.Context, q querier, userID string, id int64, ifMatch []int64) (Task, error) {
 	t, err := s.one(ctx, q, toggleSQL, id, userID, ifMatch)
 	return t, s.missed(ctx, q, userID, id, ifMatch, err)
-}
-
-// moveSeries, on a transaction holding the user's row lock (store.locked),
-// moves the user's recurring task id to its next occurrence, due at next, with
-// recurrence its rule from then on, and records the occurrence done as a
-// completed copy without recurrence: two versions, the copy's the later one,
-// and a task more, unless the user holds maxTasks (errTaskLimit). With next
-// nil, no occurrence is left, and the task itself completes.
-func (s *store) moveSeries(ctx context.Context, tx querier, userID string, id int64, next *Due, recurrence string, maxTasks int) (Task, error) {
-	dueAt, _ := dueColumns(next)
-	t, err := s.one(ctx, tx, `WITH slot AS (UPDATE task_counts SET n = n + ($3::timestamptz IS NOT NULL)::int,
-			version = version + 1 + ($3::timestamptz IS NOT NULL)::int WHERE user_id = $2 AND (n < $5 OR $3::timestamptz IS NULL) RETURNING version AS v),
-		copy AS (INSERT INTO tasks (user_id, version, title, description, priority, due_date, due_kind, tags, completed, completed_at)
-			SELECT user_id, v, title, description, priority, due_date, due_kind, tags, true, now()
-			FROM tasks, slot WHERE id = $1 AND user_id = $2 AND $3::timestamptz IS NOT NULL)
-		UPDATE tasks SET version = v - ($3::timestamptz IS NOT NULL)::int, updated_at = now(), due_date = coalesce($3::timestamptz, due_date),
-			recurrence = $4, completed = $3::timestamptz IS NULL, completed_at = CASE WHEN $3::timestamptz IS NULL THEN now() END
-		FROM slot WHERE id = $1 AND user_id = $2 RETURNING `+taskColumns, id, userID, dueAt, recurrence, maxTasks)
-	if errors.Is(err, errNotFound) { // no slot: the user holds maxTasks
-		err = errTaskLimit
-	}
-	return t, err
-}
-
-// locked runs fn in a transaction on q (a savepoint if q is one) that first takes the user's row lock.
-func (s *store) locked(ctx context.Context, q querier, userID string, fn func(tx querier) error) error {
-	ctx, cancel := s.bound(ctx)
-	defer cancel()
-	return storeError(pgx.BeginFunc(ctx, q, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `SELECT FROM task_counts WHERE user_id = $1 FOR NO KEY UPDATE`, userID); err != nil {
-			return err
-		}
-		return fn(tx)
-	}))
 }
 
 // deleteTask removes the user's task id and leaves a tombstone for the feed, in two
@@ -225,9 +192,10 @@ func keptAnswer(ctx context.Context, tx pgx.Tx, userID, key string, hash []byte,
 const forgetBatch = 1000
 
 // deleteOld forgets up to batch Idempotency-Keys older than idempotencyTTL, and
-// up to batch tombstones older than retention and an hour (a margin for a
-// delete whose transaction began, its deleted_at, before a feed read that did
-// not yet see it, and for clocks that disagree); it returns the larger count.
+// up to batch tombstones and fired reminders each older than retention and an
+// hour (a margin for a write whose transaction began, its deleted_at, before a
+// feed read that did not yet see it, and for clocks that disagree); it returns
+// the largest count.
 func (s *store) deleteOld(ctx context.Context, retention time.Duration, batch int) (int64, error) {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
@@ -242,12 +210,17 @@ func (s *store) deleteOld(ctx context.Context, retention time.Duration, batch in
 	}
 	tombstones, err := forget(`DELETE FROM task_tombstones WHERE (user_id, version) IN (SELECT user_id, version FROM task_tombstones
 		WHERE deleted_at < now() - make_interval(secs => $1) LIMIT $2)`, retention+time.Hour)
-	return max(keys, tombstones), err
+	if err != nil {
+		return 0, err
+	}
+	fired, err := forget(`DELETE FROM fired_reminders WHERE (user_id, version) IN (SELECT user_id, version FROM fired_reminders
+		WHERE fired_at < now() - make_interval(secs => $1) LIMIT $2)`, retention+time.Hour)
+	return max(keys, tombstones, fired), err
 }
 
 // changes returns the user's changes after version since, in version order, at
-// most limit: the tasks written since, and tombstones (above floor) of those
-// deleted since; and the user's version, up to which all was read if no more than
+// most limit: the tasks written since, and tombstones and fired reminders (above
+// floor) since; and the user's version, up to which all was read if no more than
 // limit came back. Versions commit in the order they were given out (nextVersion),
 // so a snapshot holding version v holds every one before it, and a read going on
 // from the last version returned skips nothing. With nothing new, it reads one row.
@@ -265,11 +238,14 @@ func (s *store) changes(ctx context.Context, userID string, since, floor int64, 
 	if current == since {
 		return nil, since, nil
 	}
-	rows, _ := s.pool.Query(ctx, `(SELECT `+taskColumns+`, false AS deleted FROM tasks
+	rows, _ := s.pool.Query(ctx, `(SELECT `+taskColumns+`, 't'::"char" AS kind FROM tasks
 			WHERE user_id = $1 AND version > $2 ORDER BY version LIMIT $3)
 		UNION ALL
-		(SELECT task_id, user_id, '', NULL, false, '', NULL, '{}', deleted_at, deleted_at, NULL, NULL, version, NULL, 'due', NULL, true
+		(SELECT task_id, user_id, '', NULL, false, '', NULL, '{}', deleted_at, deleted_at, NULL, NULL, version, NULL, 'due', NULL, NULL, NULL, 'd'
 			FROM task_tombstones WHERE user_id = $1 AND version > $2 AND version > $4 ORDER BY version LIMIT $3)
+		UNION ALL
+		(SELECT task_id, user_id, '', NULL, false, '', at, '{}', fired_at, fired_at, 'instant', NULL, version, NULL, 'due', NULL, NULL, NULL, 'r'
+			FROM fired_reminders WHERE user_id = $1 AND version > $2 AND version > $4 ORDER BY version LIMIT $3)
 		ORDER BY version LIMIT $3`, userID, since, limit, floor)
 	entries, err := pgx.CollectRows(rows, scanFeedEntry)
 	return entries, current, storeError(err)

@@ -1,25 +1,30 @@
 // task.go holds the task as stored and sent, the validated values that change or list tasks, and what the feed and a kept answer hold.
 package main
 
-import "time"
+import (
+	"encoding/json"
+	"time"
+)
 
 // Task is one task as stored and as sent to clients.
 type Task struct {
-	ID          int64      `json:"id"`
-	UserID      string     `json:"user_id"`
-	Title       string     `json:"title"`
-	Description *string    `json:"description"`
-	Completed   bool       `json:"completed"`
-	CompletedAt *time.Time `json:"completed_at"` // when it last became completed; nil while open
-	Priority    string     `json:"priority"`
-	DueDate     *Due       `json:"due_date"`
-	Recurrence  *string    `json:"recurrence"` // an RRULE in its one spelling (recurrence.go); nil for none
-	RecurFrom   string     `json:"recur_from"` // "due" or "completion"
-	Timezone    *string    `json:"timezone"`   // the IANA zone an instant due date recurs in; nil for UTC
-	Tags        []string   `json:"tags"`
-	CreatedAt   time.Time  `json:"created_at"`
-	UpdatedAt   time.Time  `json:"updated_at"`
-	Version     int64      `json:"-"` // the user's version when it was last written: its ETag
+	ID           int64           `json:"id"`
+	UserID       string          `json:"user_id"`
+	Title        string          `json:"title"`
+	Description  *string         `json:"description"`
+	Completed    bool            `json:"completed"`
+	CompletedAt  *time.Time      `json:"completed_at"` // when it last became completed; nil while open
+	Priority     string          `json:"priority"`
+	DueDate      *Due            `json:"due_date"`
+	Recurrence   *string         `json:"recurrence"`       // an RRULE in its one spelling (recurrence.go); nil for none
+	RecurFrom    string          `json:"recur_from"`       // "due" or "completion"
+	Timezone     *string         `json:"timezone"`         // the IANA zone an instant due date recurs in; nil for UTC
+	Reminders    json.RawMessage `json:"reminders"`        // a JSON array in its one spelling (reminders.go); [] for none
+	NextReminder *time.Time      `json:"next_reminder_at"` // when the next one fires; nil for none
+	Tags         []string        `json:"tags"`
+	CreatedAt    time.Time       `json:"created_at"`
+	UpdatedAt    time.Time       `json:"updated_at"`
+	Version      int64           `json:"-"` // the user's version when it was last written: its ETag
 }
 
 // taskChange is a validated create or partial update; nil pointers leave a field as it is.
@@ -35,7 +40,8 @@ type taskChange struct {
 	ClearRecur  bool // set recurrence to NULL
 	RecurFrom   *string
 	Timezone    *string
-	ClearZone   bool // set timezone to NULL
+	ClearZone   bool            // set timezone to NULL
+	Reminders   json.RawMessage // a JSON array in its one spelling; nil leaves them, [] clears them
 	Tags        []string
 }
 
@@ -54,11 +60,18 @@ type listQuery struct {
 }
 
 // feedEntry is an entry of the change feed: a task in its latest state, or only
-// its ID when it was deleted; Task.Version is the write that left it so.
+// its ID when it was deleted, or a reminder of it that fired, at DueDate.At, when
+// UpdatedAt; Task.Version is the write that left it so.
 type feedEntry struct {
 	Task
-	Deleted bool
+	Kind byte // entryTask, entryDeleted or entryReminder
 }
+
+// The kinds of feed entries, as store.changes spells them.
+const entryTask, entryDeleted, entryReminder = 't', 'd', 'r'
+
+// noReminders is the reminders of a task that has none.
+var noReminders = json.RawMessage(`[]`)
 
 // answer is a write's first answer, kept with its Idempotency-Key: a retry gets it again.
 type answer struct {

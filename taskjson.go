@@ -34,6 +34,12 @@ func appendTask(b []byte, t *Task) []byte {
 	b = appendString(b, t.RecurFrom)
 	b = append(b, `,"timezone":`...)
 	b = appendOrNull(b, t.Timezone, appendString)
+	if b = append(b, `,"reminders":`...); t.Reminders == nil { // as json.Marshal writes a nil RawMessage
+		b = append(b, "null"...)
+	}
+	b = append(b, t.Reminders...)
+	b = append(b, `,"next_reminder_at":`...)
+	b = appendOrNull(b, t.NextReminder, appendTime)
 	b = append(b, `,"tags":[`...)
 	for i, tag := range t.Tags {
 		if i > 0 {

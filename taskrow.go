@@ -3,6 +3,7 @@ package main
 
 import (
 	"encoding/binary"
+	"encoding/json"
 	"slices"
 	"time"
 
@@ -29,7 +30,7 @@ func scanTaskInto(rows pgx.CollectableRow, t *Task, extra ...any) error {
 	var kind pgtype.Text // NULL without a due date
 	err := rows.Scan(append([]any{&t.ID, &t.UserID, &t.Title, &t.Description, &t.Completed, &t.Priority,
 		&due, &t.Tags, &t.CreatedAt, &t.UpdatedAt, &kind, &t.CompletedAt, &t.Version,
-		&t.Recurrence, &t.RecurFrom, &t.Timezone}, extra...)...)
+		&t.Recurrence, &t.RecurFrom, &t.Timezone, &t.Reminders, &t.NextReminder}, extra...)...)
 	if err != nil {
 		return err
 	}
@@ -43,6 +44,12 @@ func scanTaskInto(rows pgx.CollectableRow, t *Task, extra ...any) error {
 	if t.Tags == nil {
 		t.Tags = []string{}
 	}
+	if t.NextReminder != nil {
+		*t.NextReminder = t.NextReminder.UTC()
+	}
+	if t.Reminders == nil {
+		t.Reminders = noReminders
+	}
 	return nil
 }
 
@@ -52,18 +59,18 @@ func scanFeedEntry(rows pgx.CollectableRow) (feedEntry, error) {
 	n := len(taskColumnTypes)
 	if len(fields) == n+1 && fields[n].Format == pgx.BinaryFormatCode && len(raw[n]) == 1 {
 		if t, ok := taskFromBinary(fields[:n], raw[:n]); ok {
-			return feedEntry{t, raw[n][0] == 1}, nil
+			return feedEntry{t, raw[n][0]}, nil
 		}
 	}
 	var e feedEntry
-	err := scanTaskInto(rows, &e.Task, &e.Deleted)
+	err := scanTaskInto(rows, &e.Task, &e.Kind)
 	return e, err
 }
 
 // taskColumnTypes are the type OIDs of taskColumns (domains are sent as their base types).
 var taskColumnTypes = [...]uint32{pgtype.Int8OID, pgtype.TextOID, pgtype.TextOID, pgtype.TextOID,
 	pgtype.BoolOID, pgtype.TextOID, pgtype.TimestamptzOID, pgtype.TextArrayOID, pgtype.TimestamptzOID, pgtype.TimestamptzOID, pgtype.TextOID, pgtype.TimestamptzOID,
-	pgtype.Int8OID, pgtype.TextOID, pgtype.TextOID, pgtype.TextOID}
+	pgtype.Int8OID, pgtype.TextOID, pgtype.TextOID, pgtype.TextOID, pgtype.JSONOID, pgtype.TimestamptzOID}
 
 // taskFromBinary decodes a row of taskColumns in the binary format; ok is false for
 // anything else (text format, other types, a value it does not expect), left to pgx.
@@ -72,8 +79,8 @@ func taskFromBinary(fields []pgconn.FieldDescription, raw [][]byte) (t Task, ok 
 		return t, false
 	}
 	for i, f := range fields {
-		binaryOrText := f.Format == pgx.BinaryFormatCode || f.DataTypeOID == pgtype.TextOID // text reads the same in both
-		nullable := i == 3 || i == 6 || i == 10 || i == 11 || i == 13 || i == 15            // description, due_date, due_kind, completed_at, recurrence, timezone
+		binaryOrText := f.Format == pgx.BinaryFormatCode || f.DataTypeOID == pgtype.TextOID || f.DataTypeOID == pgtype.JSONOID // these read the same in both
+		nullable := i == 3 || i == 6 || i == 10 || i == 11 || i == 13 || i >= 15                                               // description, due_date, due_kind, completed_at, recurrence, timezone, reminders, next_reminder_at
 		if !binaryOrText || f.DataTypeOID != taskColumnTypes[i] || raw[i] == nil && !nullable {
 			return t, false
 		}
@@ -85,7 +92,17 @@ func taskFromBinary(fields []pgconn.FieldDescription, raw [][]byte) (t Task, ok 
 	t.UserID, t.Title = string(raw[1]), string(raw[2])
 	t.Description = textOrNil(raw[3])
 	t.Completed = raw[4][0] == 1
-	t.Recurrence, t.Timezone = textOrNil(raw[13]), textOrNil(raw[15])
+	t.Recurrence, t.Timezone, t.Reminders = textOrNil(raw[13]), textOrNil(raw[15]), noReminders
+	if raw[16] != nil {
+		t.Reminders = json.RawMessage(string(raw[16])) // a copy: raw is pgx's buffer
+	}
+	if raw[17] != nil {
+		d, ok := timeFromBinary(raw[17])
+		if !ok {
+			return t, false
+		}
+		t.NextReminder = &d
+	}
 	if t.RecurFrom = recurFroms[0]; string(raw[14]) != t.RecurFrom { // without an allocation for the default
 		t.RecurFrom = string(raw[14])
 	}

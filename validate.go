@@ -34,38 +34,15 @@ const (
 var priorities = []string{"low", "medium", "high"}
 
 // bodyFields are the fields a body may hold: those it sets, then those of a task a client read and sends back, ignored.
-var bodyFields = []string{"title", "description", "completed", "priority", "due_date", "tags", "recurrence", "recur_from", "timezone",
-	"id", "user_id", "created_at", "updated_at", "completed_at"}
+var bodyFields = []string{"title", "description", "completed", "priority", "due_date", "tags", "recurrence", "recur_from", "timezone", "reminders",
+	"id", "user_id", "created_at", "updated_at", "completed_at", "next_reminder_at"}
 
 // decodeTask reads a JSON task body into a change. For a create, title is
 // required and completed is ignored (a new task starts open); for an update,
 // absent fields stay as they are and null clears description and due_date.
 func decodeTask(w http.ResponseWriter, r *http.Request, create bool) (taskChange, error) {
 	var c taskChange
-	if ct := r.Header.Get("Content-Type"); ct != "" || len(r.Header.Values("Content-Type")) > 1 {
-		// One Content-Type, JSON, and UTF-8 as JSON is (RFC 8259 §8.1): a
-		// charset that is not, or two headers, would be read two ways.
-		mt, params, err := mime.ParseMediaType(ct)
-		charset, hasCharset := params["charset"]
-		if err != nil || mt != "application/json" && !strings.HasSuffix(mt, "+json") ||
-			hasCharset && !strings.EqualFold(charset, "utf-8") && !strings.EqualFold(charset, "utf8") || len(r.Header.Values("Content-Type")) > 1 {
-			return c, &statusError{http.StatusUnsupportedMediaType, "Content-Type must be one application/json header, in UTF-8"}
-		}
-	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBodyBytes))
-	if err != nil {
-		if _, tooBig := errors.AsType[*http.MaxBytesError](err); tooBig {
-			return c, &statusError{http.StatusRequestEntityTooLarge, "Request body is larger than " + strconv.Itoa(maxBodyBytes>>10) + " KiB"}
-		}
-		return c, &statusError{http.StatusBadRequest, "Could not read the request body"}
-	}
-	if len(strings.TrimSpace(string(body))) == 0 {
-		return c, validationError{{[]any{"body"}, "Field required", "missing"}}
-	}
-	if !utf8.Valid(body) {
-		return c, validationError{{[]any{"body"}, "JSON decode error: invalid UTF-8", "json_invalid"}}
-	}
-	raw, err := decodeObject(body)
+	raw, err := readObject(w, r)
 	if err != nil {
 		return c, err
 	}
@@ -180,6 +157,13 @@ func decodeTask(w http.ResponseWriter, r *http.Request, create bool) (taskChange
 			}
 		}
 	}
+	if v, ok := raw["reminders"]; ok {
+		if spelled, offsets := parseReminders(v, fail); offsets && create && (c.DueDate == nil || c.DueDate.Kind != dueInstant && c.Timezone == nil) {
+			fail(msgOffsetNeedsDue, "value_error", "reminders")
+		} else {
+			c.Reminders = spelled
+		}
+	}
 	if v, ok := raw["tags"]; ok {
 		var tags []string
 		if string(v) != "null" && json.Unmarshal(v, &tags) != nil {
@@ -205,6 +189,35 @@ func decodeTask(w http.ResponseWriter, r *http.Request, create bool) (taskChange
 		return c, errs
 	}
 	return c, nil
+}
+
+// readObject reads a request's body, JSON of one Content-Type in UTF-8 (415
+// otherwise), up to maxBodyBytes (413), as an object's members by name (decodeObject).
+func readObject(w http.ResponseWriter, r *http.Request) (map[string]json.RawMessage, error) {
+	if ct := r.Header.Get("Content-Type"); ct != "" || len(r.Header.Values("Content-Type")) > 1 {
+		// One Content-Type, JSON, and UTF-8 as JSON is (RFC 8259 §8.1): a
+		// charset that is not, or two headers, would be read two ways.
+		mt, params, err := mime.ParseMediaType(ct)
+		charset, hasCharset := params["charset"]
+		if err != nil || mt != "application/json" && !strings.HasSuffix(mt, "+json") ||
+			hasCharset && !strings.EqualFold(charset, "utf-8") && !strings.EqualFold(charset, "utf8") || len(r.Header.Values("Content-Type")) > 1 {
+			return nil, &statusError{http.StatusUnsupportedMediaType, "Content-Type must be one application/json header, in UTF-8"}
+		}
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBodyBytes))
+	if err != nil {
+		if _, tooBig := errors.AsType[*http.MaxBytesError](err); tooBig {
+			return nil, &statusError{http.StatusRequestEntityTooLarge, "Request body is larger than " + strconv.Itoa(maxBodyBytes>>10) + " KiB"}
+		}
+		return nil, &statusError{http.StatusBadRequest, "Could not read the request body"}
+	}
+	if len(strings.TrimSpace(string(body))) == 0 {
+		return nil, validationError{{[]any{"body"}, "Field required", "missing"}}
+	}
+	if !utf8.Valid(body) {
+		return nil, validationError{{[]any{"body"}, "JSON decode error: invalid UTF-8", "json_invalid"}}
+	}
+	return decodeObject(body)
 }
 
 // decodeObject reads a JSON body's members by name. It answers 422 for a body that is

@@ -6,4 +6,4 @@ WITH next AS (UPDATE task_counts SET version = version + 1
 UPDATE tasks SET version = next.v, updated_at = now(), completed = NOT completed, completed_at = CASE WHEN completed THEN NULL ELSE now() END
 FROM next WHERE tasks.id = :id AND tasks.user_id = 'bench-u' || lpad(:u::text, 5, '0') AND (NULL::bigint[] IS NULL OR tasks.version = ANY(NULL::bigint[])) AND (tasks.recurrence IS NULL OR tasks.completed)
 RETURNING id, user_id, title, description, completed, priority, due_date, tags, created_at, updated_at,
-  due_kind, completed_at, version, recurrence, recur_from, timezone;
+  due_kind, completed_at, version, recurrence, recur_from, timezone, reminders, next_reminder_at;

@@ -11,7 +11,8 @@ UPDATE tasks SET version = next.v, updated_at = now(), title = coalesce('Updated
   due_kind = CASE WHEN false THEN NULL ELSE coalesce(NULL, due_kind) END,
   tags = coalesce(NULL, tags),
   recurrence = CASE WHEN false THEN NULL ELSE coalesce(NULL, recurrence) END, recur_from = coalesce(NULL, recur_from),
-  timezone = CASE WHEN false THEN NULL ELSE coalesce(NULL, timezone) END
+  timezone = CASE WHEN false THEN NULL ELSE coalesce(NULL, timezone) END,
+  reminders = CASE WHEN NULL::text IS NULL THEN reminders ELSE nullif(NULL::text, '[]')::json END
 FROM next WHERE tasks.id = :id AND tasks.user_id = 'bench-u' || lpad(:u::text, 5, '0') AND (NULL::bigint[] IS NULL OR tasks.version = ANY(NULL::bigint[])) AND (tasks.recurrence IS NULL OR tasks.completed OR NULL::boolean IS NOT TRUE)
 RETURNING id, user_id, title, description, completed, priority, due_date, tags, created_at, updated_at,
-  due_kind, completed_at, version, recurrence, recur_from, timezone;
+  due_kind, completed_at, version, recurrence, recur_from, timezone, reminders, next_reminder_at;

@@ -1,0 +1,214 @@
+// push.go holds Web Push's delivery: the subscription routes, the public key's, and the sender that empties the outbox.
+package main
+
+import (
+	"cmp"
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strconv"
+	"sync"
+	"time"
+)
+
+// Web Push's bounds: subscriptions a user may hold, how long a push service keeps
+// a reminder for a device that is offline, how long a claimed push is one sender's,
+// how long one is retried after it was queued, and how many are sent at once.
+const (
+	maxSubscriptions = 20
+	pushTTL          = 24 * time.Hour
+	pushLease        = time.Minute
+	pushGiveUp       = time.Hour
+	pushesAtOnce     = 16
+)
+
+// errPushOff answers the subscription routes of a service without VAPID_PRIVATE_KEY.
+var errPushOff = &statusError{http.StatusNotImplemented, "Web Push is off on this service: it needs VAPID_PRIVATE_KEY and VAPID_SUBJECT"}
+
+// reminderPush is what a fired reminder's push carries, and its Topic, one per
+// reminder: {"type": "reminder", "task": {"id", "title", "due_date"}, "at"}.
+func reminderPush(f firedReminder) (topic, payload string) {
+	b := strconv.AppendInt([]byte(`{"type":"reminder","task":{"id":`), f.TaskID, 10)
+	b = appendString(append(b, `,"title":`...), f.Title)
+	b = appendOrNull(append(b, `,"due_date":`...), f.Due, appendDue)
+	b = append(appendTime(append(b, `},"at":`...), f.At), '}')
+	return pushTopic(f.UserID + "\n" + strconv.FormatInt(f.TaskID, 10) + "\n" + f.At.String()), string(b)
+}
+
+// pusher sends the outbox's pushes (store.claimPushes), at most pushesAtOnce at a time.
+type pusher struct {
+	db     *store
+	log    *slog.Logger
+	key    *vapidKey
+	client *http.Client
+	slots  chan struct{}
+	wg     sync.WaitGroup
+}
+
+// run sends the pushes due each time kick says some are, until none is left, and
+// ends with ctx. A push is claimed with a lease (pushLease) and sent on its own
+// goroutine as soon as one of pushesAtOnce slots is free.
+func (p *pusher) run(ctx context.Context, kick <-chan struct{}) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-kick:
+		}
+		for ctx.Err() == nil {
+			jobs, err := p.db.claimPushes(ctx, pushesAtOnce, pushLease)
+			if err != nil {
+				p.log.Warn("claiming pushes", "err", err.Error())
+			}
+			if len(jobs) == 0 {
+				break
+			}
+			for _, j := range jobs {
+				p.slots <- struct{}{}
+				p.wg.Go(func() {
+					defer func() { <-p.slots }()
+					p.send(ctx, j)
+				})
+			}
+		}
+	}
+}
+
+// send delivers one push and ends it as the push service answers (RFC 8030 §5):
+// a 2xx, sent; 404 or 410, the subscription is gone; a 429, a 5xx or no answer,
+// retried after Retry-After or a backoff that doubles from 10 s, until pushGiveUp
+// after it was queued; anything else given up, and logged.
+func (p *pusher) send(ctx context.Context, j pushJob) {
+	status, retryAfter, err := p.post(ctx, j)
+	retry, gone := time.Time{}, status == http.StatusNotFound || status == http.StatusGone || errors.Is(err, errPushAddress)
+	if status == http.StatusTooManyRequests || status >= 500 || status == 0 && !gone {
+		retry = time.Now().Add(cmp.Or(retryAfter, 10*time.Second<<min(j.Attempts-1, 8)))
+		if retry.After(j.Created.Add(pushGiveUp)) {
+			retry = time.Time{}
+		}
+	}
+	if status/100 != 2 {
+		p.log.Warn("push not delivered", "status", status, "gone", gone, "retry", !retry.IsZero(), "err", fmt.Sprint(err))
+	}
+	if err := p.db.pushed(context.WithoutCancel(ctx), j, retry, gone); err != nil {
+		p.log.Warn("ending a push", "err", err.Error())
+	}
+}
+
+// post sends j's payload, encrypted to its subscription, and returns the push
+// service's status (0 for none) and the wait its Retry-After asks for (RFC 9110 §10.2.3).
+func (p *pusher) post(ctx context.Context, j pushJob) (int, time.Duration, error) {
+	endpoint, err := url.Parse(j.Endpoint)
+	if err != nil {
+		return 0, 0, err
+	}
+	body, err := encryptPush(j.P256dh, j.Auth, []byte(j.Payload))
+	if err != nil {
+		return 0, 0, err
+	}
+	vapid, err := p.key.authorization(endpoint, time.Now())
+	if err != nil {
+		return 0, 0, err
+	}
+	req, err := newPushRequest(ctx, endpoint, body, pushTTL, j.Topic, vapid)
+	if err != nil {
+		return 0, 0, err
+	}
+	resp, err := p.client.Do(req)
+	if err != nil {
+		return 0, 0, err
+	}
+	resp.Body.Close()
+	wait := time.Duration(0)
+	if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && s > 0 {
+		wait = time.Duration(s) * time.Second
+	} else if at, err := http.ParseTime(resp.Header.Get("Retry-After")); err == nil {
+		wait = max(time.Until(at), 0)
+	}
+	return resp.StatusCode, wait, nil
+}
+
+// handleVAPIDKey serves GET /api/vapid-public-key: {"public_key": "..."}, the
+// applicationServerKey that pushManager.subscribe takes; 501 when Web Push is off.
+func handleVAPIDKey(key *vapidKey) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if key == nil {
+			writeError(w, r, errPushOff)
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]string{"public_key": key.public})
+	}
+}
+
+// handleSubscription serves POST /api/{user_id}/push-subscriptions, which takes what
+// PushSubscription.toJSON() gives ({"endpoint", "expirationTime", "keys": {"p256dh",
+// "auth"}}) and answers 201, or 200 for an endpoint held already, and DELETE on the
+// same path, which takes {"endpoint"} and answers 204. Both honour Idempotency-Key.
+func handleSubscription(db *store, key *vapidKey, allowPrivate, subscribe bool) userHandler {
+	return func(w http.ResponseWriter, r *http.Request, userID string) {
+		if key == nil {
+			writeError(w, r, errPushOff)
+			return
+		}
+		var sub subscription
+		raw, err := readObject(w, r)
+		if err == nil {
+			sub, err = decodeSubscription(raw, subscribe, allowPrivate)
+		}
+		idempotency, keyErr := idempotencyKey(r)
+		if err = cmp.Or(err, keyErr); err != nil {
+			writeError(w, r, err)
+			return
+		}
+		body, _ := json.Marshal(sub) // cannot fail: strings
+		hash := sha256.Sum256(append([]byte(r.Pattern+"\n"), body...))
+		a, replayed, err := db.writeOnce(r.Context(), userID, idempotency, hash[:], func(ctx context.Context, q querier) (answer, error) {
+			if !subscribe {
+				return answer{Status: http.StatusNoContent}, db.unsubscribe(ctx, q, userID, sub.Endpoint)
+			}
+			created, err := db.subscribe(ctx, q, userID, sub.Endpoint, sub.Keys.P256dh, sub.Keys.Auth, maxSubscriptions)
+			return answer{Status: map[bool]int{true: http.StatusCreated, false: http.StatusOK}[created], Body: append(body, '\n')}, err
+		})
+		if err != nil {
+			writeError(w, r, err)
+			return
+		}
+		writeAnswer(w, a, replayed)
+	}
+}
+
+// subscription is a push subscription as PushSubscription.toJSON() gives it, expirationTime aside.
+type subscription struct {
+	Endpoint string `json:"endpoint"`
+	Keys     struct {
+		P256dh string `json:"p256dh"`
+		Auth   string `json:"auth"`
+	} `json:"keys"`
+}
+
+// decodeSubscription reads a subscription body: an endpoint that checkPushEndpoint
+// takes, of at most 2048 bytes, and for a subscribe keys that checkSubscriptionKeys
+// takes; expirationTime is read and not kept, and any other member is a 422.
+func decodeSubscription(raw map[string]json.RawMessage, subscribe, allowPrivate bool) (sub subscription, err error) {
+	for name := range raw {
+		if name != "endpoint" && name != "keys" && name != "expirationTime" {
+			return sub, validationError{{[]any{"body", name}, "Extra inputs are not permitted", "extra_forbidden"}}
+		}
+	}
+	delete(raw, "expirationTime")
+	if b, _ := json.Marshal(raw); json.Unmarshal(b, &sub) != nil {
+		return sub, validationError{{[]any{"body"}, `Input should be {"endpoint": "https://...", "keys": {"p256dh": "...", "auth": "..."}}`, "model_attributes_type"}}
+	}
+	if _, err = checkPushEndpoint(sub.Endpoint, allowPrivate); err == nil && len(sub.Endpoint) > 2048 {
+		err = validationError{{[]any{"body", "endpoint"}, "endpoint should be at most 2048 bytes", "string_too_long"}}
+	}
+	if err == nil && subscribe {
+		err = checkSubscriptionKeys(sub.Keys.P256dh, sub.Keys.Auth)
+	}
+	return sub, err
+}

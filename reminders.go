@@ -1,0 +1,148 @@
+// reminders.go holds a task's reminders, their one spelling, and the scheduler that fires them and sends their pushes.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// maxReminders is how many reminders a task may have.
+const maxReminders = 5
+
+// isoDuration is an ISO 8601 duration as RFC 5545's TRIGGER takes it: weeks, or days and a time.
+var isoDuration = regexp.MustCompile(`^([+-]?)P(?:([0-9]{1,3})W|([0-9]{1,3}D)?(?:T([0-9]{1,4}H)?([0-9]{1,6}M)?([0-9]{1,8}S)?)?)$`)
+
+// parseReminders reads a body's reminders: null or an array of up to maxReminders
+// objects, each {"offset": "-PT15M"}, an ISO 8601 duration from the due moment
+// from -P28D to P1D, or {"at": "2026-12-01T08:45:00Z"}, an instant. It returns
+// them as a JSON array in their one spelling (offsets in days, hours, minutes and
+// seconds; instants in UTC), repeats dropped, whether one is an offset, and a
+// message for each entry that is wrong.
+func parseReminders(v json.RawMessage, fail func(msg, typ string, loc ...any)) (spelled json.RawMessage, offsets bool) {
+	var entries []map[string]json.RawMessage
+	if string(v) == "null" {
+		return noReminders, false
+	}
+	if json.Unmarshal(v, &entries) != nil || len(entries) > maxReminders {
+		fail("Input should be a list of up to "+strconv.Itoa(maxReminders)+" reminders, each {\"offset\": \"-PT15M\"} or {\"at\": \"2026-12-01T08:45:00Z\"}", "list_type", "reminders")
+		return nil, false
+	}
+	var out []string
+	for i, e := range entries {
+		var s string
+		offset, isOffset := e["offset"]
+		at, isAt := e["at"]
+		if len(e) != 1 || json.Unmarshal(append(offset, at...), &s) != nil {
+			fail(`Input should be {"offset": "-PT15M"} or {"at": "2026-12-01T08:45:00Z"}`, "value_error", "reminders", i)
+			continue
+		}
+		if isOffset {
+			if d, ok := spellOffset(s); ok {
+				s, offsets = `{"offset":"`+d+`"}`, true
+			} else {
+				fail("An offset should be an ISO 8601 duration from -P28D to P1D, such as -PT15M", "value_error", "reminders", i, "offset")
+				continue
+			}
+		} else if d, ok := parseDue(s); ok && isAt && d.Kind == dueInstant {
+			s = `{"at":` + string(appendDue(nil, d)) + `}`
+		} else {
+			fail("at should be a date-time with an offset, such as 2026-12-01T08:45:00Z", "value_error", "reminders", i, "at")
+			continue
+		}
+		if !slices.Contains(out, s) {
+			out = append(out, s)
+		}
+	}
+	return json.RawMessage("[" + strings.Join(out, ",") + "]"), offsets
+}
+
+// spellOffset reads an ISO 8601 duration and spells it as [-]P[nD][T[nH][nM][nS]]
+// (PT0S for none), or false outside -P28D to P1D, a day counted as 24 hours.
+func spellOffset(s string) (string, bool) {
+	m := isoDuration.FindStringSubmatch(s)
+	if m == nil || s[len(s)-1] == 'T' || strings.HasSuffix(s, "P") {
+		return "", false
+	}
+	n := func(i int) int { v, _ := strconv.Atoi(strings.TrimRight(m[i], "DHMS")); return v }
+	days, secs := 7*n(2)+n(3), 3600*n(4)+60*n(5)+n(6)
+	if total := days*86400 + secs; m[1] == "-" && total > 28*86400 || m[1] != "-" && total > 86400 {
+		return "", false
+	}
+	spelled := "P"
+	if days > 0 {
+		spelled += strconv.Itoa(days) + "D"
+	}
+	if secs > 0 || days == 0 {
+		spelled += "T"
+		for _, u := range []struct {
+			size int
+			unit string
+		}{{3600, "H"}, {60, "M"}, {1, "S"}} {
+			if secs >= u.size || u.size == 1 && spelled == "PT" {
+				spelled += strconv.Itoa(secs/u.size) + u.unit
+				secs %= u.size
+			}
+		}
+	}
+	if m[1] == "-" && spelled != "PT0S" {
+		spelled = "-" + spelled
+	}
+	return spelled, true
+}
+
+// reminders is c's reminders as a parameter: nil to leave them, "[]" to clear them.
+func reminders(c taskChange) *string {
+	if c.Reminders == nil {
+		return nil
+	}
+	s := string(c.Reminders)
+	return &s
+}
+
+// remind fires reminders (store.fireReminders) and, with p, has their pushes
+// sent (pusher.run) until ctx ends, then waits for the pushes in flight. Each
+// round reads when the next of each is due, one indexed statement, and waits
+// until then, a second at most: another replica may have written one sooner.
+func remind(ctx context.Context, db *store, p *pusher, log *slog.Logger) {
+	var pushes func(firedReminder) (string, string)
+	kick := make(chan struct{}, 1)
+	if p != nil {
+		pushes = reminderPush
+		p.wg.Go(func() { p.run(ctx, kick) })
+		defer p.wg.Wait()
+	}
+	for {
+		wait := time.Second
+		reminder, push, err := db.dueWork(ctx)
+		now := time.Now()
+		switch {
+		case err != nil:
+			log.Warn("reading when reminders are due", "err", err.Error())
+		case reminder != nil && !reminder.After(now):
+			if _, err := db.fireReminders(ctx, 500, pushes); err != nil {
+				log.Warn("firing reminders", "err", err.Error())
+			} else {
+				wait = 0
+			}
+		case reminder != nil:
+			wait = min(wait, reminder.Sub(now))
+		}
+		if err == nil && push != nil && !push.After(now) {
+			select {
+			case kick <- struct{}{}:
+			default: // pusher.run has one waiting already
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+	}
+}

@@ -1,0 +1,188 @@
+// store_time.go holds the store's statements for what happens in time: moving a recurring task, firing reminders, and Web Push's outbox and subscriptions.
+package main
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// moveSeries, on a transaction holding the user's row lock (store.locked),
+// moves the user's recurring task id to its next occurrence, due at next, with
+// recurrence its rule from then on, and records the occurrence done as a
+// completed copy without recurrence: two versions, the copy's the later one,
+// and a task more, unless the user holds maxTasks (errTaskLimit). With next
+// nil, no occurrence is left, and the task itself completes.
+func (s *store) moveSeries(ctx context.Context, tx querier, userID string, id int64, next *Due, recurrence string, maxTasks int) (Task, error) {
+	dueAt, _ := dueColumns(next)
+	t, err := s.one(ctx, tx, `WITH slot AS (UPDATE task_counts SET n = n + ($3::timestamptz IS NOT NULL)::int,
+			version = version + 1 + ($3::timestamptz IS NOT NULL)::int WHERE user_id = $2 AND (n < $5 OR $3::timestamptz IS NULL) RETURNING version AS v),
+		copy AS (INSERT INTO tasks (user_id, version, title, description, priority, due_date, due_kind, tags, completed, completed_at)
+			SELECT user_id, v, title, description, priority, due_date, due_kind, tags, true, now()
+			FROM tasks, slot WHERE id = $1 AND user_id = $2 AND $3::timestamptz IS NOT NULL)
+		UPDATE tasks SET version = v - ($3::timestamptz IS NOT NULL)::int, updated_at = now(), due_date = coalesce($3::timestamptz, due_date),
+			recurrence = $4, completed = $3::timestamptz IS NULL, completed_at = CASE WHEN $3::timestamptz IS NULL THEN now() END
+		FROM slot WHERE id = $1 AND user_id = $2 RETURNING `+taskColumns, id, userID, dueAt, recurrence, maxTasks)
+	if errors.Is(err, errNotFound) { // no slot: the user holds maxTasks
+		err = errTaskLimit
+	}
+	return t, err
+}
+
+// locked runs fn in a transaction on q (a savepoint if q is one) that first takes the user's row lock.
+func (s *store) locked(ctx context.Context, q querier, userID string, fn func(tx querier) error) error {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
+	return storeError(pgx.BeginFunc(ctx, q, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT FROM task_counts WHERE user_id = $1 FOR NO KEY UPDATE`, userID); err != nil {
+			return err
+		}
+		return fn(tx)
+	}))
+}
+
+// dueWork returns when the first reminder is due to fire and the first push to
+// be sent, each nil for none: one statement, which reads two indexes' first entries.
+func (s *store) dueWork(ctx context.Context) (reminder, push *time.Time, err error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
+	err = s.pool.QueryRow(ctx, `SELECT (SELECT min(next_reminder_at) FROM tasks), (SELECT min(not_before) FROM push_outbox)`).Scan(&reminder, &push)
+	return reminder, push, storeError(err)
+}
+
+// firedReminder is a reminder that fired: its user, its task as a push shows it, and its moment.
+type firedReminder struct {
+	UserID string
+	TaskID int64
+	Title  string
+	Due    *Due
+	At     time.Time
+}
+
+// fireReminders fires the reminders due now of up to batch users, each once
+// however many replicas run, in one transaction. It takes the users' row locks
+// without waiting (one another replica holds is that replica's to fire), moves
+// each due task's next_reminder_at past the moment, records each firing for the
+// feed (two versions each: the task's, then the record's), and, with pushes not
+// nil, queues the push that pushes gives each to every subscription of its user.
+func (s *store) fireReminders(ctx context.Context, batch int, pushes func(firedReminder) (topic, payload string)) ([]firedReminder, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
+	var fired []firedReminder
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		rows, _ := tx.Query(ctx, `SELECT user_id FROM task_counts WHERE user_id IN (SELECT user_id FROM tasks
+			WHERE next_reminder_at <= now() ORDER BY next_reminder_at LIMIT $1) ORDER BY user_id FOR NO KEY UPDATE SKIP LOCKED`, batch)
+		users, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil || len(users) == 0 {
+			return err
+		}
+		rows, _ = tx.Query(ctx, `WITH due AS (SELECT user_id, id, next_reminder_at AS at, title, due_date, due_kind, reminders, timezone,
+				row_number() OVER w AS i, count(*) OVER w AS k FROM tasks
+				WHERE user_id = ANY($1) AND next_reminder_at <= now() WINDOW w AS (PARTITION BY user_id)),
+			bumped AS (UPDATE task_counts c SET version = version + 2 * d.k FROM (SELECT DISTINCT user_id, k FROM due) d
+				WHERE c.user_id = d.user_id RETURNING c.user_id, c.version - 2 * d.k AS base),
+			moved AS (UPDATE tasks t SET version = base + 2 * i - 1, next_reminder_at = (SELECT min(m)
+					FROM unnest(task_reminder_moments(d.reminders, d.due_date, d.due_kind, d.timezone)) AS m WHERE m > d.at)
+				FROM due d JOIN bumped USING (user_id) WHERE t.user_id = d.user_id AND t.id = d.id),
+			recorded AS (INSERT INTO fired_reminders (user_id, version, task_id, at)
+				SELECT user_id, base + 2 * i, id, at FROM due JOIN bumped USING (user_id))
+			SELECT user_id, id, title, due_date, due_kind, at FROM due`, users)
+		fired, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (f firedReminder, err error) {
+			var due *time.Time
+			var kind *string
+			err = row.Scan(&f.UserID, &f.TaskID, &f.Title, &due, &kind, &f.At)
+			if due != nil {
+				f.Due = &Due{due.UTC(), dueKindOf(*kind)}
+			}
+			return f, err
+		})
+		if err != nil || pushes == nil {
+			return err
+		}
+		var userIDs, topics, payloads []string
+		for _, f := range fired {
+			topic, payload := pushes(f)
+			userIDs, topics, payloads = append(userIDs, f.UserID), append(topics, topic), append(payloads, payload)
+		}
+		_, err = tx.Exec(ctx, `INSERT INTO push_outbox (user_id, endpoint, topic, payload) SELECT user_id, endpoint, topic, payload
+			FROM push_subscriptions JOIN unnest($1::text[], $2::text[], $3::text[]) AS f(user_id, topic, payload) USING (user_id)`,
+			userIDs, topics, payloads)
+		return err
+	})
+	return fired, storeError(err)
+}
+
+// pushJob is a push to send: its row in the outbox, and the keys of its subscription.
+type pushJob struct {
+	UserID, Endpoint, Topic, Payload, P256dh, Auth string
+	ID                                             int64
+	Attempts                                       int
+	Created                                        time.Time
+}
+
+// claimPushes takes up to batch pushes due to be sent, each for lease: another
+// sender takes one only after its lease ends unsent (this process died).
+func (s *store) claimPushes(ctx context.Context, batch int, lease time.Duration) ([]pushJob, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
+	rows, _ := s.pool.Query(ctx, `UPDATE push_outbox o SET not_before = now() + make_interval(secs => $2), attempts = o.attempts + 1
+		FROM (SELECT user_id, id FROM push_outbox WHERE not_before <= now() ORDER BY not_before LIMIT $1 FOR UPDATE SKIP LOCKED) c,
+			push_subscriptions s
+		WHERE o.user_id = c.user_id AND o.id = c.id AND s.user_id = o.user_id AND s.endpoint = o.endpoint
+		RETURNING o.user_id, o.endpoint, o.topic, o.payload, s.p256dh, s.auth, o.id, o.attempts, o.created_at`, batch, lease.Seconds())
+	jobs, err := pgx.CollectRows(rows, pgx.RowToStructByPos[pushJob])
+	return jobs, storeError(err)
+}
+
+// pushed ends a claimed push: sent (or given up), retried from retry when it is
+// not zero, or, when gone, with its subscription, which the push service no
+// longer knows (and every push queued for it).
+func (s *store) pushed(ctx context.Context, j pushJob, retry time.Time, gone bool) error {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
+	sql := `DELETE FROM push_outbox WHERE user_id = $1 AND id = $2 AND $3::timestamptz IS NULL`
+	switch {
+	case gone:
+		sql = `DELETE FROM push_subscriptions WHERE user_id = $1 AND endpoint = (SELECT endpoint FROM push_outbox
+			WHERE user_id = $1 AND id = $2) AND $3::timestamptz IS NULL`
+	case !retry.IsZero():
+		sql = `UPDATE push_outbox SET not_before = $3 WHERE user_id = $1 AND id = $2`
+	}
+	var at *time.Time
+	if !retry.IsZero() {
+		at = &retry
+	}
+	_, err := s.pool.Exec(ctx, sql, j.UserID, j.ID, at)
+	return storeError(err)
+}
+
+// subscribe keeps the user's push subscription to endpoint with its keys: created
+// is false when the endpoint was held already (its keys are replaced), and
+// errSubscriptionLimit refuses one more than most. The user's advisory lock makes
+// two subscribes take turns, so that the count holds.
+func (s *store) subscribe(ctx context.Context, q querier, userID, endpoint, p256dh, auth string, most int) (created bool, err error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
+	b := &pgx.Batch{}
+	b.Queue(`SELECT pg_advisory_xact_lock(7031945863, hashtext($1))`, userID)
+	b.Queue(`INSERT INTO push_subscriptions (user_id, endpoint, p256dh, auth) SELECT $1, $2, $3, $4
+		WHERE (SELECT count(*) FROM push_subscriptions WHERE user_id = $1 AND endpoint <> $2) < $5
+		ON CONFLICT (user_id, endpoint) DO UPDATE SET p256dh = EXCLUDED.p256dh, auth = EXCLUDED.auth
+		RETURNING xmax = 0`, userID, endpoint, p256dh, auth, most).QueryRow(func(row pgx.Row) error { return row.Scan(&created) })
+	err = storeError(q.SendBatch(ctx, b).Close())
+	if errors.Is(err, errNotFound) {
+		err = errSubscriptionLimit
+	}
+	return created, err
+}
+
+// unsubscribe deletes the user's push subscription to endpoint (errNotFound if none), and its queued pushes.
+func (s *store) unsubscribe(ctx context.Context, q querier, userID, endpoint string) error {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
+	rows, _ := q.Query(ctx, `DELETE FROM push_subscriptions WHERE user_id = $1 AND endpoint = $2 RETURNING true`, userID, endpoint)
+	_, err := pgx.CollectOneRow(rows, pgx.RowTo[bool])
+	return storeError(err)
+}
