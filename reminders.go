@@ -125,10 +125,13 @@ func remind(ctx context.Context, db *store, p *pusher, log *slog.Logger) {
 		case err != nil:
 			log.Warn("reading when reminders are due", "err", err.Error())
 		case reminder != nil && !reminder.After(now):
-			if _, err := db.fireReminders(ctx, 500, pushes); err != nil {
+			switch fired, err := db.fireReminders(ctx, 500, pushes); {
+			case err != nil:
 				log.Warn("firing reminders", "err", err.Error())
-			} else {
-				wait = 0
+			case len(fired) > 0:
+				wait = 0 // more may be due
+			default: // another replica holds the users whose reminders are due
+				wait = 100 * time.Millisecond
 			}
 		case reminder != nil:
 			wait = min(wait, reminder.Sub(now))
