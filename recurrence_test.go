@@ -550,3 +550,39 @@ func TestRecurringCompletionsRace(t *testing.T) {
 		t.Fatalf("%d completions under one If-Match landed, due %s; want 1, 2026-12-16", landed, got.DueDate.At.Format(time.DateOnly))
 	}
 }
+
+// TestNextDueAcrossClockChanges: an instant recurs on its zone's wall clock, a
+// skipped time read with the offset before the gap, a repeated one as the first;
+// dates and floating times recur on their own calendar; COUNT counts down.
+func TestNextDueAcrossClockChanges(t *testing.T) {
+	for _, tc := range []struct {
+		rule, zone, due string
+		kind            dueKind
+		want, wantRule  string
+	}{
+		{"FREQ=DAILY", "Europe/Berlin", "2026-03-28T01:30:00Z", dueInstant, "2026-03-29T01:30:00Z", "FREQ=DAILY"},         // 02:30 CET, then the gap: 03:30 CEST
+		{"FREQ=DAILY", "Europe/Berlin", "2026-03-29T01:30:00Z", dueInstant, "2026-03-30T01:30:00Z", "FREQ=DAILY"},         // from 03:30 CEST, 03:30 (the series goes on from the due date as it is)
+		{"FREQ=DAILY", "Europe/Berlin", "2026-03-28T08:00:00Z", dueInstant, "2026-03-29T07:00:00Z", "FREQ=DAILY"},         // 09:00 stays 09:00
+		{"FREQ=DAILY", "America/Los_Angeles", "2026-10-31T08:30:00Z", dueInstant, "2026-11-01T08:30:00Z", "FREQ=DAILY"},   // 01:30 PDT, then the first 01:30
+		{"FREQ=DAILY", "America/Los_Angeles", "2026-10-31T16:00:00Z", dueInstant, "2026-11-01T17:00:00Z", "FREQ=DAILY"},   // 09:00 PDT, then 09:00 PST
+		{"FREQ=WEEKLY;COUNT=3", "UTC", "2026-03-28T08:00:00Z", dueInstant, "2026-04-04T08:00:00Z", "FREQ=WEEKLY;COUNT=2"}, // no zone: UTC
+		{"FREQ=DAILY", "Europe/Berlin", "2026-03-28T02:30:00Z", dueLocal, "2026-03-29T02:30:00Z", "FREQ=DAILY"},           // a floating time keeps its clock
+		{"FREQ=MONTHLY", "Europe/Berlin", "2026-01-31T00:00:00Z", dueDate, "2026-03-31T00:00:00Z", "FREQ=MONTHLY"},        // a date skips February
+		{"FREQ=DAILY;COUNT=1", "UTC", "2026-03-28T08:00:00Z", dueInstant, "none", "FREQ=DAILY;COUNT=1"},
+		{"FREQ=DAILY;UNTIL=20260328T080000Z", "UTC", "2026-03-28T08:00:00Z", dueInstant, "none", "FREQ=DAILY;UNTIL=20260328T080000Z"},
+	} {
+		at, _ := time.Parse(time.RFC3339, tc.due)
+		task := Task{Recurrence: &tc.rule, RecurFrom: "due", Timezone: &tc.zone, DueDate: &Due{at, tc.kind}}
+		next, rule := nextDue(task, time.Now())
+		got := "none"
+		if next != nil {
+			got = next.At.Format(time.RFC3339)
+			if next.Kind != tc.kind {
+				t.Errorf("%s from %s: kind %d, want %d", tc.rule, tc.due, next.Kind, tc.kind)
+			}
+		}
+		if got != tc.want || rule != tc.wantRule {
+			t.Errorf("%s in %s from %s = %s %s, want %s %s", tc.rule, tc.zone, tc.due, got, rule, tc.want, tc.wantRule)
+		}
+	}
+}
