@@ -161,12 +161,13 @@ func (s *store) pushed(ctx context.Context, j pushJob, retry time.Time, gone boo
 // subscribe keeps the user's push subscription to endpoint with its keys: created
 // is false when the endpoint was held already (its keys are replaced), and
 // errSubscriptionLimit refuses one more than most. The user's advisory lock makes
-// two subscribes take turns, so that the count holds.
+// two subscribes take turns, so that the count holds: its two-key form takes two
+// int4s (a bigint first key has no such function), the first naming this lock.
 func (s *store) subscribe(ctx context.Context, q querier, userID, endpoint, p256dh, auth string, most int) (created bool, err error) {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
 	b := &pgx.Batch{}
-	b.Queue(`SELECT pg_advisory_xact_lock(7031945863, hashtext($1))`, userID)
+	b.Queue(`SELECT pg_advisory_xact_lock(703194586, hashtext($1))`, userID)
 	b.Queue(`INSERT INTO push_subscriptions (user_id, endpoint, p256dh, auth) SELECT $1, $2, $3, $4
 		WHERE (SELECT count(*) FROM push_subscriptions WHERE user_id = $1 AND endpoint <> $2) < $5
 		ON CONFLICT (user_id, endpoint) DO UPDATE SET p256dh = EXCLUDED.p256dh, auth = EXCLUDED.auth
