@@ -3,7 +3,9 @@
 // them, a real headless Chromium for CORS, and every response the suite
 // receives validated against ../openapi.json. Each user's task lifecycle goes
 // through the typed client (client.mjs, lifecycle.mjs) that `npm run check`
-// type-checks against types generated from ../openapi.json.
+// type-checks against types generated from ../openapi.json. Reminders reach a
+// push service in miniature (the body decrypted by http_ece, web-push's code)
+// and, over an event stream, a page's Notification.
 //
 //   npm run check && node run.mjs      (needs Go, PostgreSQL at TEST_DATABASE_URL, /usr/bin/chromium)
 import { betterAuth } from "better-auth";
@@ -12,15 +14,16 @@ import { getMigrations } from "better-auth/db/migration";
 import { toNodeHandler } from "better-auth/node";
 import { createAuthClient } from "better-auth/client";
 import { jwtClient } from "better-auth/client/plugins";
-import { SignJWT, decodeProtectedHeader } from "jose";
+import { SignJWT, decodeProtectedHeader, importJWK, jwtVerify } from "jose";
 import Ajv2020 from "ajv/dist/2020.js";
 import addFormats from "ajv-formats";
 import { chromium } from "playwright-core";
+import ece from "http_ece";
 import pg from "pg";
 import http from "node:http";
 import { spawn, execFileSync } from "node:child_process";
 import { readFileSync } from "node:fs";
-import { randomBytes } from "node:crypto";
+import { randomBytes, createECDH } from "node:crypto";
 import { assert, lifecycle } from "./lifecycle.mjs";
 
 const PG_URL = process.env.TEST_DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/test?sslmode=disable";
@@ -40,6 +43,14 @@ async function check(name, fn) {
     results.push(false);
     console.log(`FAIL  ${name}: ${err.message}`);
   }
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+// until polls cond every 100 ms until it holds or ms pass, and says whether it held.
+async function until(cond, ms) {
+  for (const end = Date.now() + ms; !(await cond()); await sleep(100)) if (Date.now() > end) return false;
+  return true;
 }
 
 // ---------------------------------------------------------------- the document
@@ -212,6 +223,38 @@ async function jwtFromSession(client, user) {
   return token;
 }
 
+// startPushService runs a push service in miniature on 127.0.0.1: it keeps each request
+// (method, path, headers, body) and answers 201 with a Location, as one does (RFC 8030 §5).
+async function startPushService() {
+  const received = [];
+  const server = http.createServer((req, res) => {
+    const chunks = [];
+    req.on("data", (c) => chunks.push(c));
+    req.on("end", () => {
+      received.push({ method: req.method, path: req.url, headers: req.headers, body: Buffer.concat(chunks) });
+      res.writeHead(201, { Location: `/message/${received.length}` }).end();
+    });
+  });
+  const origin = `http://127.0.0.1:${await listen(server, 0, "127.0.0.1")}`;
+  cleanup.push(async () => {
+    server.closeAllConnections();
+    await new Promise((r) => server.close(r));
+  });
+  return { origin, received };
+}
+
+// remindSoon creates a task whose one reminder is 2 s ahead. A moment already past at the insert
+// never fires (no next_reminder_at): on a machine too busy for 2 s, it tries further ahead.
+async function remindSoon(base, user, token, body) {
+  for (const lead of [2000, 5000, 15000]) {
+    const at = new Date(Date.now() + lead).toISOString();
+    const r = await api(base, "POST", `/api/${user.id}/tasks`, token, { ...body, reminders: [{ at }] });
+    assert(r.status === 201, `create with a reminder: ${r.status} ${JSON.stringify(r.body)}`);
+    if (r.body.next_reminder_at) return { task: r.body, at };
+  }
+  throw new Error("a reminder 15 s ahead was past by the time its task was inserted");
+}
+
 function tamper(token) {
   const [h, p, s] = token.split(".");
   const claims = JSON.parse(Buffer.from(p, "base64url"));
@@ -323,6 +366,48 @@ async function main() {
     assert(r.status === 200 && r.body.length >= 1, `${r.status}`);
   });
 
+  await check("Web Push: a reminder reaches a push service, which an independent implementation decrypts", async () => {
+    const keys = Object.fromEntries(execFileSync(bin, ["vapid-keys"], { encoding: "utf8" }).trim().split("\n").map((l) => l.split("=")));
+    const db = new URL(await createDatabase(`${run}_push`));
+    db.searchParams.set("pool_max_conns", "4");
+    const subject = "mailto:e2e@example.com";
+    const base = await startAPI(bin, { DATABASE_URL: db.toString(), BETTER_AUTH_URL: main.baseURL, BETTER_AUTH_SECRET: secret,
+      VAPID_PRIVATE_KEY: keys.VAPID_PRIVATE_KEY, VAPID_SUBJECT: subject, WEB_PUSH_ALLOW_PRIVATE: "1" });
+    assert((await api(base, "GET", "/api/vapid-public-key")).body.public_key === keys.VAPID_PUBLIC_KEY, "GET /api/vapid-public-key is not vapid-keys' public key");
+    // The subscriber, as a browser makes one (RFC 8291 §2): a P-256 pair and 16 random bytes.
+    const push = await startPushService();
+    const browserKey = createECDH("prime256v1");
+    browserKey.generateKeys();
+    const authSecret = randomBytes(16);
+    const endpoint = `${push.origin}/push/${randomBytes(8).toString("hex")}`;
+    const u = await signUp(main.client, "pushed");
+    const token = await jwtOf(main.client, u);
+    const sub = await api(base, "POST", `/api/${u.id}/push-subscriptions`, token, { endpoint, expirationTime: null,
+      keys: { p256dh: browserKey.getPublicKey().toString("base64url"), auth: authSecret.toString("base64url") } });
+    assert(sub.status === 201, `subscribe: ${sub.status} ${JSON.stringify(sub.body)}`);
+    const { task, at } = await remindSoon(base, u, token, { title: "Call the dentist", due_date: "2027-03-01" });
+    assert(await until(() => push.received.length > 0, 30000), "no push within 30 s of the reminder");
+    await sleep(3000); // time for a second push, which must not come
+    assert(push.received.length === 1, `${push.received.length} pushes, want 1`);
+    const [got] = push.received;
+    const h = got.headers;
+    assert(got.method === "POST" && got.path === new URL(endpoint).pathname, `${got.method} ${got.path}`);
+    assert(h["content-encoding"] === "aes128gcm" && h.urgency === "high" && /^[1-9][0-9]*$/.test(h.ttl) && /^[A-Za-z0-9_-]{1,32}$/.test(h.topic ?? ""),
+      `headers ${JSON.stringify(h)}`);
+    // VAPID (RFC 8292): an ES256 JWT for the push service's origin, checked with the key k= names.
+    const vapid = /^vapid t=([\w.-]+), *k=([\w-]+)$/.exec(h.authorization ?? "");
+    assert(vapid && vapid[2] === keys.VAPID_PUBLIC_KEY, `Authorization ${h.authorization}`);
+    const point = Buffer.from(vapid[2], "base64url");
+    const key = await importJWK({ kty: "EC", crv: "P-256", x: point.subarray(1, 33).toString("base64url"), y: point.subarray(33).toString("base64url") }, "ES256");
+    const { payload: claims } = await jwtVerify(vapid[1], key, { algorithms: ["ES256"], audience: push.origin });
+    const now = Date.now() / 1000;
+    assert(claims.sub === subject && claims.exp > now && claims.exp <= now + 24 * 3600, `VAPID claims ${JSON.stringify(claims)}`);
+    // RFC 8291's aes128gcm, decrypted by http_ece (web-push's) with the subscriber's private key and auth secret.
+    const payload = JSON.parse(ece.decrypt(got.body, { version: "aes128gcm", privateKey: browserKey, authSecret }).toString("utf8"));
+    const want = { type: "reminder", task: { id: task.id, title: "Call the dentist", due_date: "2027-03-01" }, at: payload.at };
+    assert(JSON.stringify(payload) === JSON.stringify(want) && Date.parse(payload.at) === Date.parse(at), `payload ${JSON.stringify(payload)}, reminder at ${at}`);
+  });
+
   // A second replica of the main API, on the same database, for the live stream across replicas;
   // and, with E2E_PGBOUNCER (host:port of a transaction-mode PgBouncer, as CI runs), a third one
   // through it with no DATABASE_DIRECT_URL, whose streams fall back to polling.
@@ -348,11 +433,12 @@ async function main() {
 // browser opens a page from the allowed origin and one from another origin in
 // headless Chromium; each calls the API with fetch and a Bearer token.
 async function browser(base, replicas, user, token) {
-  const page = readFileSync(new URL("./page.html", import.meta.url));
-  const sync = readFileSync(new URL("./sync.html", import.meta.url));
+  const html = (name) => readFileSync(new URL(`./${name}.html`, import.meta.url));
+  const page = html("page");
+  const pages = { "/sync": html("sync"), "/notify": html("notify") };
   const serve = (req, res) => {
     res.writeHead(200, { "Content-Type": "text/html" });
-    res.end(req.url.startsWith("/sync") ? sync : page);
+    res.end(pages[new URL(req.url, ALLOWED).pathname] ?? page);
   };
   const servers = [http.createServer(serve), http.createServer(serve)];
   await listen(servers[0], 3000);
@@ -430,6 +516,43 @@ async function browser(base, replicas, user, token) {
     assert(byID(got.tasks) === byID(list), `the live page holds ${byID(got.tasks)}\nthe list is ${byID(list)}`);
     const lags = Object.entries(wrote.wrote).map(([id, at]) => (got.seen[id] ? `${got.seen[id] - at}` : "never (deleted first)"));
     console.log(`        created through replica 1, on ${name}'s stream after (ms): ${lags.join(", ")}`);
+  });
+  await check("Chromium, notification permission granted: a reminder over the event stream shows one Notification", async () => {
+    const context = await b.newContext();
+    try {
+      await context.grantPermissions(["notifications"], { origin: ALLOWED });
+      const p = await context.newPage();
+      // Count what the page constructs, and whether Chromium then fired show or error.
+      await p.addInitScript(() => {
+        const Real = window.Notification;
+        window.made = [];
+        window.Notification = class extends Real {
+          constructor(title, options) {
+            super(title, options);
+            const n = { title, tag: options?.tag, event: null };
+            window.made.push(n);
+            this.addEventListener("show", () => (n.event ??= "show"));
+            this.addEventListener("error", () => (n.event ??= "error"));
+          }
+        };
+      });
+      await p.goto(`${ALLOWED}/notify#` + new URLSearchParams({ api: base, user: user.id, token }));
+      await p.waitForFunction(() => window.synced || window.error, null, { timeout: 15000 });
+      const start = await p.evaluate(() => ({ permission: window.permission, error: window.error }));
+      assert(!start.error && start.permission === "granted", `the page: ${JSON.stringify(start)}`);
+      const { task, at } = await remindSoon(base, user, token, { title: "Water the plants" });
+      const mine = (made) => made.filter((n) => n.tag?.startsWith(`reminder-${task.id}-`));
+      assert(await until(async () => mine(await p.evaluate(() => window.made)).length > 0 || (await p.evaluate(() => window.error)), 30000),
+        "no Notification within 30 s of the reminder");
+      await sleep(3000); // time for a second one, which must not come
+      const { made, error } = await p.evaluate(() => ({ made: window.made, error: window.error }));
+      assert(!error, `the page's stream failed: ${error}`);
+      assert(made.length === 1 && mine(made).length === 1, `Notifications made: ${JSON.stringify(made)}`);
+      assert(made[0].title === "Water the plants" && Date.parse(made[0].tag.slice(`reminder-${task.id}-`.length)) === Date.parse(at), JSON.stringify(made[0]));
+      console.log(`        Chromium fired ${made[0].event ?? "neither show nor error"} for it`);
+    } finally {
+      await context.close();
+    }
   });
   await check("Chromium, origin not in CORS_ORIGINS: the browser blocks the call", async () => {
     const before = (await api(base, "GET", `/api/${user.id}/tasks`, token)).body.length;
