@@ -3,9 +3,11 @@ package main
 
 import (
 	"context"
+	"crypto/ecdh"
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/rsa"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -314,5 +316,71 @@ func BenchmarkRRuleNext(b *testing.B) {
 				r.next(time.Date(2026, 12, 7, 9, 0, 0, 0, time.UTC), time.UTC)
 			}
 		})
+	}
+}
+
+// BenchmarkRemindersDue10000 is the time from a moment to the push for 10,000
+// reminders due at it: 100 users with 100 tasks each and one push subscription
+// each, two schedulers as two replicas would run, and a push service on
+// loopback that takes every push. It reports the seconds from the moment to the
+// last reminder fired and to the last push taken. Run it alone: go test -run XXX
+// -bench RemindersDue -benchtime 1x.
+func BenchmarkRemindersDue10000(b *testing.B) {
+	const users, perUser = 100, 100
+	var taken atomic.Int64
+	var last atomic.Int64 // Unix nanoseconds of the last push taken
+	service := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		taken.Add(1)
+		last.Store(time.Now().UnixNano())
+		w.WriteHeader(http.StatusCreated)
+	}))
+	defer service.Close()
+	private, _, _ := newVAPIDKeys()
+	key := must(parseVAPIDKey(private, "mailto:bench@example.com"))
+	subscriber := must(ecdh.P256().GenerateKey(rand.Reader))
+	p256dh := base64.RawURLEncoding.EncodeToString(subscriber.PublicKey().Bytes())
+	auth := base64.RawURLEncoding.EncodeToString(make([]byte, 16))
+	for b.Loop() {
+		db := testStore(b, newDatabase(b, ""), 30*time.Second)
+		ctx := context.Background()
+		if err := db.migrate(ctx, slog.New(slog.DiscardHandler)); err != nil {
+			b.Fatal(err)
+		}
+		moment := time.Now().Add(10 * time.Second).Truncate(time.Second)
+		for u := range users {
+			user := fmt.Sprintf("bench-%d", u)
+			_, err := db.pool.Exec(ctx, `INSERT INTO task_counts VALUES ($1, $3, 1);
+				INSERT INTO tasks (user_id, version, title, due_date, due_kind, reminders)
+				SELECT $1, 1, 'Task ' || g, $2, 'instant', json_build_array(json_build_object('at', $2::timestamptz))
+				FROM generate_series(1, $3) g;
+				INSERT INTO push_subscriptions VALUES ($1, $4, $5, $6)`, pgx.QueryExecModeSimpleProtocol,
+				user, moment, perUser, service.URL+"/"+user, p256dh, auth)
+			if err != nil {
+				b.Fatal(err)
+			}
+		}
+		taken.Store(0)
+		runCtx, stop := context.WithCancel(ctx)
+		done := make(chan struct{}, 2)
+		for range 2 {
+			p := &pusher{db: db, log: slog.New(slog.DiscardHandler), key: key, client: newPushClient(true), slots: make(chan struct{}, pushesAtOnce)}
+			go func() { remind(runCtx, db, p, slog.New(slog.DiscardHandler)); done <- struct{}{} }()
+		}
+		var firedAt time.Time
+		for deadline := time.Now().Add(5 * time.Minute); taken.Load() < users*perUser && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+			var fired int
+			if firedAt.IsZero() && db.pool.QueryRow(ctx, `SELECT count(*) FROM fired_reminders`).Scan(&fired) == nil && fired == users*perUser {
+				firedAt = time.Now()
+			}
+		}
+		stop()
+		<-done
+		<-done
+		if n := taken.Load(); n != users*perUser {
+			b.Fatalf("%d pushes taken, want %d", n, users*perUser)
+		}
+		b.ReportMetric(firedAt.Sub(moment).Seconds(), "s-to-last-fired")
+		b.ReportMetric(time.Unix(0, last.Load()).Sub(moment).Seconds(), "s-to-last-push")
 	}
 }

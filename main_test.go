@@ -302,7 +302,7 @@ func must[T any](v T, err error) T {
 }
 
 // testStore opens a store on url for one test, closed after it.
-func testStore(t *testing.T, url string, timeout time.Duration) *store {
+func testStore(t testing.TB, url string, timeout time.Duration) *store {
 	t.Helper()
 	db, err := openStore(url, timeout)
 	if err != nil {
@@ -324,7 +324,7 @@ func eventually(t *testing.T, what string, ok func() bool) {
 
 // newDatabase creates an empty database for one test, dropped after it, and
 // returns its URL; options are CREATE DATABASE's, such as a locale.
-func newDatabase(t *testing.T, options string) string {
+func newDatabase(t testing.TB, options string) string {
 	t.Helper()
 	name := fmt.Sprintf("tasks_test_%d", time.Now().UnixNano())
 	ctx := context.Background()
