@@ -45,8 +45,8 @@ type rrule struct {
 	byDay      []byDay
 	wkst       time.Weekday
 	count      int       // occurrences left, this one included; 0: no COUNT
-	until      time.Time // the last moment an occurrence may have: a wall clock as UTC, or with untilUTC an instant; zero: no UNTIL
-	untilForm  string    // UNTIL's layout: "20060102", "20060102T150405" or "20060102T150405Z"
+	until      string    // UNTIL as given, which is its one spelling; "": no UNTIL
+	untilEnd   time.Time // UNTIL's last moment: an instant for one in UTC, else a wall clock as UTC
 }
 
 // parseRRule reads an RRULE value, with or without its "RRULE:" name, in any
@@ -162,16 +162,17 @@ func parseByDay(v string) (byDay, error) {
 // parseUntil reads UNTIL: a date (20261231, through the end of that day), a
 // wall-clock time (20261231T090000), or an instant in UTC (20261231T090000Z).
 func (r *rrule) parseUntil(v string) error {
-	for _, form := range []string{"20060102", "20060102T150405", "20060102T150405Z"} {
-		if t, err := time.Parse(form, v); err == nil && len(v) == len(form) {
-			r.until, r.untilForm = t, form
-			if form == "20060102" {
-				r.until = t.Add(24*time.Hour - time.Microsecond)
-			}
-			return nil
-		}
+	form := map[int]string{8: "20060102", 15: "20060102T150405", 16: "20060102T150405Z"}[len(v)]
+	t, err := time.Parse(form, v)
+	if form == "" || err != nil {
+		return errors.New("must be a date (20261231), a date-time (20261231T090000) or one in " +
+			"UTC (20261231T090000Z)")
 	}
-	return errors.New("must be a date (20261231), a date-time (20261231T090000) or one in UTC (20261231T090000Z)")
+	r.until, r.untilEnd = v, t
+	if form == "20060102" {
+		r.untilEnd = t.Add(24*time.Hour - time.Microsecond)
+	}
+	return nil
 }
 
 // someMonthHasDay reports whether one of BYMONTH's months (all, without it) has one of BYMONTHDAY's days.
@@ -218,12 +219,8 @@ func (r rrule) String() string {
 	if r.count > 0 {
 		parts = append(parts, "COUNT="+strconv.Itoa(r.count))
 	}
-	if r.untilForm != "" {
-		until := r.until
-		if r.untilForm == "20060102" {
-			until = until.Truncate(24 * time.Hour)
-		}
-		parts = append(parts, "UNTIL="+until.Format(r.untilForm))
+	if r.until != "" {
+		parts = append(parts, "UNTIL="+r.until)
 	}
 	return strings.Join(parts, ";")
 }
@@ -267,10 +264,14 @@ func (r rrule) next(start time.Time, loc *time.Location) (time.Time, bool) {
 			if !t.After(start) || !r.matches(day, start) {
 				continue
 			}
-			if r.untilForm != "" && (r.untilForm == "20060102T150405Z" && wallToInstant(t, loc).After(r.until) || r.untilForm != "20060102T150405Z" && t.After(r.until)) {
+			end := t // what UNTIL limits: an instant for an UNTIL in UTC, else the wall clock
+			if strings.HasSuffix(r.until, "Z") {
+				end = wallToInstant(t, loc)
+			}
+			if t.Year() > 9999 || r.until != "" && end.After(r.untilEnd) {
 				return time.Time{}, false
 			}
-			return t, t.Year() <= 9999
+			return t, true
 		}
 	}
 	return time.Time{}, false
