@@ -67,9 +67,9 @@ func parseRRule(s string) (rrule, error) {
 				err = errors.New("must be DAILY, WEEKLY, MONTHLY or YEARLY")
 			}
 		case "INTERVAL":
-			r.interval, err = ruleNumber(value, 1, 1000, false)
+			r.interval, err = ruleNumber(1, 1000, false)(value)
 		case "COUNT":
-			r.count, err = ruleNumber(value, 1, 1000, false)
+			r.count, err = ruleNumber(1, 1000, false)(value)
 		case "UNTIL":
 			err = r.parseUntil(value)
 		case "WKST":
@@ -77,25 +77,32 @@ func parseRRule(s string) (rrule, error) {
 				err = errors.New("must be a day: MO, TU, WE, TH, FR, SA or SU")
 			}
 		case "BYMONTH":
-			r.byMonth, err = ruleList(value, func(v string) (int, error) { return ruleNumber(v, 1, 12, false) }, cmp.Compare[int])
+			r.byMonth, err = ruleList(value, ruleNumber(1, 12, false), cmp.Compare)
 		case "BYMONTHDAY":
-			r.byMonthDay, err = ruleList(value, func(v string) (int, error) { return ruleNumber(v, 1, 31, true) }, cmp.Compare[int])
+			r.byMonthDay, err = ruleList(value, ruleNumber(1, 31, true), cmp.Compare)
 		case "BYDAY":
-			r.byDay, err = ruleList(value, parseByDay, func(a, b byDay) int { // MO first, then by ordinal
-				return cmp.Compare[int](int(a.day+6)%7*200+a.n, int(b.day+6)%7*200+b.n)
+			r.byDay, err = ruleList(value, parseByDay, func(a, b byDay) int { // MO first
+				return cmp.Or(cmp.Compare((a.day+6)%7, (b.day+6)%7), cmp.Compare(a.n, b.n))
 			})
 		default:
-			return r, fmt.Errorf("%s is not supported: the parts are FREQ, INTERVAL, BYDAY, BYMONTHDAY, BYMONTH, WKST, COUNT and UNTIL", cmp.Or(name, "an empty part"))
+			return r, fmt.Errorf("%s is not supported: the parts are FREQ, INTERVAL, BYDAY, "+
+				"BYMONTHDAY, BYMONTH, WKST, COUNT and UNTIL", cmp.Or(name, "an empty part"))
 		}
 		if err != nil {
 			return r, fmt.Errorf("%s %w", name, err)
 		}
 	}
-	ordinals := slices.ContainsFunc(r.byDay, func(d byDay) bool { return d.n != 0 })
-	maxOrdinal := 53 // a week of the year
-	if r.freq == monthly || len(r.byMonth) > 0 {
-		maxOrdinal = 5 // a week of the month
+	weeks := 53 // how many weeks a BYDAY ordinal may count: a year's, or a month's
+	if r.freq == monthly || r.byMonth != nil {
+		weeks = 5
 	}
+	longest := 0 // days in the longest of BYMONTH's months (of all, without it) in a leap year
+	for m := 1; m <= 12; m++ {
+		if r.byMonth == nil || slices.Contains(r.byMonth, m) {
+			longest = max(longest, daysIn(time.Date(2028, time.Month(m), 1, 0, 0, 0, 0, time.UTC)))
+		}
+	}
+	fits := slices.ContainsFunc(r.byMonthDay, func(d int) bool { return abs(d) <= longest })
 	switch {
 	case r.freq < 0:
 		return r, errors.New("FREQ is required")
@@ -103,35 +110,37 @@ func parseRRule(s string) (rrule, error) {
 		return r, errors.New("COUNT and UNTIL: at most one of them may be given")
 	case r.freq == weekly && r.byMonthDay != nil:
 		return r, errors.New("BYMONTHDAY does not apply to FREQ=WEEKLY")
-	case ordinals && r.freq < monthly:
+	case r.freq < monthly && slices.ContainsFunc(r.byDay, func(d byDay) bool { return d.n != 0 }):
 		return r, errors.New("BYDAY with an ordinal (1MO, -1FR) needs FREQ=MONTHLY or YEARLY")
-	case slices.ContainsFunc(r.byDay, func(d byDay) bool { return d.n > maxOrdinal || d.n < -maxOrdinal }):
-		return r, fmt.Errorf("BYDAY ordinals must be 1 to %d or -1 to -%d here", maxOrdinal, maxOrdinal)
-	case r.byMonthDay != nil && !r.someMonthHasDay():
+	case slices.ContainsFunc(r.byDay, func(d byDay) bool { return abs(d.n) > weeks }):
+		return r, fmt.Errorf("BYDAY ordinals must be 1 to %d or -1 to -%d here", weeks, weeks)
+	case r.byMonthDay != nil && !fits:
 		return r, errors.New("BYMONTHDAY names no day that its months have")
 	}
 	return r, nil
 }
 
-// ruleNumber reads a decimal integer from lo to hi, or, when signed, from -hi to -lo too.
-func ruleNumber(v string, lo, hi int, signed bool) (int, error) {
-	n, err := strconv.Atoi(v)
-	if sign := strings.IndexAny(v, "+-") == 0; err != nil || sign && !signed || n < 0 && !signed || abs(n) < lo || abs(n) > hi {
+// ruleNumber is a parser of decimals from lo to hi, or if signed ±lo to ±hi; errors say the range.
+func ruleNumber(lo, hi int, signed bool) func(string) (int, error) {
+	return func(v string) (int, error) {
+		n, err := strconv.Atoi(v)
+		if err == nil && lo <= abs(n) && abs(n) <= hi && (signed || v[0] != '+' && v[0] != '-') {
+			return n, nil
+		}
 		if signed {
 			return 0, fmt.Errorf("must be %d to %d or -%d to -%d", lo, hi, lo, hi)
 		}
 		return 0, fmt.Errorf("must be %d to %d", lo, hi)
 	}
-	return n, nil
 }
 
 // abs is n without its sign.
 func abs(n int) int { return max(n, -n) }
 
-// ruleList reads a comma-separated list with parse, sorted by compare and without repeats, as its one spelling.
-func ruleList[T any](value string, parse func(string) (T, error), compare func(a, b T) int) ([]T, error) {
+// ruleList parses a comma-separated list in its one spelling: sorted by compare, without repeats.
+func ruleList[T any](s string, parse func(string) (T, error), compare func(T, T) int) ([]T, error) {
 	var list []T
-	for v := range strings.SplitSeq(value, ",") {
+	for v := range strings.SplitSeq(s, ",") {
 		x, err := parse(v)
 		if err != nil {
 			return nil, err
@@ -142,19 +151,16 @@ func ruleList[T any](value string, parse func(string) (T, error), compare func(a
 	return slices.CompactFunc(list, func(a, b T) bool { return compare(a, b) == 0 }), nil
 }
 
-// parseByDay reads one BYDAY entry: an optional signed ordinal, then a day (1MO, -1FR, WE).
+// parseByDay reads a BYDAY entry: a day (WE), optionally after a signed ordinal (1MO, -1FR).
 func parseByDay(v string) (byDay, error) {
-	bad := errors.New("entries must be a day (MO), optionally after an ordinal (1MO, -1FR)")
-	if len(v) < 2 {
-		return byDay{}, bad
-	}
-	day := slices.Index(weekdays, v[len(v)-2:])
+	i := max(len(v)-2, 0) // where the day begins
 	n, err := 0, error(nil)
-	if v[:len(v)-2] != "" {
-		n, err = ruleNumber(v[:len(v)-2], 1, 53, true)
+	if i > 0 {
+		n, err = ruleNumber(1, 53, true)(v[:i])
 	}
+	day := slices.Index(weekdays, v[i:])
 	if day < 0 || err != nil {
-		return byDay{}, bad
+		return byDay{}, errors.New("entries must be a day (MO), optionally after an ordinal (1MO, -1FR)")
 	}
 	return byDay{n, time.Weekday(day)}, nil
 }
@@ -173,20 +179,6 @@ func (r *rrule) parseUntil(v string) error {
 		r.untilEnd = t.Add(24*time.Hour - time.Microsecond)
 	}
 	return nil
-}
-
-// someMonthHasDay reports whether one of BYMONTH's months (all, without it) has one of BYMONTHDAY's days.
-func (r rrule) someMonthHasDay() bool {
-	for m := 1; m <= 12; m++ {
-		if len(r.byMonth) > 0 && !slices.Contains(r.byMonth, m) {
-			continue
-		}
-		days := daysIn(time.Date(2028, time.Month(m), 1, 0, 0, 0, 0, time.UTC)) // a leap year
-		if slices.ContainsFunc(r.byMonthDay, func(d int) bool { return abs(d) <= days }) {
-			return true
-		}
-	}
-	return false
 }
 
 // String is the rule's one spelling: its parts in a fixed order, lists sorted,
