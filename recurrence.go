@@ -217,42 +217,30 @@ func (r rrule) String() string {
 	return strings.Join(parts, ";")
 }
 
-// cycle is how many periods of each frequency the Gregorian calendar takes
-// to repeat itself: 400 years, which are 146,097 days and 20,871 weeks.
-var cycle = [...]int{daily: 146097, weekly: 20871, monthly: 4800, yearly: 400}
-
-// next returns the rule's first occurrence after start in the series that
-// starts there, on start's wall clock (a time.Time in UTC read as a wall
-// clock), at start's time of day; loc turns a wall clock into an instant for
-// an UNTIL in UTC. It returns false when the series has none: UNTIL comes
-// first, none falls in years up to 9999, or none in a whole calendar cycle of
-// periods, which bounds the search at about 146,000 days. COUNT is the caller's.
+// next is the rule's first occurrence after start, a wall clock held as UTC, in the series that
+// starts there at start's time of day, or false when UNTIL (read in loc if in UTC) comes first or
+// none falls before the year 10000 or in 400 years times INTERVAL; COUNT is the caller's.
 func (r rrule) next(start time.Time, loc *time.Location) (time.Time, bool) {
 	day0 := start.Truncate(24 * time.Hour)
-	clock := start.Sub(day0)
-	for i := 0; i <= cycle[r.freq]*r.interval; i += r.interval {
-		var from, to time.Time
+	period := func(i int) time.Time { // the first day of the i-th period, start's being the 0th
 		switch y, m, _ := start.Date(); r.freq {
-		case daily:
-			from, to = day0.AddDate(0, 0, i), day0.AddDate(0, 0, i+1)
 		case weekly: // weeks begin on WKST
-			from = day0.AddDate(0, 0, 7*i-(int(start.Weekday()-r.wkst)+7)%7)
-			to = from.AddDate(0, 0, 7)
+			return day0.AddDate(0, 0, 7*i-(int(start.Weekday()-r.wkst)+7)%7)
 		case monthly:
-			from = time.Date(y, m+time.Month(i), 1, 0, 0, 0, 0, time.UTC)
-			to = from.AddDate(0, 1, 0)
+			return time.Date(y, m+time.Month(i), 1, 0, 0, 0, 0, time.UTC)
 		case yearly:
-			from, to = time.Date(y+i, 1, 1, 0, 0, 0, 0, time.UTC), time.Date(y+i+1, 1, 1, 0, 0, 0, 0, time.UTC)
+			return time.Date(y+i, 1, 1, 0, 0, 0, 0, time.UTC)
 		}
-		if from.Year() > 9999 {
+		return day0.AddDate(0, 0, i)
+	}
+	last := period(0).AddDate(400*r.interval, 0, 0) // the Gregorian calendar repeats in 400 years
+	for i := 0; ; i += r.interval {
+		from, to := period(i), period(i+1)
+		if from.After(last) || from.Year() > 9999 {
 			return time.Time{}, false
 		}
 		for day := from; day.Before(to); day = day.AddDate(0, 0, 1) {
-			if len(r.byMonth) > 0 && !slices.Contains(r.byMonth, int(day.Month())) {
-				day = time.Date(day.Year(), day.Month()+1, 0, 0, 0, 0, 0, time.UTC) // its month's last day
-				continue
-			}
-			t := day.Add(clock)
+			t := day.Add(start.Sub(day0))
 			if !t.After(start) || !r.matches(day, start) {
 				continue
 			}
@@ -266,36 +254,34 @@ func (r rrule) next(start time.Time, loc *time.Location) (time.Time, bool) {
 			return t, true
 		}
 	}
-	return time.Time{}, false
 }
 
-// matches reports whether day, in a period of the series that starts at
-// start, is one of its days: the BY parts limit or expand as RFC 5545's table
-// in §3.3.10 says, and a part left out takes start's month, day or weekday as
-// the frequency needs.
+// matches reports whether day, in a period of the series that starts at start, is one of its
+// days: the BY parts limit or expand as RFC 5545 §3.3.10's table says, and a part left out takes
+// start's month, day or weekday as the frequency needs.
 func (r rrule) matches(day, start time.Time) bool {
 	_, m, d := day.Date()
-	none := len(r.byMonthDay) == 0 && len(r.byDay) == 0
+	days := daysIn(day)
+	isDay := func(n int) bool { return n == d || n == d-days-1 } // -1 is the month's last day
+	none := r.byMonthDay == nil && r.byDay == nil
 	switch {
-	case r.freq == yearly && none && len(r.byMonth) == 0 && m != start.Month():
+	case r.byMonth != nil && !slices.Contains(r.byMonth, int(m)):
 		return false
-	case len(r.byMonthDay) > 0 && !slices.ContainsFunc(r.byMonthDay, func(n int) bool { return n == d || n == d-daysIn(day)-1 }):
+	case r.byMonthDay != nil && !slices.ContainsFunc(r.byMonthDay, isDay):
+		return false
+	case none && r.freq == yearly && r.byMonth == nil && m != start.Month():
 		return false
 	case none && r.freq >= monthly && d != start.Day():
 		return false
 	case none && r.freq == weekly && day.Weekday() != start.Weekday():
 		return false
-	case len(r.byDay) == 0:
+	case r.byDay == nil:
 		return true
-	}
-	// An ordinal counts the weekday in the month, or in the year when FREQ=YEARLY has no BYMONTH.
-	nth, last := (d-1)/7+1, -(daysIn(day)-d)/7-1
-	if r.freq == yearly && len(r.byMonth) == 0 {
-		yd, days := day.YearDay(), time.Date(day.Year(), 12, 31, 0, 0, 0, 0, time.UTC).YearDay()
-		nth, last = (yd-1)/7+1, -(days-yd)/7-1
+	case r.freq == yearly && r.byMonth == nil: // an ordinal counts the weekday in the year
+		d, days = day.YearDay(), time.Date(day.Year(), 12, 31, 0, 0, 0, 0, time.UTC).YearDay()
 	}
 	return slices.ContainsFunc(r.byDay, func(b byDay) bool {
-		return b.day == day.Weekday() && (b.n == 0 || b.n == nth || b.n == last)
+		return b.day == day.Weekday() && (b.n == 0 || b.n == (d-1)/7+1 || b.n == -(days-d)/7-1)
 	})
 }
 
