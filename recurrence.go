@@ -290,35 +290,29 @@ func daysIn(day time.Time) int {
 	return time.Date(day.Year(), day.Month()+1, 0, 0, 0, 0, 0, time.UTC).Day()
 }
 
-// wallToInstant reads wall, a wall clock held as UTC, in loc, as RFC 5545
-// §3.3.5 says: a time that a clock change skips is read with the offset
-// before the gap; one it repeats is the first of the two.
+// wallToInstant reads wall, a wall clock held as UTC, in loc, as RFC 5545 §3.3.5 says: a time
+// that a clock change skips is read with the offset before the gap; one it repeats is the first.
 func wallToInstant(wall time.Time, loc *time.Location) time.Time {
 	_, before := wall.Add(-24 * time.Hour).In(loc).Zone()
 	_, after := wall.Add(24 * time.Hour).In(loc).Zone()
-	first := wall.Add(-time.Duration(max(before, after)) * time.Second) // the larger offset gives the earlier instant
-	second := wall.Add(-time.Duration(min(before, after)) * time.Second)
-	switch {
-	case instantToWall(first, loc).Equal(wall):
-		return first
-	case instantToWall(second, loc).Equal(wall):
-		return second
+	for _, offset := range []int{max(before, after), min(before, after)} { // the earlier first
+		if t := wall.Add(-time.Duration(offset) * time.Second); instantToWall(t, loc).Equal(wall) {
+			return t
+		}
 	}
 	return wall.Add(-time.Duration(before) * time.Second) // in a gap
 }
 
 // instantToWall is t's wall clock in loc, held as UTC.
 func instantToWall(t time.Time, loc *time.Location) time.Time {
-	y, m, d := t.In(loc).Date()
-	h, mi, s := t.In(loc).Clock()
-	return time.Date(y, m, d, h, mi, s, t.Nanosecond(), time.UTC)
+	_, offset := t.In(loc).Zone()
+	return t.Add(time.Duration(offset) * time.Second).UTC()
 }
 
-// nextDue is where a recurring task's due date moves when the occurrence due is
-// completed at now, and its rule from then on (COUNT one lower); nil when no
-// occurrence is left. An instant recurs on the wall clock of the task's zone
-// (UTC without one), a date or a floating time on its own; recur_from
-// "completion" starts the series on the day of now, at the due date's time of day.
+// nextDue is a recurring task's next due date when the one due is completed at now, and its rule
+// from then on (COUNT one lower), or nil if none is left: an instant recurs on its zone's wall
+// clock (UTC's without one), a date or floating time on its own, and recur_from "completion"
+// starts the series on now's day.
 func nextDue(t Task, now time.Time) (*Due, string) {
 	zone := "UTC"
 	if t.Timezone != nil {
@@ -333,19 +327,18 @@ func nextDue(t Task, now time.Time) (*Due, string) {
 	if t.DueDate.Kind == dueInstant {
 		start = instantToWall(start, loc)
 	}
-	if t.RecurFrom == "completion" {
-		start = instantToWall(now, loc).Truncate(24 * time.Hour).Add(start.Sub(start.Truncate(24 * time.Hour)))
+	if t.RecurFrom == "completion" { // at the due date's time of day
+		day := instantToWall(now, loc).Truncate(24 * time.Hour)
+		start = day.Add(start.Sub(start.Truncate(24 * time.Hour)))
 	}
 	next, ok := r.next(start, loc)
 	if !ok {
 		return nil, *t.Recurrence
 	}
-	if r.count > 0 {
-		r.count--
-	}
 	if t.DueDate.Kind == dueInstant {
 		next = wallToInstant(next, loc)
 	}
+	r.count = max(r.count-1, 0) // 0 is no COUNT
 	return &Due{next, t.DueDate.Kind}, r.String()
 }
 
