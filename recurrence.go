@@ -1,4 +1,4 @@
-// recurrence.go holds a task's recurrence: an RFC 5545 RRULE in the subset this service supports, its one spelling, and its next occurrence.
+// recurrence.go holds RRULEs (an RFC 5545 subset): their parsing, one spelling and next occurrence.
 package main
 
 import (
@@ -16,12 +16,8 @@ import (
 // frequencies are FREQ's supported values, shortest period first.
 var frequencies = []string{"DAILY", "WEEKLY", "MONTHLY", "YEARLY"}
 
-const (
-	daily = iota
-	weekly
-	monthly
-	yearly
-)
+// daily to yearly are rrule.freq's values: indexes into frequencies.
+const daily, weekly, monthly, yearly = 0, 1, 2, 3
 
 // recurFroms are recur_from's values: from the due date (the default), or from each completion.
 var recurFroms = []string{"due", "completion"}
@@ -29,14 +25,13 @@ var recurFroms = []string{"due", "completion"}
 // weekdays are BYDAY's and WKST's day names, in time.Weekday's order.
 var weekdays = []string{"SU", "MO", "TU", "WE", "TH", "FR", "SA"}
 
-// byDay is one BYDAY entry: a weekday, and its ordinal in the month or year (1MO, -1FR), 0 for none.
+// byDay is a BYDAY entry: a weekday, and its ordinal in the month or year (1MO, -1FR), 0 for none.
 type byDay struct {
 	n   int
 	day time.Weekday
 }
 
-// rrule is a parsed RRULE (RFC 5545 §3.3.10): FREQ, INTERVAL, BYMONTH,
-// BYMONTHDAY, BYDAY, WKST, and at most one of COUNT and UNTIL.
+// rrule is a parsed RRULE (RFC 5545 §3.3.10) of the parts parseRRule supports.
 type rrule struct {
 	freq       int
 	interval   int
@@ -49,10 +44,10 @@ type rrule struct {
 	untilEnd   time.Time // UNTIL's last moment: an instant for one in UTC, else a wall clock as UTC
 }
 
-// parseRRule reads an RRULE value, with or without its "RRULE:" name, in any
-// letter case. Its error names the part that is wrong, unsupported or missing.
+// parseRRule reads an RRULE value, with or without its "RRULE:" name, in any letter case; its
+// error names the part that is wrong, unsupported or missing.
 func parseRRule(s string) (rrule, error) {
-	r := rrule{interval: 1, wkst: time.Monday, freq: -1}
+	r := rrule{freq: -1, interval: 1, wkst: time.Monday}
 	seen := map[string]bool{}
 	for part := range strings.SplitSeq(strings.TrimPrefix(strings.ToUpper(s), "RRULE:"), ";") {
 		name, value, _ := strings.Cut(part, "=")
@@ -165,8 +160,8 @@ func parseByDay(v string) (byDay, error) {
 	return byDay{n, time.Weekday(day)}, nil
 }
 
-// parseUntil reads UNTIL: a date (20261231, through the end of that day), a
-// wall-clock time (20261231T090000), or an instant in UTC (20261231T090000Z).
+// parseUntil reads UNTIL: a date (20261231, through the end of that day), a wall-clock time
+// (20261231T090000), or an instant in UTC (20261231T090000Z).
 func (r *rrule) parseUntil(v string) error {
 	form := map[int]string{8: "20060102", 15: "20060102T150405", 16: "20060102T150405Z"}[len(v)]
 	t, err := time.Parse(form, v)
@@ -181,8 +176,8 @@ func (r *rrule) parseUntil(v string) error {
 	return nil
 }
 
-// String is the rule's one spelling: its parts in a fixed order, lists sorted,
-// INTERVAL=1 and WKST=MO (the defaults) left out.
+// String is the rule's one spelling: its parts in a fixed order, lists sorted, INTERVAL=1 and
+// WKST=MO (the defaults) left out.
 func (r rrule) String() string {
 	parts := []string{"FREQ=" + frequencies[r.freq]}
 	if r.interval != 1 {
@@ -342,11 +337,10 @@ func nextDue(t Task, now time.Time) (*Due, string) {
 	return &Due{next, t.DueDate.Kind}, r.String()
 }
 
-// zones caches the time zones loaded by name: time.LoadLocation reads and parses its zoneinfo each time.
+// zones caches loadZone's time zones by name: time.LoadLocation reads a zoneinfo file each time.
 var zones sync.Map
 
-// loadZone returns the IANA time zone name (Europe/Berlin), or false for a
-// name that is none: "Local" (this server's) and "" are refused too.
+// loadZone is the IANA time zone name (Europe/Berlin), or false for none, "Local" and "" included.
 func loadZone(name string) (*time.Location, bool) {
 	if z, ok := zones.Load(name); ok {
 		return z.(*time.Location), true
