@@ -92,15 +92,9 @@ func (k *vapidKey) authorization(endpoint *url.URL, now time.Time) (string, erro
 	return "vapid t=" + t + ", k=" + k.public, nil
 }
 
-// checkSubscriptionKeys is nil or a 422 validationError naming keys.p256dh (not base64url of
-// a 65-byte uncompressed P-256 point) or keys.auth (not base64url of 16 bytes), RFC 8291 §2.
-func checkSubscriptionKeys(p256dh, auth string) error {
-	_, _, err := parseSubscriptionKeys(p256dh, auth)
-	return err
-}
-
-// parseSubscriptionKeys decodes the keys checkSubscriptionKeys checks: the user agent's
-// public key and the 16-byte auth secret.
+// parseSubscriptionKeys decodes a subscription's keys (RFC 8291 §2), the user agent's public key
+// and the 16-byte auth secret, or is a 422 validationError naming keys.p256dh (not base64url of
+// a 65-byte uncompressed P-256 point) or keys.auth (not base64url of 16 bytes).
 func parseSubscriptionKeys(p256dh, auth string) (*ecdh.PublicKey, []byte, error) {
 	b, err := decodeBase64URL(p256dh)
 	ua, err2 := ecdh.P256().NewPublicKey(b)

@@ -421,10 +421,10 @@ func TestPushSubscriptionKeys(t *testing.T) {
 		{"auth 17 bytes", rfcUAPublic, b64(make([]byte, 17)), "auth"},
 		{"auth empty", rfcUAPublic, "", "auth"},
 	} {
-		err := checkSubscriptionKeys(c.p256dh, c.auth)
+		_, _, err := parseSubscriptionKeys(c.p256dh, c.auth)
 		switch {
 		case c.bad == "" && err != nil:
-			t.Errorf("%s: checkSubscriptionKeys = %v, want nil", c.name, err)
+			t.Errorf("%s: parseSubscriptionKeys = %v, want nil", c.name, err)
 		case c.bad != "":
 			wantLocIn(t, err, c.bad)
 		}
