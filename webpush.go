@@ -81,17 +81,6 @@ func newVAPIDKeys() (private, public string, err error) {
 	return base64.RawURLEncoding.EncodeToString(key.Bytes()), base64.RawURLEncoding.EncodeToString(key.PublicKey().Bytes()), nil
 }
 
-// authorization is the header "vapid t=<jwt>, k=<public key>" for a push to endpoint: an
-// ES256 JWT of aud its origin, exp now + 12 h (24 h at most, RFC 8292 §2) and sub (§3).
-func (k *vapidKey) authorization(endpoint *url.URL, now time.Time) (string, error) {
-	claims := jwt.MapClaims{"aud": endpoint.Scheme + "://" + endpoint.Host, "exp": now.Add(12 * time.Hour).Unix(), "sub": k.subject}
-	t, err := jwt.NewWithClaims(jwt.SigningMethodES256, claims).SignedString(k.private)
-	if err != nil {
-		return "", fmt.Errorf("sign VAPID token: %w", err)
-	}
-	return "vapid t=" + t + ", k=" + k.public, nil
-}
-
 // parseSubscriptionKeys decodes a subscription's keys (RFC 8291 §2), the user agent's public key
 // and the 16-byte auth secret, or is a 422 validationError naming keys.p256dh (not base64url of
 // a 65-byte uncompressed P-256 point) or keys.auth (not base64url of 16 bytes).
@@ -152,13 +141,6 @@ func encryptPushWith(ua *ecdh.PublicKey, auth, plaintext, salt []byte, as *ecdh.
 	return gcm.Seal(body, nonce, append(slices.Clip(plaintext), 2), nil), nil
 }
 
-// pushTopic is a Topic for s (RFC 8030 §5.4: 32 base64url characters at most), base64url of
-// 24 bytes of its SHA-256, so a newer message for s replaces one still undelivered.
-func pushTopic(s string) string {
-	sum := sha256.Sum256([]byte(s))
-	return base64.RawURLEncoding.EncodeToString(sum[:24])
-}
-
 // checkPushEndpoint parses a subscription's endpoint, or is a 422 validationError naming it
 // unless it is an absolute https URL without userinfo (RFC 8030 §8), or http when allowPrivate.
 func checkPushEndpoint(endpoint string, allowPrivate bool) (*url.URL, error) {
@@ -169,19 +151,31 @@ func checkPushEndpoint(endpoint string, allowPrivate bool) (*url.URL, error) {
 	return u, nil
 }
 
-// newPushRequest POSTs an encrypted body to an endpoint checkPushEndpoint accepted (RFC 8030
-// §5), kept for ttl (whole seconds), urgency high, with topic and the VAPID authorization.
-func newPushRequest(ctx context.Context, endpoint *url.URL, body []byte, ttl time.Duration, topic, authorization string) (*http.Request, error) {
+// newPushRequest POSTs body, from encryptPush, to an endpoint checkPushEndpoint accepted (RFC
+// 8030 §5): kept for ttl (whole seconds), urgency high, replacing an undelivered message of the
+// same topic (hashed to the 32 characters §5.4 allows), authorized "vapid t=<jwt>, k=<key.public>"
+// by an ES256 JWT of aud the endpoint's origin, sub, and exp now + 12 h (24 h at most, RFC 8292).
+func newPushRequest(ctx context.Context, key *vapidKey, endpoint *url.URL, body []byte,
+	ttl time.Duration, topic string) (*http.Request, error) {
+	token, err := jwt.NewWithClaims(jwt.SigningMethodES256, jwt.MapClaims{
+		"aud": endpoint.Scheme + "://" + endpoint.Host,
+		"exp": time.Now().Add(12 * time.Hour).Unix(),
+		"sub": key.subject,
+	}).SignedString(key.private)
+	if err != nil {
+		return nil, fmt.Errorf("sign VAPID token: %w", err)
+	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint.String(), bytes.NewReader(body))
 	if err != nil {
 		return nil, fmt.Errorf("push request: %w", err)
 	}
+	sum := sha256.Sum256([]byte(topic))
 	req.Header.Set("Content-Encoding", "aes128gcm")
 	req.Header.Set("Content-Type", "application/octet-stream")
 	req.Header.Set("TTL", strconv.Itoa(int(ttl/time.Second)))
 	req.Header.Set("Urgency", "high")
-	req.Header.Set("Topic", topic)
-	req.Header.Set("Authorization", authorization)
+	req.Header.Set("Topic", base64.RawURLEncoding.EncodeToString(sum[:24]))
+	req.Header.Set("Authorization", "vapid t="+token+", k="+key.public)
 	return req, nil
 }
 
