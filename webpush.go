@@ -71,16 +71,6 @@ func parseVAPIDKey(private, subject string) (*vapidKey, error) {
 	return &vapidKey{key, base64.RawURLEncoding.EncodeToString(public), subject}, nil
 }
 
-// newVAPIDKeys makes a P-256 pair, as `web-push generate-vapid-keys` prints one: base64url
-// of the 32-byte scalar and of the 65-byte uncompressed point.
-func newVAPIDKeys() (private, public string, err error) {
-	key, err := ecdh.P256().GenerateKey(rand.Reader)
-	if err != nil {
-		return "", "", fmt.Errorf("generate VAPID key: %w", err)
-	}
-	return base64.RawURLEncoding.EncodeToString(key.Bytes()), base64.RawURLEncoding.EncodeToString(key.PublicKey().Bytes()), nil
-}
-
 // parseSubscriptionKeys decodes a subscription's keys (RFC 8291 §2), the user agent's public key
 // and the 16-byte auth secret, or is a 422 validationError naming keys.p256dh (not base64url of
 // a 65-byte uncompressed P-256 point) or keys.auth (not base64url of 16 bytes).
