@@ -53,19 +53,16 @@ type vapidKey struct {
 	public, subject string
 }
 
-// parseVAPIDKey reads VAPID_PRIVATE_KEY, base64url of the 32-byte P-256 scalar as
-// `web-push generate-vapid-keys` prints it, and the subject; the error says which is wrong.
+// parseVAPIDKey reads VAPID_PRIVATE_KEY, base64url of the 32-byte P-256 scalar as `web-push
+// generate-vapid-keys` prints it, and the subject; the error says which is wrong.
 func parseVAPIDKey(private, subject string) (*vapidKey, error) {
 	if !strings.HasPrefix(subject, "mailto:") && !strings.HasPrefix(subject, "https:") {
 		return nil, errors.New("VAPID subject must be a mailto: or https: URI")
 	}
-	b, err := decodeBase64URL(strings.TrimSpace(private))
-	if err != nil {
-		return nil, fmt.Errorf("VAPID private key is not base64url: %w", err)
-	}
-	key, err := ecdsa.ParseRawPrivateKey(elliptic.P256(), b)
-	if err != nil {
-		return nil, fmt.Errorf("VAPID private key is not a 32-byte P-256 scalar: %w", err)
+	b, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(strings.TrimSpace(private), "="))
+	key, err2 := ecdsa.ParseRawPrivateKey(elliptic.P256(), b)
+	if err != nil || err2 != nil {
+		return nil, errors.New("VAPID private key must be the base64url of a 32-byte P-256 scalar")
 	}
 	public, _ := key.PublicKey.Bytes() // fails only for curves other than NIST's
 	return &vapidKey{key, base64.RawURLEncoding.EncodeToString(public), subject}, nil
@@ -75,14 +72,16 @@ func parseVAPIDKey(private, subject string) (*vapidKey, error) {
 // and the 16-byte auth secret, or is a 422 validationError naming keys.p256dh (not base64url of
 // a 65-byte uncompressed P-256 point) or keys.auth (not base64url of 16 bytes).
 func parseSubscriptionKeys(p256dh, auth string) (*ecdh.PublicKey, []byte, error) {
-	b, err := decodeBase64URL(p256dh)
+	b, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(p256dh, "="))
 	ua, err2 := ecdh.P256().NewPublicKey(b)
 	if err != nil || err2 != nil {
-		return nil, nil, validationError{{[]any{"body", "keys", "p256dh"}, "p256dh should be the base64url of a 65-byte uncompressed P-256 point", "value_error"}}
+		return nil, nil, validationError{{[]any{"body", "keys", "p256dh"},
+			"p256dh should be the base64url of a 65-byte uncompressed P-256 point", "value_error"}}
 	}
-	secret, err := decodeBase64URL(auth)
+	secret, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(auth, "="))
 	if err != nil || len(secret) != 16 {
-		return nil, nil, validationError{{[]any{"body", "keys", "auth"}, "auth should be the base64url of 16 bytes", "value_error"}}
+		return nil, nil, validationError{{[]any{"body", "keys", "auth"},
+			"auth should be the base64url of 16 bytes", "value_error"}}
 	}
 	return ua, secret, nil
 }
@@ -196,9 +195,4 @@ func publicAddr(ip netip.Addr) bool {
 		ip = netip.AddrFrom4([4]byte(ip.AsSlice()[12:]))
 	}
 	return ip.IsGlobalUnicast() && !ip.IsPrivate() && !slices.ContainsFunc(nonPublicPrefixes, func(p netip.Prefix) bool { return p.Contains(ip) })
-}
-
-// decodeBase64URL decodes base64url (RFC 4648 §5), padded or not.
-func decodeBase64URL(s string) ([]byte, error) {
-	return base64.RawURLEncoding.DecodeString(strings.TrimRight(s, "="))
 }
