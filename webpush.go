@@ -1,4 +1,4 @@
-// webpush.go holds Web Push's parts: VAPID (RFC 8292), encryption (RFC 8291), the request, and its client.
+// webpush.go holds Web Push: VAPID (RFC 8292), encryption (RFC 8291), the request, its client.
 package main
 
 import (
@@ -39,8 +39,9 @@ var (
 	// nonPublicPrefixes are ranges netip's predicates pass that IANA marks not globally
 	// reachable (RFC 6890): "this network", CGNAT (RFC 6598, where some clouds keep their
 	// metadata service), IETF protocol assignments, benchmarking, reserved.
-	nonPublicPrefixes = []netip.Prefix{netip.MustParsePrefix("0.0.0.0/8"), netip.MustParsePrefix("100.64.0.0/10"),
-		netip.MustParsePrefix("192.0.0.0/24"), netip.MustParsePrefix("198.18.0.0/15"), netip.MustParsePrefix("240.0.0.0/4")}
+	nonPublicPrefixes = []netip.Prefix{netip.MustParsePrefix("0.0.0.0/8"),
+		netip.MustParsePrefix("100.64.0.0/10"), netip.MustParsePrefix("192.0.0.0/24"),
+		netip.MustParsePrefix("198.18.0.0/15"), netip.MustParsePrefix("240.0.0.0/4")}
 	// nat64 is the well-known NAT64 prefix; its last 4 bytes are an IPv4 address (RFC 6052 §2.1).
 	nat64 = netip.MustParsePrefix("64:ff9b::/96")
 )
@@ -53,8 +54,8 @@ type vapidKey struct {
 	public, subject string
 }
 
-// parseVAPIDKey reads VAPID_PRIVATE_KEY, base64url of the 32-byte P-256 scalar as `web-push
-// generate-vapid-keys` prints it, and the subject; the error says which is wrong.
+// parseVAPIDKey reads VAPID_PRIVATE_KEY, base64url of the 32-byte P-256 scalar as
+// `web-push generate-vapid-keys` prints it, and the subject; the error says which is wrong.
 func parseVAPIDKey(private, subject string) (*vapidKey, error) {
 	if !strings.HasPrefix(subject, "mailto:") && !strings.HasPrefix(subject, "https:") {
 		return nil, errors.New("VAPID subject must be a mailto: or https: URI")
@@ -103,21 +104,19 @@ func encryptPush(p256dh, auth string, plaintext []byte) ([]byte, error) {
 }
 
 // encryptPushWith is the aes128gcm body (RFC 8188 §2): salt, rs 4096 (uint32 BE), idlen 65,
-// as's public point, then one record sealing plaintext || 0x02 with the key and nonce that
+// as's public point, then one record sealing msg || 0x02 with the key and nonce that
 // RFC 8291 §3.3-3.4 derive from ECDH(as, ua), the auth secret and the salt.
-func encryptPushWith(ua *ecdh.PublicKey, auth, plaintext, salt []byte, as *ecdh.PrivateKey) ([]byte, error) {
-	if len(plaintext) > maxPushPlaintext {
-		return nil, fmt.Errorf("encrypt push: %d bytes, more than %d", len(plaintext), maxPushPlaintext)
-	}
-	shared, err := as.ECDH(ua)
-	if err != nil {
-		return nil, fmt.Errorf("encrypt push: %w", err)
+func encryptPushWith(ua *ecdh.PublicKey, auth, msg, salt []byte, as *ecdh.PrivateKey) ([]byte, error) {
+	if len(msg) > maxPushPlaintext {
+		return nil, fmt.Errorf("encrypt push: %d bytes, more than %d", len(msg), maxPushPlaintext)
 	}
 	asPublic := as.PublicKey().Bytes()
-	ikm, err1 := hkdf.Key(sha256.New, shared, auth, "WebPush: info\x00"+string(ua.Bytes())+string(asPublic), 32)
+	info := "WebPush: info\x00" + string(ua.Bytes()) + string(asPublic)
+	shared, err := as.ECDH(ua)
+	ikm, err1 := hkdf.Key(sha256.New, shared, auth, info, 32)
 	cek, err2 := hkdf.Key(sha256.New, ikm, salt, "Content-Encoding: aes128gcm\x00", 16)
 	nonce, err3 := hkdf.Key(sha256.New, ikm, salt, "Content-Encoding: nonce\x00", 12)
-	if err := errors.Join(err1, err2, err3); err != nil {
+	if err := errors.Join(err, err1, err2, err3); err != nil {
 		return nil, fmt.Errorf("encrypt push: %w", err)
 	}
 	block, _ := aes.NewCipher(cek) // a 16-byte key cannot fail
@@ -127,17 +126,17 @@ func encryptPushWith(ua *ecdh.PublicKey, auth, plaintext, salt []byte, as *ecdh.
 	}
 	body := binary.BigEndian.AppendUint32(slices.Clip(salt), 4096)
 	body = append(append(body, byte(len(asPublic))), asPublic...)
-	return gcm.Seal(body, nonce, append(slices.Clip(plaintext), 2), nil), nil
+	return gcm.Seal(body, nonce, append(slices.Clip(msg), 2), nil), nil
 }
 
 // checkPushEndpoint parses a subscription's endpoint, or is a 422 validationError naming it
 // unless it is an absolute https URL without userinfo (RFC 8030 §8), or http when allowPrivate.
 func checkPushEndpoint(endpoint string, allowPrivate bool) (*url.URL, error) {
-	u, err := url.Parse(endpoint)
-	if err != nil || u.Host == "" || u.User != nil || (u.Scheme != "https" && (!allowPrivate || u.Scheme != "http")) {
-		return nil, validationError{{[]any{"body", "endpoint"}, "endpoint should be an https URL", "value_error"}}
+	if u, err := url.Parse(endpoint); err == nil && u.Host != "" && u.User == nil &&
+		(u.Scheme == "https" || allowPrivate && u.Scheme == "http") {
+		return u, nil
 	}
-	return u, nil
+	return nil, validationError{{[]any{"body", "endpoint"}, "endpoint should be an https URL", "value_error"}}
 }
 
 // newPushRequest POSTs body, from encryptPush, to an endpoint checkPushEndpoint accepted (RFC
@@ -194,5 +193,6 @@ func publicAddr(ip netip.Addr) bool {
 	if ip = ip.Unmap(); nat64.Contains(ip) {
 		ip = netip.AddrFrom4([4]byte(ip.AsSlice()[12:]))
 	}
-	return ip.IsGlobalUnicast() && !ip.IsPrivate() && !slices.ContainsFunc(nonPublicPrefixes, func(p netip.Prefix) bool { return p.Contains(ip) })
+	inRange := func(p netip.Prefix) bool { return p.Contains(ip) }
+	return ip.IsGlobalUnicast() && !ip.IsPrivate() && !slices.ContainsFunc(nonPublicPrefixes, inRange)
 }
