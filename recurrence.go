@@ -33,15 +33,13 @@ type byDay struct {
 
 // rrule is a parsed RRULE (RFC 5545 §3.3.10) of the parts parseRRule supports.
 type rrule struct {
-	freq       int
-	interval   int
-	byMonth    []int
-	byMonthDay []int
-	byDay      []byDay
-	wkst       time.Weekday
-	count      int       // occurrences left, this one included; 0: no COUNT
-	until      string    // UNTIL as given, which is its one spelling; "": no UNTIL
-	untilEnd   time.Time // UNTIL's last moment: an instant for one in UTC, else a wall clock as UTC
+	freq, interval      int
+	byMonth, byMonthDay []int
+	byDay               []byDay
+	wkst                time.Weekday
+	count               int       // occurrences left, this one included; 0: no COUNT
+	until               string    // UNTIL as given (its one spelling); "": no UNTIL
+	untilEnd            time.Time // UNTIL's last moment: an instant if in UTC, else a wall clock
 }
 
 // parseRRule reads an RRULE value, with or without its "RRULE:" name, in any letter case; its
