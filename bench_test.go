@@ -303,8 +303,8 @@ func TestBenchSQLIsTheStoresSQL(t *testing.T) {
 }
 
 // BenchmarkRRuleNext is a completion's search for the next occurrence: a
-// weekly rule, and the worst case, a rule with none, which searches a whole
-// calendar cycle (recurrence.go: cycle).
+// weekly rule, and the worst case, a rule with none, which searches the 400
+// years in which the calendar repeats itself (rrule.next).
 func BenchmarkRRuleNext(b *testing.B) {
 	for _, rule := range []string{"FREQ=WEEKLY;BYDAY=MO,WE", "FREQ=MONTHLY;BYDAY=5MO;BYMONTHDAY=9"} {
 		r, err := parseRRule(rule)

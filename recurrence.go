@@ -1,4 +1,4 @@
-// recurrence.go holds a task's recurrence: an RFC 5545 RRULE in the subset this service supports, its one spelling, and its next occurrence.
+// recurrence.go holds RRULEs (an RFC 5545 subset): their parsing, one spelling and next occurrence.
 package main
 
 import (
@@ -16,12 +16,8 @@ import (
 // frequencies are FREQ's supported values, shortest period first.
 var frequencies = []string{"DAILY", "WEEKLY", "MONTHLY", "YEARLY"}
 
-const (
-	daily = iota
-	weekly
-	monthly
-	yearly
-)
+// daily to yearly are rrule.freq's values: indexes into frequencies.
+const daily, weekly, monthly, yearly = 0, 1, 2, 3
 
 // recurFroms are recur_from's values: from the due date (the default), or from each completion.
 var recurFroms = []string{"due", "completion"}
@@ -29,30 +25,27 @@ var recurFroms = []string{"due", "completion"}
 // weekdays are BYDAY's and WKST's day names, in time.Weekday's order.
 var weekdays = []string{"SU", "MO", "TU", "WE", "TH", "FR", "SA"}
 
-// byDay is one BYDAY entry: a weekday, and its ordinal in the month or year (1MO, -1FR), 0 for none.
+// byDay is a BYDAY entry: a weekday, and its ordinal in the month or year (1MO, -1FR), 0 for none.
 type byDay struct {
 	n   int
 	day time.Weekday
 }
 
-// rrule is a parsed RRULE (RFC 5545 §3.3.10): FREQ, INTERVAL, BYMONTH,
-// BYMONTHDAY, BYDAY, WKST, and at most one of COUNT and UNTIL.
+// rrule is a parsed RRULE (RFC 5545 §3.3.10) of the parts parseRRule supports.
 type rrule struct {
-	freq       int
-	interval   int
-	byMonth    []int
-	byMonthDay []int
-	byDay      []byDay
-	wkst       time.Weekday
-	count      int       // occurrences left, this one included; 0: no COUNT
-	until      time.Time // the last moment an occurrence may have: a wall clock as UTC, or with untilUTC an instant; zero: no UNTIL
-	untilForm  string    // UNTIL's layout: "20060102", "20060102T150405" or "20060102T150405Z"
+	freq, interval      int
+	byMonth, byMonthDay []int
+	byDay               []byDay
+	wkst                time.Weekday
+	count               int       // occurrences left, this one included; 0: no COUNT
+	until               string    // UNTIL as given (its one spelling); "": no UNTIL
+	untilEnd            time.Time // UNTIL's last moment: an instant if in UTC, else a wall clock
 }
 
-// parseRRule reads an RRULE value, with or without its "RRULE:" name, in any
-// letter case. Its error names the part that is wrong, unsupported or missing.
+// parseRRule reads an RRULE value, with or without its "RRULE:" name, in any letter case; its
+// error names the part that is wrong, unsupported or missing.
 func parseRRule(s string) (rrule, error) {
-	r := rrule{interval: 1, wkst: time.Monday, freq: -1}
+	r := rrule{freq: -1, interval: 1, wkst: time.Monday}
 	seen := map[string]bool{}
 	for part := range strings.SplitSeq(strings.TrimPrefix(strings.ToUpper(s), "RRULE:"), ";") {
 		name, value, _ := strings.Cut(part, "=")
@@ -67,9 +60,9 @@ func parseRRule(s string) (rrule, error) {
 				err = errors.New("must be DAILY, WEEKLY, MONTHLY or YEARLY")
 			}
 		case "INTERVAL":
-			r.interval, err = ruleNumber(value, 1, 1000, false)
+			r.interval, err = ruleNumber(1, 1000, false)(value)
 		case "COUNT":
-			r.count, err = ruleNumber(value, 1, 1000, false)
+			r.count, err = ruleNumber(1, 1000, false)(value)
 		case "UNTIL":
 			err = r.parseUntil(value)
 		case "WKST":
@@ -77,25 +70,32 @@ func parseRRule(s string) (rrule, error) {
 				err = errors.New("must be a day: MO, TU, WE, TH, FR, SA or SU")
 			}
 		case "BYMONTH":
-			r.byMonth, err = ruleList(value, func(v string) (int, error) { return ruleNumber(v, 1, 12, false) }, cmp.Compare[int])
+			r.byMonth, err = ruleList(value, ruleNumber(1, 12, false), cmp.Compare)
 		case "BYMONTHDAY":
-			r.byMonthDay, err = ruleList(value, func(v string) (int, error) { return ruleNumber(v, 1, 31, true) }, cmp.Compare[int])
+			r.byMonthDay, err = ruleList(value, ruleNumber(1, 31, true), cmp.Compare)
 		case "BYDAY":
-			r.byDay, err = ruleList(value, parseByDay, func(a, b byDay) int { // MO first, then by ordinal
-				return cmp.Compare[int](int(a.day+6)%7*200+a.n, int(b.day+6)%7*200+b.n)
+			r.byDay, err = ruleList(value, parseByDay, func(a, b byDay) int { // MO first
+				return cmp.Or(cmp.Compare((a.day+6)%7, (b.day+6)%7), cmp.Compare(a.n, b.n))
 			})
 		default:
-			return r, fmt.Errorf("%s is not supported: the parts are FREQ, INTERVAL, BYDAY, BYMONTHDAY, BYMONTH, WKST, COUNT and UNTIL", cmp.Or(name, "an empty part"))
+			return r, fmt.Errorf("%s is not supported: the parts are FREQ, INTERVAL, BYDAY, "+
+				"BYMONTHDAY, BYMONTH, WKST, COUNT and UNTIL", cmp.Or(name, "an empty part"))
 		}
 		if err != nil {
 			return r, fmt.Errorf("%s %w", name, err)
 		}
 	}
-	ordinals := slices.ContainsFunc(r.byDay, func(d byDay) bool { return d.n != 0 })
-	maxOrdinal := 53 // a week of the year
-	if r.freq == monthly || len(r.byMonth) > 0 {
-		maxOrdinal = 5 // a week of the month
+	weeks := 53 // how many weeks a BYDAY ordinal may count: a year's, or a month's
+	if r.freq == monthly || r.byMonth != nil {
+		weeks = 5
 	}
+	longest := 0 // days in the longest of BYMONTH's months (of all, without it) in a leap year
+	for m := 1; m <= 12; m++ {
+		if r.byMonth == nil || slices.Contains(r.byMonth, m) {
+			longest = max(longest, daysIn(time.Date(2028, time.Month(m), 1, 0, 0, 0, 0, time.UTC)))
+		}
+	}
+	fits := slices.ContainsFunc(r.byMonthDay, func(d int) bool { return abs(d) <= longest })
 	switch {
 	case r.freq < 0:
 		return r, errors.New("FREQ is required")
@@ -103,35 +103,37 @@ func parseRRule(s string) (rrule, error) {
 		return r, errors.New("COUNT and UNTIL: at most one of them may be given")
 	case r.freq == weekly && r.byMonthDay != nil:
 		return r, errors.New("BYMONTHDAY does not apply to FREQ=WEEKLY")
-	case ordinals && r.freq < monthly:
+	case r.freq < monthly && slices.ContainsFunc(r.byDay, func(d byDay) bool { return d.n != 0 }):
 		return r, errors.New("BYDAY with an ordinal (1MO, -1FR) needs FREQ=MONTHLY or YEARLY")
-	case slices.ContainsFunc(r.byDay, func(d byDay) bool { return d.n > maxOrdinal || d.n < -maxOrdinal }):
-		return r, fmt.Errorf("BYDAY ordinals must be 1 to %d or -1 to -%d here", maxOrdinal, maxOrdinal)
-	case r.byMonthDay != nil && !r.someMonthHasDay():
+	case slices.ContainsFunc(r.byDay, func(d byDay) bool { return abs(d.n) > weeks }):
+		return r, fmt.Errorf("BYDAY ordinals must be 1 to %d or -1 to -%d here", weeks, weeks)
+	case r.byMonthDay != nil && !fits:
 		return r, errors.New("BYMONTHDAY names no day that its months have")
 	}
 	return r, nil
 }
 
-// ruleNumber reads a decimal integer from lo to hi, or, when signed, from -hi to -lo too.
-func ruleNumber(v string, lo, hi int, signed bool) (int, error) {
-	n, err := strconv.Atoi(v)
-	if sign := strings.IndexAny(v, "+-") == 0; err != nil || sign && !signed || n < 0 && !signed || abs(n) < lo || abs(n) > hi {
+// ruleNumber is a parser of decimals from lo to hi, or if signed ±lo to ±hi; errors say the range.
+func ruleNumber(lo, hi int, signed bool) func(string) (int, error) {
+	return func(v string) (int, error) {
+		n, err := strconv.Atoi(v)
+		if err == nil && lo <= abs(n) && abs(n) <= hi && (signed || v[0] != '+' && v[0] != '-') {
+			return n, nil
+		}
 		if signed {
 			return 0, fmt.Errorf("must be %d to %d or -%d to -%d", lo, hi, lo, hi)
 		}
 		return 0, fmt.Errorf("must be %d to %d", lo, hi)
 	}
-	return n, nil
 }
 
 // abs is n without its sign.
 func abs(n int) int { return max(n, -n) }
 
-// ruleList reads a comma-separated list with parse, sorted by compare and without repeats, as its one spelling.
-func ruleList[T any](value string, parse func(string) (T, error), compare func(a, b T) int) ([]T, error) {
+// ruleList parses a comma-separated list in its one spelling: sorted by compare, without repeats.
+func ruleList[T any](s string, parse func(string) (T, error), compare func(T, T) int) ([]T, error) {
 	var list []T
-	for v := range strings.SplitSeq(value, ",") {
+	for v := range strings.SplitSeq(s, ",") {
 		x, err := parse(v)
 		if err != nil {
 			return nil, err
@@ -142,54 +144,38 @@ func ruleList[T any](value string, parse func(string) (T, error), compare func(a
 	return slices.CompactFunc(list, func(a, b T) bool { return compare(a, b) == 0 }), nil
 }
 
-// parseByDay reads one BYDAY entry: an optional signed ordinal, then a day (1MO, -1FR, WE).
+// parseByDay reads a BYDAY entry: a day (WE), optionally after a signed ordinal (1MO, -1FR).
 func parseByDay(v string) (byDay, error) {
-	bad := errors.New("entries must be a day (MO), optionally after an ordinal (1MO, -1FR)")
-	if len(v) < 2 {
-		return byDay{}, bad
-	}
-	day := slices.Index(weekdays, v[len(v)-2:])
+	i := max(len(v)-2, 0) // where the day begins
 	n, err := 0, error(nil)
-	if v[:len(v)-2] != "" {
-		n, err = ruleNumber(v[:len(v)-2], 1, 53, true)
+	if i > 0 {
+		n, err = ruleNumber(1, 53, true)(v[:i])
 	}
+	day := slices.Index(weekdays, v[i:])
 	if day < 0 || err != nil {
-		return byDay{}, bad
+		return byDay{}, errors.New("entries must be a day (MO), optionally after an ordinal (1MO, -1FR)")
 	}
 	return byDay{n, time.Weekday(day)}, nil
 }
 
-// parseUntil reads UNTIL: a date (20261231, through the end of that day), a
-// wall-clock time (20261231T090000), or an instant in UTC (20261231T090000Z).
+// parseUntil reads UNTIL: a date (20261231, through the end of that day), a wall-clock time
+// (20261231T090000), or an instant in UTC (20261231T090000Z).
 func (r *rrule) parseUntil(v string) error {
-	for _, form := range []string{"20060102", "20060102T150405", "20060102T150405Z"} {
-		if t, err := time.Parse(form, v); err == nil && len(v) == len(form) {
-			r.until, r.untilForm = t, form
-			if form == "20060102" {
-				r.until = t.Add(24*time.Hour - time.Microsecond)
-			}
-			return nil
-		}
+	form := map[int]string{8: "20060102", 15: "20060102T150405", 16: "20060102T150405Z"}[len(v)]
+	t, err := time.Parse(form, v)
+	if form == "" || err != nil {
+		return errors.New("must be a date (20261231), a date-time (20261231T090000) or one in " +
+			"UTC (20261231T090000Z)")
 	}
-	return errors.New("must be a date (20261231), a date-time (20261231T090000) or one in UTC (20261231T090000Z)")
+	r.until, r.untilEnd = v, t
+	if form == "20060102" {
+		r.untilEnd = t.Add(24*time.Hour - time.Microsecond)
+	}
+	return nil
 }
 
-// someMonthHasDay reports whether one of BYMONTH's months (all, without it) has one of BYMONTHDAY's days.
-func (r rrule) someMonthHasDay() bool {
-	for m := 1; m <= 12; m++ {
-		if len(r.byMonth) > 0 && !slices.Contains(r.byMonth, m) {
-			continue
-		}
-		days := daysIn(time.Date(2028, time.Month(m), 1, 0, 0, 0, 0, time.UTC)) // a leap year
-		if slices.ContainsFunc(r.byMonthDay, func(d int) bool { return abs(d) <= days }) {
-			return true
-		}
-	}
-	return false
-}
-
-// String is the rule's one spelling: its parts in a fixed order, lists sorted,
-// INTERVAL=1 and WKST=MO (the defaults) left out.
+// String is the rule's one spelling: its parts in a fixed order, lists sorted, INTERVAL=1 and
+// WKST=MO (the defaults) left out.
 func (r rrule) String() string {
 	parts := []string{"FREQ=" + frequencies[r.freq]}
 	if r.interval != 1 {
@@ -218,91 +204,77 @@ func (r rrule) String() string {
 	if r.count > 0 {
 		parts = append(parts, "COUNT="+strconv.Itoa(r.count))
 	}
-	if r.untilForm != "" {
-		until := r.until
-		if r.untilForm == "20060102" {
-			until = until.Truncate(24 * time.Hour)
-		}
-		parts = append(parts, "UNTIL="+until.Format(r.untilForm))
+	if r.until != "" {
+		parts = append(parts, "UNTIL="+r.until)
 	}
 	return strings.Join(parts, ";")
 }
 
-// cycle is how many periods of each frequency the Gregorian calendar takes
-// to repeat itself: 400 years, which are 146,097 days and 20,871 weeks.
-var cycle = [...]int{daily: 146097, weekly: 20871, monthly: 4800, yearly: 400}
-
-// next returns the rule's first occurrence after start in the series that
-// starts there, on start's wall clock (a time.Time in UTC read as a wall
-// clock), at start's time of day; loc turns a wall clock into an instant for
-// an UNTIL in UTC. It returns false when the series has none: UNTIL comes
-// first, none falls in years up to 9999, or none in a whole calendar cycle of
-// periods, which bounds the search at about 146,000 days. COUNT is the caller's.
+// next is the rule's first occurrence after start, a wall clock held as UTC, in the series that
+// starts there at start's time of day, or false when UNTIL (read in loc if in UTC) comes first or
+// none falls before the year 10000 or in 400 years times INTERVAL; COUNT is the caller's.
 func (r rrule) next(start time.Time, loc *time.Location) (time.Time, bool) {
 	day0 := start.Truncate(24 * time.Hour)
-	clock := start.Sub(day0)
-	for i := 0; i <= cycle[r.freq]*r.interval; i += r.interval {
-		var from, to time.Time
+	period := func(i int) time.Time { // the first day of the i-th period, start's being the 0th
 		switch y, m, _ := start.Date(); r.freq {
-		case daily:
-			from, to = day0.AddDate(0, 0, i), day0.AddDate(0, 0, i+1)
 		case weekly: // weeks begin on WKST
-			from = day0.AddDate(0, 0, 7*i-(int(start.Weekday()-r.wkst)+7)%7)
-			to = from.AddDate(0, 0, 7)
+			return day0.AddDate(0, 0, 7*i-(int(start.Weekday()-r.wkst)+7)%7)
 		case monthly:
-			from = time.Date(y, m+time.Month(i), 1, 0, 0, 0, 0, time.UTC)
-			to = from.AddDate(0, 1, 0)
+			return time.Date(y, m+time.Month(i), 1, 0, 0, 0, 0, time.UTC)
 		case yearly:
-			from, to = time.Date(y+i, 1, 1, 0, 0, 0, 0, time.UTC), time.Date(y+i+1, 1, 1, 0, 0, 0, 0, time.UTC)
+			return time.Date(y+i, 1, 1, 0, 0, 0, 0, time.UTC)
 		}
-		if from.Year() > 9999 {
+		return day0.AddDate(0, 0, i)
+	}
+	last := period(0).AddDate(400*r.interval, 0, 0) // the Gregorian calendar repeats in 400 years
+	for i := 0; ; i += r.interval {
+		from, to := period(i), period(i+1)
+		if from.After(last) || from.Year() > 9999 {
 			return time.Time{}, false
 		}
 		for day := from; day.Before(to); day = day.AddDate(0, 0, 1) {
-			if len(r.byMonth) > 0 && !slices.Contains(r.byMonth, int(day.Month())) {
-				day = time.Date(day.Year(), day.Month()+1, 0, 0, 0, 0, 0, time.UTC) // its month's last day
-				continue
-			}
-			t := day.Add(clock)
+			t := day.Add(start.Sub(day0))
 			if !t.After(start) || !r.matches(day, start) {
 				continue
 			}
-			if r.untilForm != "" && (r.untilForm == "20060102T150405Z" && wallToInstant(t, loc).After(r.until) || r.untilForm != "20060102T150405Z" && t.After(r.until)) {
+			end := t // what UNTIL limits: an instant for an UNTIL in UTC, else the wall clock
+			if strings.HasSuffix(r.until, "Z") {
+				end = wallToInstant(t, loc)
+			}
+			if t.Year() > 9999 || r.until != "" && end.After(r.untilEnd) {
 				return time.Time{}, false
 			}
-			return t, t.Year() <= 9999
+			return t, true
 		}
 	}
-	return time.Time{}, false
 }
 
-// matches reports whether day, in a period of the series that starts at
-// start, is one of its days: the BY parts limit or expand as RFC 5545's table
-// in §3.3.10 says, and a part left out takes start's month, day or weekday as
-// the frequency needs.
+// matches reports whether day, in a period of the series that starts at start, is one of its
+// days: the BY parts limit or expand as RFC 5545 §3.3.10's table says, and a part left out takes
+// start's month, day or weekday as the frequency needs.
 func (r rrule) matches(day, start time.Time) bool {
 	_, m, d := day.Date()
-	none := len(r.byMonthDay) == 0 && len(r.byDay) == 0
+	days := daysIn(day)
+	isDay := func(n int) bool { return n == d || n == d-days-1 } // -1 is the month's last day
+	none := r.byMonthDay == nil && r.byDay == nil
 	switch {
-	case r.freq == yearly && none && len(r.byMonth) == 0 && m != start.Month():
+	case r.byMonth != nil && !slices.Contains(r.byMonth, int(m)):
 		return false
-	case len(r.byMonthDay) > 0 && !slices.ContainsFunc(r.byMonthDay, func(n int) bool { return n == d || n == d-daysIn(day)-1 }):
+	case r.byMonthDay != nil && !slices.ContainsFunc(r.byMonthDay, isDay):
+		return false
+	case none && r.freq == yearly && r.byMonth == nil && m != start.Month():
 		return false
 	case none && r.freq >= monthly && d != start.Day():
 		return false
 	case none && r.freq == weekly && day.Weekday() != start.Weekday():
 		return false
-	case len(r.byDay) == 0:
+	case r.byDay == nil:
 		return true
-	}
-	// An ordinal counts the weekday in the month, or in the year when FREQ=YEARLY has no BYMONTH.
-	nth, last := (d-1)/7+1, -(daysIn(day)-d)/7-1
-	if r.freq == yearly && len(r.byMonth) == 0 {
-		yd, days := day.YearDay(), time.Date(day.Year(), 12, 31, 0, 0, 0, 0, time.UTC).YearDay()
-		nth, last = (yd-1)/7+1, -(days-yd)/7-1
+	case r.freq == yearly && r.byMonth == nil: // an ordinal counts the weekday in the year
+		d, days = day.YearDay(), time.Date(day.Year(), 12, 31, 0, 0, 0, 0, time.UTC).YearDay()
 	}
 	return slices.ContainsFunc(r.byDay, func(b byDay) bool {
-		return b.day == day.Weekday() && (b.n == 0 || b.n == nth || b.n == last)
+		return b.day == day.Weekday() && (b.n == 0 || b.n == (d-1)/7+1 || b.n == -(days-d)/7-1)
 	})
 }
 
@@ -311,35 +283,29 @@ func daysIn(day time.Time) int {
 	return time.Date(day.Year(), day.Month()+1, 0, 0, 0, 0, 0, time.UTC).Day()
 }
 
-// wallToInstant reads wall, a wall clock held as UTC, in loc, as RFC 5545
-// §3.3.5 says: a time that a clock change skips is read with the offset
-// before the gap; one it repeats is the first of the two.
+// wallToInstant reads wall, a wall clock held as UTC, in loc, as RFC 5545 §3.3.5 says: a time
+// that a clock change skips is read with the offset before the gap; one it repeats is the first.
 func wallToInstant(wall time.Time, loc *time.Location) time.Time {
 	_, before := wall.Add(-24 * time.Hour).In(loc).Zone()
 	_, after := wall.Add(24 * time.Hour).In(loc).Zone()
-	first := wall.Add(-time.Duration(max(before, after)) * time.Second) // the larger offset gives the earlier instant
-	second := wall.Add(-time.Duration(min(before, after)) * time.Second)
-	switch {
-	case instantToWall(first, loc).Equal(wall):
-		return first
-	case instantToWall(second, loc).Equal(wall):
-		return second
+	for _, offset := range []int{max(before, after), min(before, after)} { // the earlier first
+		if t := wall.Add(-time.Duration(offset) * time.Second); instantToWall(t, loc).Equal(wall) {
+			return t
+		}
 	}
 	return wall.Add(-time.Duration(before) * time.Second) // in a gap
 }
 
 // instantToWall is t's wall clock in loc, held as UTC.
 func instantToWall(t time.Time, loc *time.Location) time.Time {
-	y, m, d := t.In(loc).Date()
-	h, mi, s := t.In(loc).Clock()
-	return time.Date(y, m, d, h, mi, s, t.Nanosecond(), time.UTC)
+	_, offset := t.In(loc).Zone()
+	return t.Add(time.Duration(offset) * time.Second).UTC()
 }
 
-// nextDue is where a recurring task's due date moves when the occurrence due is
-// completed at now, and its rule from then on (COUNT one lower); nil when no
-// occurrence is left. An instant recurs on the wall clock of the task's zone
-// (UTC without one), a date or a floating time on its own; recur_from
-// "completion" starts the series on the day of now, at the due date's time of day.
+// nextDue is a recurring task's next due date when the one due is completed at now, and its rule
+// from then on (COUNT one lower), or nil if none is left: an instant recurs on its zone's wall
+// clock (UTC's without one), a date or floating time on its own, and recur_from "completion"
+// starts the series on now's day.
 func nextDue(t Task, now time.Time) (*Due, string) {
 	zone := "UTC"
 	if t.Timezone != nil {
@@ -354,27 +320,25 @@ func nextDue(t Task, now time.Time) (*Due, string) {
 	if t.DueDate.Kind == dueInstant {
 		start = instantToWall(start, loc)
 	}
-	if t.RecurFrom == "completion" {
-		start = instantToWall(now, loc).Truncate(24 * time.Hour).Add(start.Sub(start.Truncate(24 * time.Hour)))
+	if t.RecurFrom == "completion" { // at the due date's time of day
+		day := instantToWall(now, loc).Truncate(24 * time.Hour)
+		start = day.Add(start.Sub(start.Truncate(24 * time.Hour)))
 	}
 	next, ok := r.next(start, loc)
 	if !ok {
 		return nil, *t.Recurrence
 	}
-	if r.count > 0 {
-		r.count--
-	}
 	if t.DueDate.Kind == dueInstant {
 		next = wallToInstant(next, loc)
 	}
+	r.count = max(r.count-1, 0) // 0 is no COUNT
 	return &Due{next, t.DueDate.Kind}, r.String()
 }
 
-// zones caches the time zones loaded by name: time.LoadLocation reads and parses its zoneinfo each time.
+// zones caches loadZone's time zones by name: time.LoadLocation reads a zoneinfo file each time.
 var zones sync.Map
 
-// loadZone returns the IANA time zone name (Europe/Berlin), or false for a
-// name that is none: "Local" (this server's) and "" are refused too.
+// loadZone is the IANA time zone name (Europe/Berlin), or false for none, "Local" and "" included.
 func loadZone(name string) (*time.Location, bool) {
 	if z, ok := zones.Load(name); ok {
 		return z.(*time.Location), true

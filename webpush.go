@@ -1,4 +1,4 @@
-// webpush.go holds Web Push's parts: VAPID (RFC 8292), encryption (RFC 8291), the request, and its client.
+// webpush.go holds Web Push: VAPID (RFC 8292), encryption (RFC 8291), the request, its client.
 package main
 
 import (
@@ -39,8 +39,9 @@ var (
 	// nonPublicPrefixes are ranges netip's predicates pass that IANA marks not globally
 	// reachable (RFC 6890): "this network", CGNAT (RFC 6598, where some clouds keep their
 	// metadata service), IETF protocol assignments, benchmarking, reserved.
-	nonPublicPrefixes = []netip.Prefix{netip.MustParsePrefix("0.0.0.0/8"), netip.MustParsePrefix("100.64.0.0/10"),
-		netip.MustParsePrefix("192.0.0.0/24"), netip.MustParsePrefix("198.18.0.0/15"), netip.MustParsePrefix("240.0.0.0/4")}
+	nonPublicPrefixes = []netip.Prefix{netip.MustParsePrefix("0.0.0.0/8"),
+		netip.MustParsePrefix("100.64.0.0/10"), netip.MustParsePrefix("192.0.0.0/24"),
+		netip.MustParsePrefix("198.18.0.0/15"), netip.MustParsePrefix("240.0.0.0/4")}
 	// nat64 is the well-known NAT64 prefix; its last 4 bytes are an IPv4 address (RFC 6052 §2.1).
 	nat64 = netip.MustParsePrefix("64:ff9b::/96")
 )
@@ -59,57 +60,29 @@ func parseVAPIDKey(private, subject string) (*vapidKey, error) {
 	if !strings.HasPrefix(subject, "mailto:") && !strings.HasPrefix(subject, "https:") {
 		return nil, errors.New("VAPID subject must be a mailto: or https: URI")
 	}
-	b, err := decodeBase64URL(strings.TrimSpace(private))
-	if err != nil {
-		return nil, fmt.Errorf("VAPID private key is not base64url: %w", err)
-	}
-	key, err := ecdsa.ParseRawPrivateKey(elliptic.P256(), b)
-	if err != nil {
-		return nil, fmt.Errorf("VAPID private key is not a 32-byte P-256 scalar: %w", err)
+	b, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(strings.TrimSpace(private), "="))
+	key, err2 := ecdsa.ParseRawPrivateKey(elliptic.P256(), b)
+	if err != nil || err2 != nil {
+		return nil, errors.New("VAPID private key must be the base64url of a 32-byte P-256 scalar")
 	}
 	public, _ := key.PublicKey.Bytes() // fails only for curves other than NIST's
 	return &vapidKey{key, base64.RawURLEncoding.EncodeToString(public), subject}, nil
 }
 
-// newVAPIDKeys makes a P-256 pair, as `web-push generate-vapid-keys` prints one: base64url
-// of the 32-byte scalar and of the 65-byte uncompressed point.
-func newVAPIDKeys() (private, public string, err error) {
-	key, err := ecdh.P256().GenerateKey(rand.Reader)
-	if err != nil {
-		return "", "", fmt.Errorf("generate VAPID key: %w", err)
-	}
-	return base64.RawURLEncoding.EncodeToString(key.Bytes()), base64.RawURLEncoding.EncodeToString(key.PublicKey().Bytes()), nil
-}
-
-// authorization is the header "vapid t=<jwt>, k=<public key>" for a push to endpoint: an
-// ES256 JWT of aud its origin, exp now + 12 h (24 h at most, RFC 8292 §2) and sub (§3).
-func (k *vapidKey) authorization(endpoint *url.URL, now time.Time) (string, error) {
-	claims := jwt.MapClaims{"aud": endpoint.Scheme + "://" + endpoint.Host, "exp": now.Add(12 * time.Hour).Unix(), "sub": k.subject}
-	t, err := jwt.NewWithClaims(jwt.SigningMethodES256, claims).SignedString(k.private)
-	if err != nil {
-		return "", fmt.Errorf("sign VAPID token: %w", err)
-	}
-	return "vapid t=" + t + ", k=" + k.public, nil
-}
-
-// checkSubscriptionKeys is nil or a 422 validationError naming keys.p256dh (not base64url of
-// a 65-byte uncompressed P-256 point) or keys.auth (not base64url of 16 bytes), RFC 8291 §2.
-func checkSubscriptionKeys(p256dh, auth string) error {
-	_, _, err := parseSubscriptionKeys(p256dh, auth)
-	return err
-}
-
-// parseSubscriptionKeys decodes the keys checkSubscriptionKeys checks: the user agent's
-// public key and the 16-byte auth secret.
+// parseSubscriptionKeys decodes a subscription's keys (RFC 8291 §2), the user agent's public key
+// and the 16-byte auth secret, or is a 422 validationError naming keys.p256dh (not base64url of
+// a 65-byte uncompressed P-256 point) or keys.auth (not base64url of 16 bytes).
 func parseSubscriptionKeys(p256dh, auth string) (*ecdh.PublicKey, []byte, error) {
-	b, err := decodeBase64URL(p256dh)
+	b, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(p256dh, "="))
 	ua, err2 := ecdh.P256().NewPublicKey(b)
 	if err != nil || err2 != nil {
-		return nil, nil, validationError{{[]any{"body", "keys", "p256dh"}, "p256dh should be the base64url of a 65-byte uncompressed P-256 point", "value_error"}}
+		return nil, nil, validationError{{[]any{"body", "keys", "p256dh"},
+			"p256dh should be the base64url of a 65-byte uncompressed P-256 point", "value_error"}}
 	}
-	secret, err := decodeBase64URL(auth)
+	secret, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(auth, "="))
 	if err != nil || len(secret) != 16 {
-		return nil, nil, validationError{{[]any{"body", "keys", "auth"}, "auth should be the base64url of 16 bytes", "value_error"}}
+		return nil, nil, validationError{{[]any{"body", "keys", "auth"},
+			"auth should be the base64url of 16 bytes", "value_error"}}
 	}
 	return ua, secret, nil
 }
@@ -131,21 +104,19 @@ func encryptPush(p256dh, auth string, plaintext []byte) ([]byte, error) {
 }
 
 // encryptPushWith is the aes128gcm body (RFC 8188 §2): salt, rs 4096 (uint32 BE), idlen 65,
-// as's public point, then one record sealing plaintext || 0x02 with the key and nonce that
+// as's public point, then one record sealing msg || 0x02 with the key and nonce that
 // RFC 8291 §3.3-3.4 derive from ECDH(as, ua), the auth secret and the salt.
-func encryptPushWith(ua *ecdh.PublicKey, auth, plaintext, salt []byte, as *ecdh.PrivateKey) ([]byte, error) {
-	if len(plaintext) > maxPushPlaintext {
-		return nil, fmt.Errorf("encrypt push: %d bytes, more than %d", len(plaintext), maxPushPlaintext)
-	}
-	shared, err := as.ECDH(ua)
-	if err != nil {
-		return nil, fmt.Errorf("encrypt push: %w", err)
+func encryptPushWith(ua *ecdh.PublicKey, auth, msg, salt []byte, as *ecdh.PrivateKey) ([]byte, error) {
+	if len(msg) > maxPushPlaintext {
+		return nil, fmt.Errorf("encrypt push: %d bytes, more than %d", len(msg), maxPushPlaintext)
 	}
 	asPublic := as.PublicKey().Bytes()
-	ikm, err1 := hkdf.Key(sha256.New, shared, auth, "WebPush: info\x00"+string(ua.Bytes())+string(asPublic), 32)
+	info := "WebPush: info\x00" + string(ua.Bytes()) + string(asPublic)
+	shared, err := as.ECDH(ua)
+	ikm, err1 := hkdf.Key(sha256.New, shared, auth, info, 32)
 	cek, err2 := hkdf.Key(sha256.New, ikm, salt, "Content-Encoding: aes128gcm\x00", 16)
 	nonce, err3 := hkdf.Key(sha256.New, ikm, salt, "Content-Encoding: nonce\x00", 12)
-	if err := errors.Join(err1, err2, err3); err != nil {
+	if err := errors.Join(err, err1, err2, err3); err != nil {
 		return nil, fmt.Errorf("encrypt push: %w", err)
 	}
 	block, _ := aes.NewCipher(cek) // a 16-byte key cannot fail
@@ -155,39 +126,44 @@ func encryptPushWith(ua *ecdh.PublicKey, auth, plaintext, salt []byte, as *ecdh.
 	}
 	body := binary.BigEndian.AppendUint32(slices.Clip(salt), 4096)
 	body = append(append(body, byte(len(asPublic))), asPublic...)
-	return gcm.Seal(body, nonce, append(slices.Clip(plaintext), 2), nil), nil
-}
-
-// pushTopic is a Topic for s (RFC 8030 §5.4: 32 base64url characters at most), base64url of
-// 24 bytes of its SHA-256, so a newer message for s replaces one still undelivered.
-func pushTopic(s string) string {
-	sum := sha256.Sum256([]byte(s))
-	return base64.RawURLEncoding.EncodeToString(sum[:24])
+	return gcm.Seal(body, nonce, append(slices.Clip(msg), 2), nil), nil
 }
 
 // checkPushEndpoint parses a subscription's endpoint, or is a 422 validationError naming it
 // unless it is an absolute https URL without userinfo (RFC 8030 §8), or http when allowPrivate.
 func checkPushEndpoint(endpoint string, allowPrivate bool) (*url.URL, error) {
-	u, err := url.Parse(endpoint)
-	if err != nil || u.Host == "" || u.User != nil || (u.Scheme != "https" && (!allowPrivate || u.Scheme != "http")) {
-		return nil, validationError{{[]any{"body", "endpoint"}, "endpoint should be an https URL", "value_error"}}
+	if u, err := url.Parse(endpoint); err == nil && u.Host != "" && u.User == nil &&
+		(u.Scheme == "https" || allowPrivate && u.Scheme == "http") {
+		return u, nil
 	}
-	return u, nil
+	return nil, validationError{{[]any{"body", "endpoint"}, "endpoint should be an https URL", "value_error"}}
 }
 
-// newPushRequest POSTs an encrypted body to an endpoint checkPushEndpoint accepted (RFC 8030
-// §5), kept for ttl (whole seconds), urgency high, with topic and the VAPID authorization.
-func newPushRequest(ctx context.Context, endpoint *url.URL, body []byte, ttl time.Duration, topic, authorization string) (*http.Request, error) {
+// newPushRequest POSTs body, from encryptPush, to an endpoint checkPushEndpoint accepted (RFC
+// 8030 §5): kept for ttl (whole seconds), urgency high, replacing an undelivered message of the
+// same topic (hashed to the 32 characters §5.4 allows), authorized "vapid t=<jwt>, k=<key.public>"
+// by an ES256 JWT of aud the endpoint's origin, sub, and exp now + 12 h (24 h at most, RFC 8292).
+func newPushRequest(ctx context.Context, key *vapidKey, endpoint *url.URL, body []byte,
+	ttl time.Duration, topic string) (*http.Request, error) {
+	token, err := jwt.NewWithClaims(jwt.SigningMethodES256, jwt.MapClaims{
+		"aud": endpoint.Scheme + "://" + endpoint.Host,
+		"exp": time.Now().Add(12 * time.Hour).Unix(),
+		"sub": key.subject,
+	}).SignedString(key.private)
+	if err != nil {
+		return nil, fmt.Errorf("sign VAPID token: %w", err)
+	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint.String(), bytes.NewReader(body))
 	if err != nil {
 		return nil, fmt.Errorf("push request: %w", err)
 	}
+	sum := sha256.Sum256([]byte(topic))
 	req.Header.Set("Content-Encoding", "aes128gcm")
 	req.Header.Set("Content-Type", "application/octet-stream")
 	req.Header.Set("TTL", strconv.Itoa(int(ttl/time.Second)))
 	req.Header.Set("Urgency", "high")
-	req.Header.Set("Topic", topic)
-	req.Header.Set("Authorization", authorization)
+	req.Header.Set("Topic", base64.RawURLEncoding.EncodeToString(sum[:24]))
+	req.Header.Set("Authorization", "vapid t="+token+", k="+key.public)
 	return req, nil
 }
 
@@ -217,10 +193,6 @@ func publicAddr(ip netip.Addr) bool {
 	if ip = ip.Unmap(); nat64.Contains(ip) {
 		ip = netip.AddrFrom4([4]byte(ip.AsSlice()[12:]))
 	}
-	return ip.IsGlobalUnicast() && !ip.IsPrivate() && !slices.ContainsFunc(nonPublicPrefixes, func(p netip.Prefix) bool { return p.Contains(ip) })
-}
-
-// decodeBase64URL decodes base64url (RFC 4648 §5), padded or not.
-func decodeBase64URL(s string) ([]byte, error) {
-	return base64.RawURLEncoding.DecodeString(strings.TrimRight(s, "="))
+	inRange := func(p netip.Prefix) bool { return p.Contains(ip) }
+	return ip.IsGlobalUnicast() && !ip.IsPrivate() && !slices.ContainsFunc(nonPublicPrefixes, inRange)
 }

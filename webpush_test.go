@@ -19,6 +19,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"net/url"
 	"regexp"
 	"strconv"
 	"strings"
@@ -51,6 +52,27 @@ func mustB64(t *testing.T, s string) []byte {
 }
 
 func b64(b []byte) string { return base64.RawURLEncoding.EncodeToString(b) }
+
+// newVAPIDKeys is a fresh P-256 pair as `web-push generate-vapid-keys` prints one: base64url of
+// the 32-byte scalar and of the 65-byte uncompressed point.
+func newVAPIDKeys(t *testing.T) (private, public string) {
+	t.Helper()
+	key, err := ecdh.P256().GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b64(key.Bytes()), b64(key.PublicKey().Bytes())
+}
+
+// rfcVAPIDKey is RFC 8291 Appendix A's application server key as a VAPID key.
+func rfcVAPIDKey(t *testing.T) *vapidKey {
+	t.Helper()
+	key, err := parseVAPIDKey(rfcASPrivate, "mailto:ops@example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return key
+}
 
 // decryptPush is the user agent's side of RFC 8291 §3.4 and RFC 8188 §2: it reads
 // the header, derives the same keys from its private key and opens the one record.
@@ -182,10 +204,7 @@ func TestWebPushLocalService(t *testing.T) {
 	}))
 	defer srv.Close()
 
-	private, public, err := newVAPIDKeys()
-	if err != nil {
-		t.Fatal(err)
-	}
+	private, public := newVAPIDKeys(t)
 	const subject = "mailto:ops@example.com"
 	key, err := parseVAPIDKey(private, subject)
 	if err != nil {
@@ -204,16 +223,12 @@ func TestWebPushLocalService(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	now := time.Now()
-	authorization, err := key.authorization(endpoint, now)
-	if err != nil {
-		t.Fatal(err)
-	}
 	body, err := encryptPush(p256dh, b64(auth), []byte(message))
 	if err != nil {
 		t.Fatal(err)
 	}
-	req, err := newPushRequest(context.Background(), endpoint, body, 90*time.Minute, pushTopic("task 42"), authorization)
+	now := time.Now()
+	req, err := newPushRequest(context.Background(), key, endpoint, body, 90*time.Minute, "task 42")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -284,7 +299,7 @@ func TestPushClientRefusesPrivate(t *testing.T) {
 		if err != nil {
 			t.Fatalf("checkPushEndpoint(%s) = %v, want accepted (refused at connect time)", endpoint, err)
 		}
-		req, err := newPushRequest(context.Background(), u, []byte("x"), time.Minute, pushTopic("t"), "vapid t=x, k=y")
+		req, err := newPushRequest(context.Background(), rfcVAPIDKey(t), u, []byte("x"), time.Minute, "t")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -314,7 +329,7 @@ func TestPushClientNoRedirects(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	req, err := newPushRequest(context.Background(), u, []byte("x"), time.Minute, pushTopic("t"), "vapid t=x, k=y")
+	req, err := newPushRequest(context.Background(), rfcVAPIDKey(t), u, []byte("x"), time.Minute, "t")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -421,10 +436,10 @@ func TestPushSubscriptionKeys(t *testing.T) {
 		{"auth 17 bytes", rfcUAPublic, b64(make([]byte, 17)), "auth"},
 		{"auth empty", rfcUAPublic, "", "auth"},
 	} {
-		err := checkSubscriptionKeys(c.p256dh, c.auth)
+		_, _, err := parseSubscriptionKeys(c.p256dh, c.auth)
 		switch {
 		case c.bad == "" && err != nil:
-			t.Errorf("%s: checkSubscriptionKeys = %v, want nil", c.name, err)
+			t.Errorf("%s: parseSubscriptionKeys = %v, want nil", c.name, err)
 		case c.bad != "":
 			wantLocIn(t, err, c.bad)
 		}
@@ -432,13 +447,7 @@ func TestPushSubscriptionKeys(t *testing.T) {
 }
 
 func TestVAPIDKeys(t *testing.T) {
-	private, public, err := newVAPIDKeys()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if d, p := mustB64(t, private), mustB64(t, public); len(d) != 32 || len(p) != 65 || p[0] != 4 {
-		t.Fatalf("newVAPIDKeys = %d-byte scalar, %d-byte point starting %#x; want 32, 65, 0x04", len(d), len(p), p[0])
-	}
+	private, public := newVAPIDKeys(t)
 	key, err := parseVAPIDKey(private, "https://tasks.example.com/contact")
 	if err != nil {
 		t.Fatal(err)
@@ -473,10 +482,18 @@ func TestVAPIDKeys(t *testing.T) {
 }
 
 func TestPushTopic(t *testing.T) {
+	key, u := rfcVAPIDKey(t), &url.URL{Scheme: "https", Host: "push.example.com", Path: "/x"}
+	pushTopic := func(topic string) string {
+		req, err := newPushRequest(context.Background(), key, u, []byte("x"), time.Minute, topic)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return req.Header.Get("Topic")
+	}
 	valid := regexp.MustCompile(`^[A-Za-z0-9_-]{32}$`)
 	for _, s := range []string{"", "task 42", strings.Repeat("x", 1000), "user/ü"} {
 		if got := pushTopic(s); !valid.MatchString(got) {
-			t.Errorf("pushTopic(%q) = %q, want 32 base64url characters", s, got)
+			t.Errorf("Topic for %q = %q, want 32 base64url characters", s, got)
 		}
 	}
 	if pushTopic("task 1") == pushTopic("task 2") {
