@@ -336,7 +336,7 @@ func BenchmarkRemindersDue10000(b *testing.B) {
 		w.WriteHeader(http.StatusCreated)
 	}))
 	defer service.Close()
-	private, _, _ := newVAPIDKeys()
+	private, _ := newVAPIDKeys(b)
 	key := must(parseVAPIDKey(private, "mailto:bench@example.com"))
 	subscriber := must(ecdh.P256().GenerateKey(rand.Reader))
 	p256dh := base64.RawURLEncoding.EncodeToString(subscriber.PublicKey().Bytes())

@@ -4,6 +4,9 @@ package main
 import (
 	"cmp"
 	"context"
+	"crypto/ecdh"
+	"crypto/rand"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -193,9 +196,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		_, err := fmt.Fprintln(stdout, release)
 		return err
 	case len(args) == 2 && args[1] == "vapid-keys":
-		private, public, err := newVAPIDKeys()
+		key, err := ecdh.P256().GenerateKey(rand.Reader) // as web-push generate-vapid-keys makes them
 		if err == nil {
-			_, err = fmt.Fprintf(stdout, "VAPID_PRIVATE_KEY=%s\nVAPID_PUBLIC_KEY=%s\n", private, public)
+			b64 := base64.RawURLEncoding.EncodeToString
+			_, err = fmt.Fprintf(stdout, "VAPID_PRIVATE_KEY=%s\nVAPID_PUBLIC_KEY=%s\n", b64(key.Bytes()), b64(key.PublicKey().Bytes()))
 		}
 		return err
 	case len(args) > 1:

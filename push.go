@@ -30,14 +30,14 @@ const (
 // errPushOff answers the subscription routes of a service without VAPID_PRIVATE_KEY.
 var errPushOff = &statusError{http.StatusNotImplemented, "Web Push is off on this service: it needs VAPID_PRIVATE_KEY and VAPID_SUBJECT"}
 
-// reminderPush is what a fired reminder's push carries, and its Topic, one per
-// reminder: {"type": "reminder", "task": {"id", "title", "due_date"}, "at"}.
+// reminderPush is what a fired reminder's push carries, {"type": "reminder", "task":
+// {"id", "title", "due_date"}, "at"}, and the name newPushRequest makes its Topic of, one per reminder.
 func reminderPush(f firedReminder) (topic, payload string) {
 	b := strconv.AppendInt([]byte(`{"type":"reminder","task":{"id":`), f.TaskID, 10)
 	b = appendString(append(b, `,"title":`...), f.Title)
 	b = appendOrNull(append(b, `,"due_date":`...), f.Due, appendDue)
 	b = append(appendTime(append(b, `},"at":`...), f.At), '}')
-	return pushTopic(f.UserID + "\n" + strconv.FormatInt(f.TaskID, 10) + "\n" + f.At.String()), string(b)
+	return f.UserID + "\n" + strconv.FormatInt(f.TaskID, 10) + "\n" + f.At.String(), string(b)
 }
 
 // pusher sends the outbox's pushes (store.claimPushes), at most pushesAtOnce at a time.
@@ -111,11 +111,7 @@ func (p *pusher) post(ctx context.Context, j pushJob) (int, time.Duration, error
 	if err != nil {
 		return 0, 0, err
 	}
-	vapid, err := p.key.authorization(endpoint, time.Now())
-	if err != nil {
-		return 0, 0, err
-	}
-	req, err := newPushRequest(ctx, endpoint, body, pushTTL, j.Topic, vapid)
+	req, err := newPushRequest(ctx, p.key, endpoint, body, pushTTL, j.Topic)
 	if err != nil {
 		return 0, 0, err
 	}
@@ -192,7 +188,7 @@ type subscription struct {
 }
 
 // decodeSubscription reads a subscription body: an endpoint that checkPushEndpoint
-// takes, of at most 2048 bytes, and for a subscribe keys that checkSubscriptionKeys
+// takes, of at most 2048 bytes, and for a subscribe keys that parseSubscriptionKeys
 // takes; expirationTime is read and not kept, and any other member is a 422.
 func decodeSubscription(raw map[string]json.RawMessage, subscribe, allowPrivate bool) (sub subscription, err error) {
 	for name := range raw {
@@ -208,7 +204,7 @@ func decodeSubscription(raw map[string]json.RawMessage, subscribe, allowPrivate 
 		err = validationError{{[]any{"body", "endpoint"}, "endpoint should be at most 2048 bytes", "string_too_long"}}
 	}
 	if err == nil && subscribe {
-		err = checkSubscriptionKeys(sub.Keys.P256dh, sub.Keys.Auth)
+		_, _, err = parseSubscriptionKeys(sub.Keys.P256dh, sub.Keys.Auth)
 	}
 	return sub, err
 }

@@ -55,7 +55,7 @@ func b64(b []byte) string { return base64.RawURLEncoding.EncodeToString(b) }
 
 // newVAPIDKeys is a fresh P-256 pair as `web-push generate-vapid-keys` prints one: base64url of
 // the 32-byte scalar and of the 65-byte uncompressed point.
-func newVAPIDKeys(t *testing.T) (private, public string) {
+func newVAPIDKeys(t testing.TB) (private, public string) {
 	t.Helper()
 	key, err := ecdh.P256().GenerateKey(rand.Reader)
 	if err != nil {
