@@ -93,6 +93,7 @@ func (s *store) fireReminders(ctx context.Context, batch int, pushes func(firedR
 			var due *time.Time
 			var kind *string
 			err = row.Scan(&f.UserID, &f.TaskID, &f.Title, &due, &kind, &f.At)
+			f.At = f.At.UTC() // pgx reads a timestamptz in the process's zone; a push spells it in UTC, as the API does
 			if due != nil {
 				f.Due = &Due{due.UTC(), dueKindOf(*kind)}
 			}
