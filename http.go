@@ -58,6 +58,8 @@ func writeError(w http.ResponseWriter, r *http.Request, err error) {
 		status, detail = http.StatusUnprocessableEntity, validationError{{[]any{"header", "Idempotency-Key"}, "This Idempotency-Key was used with a different request (body, route or task)", "idempotency_key_reused"}}
 	case errors.Is(err, errTaskLimit):
 		status, detail = http.StatusConflict, "Task limit reached: delete some tasks before adding more"
+	case errors.Is(err, errSubscriptionLimit):
+		status, detail = http.StatusConflict, "Push subscription limit reached ("+strconv.Itoa(maxSubscriptions)+"): remove one before adding another"
 	case errors.Is(err, errRejected):
 		status, detail = http.StatusUnprocessableEntity, validationError{{[]any{"body"}, "Value rejected by a constraint", "value_error"}}
 	case errors.Is(err, errUnavailable):

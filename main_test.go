@@ -174,9 +174,20 @@ type result struct {
 
 func (r result) String() string { return fmt.Sprintf("%d %s", r.status, r.body) }
 
-// do sends a request; body is raw when a string, JSON otherwise; header holds name, value pairs.
+// do sends a request to the env's server, as send does, and fails the test if none comes back.
 func (e *env) do(method, path, token string, body any, header ...string) result {
 	e.t.Helper()
+	r, err := send(e.srv.Client(), e.srv.URL, method, path, token, body, header...)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return r
+}
+
+// send sends a request to the server at base and reads the response whole; body is raw
+// when a string, JSON otherwise; header holds name, value pairs. It does not touch a
+// testing.T, so goroutines other than the test's may call it.
+func send(client *http.Client, base, method, path, token string, body any, header ...string) (result, error) {
 	var rd io.Reader
 	switch b := body.(type) {
 	case nil:
@@ -185,14 +196,14 @@ func (e *env) do(method, path, token string, body any, header ...string) result 
 	default:
 		j, err := json.Marshal(b)
 		if err != nil {
-			e.t.Fatal(err)
+			return result{}, err
 		}
 		rd = bytes.NewReader(j)
 		header = append([]string{"Content-Type", "application/json"}, header...)
 	}
-	req, err := http.NewRequest(method, e.srv.URL+path, rd)
+	req, err := http.NewRequest(method, base+path, rd)
 	if err != nil {
-		e.t.Fatal(err)
+		return result{}, err
 	}
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
@@ -200,16 +211,16 @@ func (e *env) do(method, path, token string, body any, header ...string) result 
 	for i := 0; i+1 < len(header); i += 2 {
 		req.Header.Set(header[i], header[i+1])
 	}
-	resp, err := e.srv.Client().Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
-		e.t.Fatalf("%s %s: %v", method, path, err)
+		return result{}, fmt.Errorf("%s %s: %w", method, path, err)
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
-		e.t.Fatal(err)
+		return result{}, fmt.Errorf("%s %s: %w", method, path, err)
 	}
-	return result{resp.StatusCode, resp.Header, b}
+	return result{resp.StatusCode, resp.Header, b}, nil
 }
 
 // want fails the test unless the response has status.

@@ -30,6 +30,9 @@ const (
 // errPushOff answers the subscription routes of a service without VAPID_PRIVATE_KEY.
 var errPushOff = &statusError{http.StatusNotImplemented, "Web Push is off on this service: it needs VAPID_PRIVATE_KEY and VAPID_SUBJECT"}
 
+// errNoSubscription answers a DELETE of an endpoint the user holds no subscription to.
+var errNoSubscription = &statusError{http.StatusNotFound, "Push subscription not found"}
+
 // reminderPush is what a fired reminder's push carries, {"type": "reminder", "task":
 // {"id", "title", "due_date"}, "at"}, and the name newPushRequest makes its Topic of, one per reminder.
 func reminderPush(f firedReminder) (topic, payload string) {
@@ -165,7 +168,11 @@ func handleSubscription(db *store, key *vapidKey, allowPrivate, subscribe bool) 
 		hash := sha256.Sum256(append([]byte(r.Pattern+"\n"), body...))
 		a, replayed, err := db.writeOnce(r.Context(), userID, idempotency, hash[:], func(ctx context.Context, q querier) (answer, error) {
 			if !subscribe {
-				return answer{Status: http.StatusNoContent}, db.unsubscribe(ctx, q, userID, sub.Endpoint)
+				err := db.unsubscribe(ctx, q, userID, sub.Endpoint)
+				if errors.Is(err, errNotFound) {
+					err = errNoSubscription
+				}
+				return answer{Status: http.StatusNoContent}, err
 			}
 			created, err := db.subscribe(ctx, q, userID, sub.Endpoint, sub.Keys.P256dh, sub.Keys.Auth, maxSubscriptions)
 			return answer{Status: map[bool]int{true: http.StatusCreated, false: http.StatusOK}[created], Body: append(body, '\n')}, err

@@ -93,6 +93,7 @@ func (s *store) fireReminders(ctx context.Context, batch int, pushes func(firedR
 			var due *time.Time
 			var kind *string
 			err = row.Scan(&f.UserID, &f.TaskID, &f.Title, &due, &kind, &f.At)
+			f.At = f.At.UTC() // pgx reads a timestamptz in the process's zone; a push spells it in UTC, as the API does
 			if due != nil {
 				f.Due = &Due{due.UTC(), dueKindOf(*kind)}
 			}
@@ -166,7 +167,7 @@ func (s *store) subscribe(ctx context.Context, q querier, userID, endpoint, p256
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
 	b := &pgx.Batch{}
-	b.Queue(`SELECT pg_advisory_xact_lock(7031, hashtext($1))`, userID)
+	b.Queue(`SELECT pg_advisory_xact_lock(hashtextextended($1, 7031945863))`, userID)
 	b.Queue(`INSERT INTO push_subscriptions (user_id, endpoint, p256dh, auth) SELECT $1, $2, $3, $4
 		WHERE (SELECT count(*) FROM push_subscriptions WHERE user_id = $1 AND endpoint <> $2) < $5
 		ON CONFLICT (user_id, endpoint) DO UPDATE SET p256dh = EXCLUDED.p256dh, auth = EXCLUDED.auth

@@ -74,8 +74,9 @@ func writeHash(route string, id int64, c taskChange) []byte {
 		RecurFrom   *string         `json:"RecurFrom,omitempty"`
 		Timezone    *string         `json:"Timezone,omitempty"`
 		ClearZone   bool            `json:"ClearZone,omitempty"`
+		Reminders   json.RawMessage `json:"Reminders,omitempty"` // in their one spelling
 	}{c.Title, c.Description, c.ClearDesc, c.Completed, c.Priority, appendOrNull(nil, c.DueDate, appendDue), c.ClearDue, c.Tags,
-		c.Recurrence, c.ClearRecur, c.RecurFrom, c.Timezone, c.ClearZone})
+		c.Recurrence, c.ClearRecur, c.RecurFrom, c.Timezone, c.ClearZone, c.Reminders})
 	sum := sha256.Sum256(append([]byte(route+"\n"+strconv.FormatInt(id, 10)+"\n"), canonical...))
 	return sum[:]
 }

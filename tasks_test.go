@@ -359,6 +359,12 @@ func TestIdempotencyKey(t *testing.T) {
 		wantLoc(t, e.do("POST", base, tok, map[string]any{"title": "i", "due_date": c[1]}, "Idempotency-Key", key), "header", "Idempotency-Key")
 		e.want(e.do("DELETE", e.do("POST", base, tok, map[string]any{"title": "i", "due_date": c[0]}, "Idempotency-Key", key).header.Get("Location"), tok, nil), 204, "DELETE")
 	}
+	// Reminders are part of the request: the same key with other reminders is another request.
+	reminded := e.do("POST", base, tok, map[string]any{"title": "r", "reminders": []any{map[string]any{"at": "2030-01-01T08:00:00Z"}}}, "Idempotency-Key", "reminders")
+	e.want(reminded, 201, "POST with a reminder")
+	wantLoc(t, e.do("POST", base, tok, map[string]any{"title": "r", "reminders": []any{map[string]any{"at": "2030-01-01T09:00:00Z"}}}, "Idempotency-Key", "reminders"),
+		"header", "Idempotency-Key")
+	e.want(e.do("DELETE", reminded.header.Get("Location"), tok, nil), 204, "DELETE")
 	wantLoc(t, e.do("POST", base, tok, body, "Idempotency-Key", "has space"), "header", "Idempotency-Key")
 	wantLoc(t, e.do("POST", base, tok, body, "Idempotency-Key", ""), "header", "Idempotency-Key") // an empty key is not no key
 	wantLoc(t, e.do("POST", base, tok, body, "Idempotency-Key", strings.Repeat("k", 256)), "header", "Idempotency-Key")
@@ -575,6 +581,8 @@ func TestWriteHashGolden(t *testing.T) {
 			"1c8f4a8fa55a5e5d0f7eafbbef2f24a3a264373344062fd80df55a7bccd2681a"},
 		{"POST /api/{user_id}/tasks", 0, taskChange{Title: &title, DueDate: &Due{time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC), dueDate}},
 			"9cea0d1199e74a4a774eb73821a3b25200e4297f05d54b752d120d2096264060"},
+		{"POST /api/{user_id}/tasks", 0, taskChange{Title: &title, Reminders: json.RawMessage(`[{"offset":"-PT15M"},{"at":"2026-12-01T08:45:00Z"}]`)},
+			"f8f966a9f6927bfcb1c805d5e8cc605506e43e9ff32a49ddbf09090b3ccdecdf"},
 	} {
 		if got := hex.EncodeToString(writeHash(c.route, c.id, c.change)); got != c.want {
 			t.Errorf("writeHash(%s, %d, %+v) = %s, want %s", c.route, c.id, c.change, got, c.want)
