@@ -157,12 +157,8 @@ func decodeTask(w http.ResponseWriter, r *http.Request, create bool) (taskChange
 			}
 		}
 	}
-	if v, ok := raw["reminders"]; ok {
-		if spelled, offsets := parseReminders(v, fail); offsets && create && (c.DueDate == nil || c.DueDate.Kind != dueInstant && c.Timezone == nil) {
-			fail(msgOffsetNeedsDue, "value_error", "reminders")
-		} else {
-			c.Reminders = spelled
-		}
+	if v, ok := raw["reminders"]; ok { // schema.sql's CHECK refuses an offset without a due moment
+		c.Reminders = parseReminders(v, fail)
 	}
 	if v, ok := raw["tags"]; ok {
 		var tags []string
