@@ -150,7 +150,7 @@ func decodeTask(w http.ResponseWriter, r *http.Request, create bool) (taskChange
 		if string(v) == "null" {
 			c.ClearZone = true
 		} else if s, ok := text("timezone", v); ok {
-			if _, known := loadZone(s); known && len(s) <= maxTimezone {
+			if _, known := loadZone(s); known {
 				c.Timezone = &s
 			} else {
 				fail("Input should be an IANA time zone, such as Europe/Berlin", "value_error", "timezone")
