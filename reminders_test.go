@@ -29,7 +29,8 @@ func TestParseReminders(t *testing.T) {
 	}
 	for _, in := range []string{`{}`, `"x"`, `[1]`, `[{}]`, `[{"offset":"-PT15M","at":"2026-12-01T08:45:00Z"}]`, `[{"when":"-PT15M"}]`,
 		`[{"offset":"P"}]`, `[{"offset":"PT"}]`, `[{"offset":"-P29D"}]`, `[{"offset":"P1DT1S"}]`, `[{"offset":"PT25H"}]`, `[{"offset":"-P1Y"}]`,
-		`[{"offset":"-P1M"}]`, `[{"offset":"-P5W"}]`, `[{"offset":"+-PT1H"}]`, `[{"offset":"P1DT"}]`, `[{"offset":"-PT1.5H"}]`, `[{"offset":15}]`, `[{"at":"2026-12-01"}]`, `[{"at":"2026-12-01T08:45"}]`, `[{"at":null}]`,
+		`[{"offset":"-P1M"}]`, `[{"offset":"-PT1.5H"}]`, `[{"offset":15}]`, `[{"at":"2026-12-01"}]`, `[{"at":"2026-12-01T08:45"}]`, `[{"at":null}]`,
+		`[{"offset":"-P5W"}]`, `[{"offset":"+-PT1H"}]`, `[{"offset":"P1DT"}]`,
 		`[{"offset":"-PT1M"},{"offset":"-PT2M"},{"offset":"-PT3M"},{"offset":"-PT4M"},{"offset":"-PT5M"},{"offset":"-PT6M"}]`} {
 		var errs []string
 		if got := parseReminders(json.RawMessage(in), func(msg, _ string, loc ...any) { errs = append(errs, msg) }); errs == nil {
