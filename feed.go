@@ -15,9 +15,9 @@ import (
 const maxFeedLimit = 1000
 
 // handleChanges serves GET /api/{user_id}/changes?since=CURSOR&limit=N: what
-// changed since the cursor, {"tasks": [...], "deleted": [ids], "cursor": "...",
-// "has_more": bool}; without since, the user's tasks (the first sync). A cursor
-// issued longer than retention ago answers 410: the client syncs from scratch.
+// changed since the cursor, {"tasks": [...], "deleted": [ids], "reminders": [fired],
+// "cursor": "...", "has_more": bool}; without since, the user's tasks (the first sync).
+// A cursor issued longer than retention ago answers 410: the client syncs from scratch.
 func handleChanges(db *store, retention time.Duration) userHandler {
 	return func(w http.ResponseWriter, r *http.Request, userID string) {
 		now := time.Now()

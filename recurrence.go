@@ -338,12 +338,13 @@ func nextDue(t Task, now time.Time) (*Due, string) {
 // zones caches loadZone's time zones by name: time.LoadLocation reads a zoneinfo file each time.
 var zones sync.Map
 
-// loadZone is the IANA time zone name (Europe/Berlin), or false for none, "Local" and "" included.
+// loadZone is the IANA time zone name (Europe/Berlin), or false for none, "Local", "" and a name
+// longer than maxTimezone (the column's limit) included.
 func loadZone(name string) (*time.Location, bool) {
 	if z, ok := zones.Load(name); ok {
 		return z.(*time.Location), true
 	}
-	if name == "" || name == "Local" {
+	if name == "" || name == "Local" || len(name) > maxTimezone {
 		return nil, false
 	}
 	loc, err := time.LoadLocation(name)

@@ -1,4 +1,4 @@
-// reminders.go holds a task's reminders, their one spelling, and the scheduler that fires them and sends their pushes.
+// reminders.go holds a task's reminders, their parsing, and the scheduler that fires them and sends their pushes.
 package main
 
 import (
@@ -15,23 +15,24 @@ import (
 // maxReminders is how many reminders a task may have.
 const maxReminders = 5
 
-// isoDuration is an ISO 8601 duration as RFC 5545's TRIGGER takes it: weeks, or days and a time.
-var isoDuration = regexp.MustCompile(`^([+-]?)P(?:([0-9]{1,3})W|([0-9]{1,3}D)?(?:T([0-9]{1,4}H)?([0-9]{1,6}M)?([0-9]{1,8}S)?)?)$`)
+// isoDuration is an ISO 8601 duration as RFC 5545's TRIGGER takes it, and PostgreSQL's interval
+// reads it: weeks, or days and a time; the groups are the sign and the numbers of each unit.
+var isoDuration = regexp.MustCompile(`^([+-]?)P(?:([0-9]{1,3})W|(?:([0-9]{1,3})D)?` +
+	`(?:T(?:([0-9]{1,4})H)?(?:([0-9]{1,6})M)?(?:([0-9]{1,8})S)?)?)$`)
 
 // parseReminders reads a body's reminders: null or an array of up to maxReminders
 // objects, each {"offset": "-PT15M"}, an ISO 8601 duration from the due moment
 // from -P28D to P1D, or {"at": "2026-12-01T08:45:00Z"}, an instant. It returns
-// them as a JSON array in their one spelling (offsets in days, hours, minutes and
-// seconds; instants in UTC), repeats dropped, whether one is an offset, and a
-// message for each entry that is wrong.
-func parseReminders(v json.RawMessage, fail func(msg, typ string, loc ...any)) (spelled json.RawMessage, offsets bool) {
+// them as a JSON array (offsets as spellOffset keeps them, instants in UTC),
+// repeats dropped, and a message for each entry that is wrong.
+func parseReminders(v json.RawMessage, fail func(msg, typ string, loc ...any)) json.RawMessage {
 	var entries []map[string]json.RawMessage
 	if string(v) == "null" {
-		return noReminders, false
+		return noReminders
 	}
 	if json.Unmarshal(v, &entries) != nil || len(entries) > maxReminders {
 		fail("Input should be a list of up to "+strconv.Itoa(maxReminders)+" reminders, each {\"offset\": \"-PT15M\"} or {\"at\": \"2026-12-01T08:45:00Z\"}", "list_type", "reminders")
-		return nil, false
+		return nil
 	}
 	var out []string
 	for i, e := range entries {
@@ -44,7 +45,7 @@ func parseReminders(v json.RawMessage, fail func(msg, typ string, loc ...any)) (
 		}
 		if isOffset {
 			if d, ok := spellOffset(s); ok {
-				s, offsets = `{"offset":"`+d+`"}`, true
+				s = `{"offset":"` + d + `"}`
 			} else {
 				fail("An offset should be an ISO 8601 duration from -P28D to P1D, such as -PT15M", "value_error", "reminders", i, "offset")
 				continue
@@ -59,50 +60,26 @@ func parseReminders(v json.RawMessage, fail func(msg, typ string, loc ...any)) (
 			out = append(out, s)
 		}
 	}
-	return json.RawMessage("[" + strings.Join(out, ",") + "]"), offsets
+	return json.RawMessage("[" + strings.Join(out, ",") + "]")
 }
 
-// spellOffset reads an ISO 8601 duration and spells it as [-]P[nD][T[nH][nM][nS]]
-// (PT0S for none), or false outside -P28D to P1D, a day counted as 24 hours.
+// spellOffset is s, an ISO 8601 duration, upper-cased and without a + sign (which PostgreSQL's
+// interval does not read), or false unless it lies from -P28D to P1D, a day counted as 24 hours.
 func spellOffset(s string) (string, bool) {
+	s = strings.ToUpper(s)
 	m := isoDuration.FindStringSubmatch(s)
-	if m == nil || s[len(s)-1] == 'T' || strings.HasSuffix(s, "P") {
+	if m == nil || strings.HasSuffix(s, "P") || strings.HasSuffix(s, "T") {
 		return "", false
 	}
-	n := func(i int) int { v, _ := strconv.Atoi(strings.TrimRight(m[i], "DHMS")); return v }
-	days, secs := 7*n(2)+n(3), 3600*n(4)+60*n(5)+n(6)
-	if total := days*86400 + secs; m[1] == "-" && total > 28*86400 || m[1] != "-" && total > 86400 {
+	n := make([]int, len(m))
+	for i := 2; i < len(m); i++ {
+		n[i], _ = strconv.Atoi(m[i]) // 0 for a unit left out
+	}
+	seconds := (7*n[2]+n[3])*86400 + 3600*n[4] + 60*n[5] + n[6]
+	if m[1] == "-" && seconds > 28*86400 || m[1] != "-" && seconds > 86400 {
 		return "", false
 	}
-	spelled := "P"
-	if days > 0 {
-		spelled += strconv.Itoa(days) + "D"
-	}
-	if secs > 0 || days == 0 {
-		spelled += "T"
-		for _, u := range []struct {
-			size int
-			unit string
-		}{{3600, "H"}, {60, "M"}, {1, "S"}} {
-			if secs >= u.size || u.size == 1 && spelled == "PT" {
-				spelled += strconv.Itoa(secs/u.size) + u.unit
-				secs %= u.size
-			}
-		}
-	}
-	if m[1] == "-" && spelled != "PT0S" {
-		spelled = "-" + spelled
-	}
-	return spelled, true
-}
-
-// reminders is c's reminders as a parameter: nil to leave them, "[]" to clear them.
-func reminders(c taskChange) *string {
-	if c.Reminders == nil {
-		return nil
-	}
-	s := string(c.Reminders)
-	return &s
+	return strings.TrimPrefix(s, "+"), true
 }
 
 // remind fires reminders (store.fireReminders) and, with p, has their pushes

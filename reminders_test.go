@@ -16,13 +16,13 @@ func TestParseReminders(t *testing.T) {
 		{`null`, `[]`},
 		{`[]`, `[]`},
 		{`[{"offset":"-PT15M"}]`, `[{"offset":"-PT15M"}]`},
-		{`[{"offset":"-P1W"},{"offset":"PT90M"},{"offset":"P1D"},{"offset":"-P28D"},{"offset":"+PT1H"}]`, `[{"offset":"-P7D"},{"offset":"PT1H30M"},{"offset":"P1D"},{"offset":"-P28D"},{"offset":"PT1H"}]`},
-		{`[{"offset":"-PT0S"},{"offset":"PT0M"}]`, `[{"offset":"PT0S"}]`},
+		{`[{"offset":"-P4W"},{"offset":"PT90M"},{"offset":"P1D"},{"offset":"-P28D"},{"offset":"+PT1H"}]`, `[{"offset":"-P4W"},{"offset":"PT90M"},{"offset":"P1D"},{"offset":"-P28D"},{"offset":"PT1H"}]`},
+		{`[{"offset":"-pt15m"},{"offset":"-PT15M"},{"offset":"-PT0S"}]`, `[{"offset":"-PT15M"},{"offset":"-PT0S"}]`},
 		{`[{"offset":"-P1DT2H3M4S"}]`, `[{"offset":"-P1DT2H3M4S"}]`},
 		{`[{"at":"2026-12-01T09:45:00+01:00"},{"at":"2026-12-01T08:45:00Z"}]`, `[{"at":"2026-12-01T08:45:00Z"}]`},
 	} {
 		var errs []string
-		got, _ := parseReminders(json.RawMessage(tc.in), func(msg, _ string, loc ...any) { errs = append(errs, msg) })
+		got := parseReminders(json.RawMessage(tc.in), func(msg, _ string, loc ...any) { errs = append(errs, msg) })
 		if string(got) != tc.want || errs != nil {
 			t.Errorf("parseReminders(%s) = %s %v, want %s", tc.in, got, errs, tc.want)
 		}
@@ -30,9 +30,10 @@ func TestParseReminders(t *testing.T) {
 	for _, in := range []string{`{}`, `"x"`, `[1]`, `[{}]`, `[{"offset":"-PT15M","at":"2026-12-01T08:45:00Z"}]`, `[{"when":"-PT15M"}]`,
 		`[{"offset":"P"}]`, `[{"offset":"PT"}]`, `[{"offset":"-P29D"}]`, `[{"offset":"P1DT1S"}]`, `[{"offset":"PT25H"}]`, `[{"offset":"-P1Y"}]`,
 		`[{"offset":"-P1M"}]`, `[{"offset":"-PT1.5H"}]`, `[{"offset":15}]`, `[{"at":"2026-12-01"}]`, `[{"at":"2026-12-01T08:45"}]`, `[{"at":null}]`,
+		`[{"offset":"-P5W"}]`, `[{"offset":"+-PT1H"}]`, `[{"offset":"P1DT"}]`,
 		`[{"offset":"-PT1M"},{"offset":"-PT2M"},{"offset":"-PT3M"},{"offset":"-PT4M"},{"offset":"-PT5M"},{"offset":"-PT6M"}]`} {
 		var errs []string
-		if got, _ := parseReminders(json.RawMessage(in), func(msg, _ string, loc ...any) { errs = append(errs, msg) }); errs == nil {
+		if got := parseReminders(json.RawMessage(in), func(msg, _ string, loc ...any) { errs = append(errs, msg) }); errs == nil {
 			t.Errorf("parseReminders(%s) = %s, want a refusal", in, got)
 		}
 	}

@@ -36,7 +36,7 @@ func (s *store) createTask(ctx context.Context, q querier, userID string, c task
 		INSERT INTO tasks (user_id, version, title, description, priority, due_date, due_kind, tags, recurrence, recur_from, timezone, reminders)
 		SELECT $1, version, $2::text, $3::text, coalesce($4::text, 'medium'), $5::timestamptz, $6::text, coalesce($7::text[], '{}'),
 			$9::text, coalesce($10::text, 'due'), $11::text, nullif($12::text, '[]')::json FROM slot
-		RETURNING `+taskColumns, userID, *c.Title, c.Description, c.Priority, dueAt, dueKind, c.Tags, maxTasks, c.Recurrence, c.RecurFrom, c.Timezone, reminders(c))
+		RETURNING `+taskColumns, userID, *c.Title, c.Description, c.Priority, dueAt, dueKind, c.Tags, maxTasks, c.Recurrence, c.RecurFrom, c.Timezone, c.Reminders)
 	if errors.Is(err, errNotFound) { // no slot, so no task
 		err = errTaskLimit
 	}
@@ -82,7 +82,7 @@ var updateSQL = versioned(taskMatches+` AND (tasks.recurrence IS NULL OR tasks.c
 func (s *store) updateTask(ctx context.Context, q querier, userID string, id int64, c taskChange, ifMatch []int64) (Task, error) {
 	dueAt, dueKind := dueColumns(c.DueDate)
 	t, err := s.one(ctx, q, updateSQL, id, userID, ifMatch, c.Title, c.ClearDesc, c.Description, c.Completed, c.Priority,
-		c.ClearDue, dueAt, dueKind, c.Tags, c.ClearRecur, c.Recurrence, c.RecurFrom, c.ClearZone, c.Timezone, reminders(c))
+		c.ClearDue, dueAt, dueKind, c.Tags, c.ClearRecur, c.Recurrence, c.RecurFrom, c.ClearZone, c.Timezone, c.Reminders)
 	return t, s.missed(ctx, q, userID, id, ifMatch, err)
 }
 

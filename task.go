@@ -19,7 +19,7 @@ type Task struct {
 	Recurrence   *string         `json:"recurrence"`       // an RRULE in its one spelling (recurrence.go); nil for none
 	RecurFrom    string          `json:"recur_from"`       // "due" or "completion"
 	Timezone     *string         `json:"timezone"`         // the IANA zone an instant due date recurs in; nil for UTC
-	Reminders    json.RawMessage `json:"reminders"`        // a JSON array in its one spelling (reminders.go); [] for none
+	Reminders    json.RawMessage `json:"reminders"`        // a JSON array as parseReminders keeps it; [] for none
 	NextReminder *time.Time      `json:"next_reminder_at"` // when the next one fires; nil for none
 	Tags         []string        `json:"tags"`
 	CreatedAt    time.Time       `json:"created_at"`
@@ -41,7 +41,7 @@ type taskChange struct {
 	RecurFrom   *string
 	Timezone    *string
 	ClearZone   bool            // set timezone to NULL
-	Reminders   json.RawMessage // a JSON array in its one spelling; nil leaves them, [] clears them
+	Reminders   json.RawMessage // a JSON array (parseReminders); nil leaves them, [] clears them
 	Tags        []string
 }
 

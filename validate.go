@@ -150,19 +150,15 @@ func decodeTask(w http.ResponseWriter, r *http.Request, create bool) (taskChange
 		if string(v) == "null" {
 			c.ClearZone = true
 		} else if s, ok := text("timezone", v); ok {
-			if _, known := loadZone(s); known && len(s) <= maxTimezone {
+			if _, known := loadZone(s); known {
 				c.Timezone = &s
 			} else {
 				fail("Input should be an IANA time zone, such as Europe/Berlin", "value_error", "timezone")
 			}
 		}
 	}
-	if v, ok := raw["reminders"]; ok {
-		if spelled, offsets := parseReminders(v, fail); offsets && create && (c.DueDate == nil || c.DueDate.Kind != dueInstant && c.Timezone == nil) {
-			fail(msgOffsetNeedsDue, "value_error", "reminders")
-		} else {
-			c.Reminders = spelled
-		}
+	if v, ok := raw["reminders"]; ok { // schema.sql's CHECK refuses an offset without a due moment
+		c.Reminders = parseReminders(v, fail)
 	}
 	if v, ok := raw["tags"]; ok {
 		var tags []string
