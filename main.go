@@ -102,6 +102,9 @@ func loadConfig(getenv func(string) string) (config, error) {
 			return c, fmt.Errorf("VAPID_PRIVATE_KEY and VAPID_SUBJECT (try: tasks vapid-keys): %w", err)
 		}
 	}
+	if allow := getenv("WEB_PUSH_ALLOW_PRIVATE"); allow != "" && allow != "1" {
+		return c, fmt.Errorf("WEB_PUSH_ALLOW_PRIVATE must be 1 (for tests and development only) or unset, not %q", allow)
+	}
 	c.PushPrivate = getenv("WEB_PUSH_ALLOW_PRIVATE") == "1"
 	if p, err := strconv.Atoi(c.Port); err != nil || p < 0 || p > 65535 {
 		return c, fmt.Errorf("PORT must be a port number, not %q", c.Port)
@@ -237,6 +240,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		p = &pusher{db: db, log: log, key: cfg.VAPID, client: newPushClient(cfg.PushPrivate), slots: make(chan struct{}, pushesAtOnce)}
 	} else {
 		log.Info("Web Push is off: reminders reach the feed and event streams only (set VAPID_PRIVATE_KEY and VAPID_SUBJECT)")
+	}
+	if cfg.PushPrivate {
+		log.Warn("WEB_PUSH_ALLOW_PRIVATE=1: pushes may go to http and private addresses; for tests and development only")
 	}
 	reminding := make(chan struct{})
 	go func() { remind(background, db, p, log); close(reminding) }()

@@ -440,6 +440,8 @@ func TestRunRefusesBadConfig(t *testing.T) {
 		{"wildcard CORS", map[string]string{"BETTER_AUTH_SECRET": testSecret, "CORS_ORIGINS": "*"}, "CORS_ORIGINS"},
 		{"CORS with a path", map[string]string{"BETTER_AUTH_SECRET": testSecret, "CORS_ORIGINS": "http://localhost:3000/app"}, "CORS_ORIGINS"},
 		{"bad startup timeout", map[string]string{"BETTER_AUTH_SECRET": testSecret, "STARTUP_TIMEOUT": "soon"}, "STARTUP_TIMEOUT"},
+		{"VAPID key without a subject", map[string]string{"BETTER_AUTH_SECRET": testSecret, "VAPID_PRIVATE_KEY": "AAAA"}, "VAPID_SUBJECT"},
+		{"allow private, spelled otherwise", map[string]string{"BETTER_AUTH_SECRET": testSecret, "WEB_PUSH_ALLOW_PRIVATE": "yes"}, "WEB_PUSH_ALLOW_PRIVATE"},
 		{"bad database URL", map[string]string{"BETTER_AUTH_SECRET": testSecret, "DATABASE_URL": "postgres://u:hunter2@[::1"}, "DATABASE_URL"},
 		{"bad direct URL", map[string]string{"BETTER_AUTH_SECRET": testSecret, "DATABASE_URL": testURL, "PORT": "0",
 			"DATABASE_DIRECT_URL": "postgres://u:hunter2@[::1"}, "DATABASE_DIRECT_URL"},

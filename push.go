@@ -203,6 +203,10 @@ func decodeSubscription(raw map[string]json.RawMessage, subscribe, allowPrivate 
 			return sub, validationError{{[]any{"body", name}, "Extra inputs are not permitted", "extra_forbidden"}}
 		}
 	}
+	var expires *float64 // read, to refuse what is not a number of milliseconds or null, and not kept
+	if v, ok := raw["expirationTime"]; ok && json.Unmarshal(v, &expires) != nil {
+		return sub, validationError{{[]any{"body", "expirationTime"}, "Input should be a number or null", "float_type"}}
+	}
 	delete(raw, "expirationTime")
 	if b, _ := json.Marshal(raw); json.Unmarshal(b, &sub) != nil {
 		return sub, validationError{{[]any{"body"}, `Input should be {"endpoint": "https://...", "keys": {"p256dh": "...", "auth": "..."}}`, "model_attributes_type"}}

@@ -812,10 +812,11 @@ func TestPushServiceAnswers(t *testing.T) {
 	}
 }
 
-// TestPushRefusesPrivateAddressAtSend: without WEB_PUSH_ALLOW_PRIVATE an https
-// endpoint is subscribed whatever its host, and refused when the push is sent
-// if the host is not public: no connection reaches it, and the subscription,
-// which can never be delivered to, is deleted.
+// TestPushRefusesPrivateAddressAtSend: without WEB_PUSH_ALLOW_PRIVATE, a push to
+// an endpoint whose name resolves to a private address (here localhost, written
+// straight into the table, as a name the subscribe route cannot see through
+// would be) is refused when it connects: no connection reaches it, and the
+// subscription, which can never be delivered to, is deleted.
 func TestPushRefusesPrivateAddressAtSend(t *testing.T) {
 	var connections, requests atomic.Int32
 	local := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -834,7 +835,12 @@ func TestPushRefusesPrivateAddressAtSend(t *testing.T) {
 	user, sub := newUser(t), newSubscriber(t)
 	token := tokenFor(t, user)
 	endpoint := "https://localhost:" + strconv.Itoa(local.Listener.Addr().(*net.TCPAddr).Port) + "/push/" + rand.Text()
-	rep.want(rep.do("POST", "/api/"+user+"/push-subscriptions", token, sub.toJSON(endpoint, nil)), 201, "POST an https endpoint on localhost")
+	rep.want(rep.do("POST", "/api/"+user+"/push-subscriptions", token, sub.toJSON(endpoint, nil)), 422, "POST an https endpoint on localhost")
+	keys := sub.toJSON(endpoint, nil)["keys"].(map[string]any)
+	if _, err := db.pool.Exec(t.Context(), `INSERT INTO push_subscriptions (user_id, endpoint, p256dh, auth) VALUES ($1, $2, $3, $4)`,
+		user, endpoint, keys["p256dh"], keys["auth"]); err != nil {
+		t.Fatal(err)
+	}
 	cursor := rep.feedCursor(user)
 	at, atJSON := reminderAt(time.Second)
 	rep.want(rep.do("POST", "/api/"+user+"/tasks", token, map[string]any{"title": "Refused", "reminders": []any{map[string]any{"at": atJSON}}}),

@@ -85,12 +85,13 @@ func TestReminderRules(t *testing.T) {
 	if got := next(map[string]any{"reminders": nil, "timezone": nil}); got != "none" {
 		t.Errorf("next without reminders = %s", got)
 	}
-	// A recurring task's offsets follow each occurrence.
+	// A recurring task's offsets follow each occurrence; its instants were the occurrence's, and go with it.
 	weekly := e.create(user, map[string]any{"title": "Weekly", "due_date": "2099-06-01T09:00:00Z", "recurrence": "FREQ=WEEKLY",
-		"reminders": []map[string]string{{"offset": "-PT15M"}}})
+		"reminders": []map[string]string{{"offset": "-PT15M"}, {"at": "2099-05-30T08:00:00Z"}, {"offset": "-P1D"}}})
 	r := e.do("PATCH", path+"/"+strconv.FormatInt(weekly.ID, 10)+"/complete", tok, nil)
-	if moved := decode[Task](t, r); moved.NextReminder == nil || moved.NextReminder.Format(time.RFC3339) != "2099-06-08T08:45:00Z" {
-		t.Fatalf("after a completion, next = %v, want 2099-06-08T08:45:00Z", moved.NextReminder)
+	if moved := decode[Task](t, r); moved.NextReminder == nil || moved.NextReminder.Format(time.RFC3339) != "2099-06-07T09:00:00Z" ||
+		string(moved.Reminders) != `[{"offset":"-PT15M"},{"offset":"-P1D"}]` {
+		t.Fatalf("after a completion, reminders %s, next %v; want the offsets alone, next 2099-06-07T09:00:00Z (-P1D)", moved.Reminders, moved.NextReminder)
 	}
 	if copies, _ := e.list(user, "?status=completed"); len(copies) != 1 || string(copies[0].Reminders) != "[]" || copies[0].NextReminder != nil {
 		t.Fatalf("the completed copy = %+v, want it without reminders", copies)

@@ -13,7 +13,8 @@ import (
 // moves the user's recurring task id to its next occurrence, due at next, with
 // recurrence its rule from then on, and records the occurrence done as a
 // completed copy without recurrence: two versions, the copy's the later one,
-// and a task more, unless the user holds maxTasks (errTaskLimit). With next
+// and a task more, unless the user holds maxTasks (errTaskLimit). Its reminders
+// at an instant, the occurrence's, go (its offsets follow the next). With next
 // nil, no occurrence is left, and the task itself completes.
 func (s *store) moveSeries(ctx context.Context, tx querier, userID string, id int64, next *Due, recurrence string, maxTasks int) (Task, error) {
 	dueAt, _ := dueColumns(next)
@@ -23,7 +24,9 @@ func (s *store) moveSeries(ctx context.Context, tx querier, userID string, id in
 			SELECT user_id, v, title, description, priority, due_date, due_kind, tags, true, now()
 			FROM tasks, slot WHERE id = $1 AND user_id = $2 AND $3::timestamptz IS NOT NULL)
 		UPDATE tasks SET version = v - ($3::timestamptz IS NOT NULL)::int, updated_at = now(), due_date = coalesce($3::timestamptz, due_date),
-			recurrence = $4, completed = $3::timestamptz IS NULL, completed_at = CASE WHEN $3::timestamptz IS NULL THEN now() END
+			recurrence = $4, completed = $3::timestamptz IS NULL,
+			reminders = CASE WHEN $3::timestamptz IS NULL THEN reminders ELSE (SELECT ('[' || string_agg(r::text, ',') || ']')::json
+				FROM json_array_elements(reminders) AS r WHERE r->>'at' IS NULL) END, completed_at = CASE WHEN $3::timestamptz IS NULL THEN now() END
 		FROM slot WHERE id = $1 AND user_id = $2 RETURNING `+taskColumns, id, userID, dueAt, recurrence, maxTasks)
 	if errors.Is(err, errNotFound) { // no slot: the user holds maxTasks
 		err = errTaskLimit

@@ -3,6 +3,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/aes"
 	"crypto/cipher"
@@ -57,8 +58,8 @@ type vapidKey struct {
 // parseVAPIDKey reads VAPID_PRIVATE_KEY, base64url of the 32-byte P-256 scalar as
 // `web-push generate-vapid-keys` prints it, and the subject; the error says which is wrong.
 func parseVAPIDKey(private, subject string) (*vapidKey, error) {
-	if !strings.HasPrefix(subject, "mailto:") && !strings.HasPrefix(subject, "https:") {
-		return nil, errors.New("VAPID subject must be a mailto: or https: URI")
+	if u, err := url.Parse(subject); err != nil || !(u.Scheme == "mailto" && u.Opaque != "" || u.Scheme == "https" && u.Host != "") {
+		return nil, errors.New("VAPID subject must be a mailto: or https: URI, such as mailto:ops@example.com")
 	}
 	b, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(strings.TrimSpace(private), "="))
 	key, err2 := ecdsa.ParseRawPrivateKey(elliptic.P256(), b)
@@ -130,13 +131,19 @@ func encryptPushWith(ua *ecdh.PublicKey, auth, msg, salt []byte, as *ecdh.Privat
 }
 
 // checkPushEndpoint parses a subscription's endpoint, or is a 422 validationError naming it
-// unless it is an absolute https URL without userinfo (RFC 8030 §8), or http when allowPrivate.
+// unless it is an absolute https URL without userinfo (RFC 8030 §8), with a valid port, whose
+// host is not localhost nor an address publicAddr refuses; allowPrivate lifts all but the first.
 func checkPushEndpoint(endpoint string, allowPrivate bool) (*url.URL, error) {
-	if u, err := url.Parse(endpoint); err == nil && u.Host != "" && u.User == nil &&
-		(u.Scheme == "https" || allowPrivate && u.Scheme == "http") {
-		return u, nil
+	u, err := url.Parse(endpoint)
+	if err == nil && u.Host != "" && u.User == nil && (u.Scheme == "https" || allowPrivate && u.Scheme == "http") {
+		port, _ := strconv.Atoi(cmp.Or(u.Port(), "443"))
+		ip, literal := netip.ParseAddr(u.Hostname())
+		private := strings.EqualFold(u.Hostname(), "localhost") || literal == nil && !publicAddr(ip)
+		if port > 0 && port < 65536 && (allowPrivate || !private) {
+			return u, nil
+		}
 	}
-	return nil, validationError{{[]any{"body", "endpoint"}, "endpoint should be an https URL", "value_error"}}
+	return nil, validationError{{[]any{"body", "endpoint"}, "endpoint should be an https URL of a public host", "value_error"}}
 }
 
 // newPushRequest POSTs body, from encryptPush, to an endpoint checkPushEndpoint accepted (RFC
@@ -146,7 +153,7 @@ func checkPushEndpoint(endpoint string, allowPrivate bool) (*url.URL, error) {
 func newPushRequest(ctx context.Context, key *vapidKey, endpoint *url.URL, body []byte,
 	ttl time.Duration, topic string) (*http.Request, error) {
 	token, err := jwt.NewWithClaims(jwt.SigningMethodES256, jwt.MapClaims{
-		"aud": endpoint.Scheme + "://" + endpoint.Host,
+		"aud": endpoint.Scheme + "://" + strings.TrimSuffix(strings.ToLower(endpoint.Host), ":443"), // its origin
 		"exp": time.Now().Add(12 * time.Hour).Unix(),
 		"sub": key.subject,
 	}).SignedString(key.private)

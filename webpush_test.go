@@ -294,10 +294,19 @@ func TestPushClientRefusesPrivate(t *testing.T) {
 	// The test server's certificate (valid for 127.0.0.1) is trusted: only the address check refuses.
 	client := newPushClient(false)
 	client.Transport.(*http.Transport).TLSClientConfig = srv.Client().Transport.(*http.Transport).TLSClientConfig
+	for endpoint, want := range map[string]bool{"https://push.example.com:8443/x": true, "https://PUSH.example.com/x": true,
+		"https://localhost/x": false, "https://127.0.0.1/x": false, "https://[::1]/x": false, "https://10.1.2.3/x": false,
+		"https://169.254.169.254/latest": false, "https://[fd00::1]/x": false, "https://0.0.0.0/x": false,
+		"https://push.example.com:99999/x": false, "https://push.example.com:0/x": false, "https://user@push.example.com/x": false} {
+		if _, err := checkPushEndpoint(endpoint, false); (err == nil) != want {
+			t.Errorf("checkPushEndpoint(%s, false) = %v, want accepted %v", endpoint, err, want)
+		}
+	}
+	// A name the route cannot see through, as DNS rebinding would give, is refused when it connects.
 	for _, endpoint := range []string{"https://localhost:" + port + "/push", "https://127.0.0.1:" + port + "/push", "https://[::ffff:127.0.0.1]:" + port + "/push"} {
-		u, err := checkPushEndpoint(endpoint, false)
+		u, err := checkPushEndpoint(endpoint, true)
 		if err != nil {
-			t.Fatalf("checkPushEndpoint(%s) = %v, want accepted (refused at connect time)", endpoint, err)
+			t.Fatalf("checkPushEndpoint(%s, true) = %v", endpoint, err)
 		}
 		req, err := newPushRequest(context.Background(), rfcVAPIDKey(t), u, []byte("x"), time.Minute, "t")
 		if err != nil {
@@ -474,6 +483,9 @@ func TestVAPIDKeys(t *testing.T) {
 		{public, "mailto:ops@example.com"}, // the public key by mistake
 		{private, "ops@example.com"},
 		{private, "http://example.com"},
+		{private, "mailto:"},
+		{private, "https://"},
+		{private, "https:/contact"},
 	} {
 		if _, err := parseVAPIDKey(c.private, c.subject); err == nil {
 			t.Errorf("parseVAPIDKey(%q, %q): no error", c.private, c.subject)
