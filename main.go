@@ -265,7 +265,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	return nil
 }
 
-// forgetOld deletes expired Idempotency-Keys and tombstones now and every hour
+// forgetOld deletes expired Idempotency-Keys, tombstones and fired reminders now and every hour
 // until ctx ends, a batch at a time until none is left (store.deleteOld).
 func forgetOld(ctx context.Context, db *store, retention time.Duration, log *slog.Logger) {
 	tick := time.NewTicker(time.Hour)
@@ -273,7 +273,7 @@ func forgetOld(ctx context.Context, db *store, retention time.Duration, log *slo
 	for {
 		n, err := db.deleteOld(ctx, retention, forgetBatch)
 		if err != nil && ctx.Err() == nil {
-			log.Warn("deleting expired idempotency keys and tombstones", "err", err.Error())
+			log.Warn("deleting expired idempotency keys, tombstones and fired reminders", "err", err.Error())
 		}
 		if err == nil && n == forgetBatch && ctx.Err() == nil { // a full batch: more may be left
 			continue

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -72,7 +73,11 @@ func (p *pusher) run(ctx context.Context, kick <-chan struct{}) {
 				break
 			}
 			for _, j := range jobs {
-				p.slots <- struct{}{}
+				select {
+				case <-ctx.Done(): // the rest go back when their lease ends
+					return
+				case p.slots <- struct{}{}:
+				}
 				p.wg.Go(func() {
 					defer func() { <-p.slots }()
 					p.send(ctx, j)
@@ -83,7 +88,8 @@ func (p *pusher) run(ctx context.Context, kick <-chan struct{}) {
 }
 
 // send delivers one push and ends it as the push service answers (RFC 8030 §5):
-// a 2xx, sent; 404 or 410, the subscription is gone; a 429, a 5xx or no answer,
+// a 2xx, sent; 404 or 410, or an address the client refuses (errPushAddress), the
+// subscription is gone; a 429, a 5xx or no answer,
 // retried after Retry-After or a backoff that doubles from 10 s, until pushGiveUp
 // after it was queued; anything else given up, and logged.
 func (p *pusher) send(ctx context.Context, j pushJob) {
@@ -95,8 +101,12 @@ func (p *pusher) send(ctx context.Context, j pushJob) {
 			retry = time.Time{}
 		}
 	}
-	if status/100 != 2 {
-		p.log.Warn("push not delivered", "status", status, "gone", gone, "retry", !retry.IsZero(), "err", fmt.Sprint(err))
+	if status/100 != 2 { // an endpoint holds the subscription's secret: the log names its host only
+		if urlErr, ok := errors.AsType[*url.Error](err); ok {
+			err = urlErr.Err
+		}
+		host, _, _ := strings.Cut(strings.TrimPrefix(j.Endpoint, "https://"), "/")
+		p.log.Warn("push not delivered", "host", host, "status", status, "gone", gone, "retry", !retry.IsZero(), "err", fmt.Sprint(err))
 	}
 	if err := p.db.pushed(context.WithoutCancel(ctx), j, retry, gone); err != nil {
 		p.log.Warn("ending a push", "err", err.Error())

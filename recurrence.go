@@ -339,10 +339,11 @@ func nextDue(t Task, now time.Time) (*Due, string) {
 // zones caches loadZone's time zones by name: time.LoadLocation reads a zoneinfo file each time.
 var zones sync.Map
 
-// zoneName is the shape of an IANA zone's name (Europe/Berlin, Etc/GMT+5, UTC): not a path
-// (./, //), and none of what a host's zoneinfo holds beside the zones (localtime, posixrules,
-// Factory, right/ and posix/), which the binary's own copy (time/tzdata) lacks.
-var zoneName = regexp.MustCompile(`^[A-Z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*$`)
+// zoneName is the shape of an IANA zone's name, Area/Location (Europe/Berlin, Etc/GMT+5) or UTC:
+// not a path (./, //), none of what a host's zoneinfo holds beside the zones (localtime,
+// posixrules, right/, posix/), which the binary's own copy (time/tzdata) lacks, and none of the
+// names without an area (CET, EST5EDT), which PostgreSQL reads as fixed offsets first.
+var zoneName = regexp.MustCompile(`^(UTC|[A-Z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)+)$`)
 
 // loadZone is the IANA time zone name (Europe/Berlin), or false for none: "Local", "" and a name
 // longer than maxTimezone (the column's limit) included.
@@ -350,7 +351,7 @@ func loadZone(name string) (*time.Location, bool) {
 	if z, ok := zones.Load(name); ok {
 		return z.(*time.Location), true
 	}
-	if !zoneName.MatchString(name) || name == "Local" || name == "Factory" || len(name) > maxTimezone {
+	if !zoneName.MatchString(name) || len(name) > maxTimezone {
 		return nil, false
 	}
 	loc, err := time.LoadLocation(name)

@@ -197,7 +197,7 @@ func TestLoadZone(t *testing.T) {
 	for name, want := range map[string]bool{
 		"Europe/Berlin": true, "America/Los_Angeles": true, "UTC": true, "Etc/GMT+5": true,
 		"": false, "Local": false, "Mars/Olympus": false, "../../etc/passwd": false, "/etc/localtime": false, "Europe/Berlin\x00": false,
-		"localtime": false, "posixrules": false, "Factory": false, "right/UTC": false, "posix/Europe/Berlin": false,
+		"localtime": false, "posixrules": false, "Factory": false, "CET": false, "EST5EDT": false, "GMT": false, "right/UTC": false, "posix/Europe/Berlin": false,
 		"./Europe/Berlin": false, "Europe//Berlin": false, "Europe/./Berlin": false, "America/Argentina/Buenos_Aires": true,
 	} {
 		if _, ok := loadZone(name); ok != want {

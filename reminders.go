@@ -82,6 +82,9 @@ func spellOffset(s string) (string, bool) {
 	return strings.TrimPrefix(s, "+"), true
 }
 
+// fireBatch bounds the due reminders whose users one round of the scheduler locks and fires.
+const fireBatch = 500
+
 // remind fires reminders (store.fireReminders) and, with p, has their pushes
 // sent (pusher.run) until ctx ends, then waits for the pushes in flight. Each
 // round reads when the next of each is due, one indexed statement, and waits
@@ -102,7 +105,7 @@ func remind(ctx context.Context, db *store, p *pusher, log *slog.Logger) {
 		case err != nil:
 			log.Warn("reading when reminders are due", "err", err.Error())
 		case reminder != nil && !reminder.After(now):
-			switch fired, err := db.fireReminders(ctx, 500, pushes); {
+			switch fired, err := db.fireReminders(ctx, fireBatch, pushes); {
 			case err != nil:
 				log.Warn("firing reminders", "err", err.Error())
 			case len(fired) > 0:

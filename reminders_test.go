@@ -93,6 +93,16 @@ func TestReminderRules(t *testing.T) {
 		string(moved.Reminders) != `[{"offset":"-PT15M"},{"offset":"-P1D"}]` {
 		t.Fatalf("after a completion, reminders %s, next %v; want the offsets alone, next 2099-06-07T09:00:00Z (-P1D)", moved.Reminders, moved.NextReminder)
 	}
+	// A moment that fired does not come back, even to a write that began before it fired.
+	twice := e.create(user, map[string]any{"title": "Twice", "reminders": []map[string]string{{"at": "2099-01-01T00:00:00Z"}, {"at": "2099-01-02T00:00:00Z"}}})
+	if _, err := testDB.pool.Exec(t.Context(), `INSERT INTO fired_reminders (user_id, version, task_id, at) VALUES ($1, 1000000, $2, '2099-01-01T00:00:00Z')`,
+		user, twice.ID); err != nil {
+		t.Fatal(err)
+	}
+	r = e.do("PATCH", path+"/"+strconv.FormatInt(twice.ID, 10), tok, map[string]any{"reminders": []map[string]string{{"at": "2099-01-02T00:00:00Z"}, {"at": "2099-01-01T00:00:00Z"}}})
+	if got := decode[Task](t, r).NextReminder; got == nil || got.Format(time.RFC3339) != "2099-01-02T00:00:00Z" {
+		t.Fatalf("next after 2099-01-01 fired = %v, want 2099-01-02T00:00:00Z", got)
+	}
 	if copies, _ := e.list(user, "?status=completed"); len(copies) != 1 || string(copies[0].Reminders) != "[]" || copies[0].NextReminder != nil {
 		t.Fatalf("the completed copy = %+v, want it without reminders", copies)
 	}

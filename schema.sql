@@ -193,3 +193,16 @@ CREATE TABLE push_outbox (
     FOREIGN KEY (user_id, endpoint) REFERENCES push_subscriptions ON DELETE CASCADE
 );
 CREATE INDEX push_outbox_due ON push_outbox (not_before);
+
+-- migration 5: a reminder that fired does not come back
+-- A write that began before a reminder fired, and recomputes next_reminder_at
+-- after (it waited on the user's row), would find that moment still ahead of its
+-- now(): the moments recorded in fired_reminders are left out.
+CREATE OR REPLACE FUNCTION tasks_next_reminder() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    NEW.next_reminder_at := CASE WHEN NOT NEW.completed THEN (SELECT min(m)
+        FROM unnest(task_reminder_moments(NEW.reminders, NEW.due_date, NEW.due_kind, NEW.timezone)) AS m
+        WHERE m > now() AND NOT EXISTS (SELECT FROM fired_reminders AS f
+            WHERE f.user_id = NEW.user_id AND f.task_id = NEW.id AND f.at = m)) END;
+    RETURN NEW;
+END $$;

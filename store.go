@@ -83,7 +83,7 @@ func (s *store) updateTask(ctx context.Context, q querier, userID string, id int
 	dueAt, dueKind := dueColumns(c.DueDate)
 	t, err := s.one(ctx, q, updateSQL, id, userID, ifMatch, c.Title, c.ClearDesc, c.Description, c.Completed, c.Priority,
 		c.ClearDue, dueAt, dueKind, c.Tags, c.ClearRecur, c.Recurrence, c.RecurFrom, c.ClearZone, c.Timezone, c.Reminders)
-	return t, s.missed(ctx, q, userID, id, ifMatch, err)
+	return t, s.missed(ctx, q, userID, id, ifMatch, true, err)
 }
 
 // toggleSQL flips completed, unless it would complete an open recurring task.
@@ -93,7 +93,7 @@ var toggleSQL = versioned(taskMatches+` AND (tasks.recurrence IS NULL OR tasks.c
 // toggleTask flips completed in one statement, so concurrent toggles never lose one.
 func (s *store) toggleTask(ctx context.Context, q querier, userID string, id int64, ifMatch []int64) (Task, error) {
 	t, err := s.one(ctx, q, toggleSQL, id, userID, ifMatch)
-	return t, s.missed(ctx, q, userID, id, ifMatch, err)
+	return t, s.missed(ctx, q, userID, id, ifMatch, true, err)
 }
 
 // deleteTask removes the user's task id and leaves a tombstone for the feed, in two
@@ -115,22 +115,23 @@ func (s *store) deleteTask(ctx context.Context, q querier, userID string, id int
 	if err == nil && deleted == 0 {
 		err = errNotFound
 	}
-	return s.missed(ctx, q, userID, id, ifMatch, err)
+	return s.missed(ctx, q, userID, id, ifMatch, false, err)
 }
 
 // missed tells why a write of the user's task id changed nothing (errNotFound): the
 // task is missing (errNotFound), ifMatch names none of its versions (*staleError, with
-// the task as it is), or the write would complete an open recurring task (errSeries).
-// Any other err passes through. It reads on q: a keyed write never waits on a second connection.
-func (s *store) missed(ctx context.Context, q querier, userID string, id int64, ifMatch []int64, err error) error {
-	if !errors.Is(err, errNotFound) {
+// the task as it is), or, for an update or a toggle (series), the write may complete an
+// open recurring task (errSeries: completeSeries decides under the user's lock). Any
+// other err passes through. It reads on q: a keyed write never waits on a second connection.
+func (s *store) missed(ctx context.Context, q querier, userID string, id int64, ifMatch []int64, series bool, err error) error {
+	if !errors.Is(err, errNotFound) || !series && ifMatch == nil {
 		return err
 	}
 	current, getErr := s.one(ctx, q, selectTask, id, userID)
 	switch {
 	case getErr != nil:
 		return getErr
-	case ifMatch != nil && !slices.Contains(ifMatch, current.Version):
+	case !series || ifMatch != nil && !slices.Contains(ifMatch, current.Version):
 		return &staleError{Current: current}
 	}
 	return errSeries
@@ -221,7 +222,7 @@ func (s *store) deleteOld(ctx context.Context, retention time.Duration, batch in
 // changes returns the user's changes after version since, in version order, at
 // most limit: the tasks written since, and tombstones and fired reminders (above
 // floor) since; and the user's version, up to which all was read if no more than
-// limit came back. Versions commit in the order they were given out (nextVersion),
+// limit came back. Versions commit in the order they were given out (versioned),
 // so a snapshot holding version v holds every one before it, and a read going on
 // from the last version returned skips nothing. With nothing new, it reads one row.
 func (s *store) changes(ctx context.Context, userID string, since, floor int64, limit int) ([]feedEntry, int64, error) {

@@ -34,15 +34,20 @@ func (s *store) moveSeries(ctx context.Context, tx querier, userID string, id in
 	return t, err
 }
 
-// locked runs fn in a transaction on q (a savepoint if q is one) that first takes the user's row lock.
-func (s *store) locked(ctx context.Context, q querier, userID string, fn func(tx querier) error) error {
+// locked runs fn in a transaction on q (a savepoint if q is one) that first takes the
+// user's row lock, then reads their task id as it is (errNotFound if they have none).
+func (s *store) locked(ctx context.Context, q querier, userID string, id int64, fn func(tx querier, t Task) error) error {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
 	return storeError(pgx.BeginFunc(ctx, q, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `SELECT FROM task_counts WHERE user_id = $1 FOR NO KEY UPDATE`, userID); err != nil {
 			return err
 		}
-		return fn(tx)
+		t, err := s.one(ctx, tx, selectTask, id, userID)
+		if err != nil {
+			return err
+		}
+		return fn(tx, t)
 	}))
 }
 
@@ -64,7 +69,8 @@ type firedReminder struct {
 	At     time.Time
 }
 
-// fireReminders fires the reminders due now of up to batch users, each once
+// fireReminders fires the reminders due now of the users of up to batch of them (all
+// of those users' due reminders), each once
 // however many replicas run, in one transaction. It takes the users' row locks
 // without waiting (one another replica holds is that replica's to fire), moves
 // each due task's next_reminder_at past the moment, records each firing for the

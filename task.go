@@ -18,7 +18,7 @@ type Task struct {
 	DueDate      *Due            `json:"due_date"`
 	Recurrence   *string         `json:"recurrence"`       // an RRULE in its one spelling (recurrence.go); nil for none
 	RecurFrom    string          `json:"recur_from"`       // "due" or "completion"
-	Timezone     *string         `json:"timezone"`         // the IANA zone an instant due date recurs in; nil for UTC
+	Timezone     *string         `json:"timezone"`         // the IANA zone an instant recurs in, and a date's or floating time's reminders count in; nil: UTC
 	Reminders    json.RawMessage `json:"reminders"`        // a JSON array as parseReminders keeps it; [] for none
 	NextReminder *time.Time      `json:"next_reminder_at"` // when the next one fires; nil for none
 	Tags         []string        `json:"tags"`

@@ -10,6 +10,8 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
+	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -243,29 +245,31 @@ func handleToggleTask(db *store, maxTasks int) userHandler {
 	})
 }
 
-// completeSeries runs, under the user's row lock, an update or a toggle that would
-// complete an open recurring task (errSeries): the change without completed first
-// (which checks If-Match), then the write itself if the task is no longer an open
-// recurring one, or else the move to its next occurrence (store.moveSeries).
+// completeSeries runs, under the user's row lock, an update or a toggle that store
+// left to it (errSeries): If-Match checked on the task as it is, an update's other
+// fields written first, then the move to the next occurrence (store.moveSeries) if
+// the write completes an open recurring task, or else the write as it was asked.
 func completeSeries(ctx context.Context, db *store, q querier, w writeRequest, toggle bool, maxTasks int) (t Task, err error) {
-	err = db.locked(ctx, q, w.userID, func(tx querier) error {
-		change := w.change
-		if toggle {
-			change = taskChange{}
+	err = db.locked(ctx, q, w.userID, w.id, func(tx querier, current Task) error {
+		if t = current; w.ifMatch != nil && !slices.Contains(w.ifMatch, t.Version) {
+			return &staleError{Current: t}
 		}
-		completed := change.Completed
-		change.Completed = nil
-		if t, err = db.updateTask(ctx, tx, w.userID, w.id, change, w.ifMatch); err != nil {
-			return err
+		rest := w.change
+		rest.Completed = nil
+		if !toggle && !reflect.ValueOf(rest).IsZero() {
+			if t, err = db.updateTask(ctx, tx, w.userID, w.id, rest, nil); err != nil {
+				return err
+			}
 		}
+		completes := toggle && !t.Completed || !toggle && w.change.Completed != nil && *w.change.Completed && !t.Completed
 		switch {
-		case toggle && (t.Completed || t.Recurrence == nil):
-			t, err = db.toggleTask(ctx, tx, w.userID, w.id, nil)
-		case !toggle && (t.Completed || t.Recurrence == nil):
-			t, err = db.updateTask(ctx, tx, w.userID, w.id, taskChange{Completed: completed}, nil)
-		default:
+		case completes && t.Recurrence != nil:
 			next, recurrence := nextDue(t, time.Now())
 			t, err = db.moveSeries(ctx, tx, w.userID, w.id, next, recurrence, maxTasks)
+		case toggle:
+			t, err = db.toggleTask(ctx, tx, w.userID, w.id, nil)
+		case w.change.Completed != nil:
+			t, err = db.updateTask(ctx, tx, w.userID, w.id, taskChange{Completed: w.change.Completed}, nil)
 		}
 		return err
 	})
