@@ -32,12 +32,10 @@ var (
 // constraintErrors are the 422s of schema.sql's table CHECKs, which read two
 // columns: only the database sees an update's result whole.
 var constraintErrors = map[string]error{
-	"tasks_recurrence_needs_due":      validationError{{[]any{"body", "due_date"}, "A recurring task needs a due date: give it one, or set recurrence to null", "value_error"}},
-	"tasks_reminder_offsets_need_due": validationError{{[]any{"body", "reminders"}, msgOffsetNeedsDue, "value_error"}},
+	"tasks_recurrence_needs_due": validationError{{[]any{"body", "due_date"}, "A recurring task needs a due date: give it one, or set recurrence to null", "value_error"}},
+	"tasks_reminder_offsets_need_due": validationError{{[]any{"body", "reminders"},
+		"A reminder's offset needs a due date, and with a date or a floating time a timezone", "value_error"}},
 }
-
-// msgOffsetNeedsDue refuses a reminder's offset without the moment it counts from.
-const msgOffsetNeedsDue = "A reminder's offset needs a due date, and with a date or a floating time a timezone"
 
 // staleError says a precondition (If-Match) failed: the task has changed since.
 type staleError struct{ Current Task }

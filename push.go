@@ -12,7 +12,6 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 )
@@ -93,7 +92,8 @@ func (p *pusher) run(ctx context.Context, kick <-chan struct{}) {
 // retried after Retry-After or a backoff that doubles from 10 s, until pushGiveUp
 // after it was queued; anything else given up, and logged.
 func (p *pusher) send(ctx context.Context, j pushJob) {
-	status, retryAfter, err := p.post(ctx, j)
+	endpoint, _ := url.Parse(j.Endpoint) // checkPushEndpoint parsed it when it was subscribed
+	status, retryAfter, err := p.post(ctx, j, endpoint)
 	retry, gone := time.Time{}, status == http.StatusNotFound || status == http.StatusGone || errors.Is(err, errPushAddress)
 	if status == http.StatusTooManyRequests || status >= 500 || status == 0 && !gone {
 		retry = time.Now().Add(cmp.Or(retryAfter, 10*time.Second<<min(j.Attempts-1, 8)))
@@ -105,8 +105,7 @@ func (p *pusher) send(ctx context.Context, j pushJob) {
 		if urlErr, ok := errors.AsType[*url.Error](err); ok {
 			err = urlErr.Err
 		}
-		host, _, _ := strings.Cut(strings.TrimPrefix(j.Endpoint, "https://"), "/")
-		p.log.Warn("push not delivered", "host", host, "status", status, "gone", gone, "retry", !retry.IsZero(), "err", fmt.Sprint(err))
+		p.log.Warn("push not delivered", "host", endpoint.Host, "status", status, "gone", gone, "retry", !retry.IsZero(), "err", fmt.Sprint(err))
 	}
 	if err := p.db.pushed(context.WithoutCancel(ctx), j, retry, gone); err != nil {
 		p.log.Warn("ending a push", "err", err.Error())
@@ -115,11 +114,7 @@ func (p *pusher) send(ctx context.Context, j pushJob) {
 
 // post sends j's payload, encrypted to its subscription, and returns the push
 // service's status (0 for none) and the wait its Retry-After asks for (RFC 9110 §10.2.3).
-func (p *pusher) post(ctx context.Context, j pushJob) (int, time.Duration, error) {
-	endpoint, err := url.Parse(j.Endpoint)
-	if err != nil {
-		return 0, 0, err
-	}
+func (p *pusher) post(ctx context.Context, j pushJob, endpoint *url.URL) (int, time.Duration, error) {
 	body, err := encryptPush(j.P256dh, j.Auth, []byte(j.Payload))
 	if err != nil {
 		return 0, 0, err
@@ -169,14 +164,9 @@ func handleSubscription(db *store, key *vapidKey, allowPrivate, subscribe bool) 
 		if err == nil {
 			sub, err = decodeSubscription(raw, subscribe, allowPrivate)
 		}
-		idempotency, keyErr := idempotencyKey(r)
-		if err = cmp.Or(err, keyErr); err != nil {
-			writeError(w, r, err)
-			return
-		}
 		body, _ := json.Marshal(sub) // cannot fail: strings
-		hash := sha256.Sum256(append([]byte(r.Pattern+"\n"), body...))
-		a, replayed, err := db.writeOnce(r.Context(), userID, idempotency, hash[:], func(ctx context.Context, q querier) (answer, error) {
+		hash := func() []byte { sum := sha256.Sum256(append([]byte(r.Pattern+"\n"), body...)); return sum[:] }
+		keyedWrite(w, r, db, userID, err, hash, func(ctx context.Context, q querier) (answer, error) {
 			if !subscribe {
 				err := db.unsubscribe(ctx, q, userID, sub.Endpoint)
 				if errors.Is(err, errNotFound) {
@@ -187,11 +177,6 @@ func handleSubscription(db *store, key *vapidKey, allowPrivate, subscribe bool) 
 			created, err := db.subscribe(ctx, q, userID, sub.Endpoint, sub.Keys.P256dh, sub.Keys.Auth, maxSubscriptions)
 			return answer{Status: map[bool]int{true: http.StatusCreated, false: http.StatusOK}[created], Body: append(body, '\n')}, err
 		})
-		if err != nil {
-			writeError(w, r, err)
-			return
-		}
-		writeAnswer(w, a, replayed)
 	}
 }
 

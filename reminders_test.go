@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -158,5 +159,30 @@ func TestRemindersFire(t *testing.T) {
 	got := decode[Task](t, e.do("GET", "/api/"+user+"/tasks/"+strconv.FormatInt(task.ID, 10), tok, nil))
 	if got.NextReminder == nil || !got.NextReminder.Equal(later) {
 		t.Fatalf("next reminder after the first fired = %v, want %s", got.NextReminder, later)
+	}
+}
+
+// TestFiredRemindersInUTC: a fired reminder's moment, which its push spells, is in
+// UTC as every instant the API writes, not in the process's time.Local, which pgx
+// gives a timestamptz (a Location of its own even where Local is UTC).
+func TestFiredRemindersInUTC(t *testing.T) {
+	e := newEnv(t, hsAuth())
+	user := newUser(t)
+	task := e.create(user, map[string]any{"title": "Now", "reminders": []map[string]string{{"at": "2099-01-01T00:00:00Z"}}})
+	if _, err := testDB.pool.Exec(t.Context(), `UPDATE tasks SET next_reminder_at = now() - interval '1 second'
+		WHERE user_id = $1 AND id = $2`, user, task.ID); err != nil {
+		t.Fatal(err)
+	}
+	fired, err := testDB.fireReminders(t.Context(), fireBatch, reminderPush)
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := slices.IndexFunc(fired, func(f firedReminder) bool { return f.UserID == user })
+	if i < 0 || fired[i].At.Location() != time.UTC {
+		t.Fatalf("fired %+v, want this user's reminder with its moment in UTC", fired)
+	}
+	if _, payload := reminderPush(fired[i]); !strings.Contains(payload, `"at":"`+fired[i].At.Format(time.RFC3339Nano)+`"`) ||
+		!strings.HasSuffix(payload, `Z"}`) {
+		t.Fatalf("payload %s, want its at in UTC", payload)
 	}
 }

@@ -180,8 +180,7 @@ const noBody, createBody, updateBody = 0, 1, 2
 
 // handleWrite serves a write on a task: it checks the path's task id, the body
 // (noBody, createBody or updateBody) and the Idempotency-Key, answering the first
-// that is wrong, then runs write at most once per key (store.writeOnce): a retry of
-// the same request gets the first answer again, with Idempotent-Replayed: true.
+// that is wrong, then runs write at most once per key (keyedWrite).
 func handleWrite(db *store, body int, write func(context.Context, querier, writeRequest) (answer, error)) userHandler {
 	return func(w http.ResponseWriter, r *http.Request, userID string) {
 		req := writeRequest{userID: userID, ifMatch: ifMatch(r)}
@@ -192,24 +191,32 @@ func handleWrite(db *store, body int, write func(context.Context, querier, write
 		if err == nil && body != noBody {
 			req.change, err = decodeTask(w, r, body == createBody)
 		}
-		key, keyErr := idempotencyKey(r)
-		if err = cmp.Or(err, keyErr); err != nil { // the first of the three that is wrong
-			writeError(w, r, err)
-			return
-		}
-		var hash []byte
-		if key != "" {
-			hash = writeHash(r.Pattern, req.id, req.change)
-		}
-		a, replayed, err := db.writeOnce(r.Context(), userID, key, hash, func(ctx context.Context, q querier) (answer, error) {
-			return write(ctx, q, req)
-		})
-		if err != nil {
-			writeError(w, r, err)
-			return
-		}
-		writeAnswer(w, a, replayed)
+		keyedWrite(w, r, db, userID, err, func() []byte { return writeHash(r.Pattern, req.id, req.change) },
+			func(ctx context.Context, q querier) (answer, error) { return write(ctx, q, req) })
 	}
+}
+
+// keyedWrite answers a write whose request checked with err: the first of err and the
+// Idempotency-Key's that is wrong, or else write's answer, run at most once per key
+// (store.writeOnce) and kept with hash, the request's; a retry of the same request gets
+// it again, with Idempotent-Replayed: true.
+func keyedWrite(w http.ResponseWriter, r *http.Request, db *store, userID string, err error,
+	hash func() []byte, write func(context.Context, querier) (answer, error)) {
+	key, keyErr := idempotencyKey(r)
+	if err = cmp.Or(err, keyErr); err != nil {
+		writeError(w, r, err)
+		return
+	}
+	var sum []byte
+	if key != "" {
+		sum = hash()
+	}
+	a, replayed, err := db.writeOnce(r.Context(), userID, key, sum, write)
+	if err != nil {
+		writeError(w, r, err)
+		return
+	}
+	writeAnswer(w, a, replayed)
 }
 
 // handleCreateTask serves POST /api/{user_id}/tasks; a user may hold at most maxTasks.

@@ -152,8 +152,12 @@ func checkPushEndpoint(endpoint string, allowPrivate bool) (*url.URL, error) {
 // by an ES256 JWT of aud the endpoint's origin, sub, and exp now + 12 h (24 h at most, RFC 8292).
 func newPushRequest(ctx context.Context, key *vapidKey, endpoint *url.URL, body []byte,
 	ttl time.Duration, topic string) (*http.Request, error) {
+	origin, err := parseOrigin(endpoint.String(), true)
+	if err != nil {
+		return nil, fmt.Errorf("push endpoint: %w", err)
+	}
 	token, err := jwt.NewWithClaims(jwt.SigningMethodES256, jwt.MapClaims{
-		"aud": endpoint.Scheme + "://" + strings.TrimSuffix(strings.ToLower(endpoint.Host), ":443"), // its origin
+		"aud": origin, // as a browser spells it (parseOrigin)
 		"exp": time.Now().Add(12 * time.Hour).Unix(),
 		"sub": key.subject,
 	}).SignedString(key.private)

@@ -53,15 +53,37 @@ func mustB64(t *testing.T, s string) []byte {
 
 func b64(b []byte) string { return base64.RawURLEncoding.EncodeToString(b) }
 
-// newVAPIDKeys is a fresh P-256 pair as `web-push generate-vapid-keys` prints one: base64url of
-// the 32-byte scalar and of the 65-byte uncompressed point.
+// newVAPIDKeys is a fresh pair as `tasks vapid-keys` prints it, which is how `web-push
+// generate-vapid-keys` prints one: base64url of the 32-byte scalar and of the 65-byte point.
 func newVAPIDKeys(t testing.TB) (private, public string) {
 	t.Helper()
-	key, err := ecdh.P256().GenerateKey(rand.Reader)
+	var out strings.Builder
+	if err := run(context.Background(), []string{"tasks", "vapid-keys"}, func(string) string { return "" }, &out); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := fmt.Sscanf(out.String(), "VAPID_PRIVATE_KEY=%s\nVAPID_PUBLIC_KEY=%s\n", &private, &public); n != 2 {
+		t.Fatalf("tasks vapid-keys printed %q: %v", out.String(), err)
+	}
+	return private, public
+}
+
+// TestVAPIDAudienceIsTheOrigin: the token's aud is the endpoint's origin as a browser spells
+// it (RFC 8292 §2), whatever case or default port the endpoint was written with.
+func TestVAPIDAudienceIsTheOrigin(t *testing.T) {
+	key := rfcVAPIDKey(t)
+	endpoint, _ := url.Parse("https://PUSH.Example.com:443/send/abc")
+	req, err := newPushRequest(context.Background(), key, endpoint, []byte("x"), time.Minute, "t")
 	if err != nil {
 		t.Fatal(err)
 	}
-	return b64(key.Bytes()), b64(key.PublicKey().Bytes())
+	token, _, _ := strings.Cut(strings.TrimPrefix(req.Header.Get("Authorization"), "vapid t="), ",")
+	claims := jwt.MapClaims{}
+	if _, err := jwt.ParseWithClaims(token, claims, func(*jwt.Token) (any, error) { return &key.private.PublicKey, nil }); err != nil {
+		t.Fatal(err)
+	}
+	if claims["aud"] != "https://push.example.com" {
+		t.Errorf("aud = %v, want https://push.example.com", claims["aud"])
+	}
 }
 
 // rfcVAPIDKey is RFC 8291 Appendix A's application server key as a VAPID key.
