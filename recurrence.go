@@ -303,11 +303,11 @@ func instantToWall(t time.Time, loc *time.Location) time.Time {
 	return t.Add(time.Duration(offset) * time.Second).UTC()
 }
 
-// nextDue is a recurring task's next due date when the one due is completed at now, and its rule
-// from then on (COUNT one lower), or nil if none is left: an instant recurs on its zone's wall
-// clock (UTC's without one), a date or floating time on its own, and recur_from "completion"
-// starts the series on now's day.
-func nextDue(t Task, now time.Time) (*Due, string) {
+// nextDue is a recurring task's next due date when the one due is completed at now, its wall
+// clock (held as UTC), and its rule from then on (COUNT one lower), or nil if none is left: an
+// instant recurs on its zone's wall clock (UTC's without one) from due_wall where it reads the
+// due date, a date or floating time on its own, and recur_from "completion" starts on now's day.
+func nextDue(t Task, now time.Time) (*Due, time.Time, string) {
 	zone := "UTC"
 	if t.Timezone != nil {
 		zone = *t.Timezone
@@ -315,25 +315,28 @@ func nextDue(t Task, now time.Time) (*Due, string) {
 	r, err := parseRRule(*t.Recurrence) // stored in its one spelling
 	loc, ok := loadZone(zone)
 	if err != nil || !ok || r.count == 1 {
-		return nil, *t.Recurrence
+		return nil, time.Time{}, *t.Recurrence
 	}
 	start := t.DueDate.At
-	if t.DueDate.Kind == dueInstant {
-		start = instantToWall(start, loc)
+	if t.DueDate.Kind == dueInstant { // the series' own wall clock, where a gap read it otherwise
+		if start = instantToWall(start, loc); t.dueWall != nil && wallToInstant(*t.dueWall, loc).Equal(t.DueDate.At) {
+			start = *t.dueWall
+		}
 	}
 	if t.RecurFrom == "completion" { // at the due date's time of day
 		day := instantToWall(now, loc).Truncate(24 * time.Hour)
 		start = day.Add(start.Sub(start.Truncate(24 * time.Hour)))
 	}
-	next, ok := r.next(start, loc)
+	wall, ok := r.next(start, loc)
 	if !ok {
-		return nil, *t.Recurrence
+		return nil, wall, *t.Recurrence
 	}
+	next := wall
 	if t.DueDate.Kind == dueInstant {
-		next = wallToInstant(next, loc)
+		next = wallToInstant(wall, loc)
 	}
 	r.count = max(r.count-1, 0) // 0 is no COUNT
-	return &Due{next, t.DueDate.Kind}, r.String()
+	return &Due{next, t.DueDate.Kind}, wall, r.String()
 }
 
 // zones caches loadZone's time zones by name: time.LoadLocation reads a zoneinfo file each time.

@@ -400,6 +400,15 @@ func TestRecurringTasks(t *testing.T) {
 	}
 	wantLoc(t, e.do("PATCH", one, tok, map[string]any{"due_date": nil}), "body", "due_date")
 
+	// 02:30 in Berlin across the spring gap: 03:30 CEST that day, then 02:30 again (due_wall).
+	night := e.create(user, map[string]any{"title": "Backup", "due_date": "2026-03-28T02:30:00+01:00", "recurrence": "FREQ=DAILY", "timezone": "Europe/Berlin"})
+	nightPath := path + "/" + strconv.FormatInt(night.ID, 10) + "/complete"
+	for _, want := range []string{"2026-03-29T01:30:00Z", "2026-03-30T00:30:00Z"} {
+		if got := task(e.do("PATCH", nightPath, tok, nil)).DueDate.At.Format(time.RFC3339); got != want {
+			t.Fatalf("02:30 daily in Berlin moved to %s, want %s", got, want)
+		}
+	}
+
 	// A date recurs as a date; UNTIL ends it; the month's last day.
 	rent := e.create(user, map[string]any{"title": "Rent", "due_date": "2026-01-31", "recurrence": "FREQ=MONTHLY;BYMONTHDAY=-1;UNTIL=20260301"})
 	rentPath := path + "/" + strconv.FormatInt(rent.ID, 10)
@@ -555,27 +564,34 @@ func TestRecurringCompletionsRace(t *testing.T) {
 
 // TestNextDueAcrossClockChanges: an instant recurs on its zone's wall clock, a
 // skipped time read with the offset before the gap, a repeated one as the first;
-// dates and floating times recur on their own calendar; COUNT counts down.
+// after a gap the series goes on from its own wall clock (due_wall) where that
+// still reads the due date; dates and floating times recur on their own
+// calendar; COUNT counts down.
 func TestNextDueAcrossClockChanges(t *testing.T) {
 	for _, tc := range []struct {
-		rule, zone, due string
-		kind            dueKind
-		want, wantRule  string
+		rule, zone, due, wall string
+		kind                  dueKind
+		want, wantRule        string
 	}{
-		{"FREQ=DAILY", "Europe/Berlin", "2026-03-28T01:30:00Z", dueInstant, "2026-03-29T01:30:00Z", "FREQ=DAILY"},         // 02:30 CET, then the gap: 03:30 CEST
-		{"FREQ=DAILY", "Europe/Berlin", "2026-03-29T01:30:00Z", dueInstant, "2026-03-30T01:30:00Z", "FREQ=DAILY"},         // from 03:30 CEST, 03:30 (the series goes on from the due date as it is)
-		{"FREQ=DAILY", "Europe/Berlin", "2026-03-28T08:00:00Z", dueInstant, "2026-03-29T07:00:00Z", "FREQ=DAILY"},         // 09:00 stays 09:00
-		{"FREQ=DAILY", "America/Los_Angeles", "2026-10-31T08:30:00Z", dueInstant, "2026-11-01T08:30:00Z", "FREQ=DAILY"},   // 01:30 PDT, then the first 01:30
-		{"FREQ=DAILY", "America/Los_Angeles", "2026-10-31T16:00:00Z", dueInstant, "2026-11-01T17:00:00Z", "FREQ=DAILY"},   // 09:00 PDT, then 09:00 PST
-		{"FREQ=WEEKLY;COUNT=3", "UTC", "2026-03-28T08:00:00Z", dueInstant, "2026-04-04T08:00:00Z", "FREQ=WEEKLY;COUNT=2"}, // no zone: UTC
-		{"FREQ=DAILY", "Europe/Berlin", "2026-03-28T02:30:00Z", dueLocal, "2026-03-29T02:30:00Z", "FREQ=DAILY"},           // a floating time keeps its clock
-		{"FREQ=MONTHLY", "Europe/Berlin", "2026-01-31T00:00:00Z", dueDate, "2026-03-31T00:00:00Z", "FREQ=MONTHLY"},        // a date skips February
-		{"FREQ=DAILY;COUNT=1", "UTC", "2026-03-28T08:00:00Z", dueInstant, "none", "FREQ=DAILY;COUNT=1"},
-		{"FREQ=DAILY;UNTIL=20260328T080000Z", "UTC", "2026-03-28T08:00:00Z", dueInstant, "none", "FREQ=DAILY;UNTIL=20260328T080000Z"},
+		{"FREQ=DAILY", "Europe/Berlin", "2026-03-28T01:30:00Z", "", dueInstant, "2026-03-29T01:30:00Z", "FREQ=DAILY"},                     // 02:30 CET, then the gap: 03:30 CEST
+		{"FREQ=DAILY", "Europe/Berlin", "2026-03-29T01:30:00Z", "2026-03-29T02:30:00Z", dueInstant, "2026-03-30T00:30:00Z", "FREQ=DAILY"}, // the series' 02:30 again, as RFC 5545 and dateutil have it
+		{"FREQ=DAILY", "Europe/Berlin", "2026-03-29T01:30:00Z", "", dueInstant, "2026-03-30T01:30:00Z", "FREQ=DAILY"},                     // a due date set at 03:30 CEST stays 03:30
+		{"FREQ=DAILY", "Europe/Berlin", "2026-03-29T05:00:00Z", "2026-03-29T02:30:00Z", dueInstant, "2026-03-30T05:00:00Z", "FREQ=DAILY"}, // a due_wall that no longer reads the due date is left
+		{"FREQ=DAILY", "Europe/Berlin", "2026-03-28T08:00:00Z", "", dueInstant, "2026-03-29T07:00:00Z", "FREQ=DAILY"},                     // 09:00 stays 09:00
+		{"FREQ=DAILY", "America/Los_Angeles", "2026-10-31T08:30:00Z", "", dueInstant, "2026-11-01T08:30:00Z", "FREQ=DAILY"},               // 01:30 PDT, then the first 01:30
+		{"FREQ=DAILY", "America/Los_Angeles", "2026-10-31T16:00:00Z", "", dueInstant, "2026-11-01T17:00:00Z", "FREQ=DAILY"},               // 09:00 PDT, then 09:00 PST
+		{"FREQ=WEEKLY;COUNT=3", "UTC", "2026-03-28T08:00:00Z", "", dueInstant, "2026-04-04T08:00:00Z", "FREQ=WEEKLY;COUNT=2"},             // no zone: UTC
+		{"FREQ=DAILY", "Europe/Berlin", "2026-03-28T02:30:00Z", "", dueLocal, "2026-03-29T02:30:00Z", "FREQ=DAILY"},                       // a floating time keeps its clock
+		{"FREQ=MONTHLY", "Europe/Berlin", "2026-01-31T00:00:00Z", "", dueDate, "2026-03-31T00:00:00Z", "FREQ=MONTHLY"},                    // a date skips February
+		{"FREQ=DAILY;COUNT=1", "UTC", "2026-03-28T08:00:00Z", "", dueInstant, "none", "FREQ=DAILY;COUNT=1"},
+		{"FREQ=DAILY;UNTIL=20260328T080000Z", "UTC", "2026-03-28T08:00:00Z", "", dueInstant, "none", "FREQ=DAILY;UNTIL=20260328T080000Z"},
 	} {
 		at, _ := time.Parse(time.RFC3339, tc.due)
 		task := Task{Recurrence: &tc.rule, RecurFrom: "due", Timezone: &tc.zone, DueDate: &Due{at, tc.kind}}
-		next, rule := nextDue(task, time.Now())
+		if wall, err := time.Parse(time.RFC3339, tc.wall); err == nil {
+			task.dueWall = &wall
+		}
+		next, _, rule := nextDue(task, time.Now())
 		got := "none"
 		if next != nil {
 			got = next.At.Format(time.RFC3339)

@@ -89,11 +89,13 @@ END $$;
 CREATE TRIGGER task_counts_notify AFTER INSERT OR UPDATE OF version ON task_counts
 FOR EACH ROW EXECUTE FUNCTION task_counts_notify();
 
--- migration 2: recurring tasks
+-- migration 2: recurring tasks and reminders
 -- recurrence is an RRULE in its one spelling (recurrence.go), recurring from
 -- the due date or from each completion; timezone is the IANA zone an instant
--- due date recurs in (UTC without one). A recurring task needs a due date: the
--- one table CHECK, as it reads two columns.
+-- due date recurs in (UTC without one). A recurring task needs a due date: a
+-- table CHECK, as it reads two columns. due_wall is the wall clock in timezone
+-- that a series move meant for due_date: it reads otherwise only in a gap that
+-- a clock change skips (02:30 read as 03:30), and the series goes on from it.
 CREATE DOMAIN task_recurrence AS text CHECK (length(VALUE) <= 500);
 CREATE DOMAIN task_recur_from AS text CHECK (VALUE IN ('due', 'completion'));
 CREATE DOMAIN task_timezone AS text CHECK (length(VALUE) <= 64);
@@ -101,9 +103,9 @@ ALTER TABLE tasks
     ADD COLUMN recurrence task_recurrence,
     ADD COLUMN recur_from task_recur_from NOT NULL DEFAULT 'due',
     ADD COLUMN timezone   task_timezone,
+    ADD COLUMN due_wall   timestamp,
     ADD CONSTRAINT tasks_recurrence_needs_due CHECK (recurrence IS NULL OR due_date IS NOT NULL);
 
--- migration 3: due dates read in a time zone
 -- task_instant reads wall, a wall clock, in the IANA zone tz as RFC 5545 §3.3.5
 -- says (recurrence.go's wallToInstant, which TestTaskInstantIsWallToInstant
 -- holds it to): a time a clock change skips with the offset before the gap, one
@@ -115,8 +117,7 @@ RETURN (SELECT CASE WHEN timezone(tz, f) = wall THEN f WHEN timezone(tz, s) = wa
         FROM (SELECT timezone(tz, timezone('UTC', wall - interval '1 day')) - (wall - interval '1 day') AS b,
                      timezone(tz, timezone('UTC', wall + interval '1 day')) - (wall + interval '1 day') AS a) AS offsets) AS candidates);
 
--- migration 4: reminders, and Web Push to deliver them
--- reminders is a task's reminders in their one spelling (reminders.go), up to 5:
+-- Reminders, and Web Push to deliver them: reminders is a task's reminders in their one spelling (reminders.go), up to 5:
 -- {"offset": "-PT15M"}, an ISO 8601 duration from the due moment (a date's is the
 -- start of its day in timezone), or {"at": "2026-12-01T08:45:00Z"}. An offset
 -- needs a due date, and for a date or a floating time a timezone.
@@ -142,11 +143,16 @@ RETURN (SELECT array_agg(CASE WHEN r->>'at' IS NOT NULL THEN (r->>'at')::timesta
         LATERAL (SELECT make_interval(days => extract(day FROM o)::int) AS days) AS nominal);
 
 -- next_reminder_at follows what it depends on; an open task's is the first
--- moment still ahead. The scheduler moves it past each that fires.
+-- moment still ahead. The scheduler moves it past each that fires. A write that
+-- began before a reminder fired, and recomputes it after (it waited on the
+-- user's row), would find that moment still ahead of its now(): the moments
+-- recorded in fired_reminders are left out.
 CREATE FUNCTION tasks_next_reminder() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     NEW.next_reminder_at := CASE WHEN NOT NEW.completed THEN (SELECT min(m)
-        FROM unnest(task_reminder_moments(NEW.reminders, NEW.due_date, NEW.due_kind, NEW.timezone)) AS m WHERE m > now()) END;
+        FROM unnest(task_reminder_moments(NEW.reminders, NEW.due_date, NEW.due_kind, NEW.timezone)) AS m
+        WHERE m > now() AND NOT EXISTS (SELECT FROM fired_reminders AS f
+            WHERE f.user_id = NEW.user_id AND f.task_id = NEW.id AND f.at = m)) END;
     RETURN NEW;
 END $$;
 CREATE TRIGGER tasks_next_reminder_insert BEFORE INSERT ON tasks
@@ -193,16 +199,3 @@ CREATE TABLE push_outbox (
     FOREIGN KEY (user_id, endpoint) REFERENCES push_subscriptions ON DELETE CASCADE
 );
 CREATE INDEX push_outbox_due ON push_outbox (not_before);
-
--- migration 5: a reminder that fired does not come back
--- A write that began before a reminder fired, and recomputes next_reminder_at
--- after (it waited on the user's row), would find that moment still ahead of its
--- now(): the moments recorded in fired_reminders are left out.
-CREATE OR REPLACE FUNCTION tasks_next_reminder() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    NEW.next_reminder_at := CASE WHEN NOT NEW.completed THEN (SELECT min(m)
-        FROM unnest(task_reminder_moments(NEW.reminders, NEW.due_date, NEW.due_kind, NEW.timezone)) AS m
-        WHERE m > now() AND NOT EXISTS (SELECT FROM fired_reminders AS f
-            WHERE f.user_id = NEW.user_id AND f.task_id = NEW.id AND f.at = m)) END;
-    RETURN NEW;
-END $$;

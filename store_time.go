@@ -10,13 +10,13 @@ import (
 )
 
 // moveSeries, on a transaction holding the user's row lock (store.locked),
-// moves the user's recurring task id to its next occurrence, due at next, with
-// recurrence its rule from then on, and records the occurrence done as a
-// completed copy without recurrence: two versions, the copy's the later one,
-// and a task more, unless the user holds maxTasks (errTaskLimit). Its reminders
+// moves the user's recurring task id to its next occurrence, due at next (the
+// rule's wall clock, due_wall), with recurrence its rule from then on, and records
+// the occurrence done as a completed copy without recurrence: two versions, the
+// copy's the later one, and a task more, unless the user holds maxTasks (errTaskLimit). Its reminders
 // at an instant, the occurrence's, go (its offsets follow the next). With next
 // nil, no occurrence is left, and the task itself completes.
-func (s *store) moveSeries(ctx context.Context, tx querier, userID string, id int64, next *Due, recurrence string, maxTasks int) (Task, error) {
+func (s *store) moveSeries(ctx context.Context, tx querier, userID string, id int64, next *Due, wall time.Time, recurrence string, maxTasks int) (Task, error) {
 	dueAt, _ := dueColumns(next)
 	t, err := s.one(ctx, tx, `WITH slot AS (UPDATE task_counts SET n = n + ($3::timestamptz IS NOT NULL)::int,
 			version = version + 1 + ($3::timestamptz IS NOT NULL)::int WHERE user_id = $2 AND (n < $5 OR $3::timestamptz IS NULL) RETURNING version AS v),
@@ -24,10 +24,10 @@ func (s *store) moveSeries(ctx context.Context, tx querier, userID string, id in
 			SELECT user_id, v, title, description, priority, due_date, due_kind, tags, true, now()
 			FROM tasks, slot WHERE id = $1 AND user_id = $2 AND $3::timestamptz IS NOT NULL)
 		UPDATE tasks SET version = v - ($3::timestamptz IS NOT NULL)::int, updated_at = now(), due_date = coalesce($3::timestamptz, due_date),
-			recurrence = $4, completed = $3::timestamptz IS NULL,
+			recurrence = $4, completed = $3::timestamptz IS NULL, due_wall = CASE WHEN $3::timestamptz IS NOT NULL THEN $6::timestamp END,
 			reminders = CASE WHEN $3::timestamptz IS NULL THEN reminders ELSE (SELECT ('[' || string_agg(r::text, ',') || ']')::json
 				FROM json_array_elements(reminders) AS r WHERE r->>'at' IS NULL) END, completed_at = CASE WHEN $3::timestamptz IS NULL THEN now() END
-		FROM slot WHERE id = $1 AND user_id = $2 RETURNING `+taskColumns, id, userID, dueAt, recurrence, maxTasks)
+		FROM slot WHERE id = $1 AND user_id = $2 RETURNING `+taskColumns, id, userID, dueAt, recurrence, maxTasks, wall)
 	if errors.Is(err, errNotFound) { // no slot: the user holds maxTasks
 		err = errTaskLimit
 	}
@@ -35,7 +35,7 @@ func (s *store) moveSeries(ctx context.Context, tx querier, userID string, id in
 }
 
 // locked runs fn in a transaction on q (a savepoint if q is one) that first takes the
-// user's row lock, then reads their task id as it is (errNotFound if they have none).
+// user's row lock, then reads their task id as it is, with its due_wall (errNotFound if they have none).
 func (s *store) locked(ctx context.Context, q querier, userID string, id int64, fn func(tx querier, t Task) error) error {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
@@ -43,7 +43,8 @@ func (s *store) locked(ctx context.Context, q querier, userID string, id int64, 
 		if _, err := tx.Exec(ctx, `SELECT FROM task_counts WHERE user_id = $1 FOR NO KEY UPDATE`, userID); err != nil {
 			return err
 		}
-		t, err := s.one(ctx, tx, selectTask, id, userID)
+		rows, _ := tx.Query(ctx, `SELECT `+taskColumns+`, due_wall FROM tasks WHERE id = $1 AND user_id = $2`, id, userID)
+		t, err := pgx.CollectOneRow(rows, func(row pgx.CollectableRow) (t Task, err error) { return t, scanTaskInto(row, &t, &t.dueWall) })
 		if err != nil {
 			return err
 		}

@@ -25,6 +25,7 @@ type Task struct {
 	CreatedAt    time.Time       `json:"created_at"`
 	UpdatedAt    time.Time       `json:"updated_at"`
 	Version      int64           `json:"-"` // the user's version when it was last written: its ETag
+	dueWall      *time.Time      // a recurring instant's wall clock in Timezone, as its series meant it (store.locked reads it)
 }
 
 // taskChange is a validated create or partial update; nil pointers leave a field as it is.

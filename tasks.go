@@ -271,8 +271,8 @@ func completeSeries(ctx context.Context, db *store, q querier, w writeRequest, t
 		completes := toggle && !t.Completed || !toggle && w.change.Completed != nil && *w.change.Completed && !t.Completed
 		switch {
 		case completes && t.Recurrence != nil:
-			next, recurrence := nextDue(t, time.Now())
-			t, err = db.moveSeries(ctx, tx, w.userID, w.id, next, recurrence, maxTasks)
+			next, wall, recurrence := nextDue(t, time.Now())
+			t, err = db.moveSeries(ctx, tx, w.userID, w.id, next, wall, recurrence, maxTasks)
 		case toggle:
 			t, err = db.toggleTask(ctx, tx, w.userID, w.id, nil)
 		case w.change.Completed != nil:
