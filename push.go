@@ -33,16 +33,6 @@ var errPushOff = &statusError{http.StatusNotImplemented, "Web Push is off on thi
 // errNoSubscription answers a DELETE of an endpoint the user holds no subscription to.
 var errNoSubscription = &statusError{http.StatusNotFound, "Push subscription not found"}
 
-// reminderPush is what a fired reminder's push carries, {"type": "reminder", "task":
-// {"id", "title", "due_date"}, "at"}, and the name newPushRequest makes its Topic of, one per reminder.
-func reminderPush(f firedReminder) (topic, payload string) {
-	b := strconv.AppendInt([]byte(`{"type":"reminder","task":{"id":`), f.TaskID, 10)
-	b = appendString(append(b, `,"title":`...), f.Title)
-	b = appendOrNull(append(b, `,"due_date":`...), f.Due, appendDue)
-	b = append(appendTime(append(b, `},"at":`...), f.At), '}')
-	return f.UserID + "\n" + strconv.FormatInt(f.TaskID, 10) + "\n" + f.At.String(), string(b)
-}
-
 // pusher sends the outbox's pushes (store.claimPushes), at most pushesAtOnce at a time.
 type pusher struct {
 	db     *store

@@ -90,10 +90,8 @@ const fireBatch = 500
 // round reads when the next of each is due, one indexed statement, and waits
 // until then, a second at most: another replica may have written one sooner.
 func remind(ctx context.Context, db *store, p *pusher, log *slog.Logger) {
-	var pushes func(firedReminder) (string, string)
 	kick := make(chan struct{}, 1)
 	if p != nil {
-		pushes = reminderPush
 		p.wg.Go(func() { p.run(ctx, kick) })
 		defer p.wg.Wait()
 	}
@@ -105,10 +103,10 @@ func remind(ctx context.Context, db *store, p *pusher, log *slog.Logger) {
 		case err != nil:
 			log.Warn("reading when reminders are due", "err", err.Error())
 		case reminder != nil && !reminder.After(now):
-			switch fired, err := db.fireReminders(ctx, fireBatch, pushes); {
+			switch fired, err := db.fireReminders(ctx, fireBatch, p != nil); {
 			case err != nil:
 				log.Warn("firing reminders", "err", err.Error())
-			case len(fired) > 0:
+			case fired > 0:
 				wait = 0 // more may be due
 			default: // another replica holds the users whose reminders are due
 				wait = 100 * time.Millisecond

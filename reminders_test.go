@@ -5,11 +5,12 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
-	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 )
 
 func TestParseReminders(t *testing.T) {
@@ -162,27 +163,46 @@ func TestRemindersFire(t *testing.T) {
 	}
 }
 
-// TestFiredRemindersInUTC: a fired reminder's moment, which its push spells, is in
-// UTC as every instant the API writes, not in the process's time.Local, which pgx
-// gives a timestamptz (a Location of its own even where Local is UTC).
-func TestFiredRemindersInUTC(t *testing.T) {
+// TestReminderPushSpelling: a fired reminder's push, which SQL writes, spells its
+// task's due date as the API does for each kind (a date, a floating time, an
+// instant with a fraction, none), and its moment in UTC, under a topic of its own.
+func TestReminderPushSpelling(t *testing.T) {
 	e := newEnv(t, hsAuth())
 	user := newUser(t)
-	task := e.create(user, map[string]any{"title": "Now", "reminders": []map[string]string{{"at": "2099-01-01T00:00:00Z"}}})
-	if _, err := testDB.pool.Exec(t.Context(), `UPDATE tasks SET next_reminder_at = now() - interval '1 second'
-		WHERE user_id = $1 AND id = $2`, user, task.ID); err != nil {
+	tok := tokenFor(t, user)
+	if _, err := testDB.pool.Exec(t.Context(), `INSERT INTO push_subscriptions (user_id, endpoint, p256dh, auth)
+		VALUES ($1, 'https://push.example/1', '', '')`, user); err != nil {
 		t.Fatal(err)
 	}
-	fired, err := testDB.fireReminders(t.Context(), fireBatch, reminderPush)
-	if err != nil {
+	at := []map[string]string{{"at": "2099-01-01T00:00:00Z"}}
+	tasks := map[int64]Task{}
+	for _, due := range []any{"2026-12-07", "2026-12-07T18:30:00.25", "2026-12-07T08:45:00.123456+01:00", nil} {
+		task := e.create(user, map[string]any{"title": "Due " + strconv.Itoa(len(tasks)), "due_date": due, "reminders": at})
+		tasks[task.ID] = task
+	}
+	if _, err := testDB.pool.Exec(t.Context(), `UPDATE tasks SET next_reminder_at = '2026-01-02 04:04:05.5+01'
+		WHERE user_id = $1`, user); err != nil {
 		t.Fatal(err)
 	}
-	i := slices.IndexFunc(fired, func(f firedReminder) bool { return f.UserID == user })
-	if i < 0 || fired[i].At.Location() != time.UTC {
-		t.Fatalf("fired %+v, want this user's reminder with its moment in UTC", fired)
+	if _, err := testDB.fireReminders(t.Context(), fireBatch, true); err != nil {
+		t.Fatal(err)
 	}
-	if _, payload := reminderPush(fired[i]); !strings.Contains(payload, `"at":"`+fired[i].At.Format(time.RFC3339Nano)+`"`) ||
-		!strings.HasSuffix(payload, `Z"}`) {
-		t.Fatalf("payload %s, want its at in UTC", payload)
+	rows, _ := testDB.pool.Query(t.Context(), `SELECT topic, payload FROM push_outbox WHERE user_id = $1`, user)
+	queued, err := pgx.CollectRows(rows, pgx.RowToStructByPos[struct{ Topic, Payload string }])
+	if err != nil || len(queued) != len(tasks) {
+		t.Fatalf("queued %+v (%v), want a push for each of the %d tasks", queued, err, len(tasks))
+	}
+	topics := map[string]bool{}
+	for _, q := range queued {
+		p, err := decodePayload([]byte(q.Payload))
+		task := decode[Task](t, e.do("GET", "/api/"+user+"/tasks/"+strconv.FormatInt(p.Task.ID, 10), tok, nil))
+		due := appendOrNull(nil, task.DueDate, appendDue)
+		if err != nil || p.Task.Title != tasks[p.Task.ID].Title || string(p.Task.DueDate) != string(due) || p.At != "2026-01-02T03:04:05.5Z" {
+			t.Errorf("payload %s (%v), want title %q, due_date %s and at in UTC", q.Payload, err, tasks[p.Task.ID].Title, due)
+		}
+		topics[q.Topic] = true
+	}
+	if len(topics) != len(tasks) {
+		t.Errorf("%d topics for %d reminders, want one each", len(topics), len(tasks))
 	}
 }

@@ -61,34 +61,27 @@ func (s *store) dueWork(ctx context.Context) (reminder, push *time.Time, err err
 	return reminder, push, storeError(err)
 }
 
-// firedReminder is a reminder that fired: its user, its task as a push shows it, and its moment.
-type firedReminder struct {
-	UserID string
-	TaskID int64
-	Title  string
-	Due    *Due
-	At     time.Time
-}
-
 // fireReminders fires the reminders due now of the users of up to batch of them (all
-// of those users' due reminders), each once
-// however many replicas run, in one transaction. It takes the users' row locks
-// without waiting (one another replica holds is that replica's to fire), moves
-// each due task's next_reminder_at past the moment, records each firing for the
-// feed (two versions each: the task's, then the record's), and, with pushes not
-// nil, queues the push that pushes gives each to every subscription of its user.
-func (s *store) fireReminders(ctx context.Context, batch int, pushes func(firedReminder) (topic, payload string)) ([]firedReminder, error) {
+// of those users' due reminders), each once however many replicas run, in one
+// transaction, and returns how many fired. It takes the users' row locks without
+// waiting (one another replica holds is that replica's to fire), moves each due
+// task's next_reminder_at past the moment, records each firing for the feed (two
+// versions each: the task's, then the record's), and, with push, queues for each of
+// the user's subscriptions the push {"type": "reminder", "task": {"id", "title",
+// "due_date"}, "at"}, its instants and due date spelled as the API spells them (due.go),
+// under a topic of its own. The locks come first, so the second statement's snapshot
+// sees what another replica fired before it let go of them.
+func (s *store) fireReminders(ctx context.Context, batch int, push bool) (fired int, err error) {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
-	var fired []firedReminder
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		rows, _ := tx.Query(ctx, `SELECT user_id FROM task_counts WHERE user_id IN (SELECT user_id FROM tasks
 			WHERE next_reminder_at <= now() ORDER BY next_reminder_at LIMIT $1) ORDER BY user_id FOR NO KEY UPDATE SKIP LOCKED`, batch)
 		users, err := pgx.CollectRows(rows, pgx.RowTo[string])
 		if err != nil || len(users) == 0 {
 			return err
 		}
-		rows, _ = tx.Query(ctx, `WITH due AS (SELECT user_id, id, next_reminder_at AS at, title, due_date, due_kind, reminders, timezone,
+		return tx.QueryRow(ctx, `WITH due AS (SELECT user_id, id, next_reminder_at AS at, title, due_date, due_kind, reminders, timezone,
 				row_number() OVER w AS i, count(*) OVER w AS k FROM tasks
 				WHERE user_id = ANY($1) AND next_reminder_at <= now() WINDOW w AS (PARTITION BY user_id)),
 			bumped AS (UPDATE task_counts c SET version = version + 2 * d.k FROM (SELECT DISTINCT user_id, k FROM due) d
@@ -97,30 +90,15 @@ func (s *store) fireReminders(ctx context.Context, batch int, pushes func(firedR
 					FROM unnest(task_reminder_moments(d.reminders, d.due_date, d.due_kind, d.timezone)) AS m WHERE m > d.at)
 				FROM due d JOIN bumped USING (user_id) WHERE t.user_id = d.user_id AND t.id = d.id),
 			recorded AS (INSERT INTO fired_reminders (user_id, version, task_id, at)
-				SELECT user_id, base + 2 * i, id, at FROM due JOIN bumped USING (user_id))
-			SELECT user_id, id, title, due_date, due_kind, at FROM due`, users)
-		fired, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (f firedReminder, err error) {
-			var due *time.Time
-			var kind *string
-			err = row.Scan(&f.UserID, &f.TaskID, &f.Title, &due, &kind, &f.At)
-			f.At = f.At.UTC() // pgx reads a timestamptz in the process's zone; a push spells it in UTC, as the API does
-			if due != nil {
-				f.Due = &Due{due.UTC(), dueKindOf(*kind)}
-			}
-			return f, err
-		})
-		if err != nil || pushes == nil {
-			return err
-		}
-		var userIDs, topics, payloads []string
-		for _, f := range fired {
-			topic, payload := pushes(f)
-			userIDs, topics, payloads = append(userIDs, f.UserID), append(topics, topic), append(payloads, payload)
-		}
-		_, err = tx.Exec(ctx, `INSERT INTO push_outbox (user_id, endpoint, topic, payload) SELECT user_id, endpoint, topic, payload
-			FROM push_subscriptions JOIN unnest($1::text[], $2::text[], $3::text[]) AS f(user_id, topic, payload) USING (user_id)`,
-			userIDs, topics, payloads)
-		return err
+				SELECT user_id, base + 2 * i, id, at FROM due JOIN bumped USING (user_id)),
+			queued AS (INSERT INTO push_outbox (user_id, endpoint, topic, payload)
+				SELECT user_id, endpoint, concat_ws(' ', user_id, id, extract(epoch FROM at)), jsonb_build_object('type', 'reminder',
+					'task', jsonb_build_object('id', id, 'title', title, 'due_date', CASE due_kind
+						WHEN 'date' THEN to_jsonb(timezone('UTC', due_date)::date) WHEN 'local' THEN to_jsonb(timezone('UTC', due_date))
+						WHEN 'instant' THEN to_jsonb((to_jsonb(timezone('UTC', due_date)) #>> '{}') || 'Z') END),
+					'at', (to_jsonb(timezone('UTC', at)) #>> '{}') || 'Z')::text
+				FROM due JOIN push_subscriptions USING (user_id) WHERE $2)
+			SELECT count(*) FROM due`, users, push).Scan(&fired)
 	})
 	return fired, storeError(err)
 }
