@@ -131,19 +131,14 @@ func (s *store) claimPushes(ctx context.Context, batch int, lease time.Duration)
 func (s *store) pushed(ctx context.Context, j pushJob, retry time.Time, gone bool) error {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
-	sql := `DELETE FROM push_outbox WHERE user_id = $1 AND id = $2 AND $3::timestamptz IS NULL`
+	sql, args := `DELETE FROM push_outbox WHERE user_id = $1 AND id = $2`, []any{j.UserID, j.ID}
 	switch {
 	case gone:
-		sql = `DELETE FROM push_subscriptions WHERE user_id = $1 AND endpoint = (SELECT endpoint FROM push_outbox
-			WHERE user_id = $1 AND id = $2) AND $3::timestamptz IS NULL`
+		sql, args = `DELETE FROM push_subscriptions WHERE user_id = $1 AND endpoint = $2`, []any{j.UserID, j.Endpoint}
 	case !retry.IsZero():
-		sql = `UPDATE push_outbox SET not_before = $3 WHERE user_id = $1 AND id = $2`
+		sql, args = `UPDATE push_outbox SET not_before = $3 WHERE user_id = $1 AND id = $2`, append(args, retry)
 	}
-	var at *time.Time
-	if !retry.IsZero() {
-		at = &retry
-	}
-	_, err := s.pool.Exec(ctx, sql, j.UserID, j.ID, at)
+	_, err := s.pool.Exec(ctx, sql, args...)
 	return storeError(err)
 }
 
