@@ -92,11 +92,11 @@ func (s *store) fireReminders(ctx context.Context, batch int, push bool) (fired 
 			recorded AS (INSERT INTO fired_reminders (user_id, version, task_id, at)
 				SELECT user_id, base + 2 * i, id, at FROM due JOIN bumped USING (user_id)),
 			queued AS (INSERT INTO push_outbox (user_id, endpoint, topic, payload)
-				SELECT user_id, endpoint, concat_ws(' ', user_id, id, extract(epoch FROM at)), jsonb_build_object('type', 'reminder',
-					'task', jsonb_build_object('id', id, 'title', title, 'due_date', CASE due_kind
-						WHEN 'date' THEN to_jsonb(timezone('UTC', due_date)::date) WHEN 'local' THEN to_jsonb(timezone('UTC', due_date))
-						WHEN 'instant' THEN to_jsonb((to_jsonb(timezone('UTC', due_date)) #>> '{}') || 'Z') END),
-					'at', (to_jsonb(timezone('UTC', at)) #>> '{}') || 'Z')::text
+				SELECT user_id, endpoint, concat_ws(' ', user_id, id, extract(epoch FROM at)), json_build_object('type', 'reminder',
+					'task', json_build_object('id', id, 'title', title, 'due_date', CASE due_kind
+						WHEN 'date' THEN to_json(timezone('UTC', due_date)::date) WHEN 'local' THEN to_json(timezone('UTC', due_date))
+						WHEN 'instant' THEN to_json((to_json(timezone('UTC', due_date)) #>> '{}') || 'Z') END),
+					'at', (to_json(timezone('UTC', at)) #>> '{}') || 'Z')::text
 				FROM due JOIN push_subscriptions USING (user_id) WHERE $2)
 			SELECT count(*) FROM due`, users, push).Scan(&fired)
 	})
