@@ -179,9 +179,9 @@ type subscription struct {
 	} `json:"keys"`
 }
 
-// decodeSubscription reads a subscription body: an endpoint that checkPushEndpoint
-// takes, of at most 2048 bytes, and for a subscribe keys that parseSubscriptionKeys
-// takes; expirationTime is read and not kept, and any other member is a 422.
+// decodeSubscription reads a subscription body: an endpoint that checkPushEndpoint takes,
+// and for a subscribe keys that parseSubscriptionKeys takes; expirationTime is read and
+// not kept, and any other member is a 422.
 func decodeSubscription(raw map[string]json.RawMessage, subscribe, allowPrivate bool) (sub subscription, err error) {
 	for name := range raw {
 		if name != "endpoint" && name != "keys" && name != "expirationTime" {
@@ -196,10 +196,7 @@ func decodeSubscription(raw map[string]json.RawMessage, subscribe, allowPrivate 
 	if b, _ := json.Marshal(raw); json.Unmarshal(b, &sub) != nil {
 		return sub, validationError{{[]any{"body"}, `Input should be {"endpoint": "https://...", "keys": {"p256dh": "...", "auth": "..."}}`, "model_attributes_type"}}
 	}
-	if _, err = checkPushEndpoint(sub.Endpoint, allowPrivate); err == nil && len(sub.Endpoint) > 2048 {
-		err = validationError{{[]any{"body", "endpoint"}, "endpoint should be at most 2048 bytes", "string_too_long"}}
-	}
-	if err == nil && subscribe {
+	if _, err = checkPushEndpoint(sub.Endpoint, allowPrivate); err == nil && subscribe {
 		_, _, err = parseSubscriptionKeys(sub.Keys.P256dh, sub.Keys.Auth)
 	}
 	return sub, err
