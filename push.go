@@ -131,14 +131,10 @@ func handleSubscription(db *store, key *vapidKey, allowPrivate, subscribe bool) 
 			writeError(w, r, errPushOff)
 			return
 		}
-		var sub subscription
-		raw, err := readObject(w, r)
-		if err == nil {
-			sub, err = decodeSubscription(raw, subscribe, allowPrivate)
-		}
+		sub, err := decodeSubscription(w, r, subscribe, allowPrivate)
 		body, _ := json.Marshal(sub) // cannot fail: strings
-		hash := func() []byte { sum := sha256.Sum256(append([]byte(r.Pattern+"\n"), body...)); return sum[:] }
-		keyedWrite(w, r, db, userID, err, hash, func(ctx context.Context, q querier) (answer, error) {
+		hash := sha256.Sum256(append([]byte(r.Pattern+"\n"), body...))
+		keyedWrite(w, r, db, userID, err, func() []byte { return hash[:] }, func(ctx context.Context, q querier) (answer, error) {
 			if !subscribe {
 				err := db.unsubscribe(ctx, q, userID, sub.Endpoint)
 				if errors.Is(err, errNotFound) {
@@ -161,10 +157,14 @@ type subscription struct {
 	} `json:"keys"`
 }
 
-// decodeSubscription reads a subscription body: an endpoint that checkPushEndpoint takes,
-// and for a subscribe keys that parseSubscriptionKeys takes; expirationTime is read and
+// decodeSubscription reads a subscription body (readObject): an endpoint that checkPushEndpoint
+// takes, and for a subscribe keys that parseSubscriptionKeys takes; expirationTime is read and
 // not kept, and any other member is a 422.
-func decodeSubscription(raw map[string]json.RawMessage, subscribe, allowPrivate bool) (sub subscription, err error) {
+func decodeSubscription(w http.ResponseWriter, r *http.Request, subscribe, allowPrivate bool) (sub subscription, err error) {
+	raw, err := readObject(w, r)
+	if err != nil {
+		return sub, err
+	}
 	for name := range raw {
 		if name != "endpoint" && name != "keys" && name != "expirationTime" {
 			return sub, validationError{{[]any{"body", name}, "Extra inputs are not permitted", "extra_forbidden"}}

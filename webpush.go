@@ -72,13 +72,11 @@ func parseSubscriptionKeys(p256dh, auth string) (*ecdh.PublicKey, []byte, error)
 	b, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(p256dh, "="))
 	ua, err2 := ecdh.P256().NewPublicKey(b)
 	if err != nil || err2 != nil {
-		return nil, nil, validationError{{[]any{"body", "keys", "p256dh"},
-			"p256dh should be the base64url of a 65-byte uncompressed P-256 point", "value_error"}}
+		return nil, nil, validationError{{[]any{"body", "keys", "p256dh"}, "p256dh should be the base64url of a 65-byte uncompressed P-256 point", "value_error"}}
 	}
 	secret, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(auth, "="))
 	if err != nil || len(secret) != 16 {
-		return nil, nil, validationError{{[]any{"body", "keys", "auth"},
-			"auth should be the base64url of 16 bytes", "value_error"}}
+		return nil, nil, validationError{{[]any{"body", "keys", "auth"}, "auth should be the base64url of 16 bytes", "value_error"}}
 	}
 	return ua, secret, nil
 }
@@ -120,10 +118,9 @@ func encryptPushWith(ua *ecdh.PublicKey, auth, msg, salt []byte, as *ecdh.Privat
 	return gcm.Seal(header, nonce, append(slices.Clip(msg), 2), nil), nil
 }
 
-// checkPushEndpoint parses a subscription's endpoint, or is a 422 validationError naming it
-// unless it is an absolute https URL of at most 2048 bytes without userinfo (RFC 8030 §8), with
-// a valid port, whose host is not localhost nor an address publicAddr refuses; allowPrivate
-// lets http and those hosts through.
+// checkPushEndpoint parses a subscription's endpoint, or is a 422 validationError naming it unless it
+// is an absolute https URL (RFC 8030 §8) of at most 2048 bytes, without userinfo, with a valid port,
+// whose host is not localhost nor an address publicAddr refuses; allowPrivate lets http and those through.
 func checkPushEndpoint(endpoint string, allowPrivate bool) (*url.URL, error) {
 	u, err := url.Parse(endpoint)
 	if err == nil && len(endpoint) <= 2048 && u.Host != "" && u.User == nil && (u.Scheme == "https" || allowPrivate && u.Scheme == "http") {
@@ -141,8 +138,7 @@ func checkPushEndpoint(endpoint string, allowPrivate bool) (*url.URL, error) {
 // 8030 §5): kept for ttl (whole seconds), urgency high, replacing an undelivered message of the
 // same topic (hashed to the 32 characters §5.4 allows), authorized "vapid t=<jwt>, k=<key.public>"
 // by an ES256 JWT of aud the endpoint's origin, sub, and exp now + 12 h (24 h at most, RFC 8292).
-func newPushRequest(ctx context.Context, key *vapidKey, endpoint *url.URL, body []byte,
-	ttl time.Duration, topic string) (*http.Request, error) {
+func newPushRequest(ctx context.Context, key *vapidKey, endpoint *url.URL, body []byte, ttl time.Duration, topic string) (*http.Request, error) {
 	origin, _ := parseOrigin(endpoint.String(), true) // as a browser spells it; checkPushEndpoint took the endpoint
 	token, err := jwt.NewWithClaims(jwt.SigningMethodES256, jwt.MapClaims{
 		"aud": origin, "exp": time.Now().Add(12 * time.Hour).Unix(), "sub": key.subject,
@@ -182,9 +178,8 @@ func newPushClient(allowPrivate bool) *http.Client {
 	}
 }
 
-// publicAddr reports whether ip, IPv4-mapped or NAT64 (64:ff9b::/96, RFC 6052 §2.1) forms
-// taken as the IPv4 inside, is global unicast and not private (RFC 1918, ULA fc00::/7) nor
-// in nonPublicPrefixes.
+// publicAddr reports whether ip, IPv4-mapped or NAT64 (64:ff9b::/96, RFC 6052 §2.1) forms taken as
+// the IPv4 inside, is global unicast and not private (RFC 1918, ULA fc00::/7) nor in nonPublicPrefixes.
 func publicAddr(ip netip.Addr) bool {
 	if ip = ip.Unmap(); netip.MustParsePrefix("64:ff9b::/96").Contains(ip) {
 		ip = netip.AddrFrom4([4]byte(ip.AsSlice()[12:]))
