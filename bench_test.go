@@ -364,7 +364,7 @@ func BenchmarkRemindersDue10000(b *testing.B) {
 		runCtx, stop := context.WithCancel(ctx)
 		done := make(chan struct{}, 2)
 		for range 2 {
-			p := &pusher{db: db, log: slog.New(slog.DiscardHandler), key: key, client: newPushClient(true), slots: make(chan struct{}, pushesAtOnce)}
+			p := &pusher{db: db, log: slog.New(slog.DiscardHandler), key: key, client: newPushClient(true)}
 			go func() { remind(runCtx, db, p, slog.New(slog.DiscardHandler)); done <- struct{}{} }()
 		}
 		var firedAt time.Time

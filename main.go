@@ -237,7 +237,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	go forgetOld(background, db, cfg.SyncRetention, log)
 	var p *pusher
 	if cfg.VAPID != nil {
-		p = &pusher{db: db, log: log, key: cfg.VAPID, client: newPushClient(cfg.PushPrivate), slots: make(chan struct{}, pushesAtOnce)}
+		p = &pusher{db: db, log: log, key: cfg.VAPID, client: newPushClient(cfg.PushPrivate)}
 	} else {
 		log.Info("Web Push is off: reminders reach the feed and event streams only (set VAPID_PRIVATE_KEY and VAPID_SUBJECT)")
 	}

@@ -2,7 +2,6 @@
 package main
 
 import (
-	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/json"
@@ -39,13 +38,12 @@ type pusher struct {
 	log    *slog.Logger
 	key    *vapidKey
 	client *http.Client
-	slots  chan struct{}
 	wg     sync.WaitGroup
 }
 
 // run sends the pushes due each time kick says some are, until none is left, and
-// ends with ctx. A push is claimed with a lease (pushLease) and sent on its own
-// goroutine as soon as one of pushesAtOnce slots is free.
+// ends with ctx. Each of pushesAtOnce senders claims one push at a time, with a
+// lease (pushLease), so that one slow push service holds up one sender only.
 func (p *pusher) run(ctx context.Context, kick <-chan struct{}) {
 	for {
 		select {
@@ -53,43 +51,52 @@ func (p *pusher) run(ctx context.Context, kick <-chan struct{}) {
 			return
 		case <-kick:
 		}
-		for ctx.Err() == nil {
-			jobs, err := p.db.claimPushes(ctx, pushesAtOnce, pushLease)
-			if err != nil {
-				p.log.Warn("claiming pushes", "err", err.Error())
-			}
-			if len(jobs) == 0 {
-				break
-			}
-			for _, j := range jobs {
-				select {
-				case <-ctx.Done(): // the rest go back when their lease ends
-					return
-				case p.slots <- struct{}{}:
+		var senders sync.WaitGroup
+		for range pushesAtOnce {
+			senders.Go(func() {
+				for ctx.Err() == nil { // at shutdown, a claimed push goes back when its lease ends
+					jobs, err := p.db.claimPushes(ctx, 1, pushLease)
+					if err != nil {
+						p.log.Warn("claiming pushes", "err", err.Error())
+					}
+					if len(jobs) == 0 {
+						return
+					}
+					p.send(ctx, jobs[0])
 				}
-				p.wg.Go(func() {
-					defer func() { <-p.slots }()
-					p.send(ctx, j)
-				})
-			}
+			})
 		}
+		senders.Wait()
 	}
 }
 
-// send delivers one push and ends it as the push service answers (RFC 8030 §5):
-// a 2xx, sent; 404 or 410, or an address the client refuses (errPushAddress), the
-// subscription is gone; a 429, a 5xx or no answer,
-// retried after Retry-After or a backoff that doubles from 10 s, until pushGiveUp
-// after it was queued; anything else given up, and logged.
+// send delivers one push and ends it as the push service answers (RFC 8030 §5): a 2xx,
+// sent; 404 or 410, or an address the client refuses (errPushAddress), the subscription
+// is gone; a 429, a 5xx or no answer, retried after Retry-After (RFC 9110 §10.2.3) or a
+// backoff that doubles from 10 s, until pushGiveUp after it was queued; else given up.
 func (p *pusher) send(ctx context.Context, j pushJob) {
 	endpoint, _ := url.Parse(j.Endpoint) // checkPushEndpoint parsed it when it was subscribed
-	status, retryAfter, err := p.post(ctx, j, endpoint)
-	retry, gone := time.Time{}, status == http.StatusNotFound || status == http.StatusGone || errors.Is(err, errPushAddress)
-	if status == http.StatusTooManyRequests || status >= 500 || status == 0 && !gone {
-		retry = time.Now().Add(cmp.Or(retryAfter, 10*time.Second<<min(j.Attempts-1, 8)))
-		if retry.After(j.Created.Add(pushGiveUp)) {
-			retry = time.Time{}
-		}
+	body, err := encryptPush(j.P256dh, j.Auth, []byte(j.Payload))
+	req, err2 := newPushRequest(ctx, p.key, endpoint, body, pushTTL, j.Topic)
+	var resp *http.Response
+	if err = errors.Join(err, err2); err == nil {
+		resp, err = p.client.Do(req)
+	}
+	status, header := 0, http.Header{} // no answer
+	if err == nil {
+		resp.Body.Close()
+		status, header = resp.StatusCode, resp.Header
+	}
+	retry := time.Now().Add(10 * time.Second << min(j.Attempts-1, 8))
+	if s, err := strconv.Atoi(header.Get("Retry-After")); err == nil && s > 0 {
+		retry = time.Now().Add(time.Duration(s) * time.Second)
+	} else if at, err := http.ParseTime(header.Get("Retry-After")); err == nil && at.After(time.Now()) {
+		retry = at
+	}
+	gone := status == http.StatusNotFound || status == http.StatusGone || errors.Is(err, errPushAddress)
+	retryable := status == http.StatusTooManyRequests || status >= 500 || status == 0 && !gone
+	if !retryable || retry.After(j.Created.Add(pushGiveUp)) {
+		retry = time.Time{}
 	}
 	if status/100 != 2 { // an endpoint holds the subscription's secret: the log names its host only
 		if urlErr, ok := errors.AsType[*url.Error](err); ok {
@@ -100,31 +107,6 @@ func (p *pusher) send(ctx context.Context, j pushJob) {
 	if err := p.db.pushed(context.WithoutCancel(ctx), j, retry, gone); err != nil {
 		p.log.Warn("ending a push", "err", err.Error())
 	}
-}
-
-// post sends j's payload, encrypted to its subscription, and returns the push
-// service's status (0 for none) and the wait its Retry-After asks for (RFC 9110 §10.2.3).
-func (p *pusher) post(ctx context.Context, j pushJob, endpoint *url.URL) (int, time.Duration, error) {
-	body, err := encryptPush(j.P256dh, j.Auth, []byte(j.Payload))
-	if err != nil {
-		return 0, 0, err
-	}
-	req, err := newPushRequest(ctx, p.key, endpoint, body, pushTTL, j.Topic)
-	if err != nil {
-		return 0, 0, err
-	}
-	resp, err := p.client.Do(req)
-	if err != nil {
-		return 0, 0, err
-	}
-	resp.Body.Close()
-	wait := time.Duration(0)
-	if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && s > 0 {
-		wait = time.Duration(s) * time.Second
-	} else if at, err := http.ParseTime(resp.Header.Get("Retry-After")); err == nil {
-		wait = max(time.Until(at), 0)
-	}
-	return resp.StatusCode, wait, nil
 }
 
 // handleVAPIDKey serves GET /api/vapid-public-key: {"public_key": "..."}, the
@@ -149,14 +131,10 @@ func handleSubscription(db *store, key *vapidKey, allowPrivate, subscribe bool) 
 			writeError(w, r, errPushOff)
 			return
 		}
-		var sub subscription
-		raw, err := readObject(w, r)
-		if err == nil {
-			sub, err = decodeSubscription(raw, subscribe, allowPrivate)
-		}
+		sub, err := decodeSubscription(w, r, subscribe, allowPrivate)
 		body, _ := json.Marshal(sub) // cannot fail: strings
-		hash := func() []byte { sum := sha256.Sum256(append([]byte(r.Pattern+"\n"), body...)); return sum[:] }
-		keyedWrite(w, r, db, userID, err, hash, func(ctx context.Context, q querier) (answer, error) {
+		hash := sha256.Sum256(append([]byte(r.Pattern+"\n"), body...))
+		keyedWrite(w, r, db, userID, err, func() []byte { return hash[:] }, func(ctx context.Context, q querier) (answer, error) {
 			if !subscribe {
 				err := db.unsubscribe(ctx, q, userID, sub.Endpoint)
 				if errors.Is(err, errNotFound) {
@@ -179,10 +157,14 @@ type subscription struct {
 	} `json:"keys"`
 }
 
-// decodeSubscription reads a subscription body: an endpoint that checkPushEndpoint
-// takes, of at most 2048 bytes, and for a subscribe keys that parseSubscriptionKeys
-// takes; expirationTime is read and not kept, and any other member is a 422.
-func decodeSubscription(raw map[string]json.RawMessage, subscribe, allowPrivate bool) (sub subscription, err error) {
+// decodeSubscription reads a subscription body (readObject): an endpoint that checkPushEndpoint
+// takes, and for a subscribe keys that parseSubscriptionKeys takes; expirationTime is read and
+// not kept, and any other member is a 422.
+func decodeSubscription(w http.ResponseWriter, r *http.Request, subscribe, allowPrivate bool) (sub subscription, err error) {
+	raw, err := readObject(w, r)
+	if err != nil {
+		return sub, err
+	}
 	for name := range raw {
 		if name != "endpoint" && name != "keys" && name != "expirationTime" {
 			return sub, validationError{{[]any{"body", name}, "Extra inputs are not permitted", "extra_forbidden"}}
@@ -196,10 +178,7 @@ func decodeSubscription(raw map[string]json.RawMessage, subscribe, allowPrivate 
 	if b, _ := json.Marshal(raw); json.Unmarshal(b, &sub) != nil {
 		return sub, validationError{{[]any{"body"}, `Input should be {"endpoint": "https://...", "keys": {"p256dh": "...", "auth": "..."}}`, "model_attributes_type"}}
 	}
-	if _, err = checkPushEndpoint(sub.Endpoint, allowPrivate); err == nil && len(sub.Endpoint) > 2048 {
-		err = validationError{{[]any{"body", "endpoint"}, "endpoint should be at most 2048 bytes", "string_too_long"}}
-	}
-	if err == nil && subscribe {
+	if _, err = checkPushEndpoint(sub.Endpoint, allowPrivate); err == nil && subscribe {
 		_, _, err = parseSubscriptionKeys(sub.Keys.P256dh, sub.Keys.Auth)
 	}
 	return sub, err

@@ -3,7 +3,6 @@ package main
 
 import (
 	"bytes"
-	"cmp"
 	"context"
 	"crypto/aes"
 	"crypto/cipher"
@@ -14,7 +13,6 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -34,18 +32,15 @@ import (
 // service takes, less the 86-byte header, the delimiter and the 16-byte tag (RFC 8291 §4).
 const maxPushPlaintext = 3993
 
-var (
-	// errPushAddress is what a push client's dial fails with when the address is not public.
-	errPushAddress = errors.New("push endpoint address is not public")
-	// nonPublicPrefixes are ranges netip's predicates pass that IANA marks not globally
-	// reachable (RFC 6890): "this network", CGNAT (RFC 6598, where some clouds keep their
-	// metadata service), IETF protocol assignments, benchmarking, reserved.
-	nonPublicPrefixes = []netip.Prefix{netip.MustParsePrefix("0.0.0.0/8"),
-		netip.MustParsePrefix("100.64.0.0/10"), netip.MustParsePrefix("192.0.0.0/24"),
-		netip.MustParsePrefix("198.18.0.0/15"), netip.MustParsePrefix("240.0.0.0/4")}
-	// nat64 is the well-known NAT64 prefix; its last 4 bytes are an IPv4 address (RFC 6052 §2.1).
-	nat64 = netip.MustParsePrefix("64:ff9b::/96")
-)
+// errPushAddress is what a push client's dial fails with when the address is not public.
+var errPushAddress = errors.New("push endpoint address is not public")
+
+// nonPublicPrefixes are ranges netip's predicates pass that IANA marks not globally
+// reachable (RFC 6890): "this network", CGNAT (RFC 6598, where some clouds keep their
+// metadata service), IETF protocol assignments, benchmarking, reserved.
+var nonPublicPrefixes = []netip.Prefix{netip.MustParsePrefix("0.0.0.0/8"),
+	netip.MustParsePrefix("100.64.0.0/10"), netip.MustParsePrefix("192.0.0.0/24"),
+	netip.MustParsePrefix("198.18.0.0/15"), netip.MustParsePrefix("240.0.0.0/4")}
 
 // vapidKey is the application server's VAPID identity (RFC 8292): its P-256 key, the public
 // half as base64url of the 65-byte uncompressed point (the browser's applicationServerKey
@@ -77,13 +72,11 @@ func parseSubscriptionKeys(p256dh, auth string) (*ecdh.PublicKey, []byte, error)
 	b, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(p256dh, "="))
 	ua, err2 := ecdh.P256().NewPublicKey(b)
 	if err != nil || err2 != nil {
-		return nil, nil, validationError{{[]any{"body", "keys", "p256dh"},
-			"p256dh should be the base64url of a 65-byte uncompressed P-256 point", "value_error"}}
+		return nil, nil, validationError{{[]any{"body", "keys", "p256dh"}, "p256dh should be the base64url of a 65-byte uncompressed P-256 point", "value_error"}}
 	}
 	secret, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(auth, "="))
 	if err != nil || len(secret) != 16 {
-		return nil, nil, validationError{{[]any{"body", "keys", "auth"},
-			"auth should be the base64url of 16 bytes", "value_error"}}
+		return nil, nil, validationError{{[]any{"body", "keys", "auth"}, "auth should be the base64url of 16 bytes", "value_error"}}
 	}
 	return ua, secret, nil
 }
@@ -92,11 +85,8 @@ func parseSubscriptionKeys(p256dh, auth string) (*ecdh.PublicKey, []byte, error)
 // as encryptPushWith does, with a fresh 16-byte salt and ephemeral key.
 func encryptPush(p256dh, auth string, plaintext []byte) ([]byte, error) {
 	ua, secret, err := parseSubscriptionKeys(p256dh, auth)
-	if err != nil {
-		return nil, err
-	}
-	as, err := ecdh.P256().GenerateKey(rand.Reader)
-	if err != nil {
+	as, err2 := ecdh.P256().GenerateKey(rand.Reader)
+	if err := errors.Join(err, err2); err != nil {
 		return nil, fmt.Errorf("encrypt push: %w", err)
 	}
 	salt := make([]byte, 16)
@@ -112,9 +102,8 @@ func encryptPushWith(ua *ecdh.PublicKey, auth, msg, salt []byte, as *ecdh.Privat
 		return nil, fmt.Errorf("encrypt push: %d bytes, more than %d", len(msg), maxPushPlaintext)
 	}
 	asPublic := as.PublicKey().Bytes()
-	info := "WebPush: info\x00" + string(ua.Bytes()) + string(asPublic)
 	shared, err := as.ECDH(ua)
-	ikm, err1 := hkdf.Key(sha256.New, shared, auth, info, 32)
+	ikm, err1 := hkdf.Key(sha256.New, shared, auth, "WebPush: info\x00"+string(ua.Bytes())+string(asPublic), 32)
 	cek, err2 := hkdf.Key(sha256.New, ikm, salt, "Content-Encoding: aes128gcm\x00", 16)
 	nonce, err3 := hkdf.Key(sha256.New, ikm, salt, "Content-Encoding: nonce\x00", 12)
 	if err := errors.Join(err, err1, err2, err3); err != nil {
@@ -122,44 +111,37 @@ func encryptPushWith(ua *ecdh.PublicKey, auth, msg, salt []byte, as *ecdh.Privat
 	}
 	block, _ := aes.NewCipher(cek) // a 16-byte key cannot fail
 	gcm, err := cipher.NewGCM(block)
-	if err != nil {
+	if err != nil { // in FIPS 140-only mode
 		return nil, fmt.Errorf("encrypt push: %w", err)
 	}
-	body := binary.BigEndian.AppendUint32(slices.Clip(salt), 4096)
-	body = append(append(body, byte(len(asPublic))), asPublic...)
-	return gcm.Seal(body, nonce, append(slices.Clip(msg), 2), nil), nil
+	header := slices.Concat(salt, []byte{0, 0, 0x10, 0, byte(len(asPublic))}, asPublic)
+	return gcm.Seal(header, nonce, append(slices.Clip(msg), 2), nil), nil
 }
 
-// checkPushEndpoint parses a subscription's endpoint, or is a 422 validationError naming it
-// unless it is an absolute https URL without userinfo (RFC 8030 §8), with a valid port, whose
-// host is not localhost nor an address publicAddr refuses; allowPrivate lifts all but the first.
+// checkPushEndpoint parses a subscription's endpoint, or is a 422 validationError naming it unless it
+// is an absolute https URL (RFC 8030 §8) of at most 2048 bytes, without userinfo, with a valid port,
+// whose host is not localhost nor an address publicAddr refuses; allowPrivate lets http and those through.
 func checkPushEndpoint(endpoint string, allowPrivate bool) (*url.URL, error) {
 	u, err := url.Parse(endpoint)
-	if err == nil && u.Host != "" && u.User == nil && (u.Scheme == "https" || allowPrivate && u.Scheme == "http") {
-		port, _ := strconv.Atoi(cmp.Or(u.Port(), "443"))
+	if err == nil && len(endpoint) <= 2048 && u.Host != "" && u.User == nil && (u.Scheme == "https" || allowPrivate && u.Scheme == "http") {
+		port, err := strconv.ParseUint(u.Port(), 10, 16)
 		ip, literal := netip.ParseAddr(u.Hostname())
 		private := strings.EqualFold(u.Hostname(), "localhost") || literal == nil && !publicAddr(ip)
-		if port > 0 && port < 65536 && (allowPrivate || !private) {
+		if (u.Port() == "" || err == nil && port > 0) && (allowPrivate || !private) {
 			return u, nil
 		}
 	}
-	return nil, validationError{{[]any{"body", "endpoint"}, "endpoint should be an https URL of a public host", "value_error"}}
+	return nil, validationError{{[]any{"body", "endpoint"}, "endpoint should be an https URL of a public host, of at most 2048 bytes", "value_error"}}
 }
 
 // newPushRequest POSTs body, from encryptPush, to an endpoint checkPushEndpoint accepted (RFC
 // 8030 §5): kept for ttl (whole seconds), urgency high, replacing an undelivered message of the
 // same topic (hashed to the 32 characters §5.4 allows), authorized "vapid t=<jwt>, k=<key.public>"
 // by an ES256 JWT of aud the endpoint's origin, sub, and exp now + 12 h (24 h at most, RFC 8292).
-func newPushRequest(ctx context.Context, key *vapidKey, endpoint *url.URL, body []byte,
-	ttl time.Duration, topic string) (*http.Request, error) {
-	origin, err := parseOrigin(endpoint.String(), true)
-	if err != nil {
-		return nil, fmt.Errorf("push endpoint: %w", err)
-	}
+func newPushRequest(ctx context.Context, key *vapidKey, endpoint *url.URL, body []byte, ttl time.Duration, topic string) (*http.Request, error) {
+	origin, _ := parseOrigin(endpoint.String(), true) // as a browser spells it; checkPushEndpoint took the endpoint
 	token, err := jwt.NewWithClaims(jwt.SigningMethodES256, jwt.MapClaims{
-		"aud": origin, // as a browser spells it (parseOrigin)
-		"exp": time.Now().Add(12 * time.Hour).Unix(),
-		"sub": key.subject,
+		"aud": origin, "exp": time.Now().Add(12 * time.Hour).Unix(), "sub": key.subject,
 	}).SignedString(key.private)
 	if err != nil {
 		return nil, fmt.Errorf("sign VAPID token: %w", err)
@@ -169,12 +151,10 @@ func newPushRequest(ctx context.Context, key *vapidKey, endpoint *url.URL, body 
 		return nil, fmt.Errorf("push request: %w", err)
 	}
 	sum := sha256.Sum256([]byte(topic))
-	req.Header.Set("Content-Encoding", "aes128gcm")
-	req.Header.Set("Content-Type", "application/octet-stream")
-	req.Header.Set("TTL", strconv.Itoa(int(ttl/time.Second)))
-	req.Header.Set("Urgency", "high")
-	req.Header.Set("Topic", base64.RawURLEncoding.EncodeToString(sum[:24]))
-	req.Header.Set("Authorization", "vapid t="+token+", k="+key.public)
+	req.Header = http.Header{ // in canonical form, as Header.Set would put them: Ttl is TTL
+		"Content-Encoding": {"aes128gcm"}, "Content-Type": {"application/octet-stream"}, "Urgency": {"high"},
+		"Ttl": {strconv.Itoa(int(ttl / time.Second))}, "Topic": {base64.RawURLEncoding.EncodeToString(sum[:24])},
+		"Authorization": {"vapid t=" + token + ", k=" + key.public}}
 	return req, nil
 }
 
@@ -198,10 +178,10 @@ func newPushClient(allowPrivate bool) *http.Client {
 	}
 }
 
-// publicAddr reports whether ip, IPv4-mapped or NAT64 forms taken as the IPv4 inside, is
-// global unicast and not private (RFC 1918, ULA fc00::/7) nor in nonPublicPrefixes.
+// publicAddr reports whether ip, IPv4-mapped or NAT64 (64:ff9b::/96, RFC 6052 §2.1) forms taken as
+// the IPv4 inside, is global unicast and not private (RFC 1918, ULA fc00::/7) nor in nonPublicPrefixes.
 func publicAddr(ip netip.Addr) bool {
-	if ip = ip.Unmap(); nat64.Contains(ip) {
+	if ip = ip.Unmap(); netip.MustParsePrefix("64:ff9b::/96").Contains(ip) {
 		ip = netip.AddrFrom4([4]byte(ip.AsSlice()[12:]))
 	}
 	inRange := func(p netip.Prefix) bool { return p.Contains(ip) }
