@@ -9,13 +9,13 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// moveSeries, on a transaction holding the user's row lock (store.locked),
-// moves the user's recurring task id to its next occurrence, due at next (the
-// rule's wall clock, due_wall), with recurrence its rule from then on, and records
-// the occurrence done as a completed copy without recurrence: two versions, the
-// copy's the later one, and a task more, unless the user holds maxTasks (errTaskLimit). Its reminders
-// at an instant, the occurrence's, go (its offsets follow the next). With next
-// nil, no occurrence is left, and the task itself completes.
+// moveSeries, on a transaction holding the user's row lock (store.locked), moves
+// the user's recurring task id to its next occurrence, due at next (wall on the
+// rule's clock, kept as due_wall), with recurrence its rule from then on, and
+// records the occurrence done as a completed copy without recurrence: two
+// versions, the copy's the later one, and a task more, unless the user holds
+// maxTasks (errTaskLimit). Its reminders at an instant, the occurrence's, go (its
+// offsets follow the next). With next nil, none is left: the task completes.
 func (s *store) moveSeries(ctx context.Context, tx querier, userID string, id int64, next *Due, wall time.Time, recurrence string, maxTasks int) (Task, error) {
 	dueAt, _ := dueColumns(next)
 	t, err := s.one(ctx, tx, `WITH slot AS (UPDATE task_counts SET n = n + ($3::timestamptz IS NOT NULL)::int,

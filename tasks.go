@@ -267,6 +267,7 @@ func completeSeries(ctx context.Context, db *store, q querier, w writeRequest, t
 			if t, err = db.updateTask(ctx, tx, w.userID, w.id, rest, nil); err != nil {
 				return err
 			}
+			t.dueWall = current.dueWall // nextDue takes it only where it still reads the due date
 		}
 		completes := toggle && !t.Completed || !toggle && w.change.Completed != nil && *w.change.Completed && !t.Completed
 		switch {
