@@ -38,44 +38,49 @@ type rrule struct {
 	byMonth, byMonthDay []int
 	byDay               []byDay
 	wkst                time.Weekday
-	count               int       // occurrences left, this one included; 0: no COUNT
-	until               string    // UNTIL as given (its one spelling); "": no UNTIL
-	untilEnd            time.Time // UNTIL's last moment: an instant if in UTC, else a wall clock
+	count               int               // occurrences left, this one included; 0: no COUNT
+	untilEnd            time.Time         // UNTIL's last moment: an instant if in UTC, else a wall clock
+	spelling            map[string]string // each part given, by name: its value in the one spelling
 }
 
-// parseRRule reads an RRULE value, with or without its "RRULE:" name, in any letter case; its
-// error names the part that is wrong, unsupported or missing.
+// parseRRule reads an RRULE value, "RRULE:" and letter case aside; its errors name the part at fault.
 func parseRRule(s string) (rrule, error) {
-	r := rrule{freq: -1, interval: 1, wkst: time.Monday}
-	seen := map[string]bool{}
+	r := rrule{freq: -1, interval: 1, wkst: time.Monday, spelling: map[string]string{}}
 	for part := range strings.SplitSeq(strings.TrimPrefix(strings.ToUpper(s), "RRULE:"), ";") {
-		name, value, _ := strings.Cut(part, "=")
-		if seen[name] {
+		name, v, _ := strings.Cut(part, "=")
+		if _, seen := r.spelling[name]; seen {
 			return r, fmt.Errorf("%s appears twice", name)
 		}
-		seen[name] = true
 		var err error
 		switch name {
 		case "FREQ":
-			if r.freq = slices.Index(frequencies, value); r.freq < 0 {
+			if r.freq = slices.Index(frequencies, v); r.freq < 0 {
 				err = errors.New("must be DAILY, WEEKLY, MONTHLY or YEARLY")
 			}
 		case "INTERVAL":
-			r.interval, err = ruleNumber(1, 1000, false)(value)
+			r.interval, err = ruleNumber(1, 1000, false)(v)
+			v = strconv.Itoa(r.interval)
 		case "COUNT":
-			r.count, err = ruleNumber(1, 1000, false)(value)
-		case "UNTIL":
-			err = r.parseUntil(value)
+			r.count, err = ruleNumber(1, 1000, false)(v)
+			v = strconv.Itoa(r.count)
+		case "UNTIL": // a date (through the end of that day), a wall clock, or an instant in UTC
+			form := map[int]string{8: "20060102", 15: "20060102T150405", 16: "20060102T150405Z"}[len(v)]
+			if r.untilEnd, err = time.Parse(form, v); form == "" || err != nil {
+				err = errors.New("must be a date (20261231), a date-time (20261231T090000) or one in " +
+					"UTC (20261231T090000Z)")
+			} else if len(v) == 8 {
+				r.untilEnd = r.untilEnd.Add(24*time.Hour - time.Microsecond)
+			}
 		case "WKST":
-			if r.wkst = time.Weekday(slices.Index(weekdays, value)); r.wkst < 0 {
+			if r.wkst = time.Weekday(slices.Index(weekdays, v)); r.wkst < 0 {
 				err = errors.New("must be a day: MO, TU, WE, TH, FR, SA or SU")
 			}
 		case "BYMONTH":
-			r.byMonth, err = ruleList(value, ruleNumber(1, 12, false), cmp.Compare)
+			r.byMonth, v, err = ruleList(v, ruleNumber(1, 12, false), cmp.Compare)
 		case "BYMONTHDAY":
-			r.byMonthDay, err = ruleList(value, ruleNumber(1, 31, true), cmp.Compare)
+			r.byMonthDay, v, err = ruleList(v, ruleNumber(1, 31, true), cmp.Compare)
 		case "BYDAY":
-			r.byDay, err = ruleList(value, parseByDay, func(a, b byDay) int { // MO first
+			r.byDay, v, err = ruleList(v, parseByDay, func(a, b byDay) int { // MO first
 				return cmp.Or(cmp.Compare((a.day+6)%7, (b.day+6)%7), cmp.Compare(a.n, b.n))
 			})
 		default:
@@ -85,10 +90,7 @@ func parseRRule(s string) (rrule, error) {
 		if err != nil {
 			return r, fmt.Errorf("%s %w", name, err)
 		}
-	}
-	weeks := 53 // how many weeks a BYDAY ordinal may count: a year's, or a month's
-	if r.freq == monthly || r.byMonth != nil {
-		weeks = 5
+		r.spelling[name] = v
 	}
 	longest := 0 // days in the longest of BYMONTH's months (of all, without it) in a leap year
 	for m := 1; m <= 12; m++ {
@@ -100,14 +102,15 @@ func parseRRule(s string) (rrule, error) {
 	switch {
 	case r.freq < 0:
 		return r, errors.New("FREQ is required")
-	case seen["COUNT"] && seen["UNTIL"]:
+	case r.count > 0 && r.spelling["UNTIL"] != "":
 		return r, errors.New("COUNT and UNTIL: at most one of them may be given")
 	case r.freq == weekly && r.byMonthDay != nil:
 		return r, errors.New("BYMONTHDAY does not apply to FREQ=WEEKLY")
 	case r.freq < monthly && slices.ContainsFunc(r.byDay, func(d byDay) bool { return d.n != 0 }):
 		return r, errors.New("BYDAY with an ordinal (1MO, -1FR) needs FREQ=MONTHLY or YEARLY")
-	case slices.ContainsFunc(r.byDay, func(d byDay) bool { return abs(d.n) > weeks }):
-		return r, fmt.Errorf("BYDAY ordinals must be 1 to %d or -1 to -%d here", weeks, weeks)
+	case (r.freq == monthly || r.byMonth != nil) && // an ordinal counts weeks of a month, not a year
+		slices.ContainsFunc(r.byDay, func(d byDay) bool { return abs(d.n) > 5 }):
+		return r, errors.New("BYDAY ordinals must be 1 to 5 or -1 to -5 here")
 	case r.byMonthDay != nil && !fits:
 		return r, errors.New("BYMONTHDAY names no day that its months have")
 	}
@@ -131,82 +134,44 @@ func ruleNumber(lo, hi int, signed bool) func(string) (int, error) {
 // abs is n without its sign.
 func abs(n int) int { return max(n, -n) }
 
-// ruleList parses a comma-separated list in its one spelling: sorted by compare, without repeats.
-func ruleList[T any](s string, parse func(string) (T, error), compare func(T, T) int) ([]T, error) {
+// ruleList reads a comma-separated list with read, and spells it sorted by order without repeats.
+func ruleList[T any](s string, read func(string) (T, error), order func(T, T) int) ([]T, string, error) {
 	var list []T
 	for v := range strings.SplitSeq(s, ",") {
-		x, err := parse(v)
+		x, err := read(v)
 		if err != nil {
-			return nil, err
+			return nil, "", err
 		}
 		list = append(list, x)
 	}
-	slices.SortFunc(list, compare)
-	return slices.CompactFunc(list, func(a, b T) bool { return compare(a, b) == 0 }), nil
+	slices.SortFunc(list, order)
+	list = slices.CompactFunc(list, func(a, b T) bool { return order(a, b) == 0 })
+	return list, strings.ReplaceAll(strings.Trim(fmt.Sprint(list), "[]"), " ", ","), nil // fmt: [1 2]
 }
 
 // parseByDay reads a BYDAY entry: a day (WE), optionally after a signed ordinal (1MO, -1FR).
 func parseByDay(v string) (byDay, error) {
-	i := max(len(v)-2, 0) // where the day begins
-	n, err := 0, error(nil)
-	if i > 0 {
-		n, err = ruleNumber(1, 53, true)(v[:i])
+	i := max(len(v)-2, 0)                    // where the day begins
+	n, err := ruleNumber(1, 53, true)(v[:i]) // 0 without one
+	if day := slices.Index(weekdays, v[i:]); day >= 0 && (i == 0 || err == nil) {
+		return byDay{n, time.Weekday(day)}, nil
 	}
-	day := slices.Index(weekdays, v[i:])
-	if day < 0 || err != nil {
-		return byDay{}, errors.New("entries must be a day (MO), optionally after an ordinal (1MO, -1FR)")
-	}
-	return byDay{n, time.Weekday(day)}, nil
+	return byDay{}, errors.New("entries must be a day (MO), optionally after an ordinal (1MO, -1FR)")
 }
 
-// parseUntil reads UNTIL: a date (20261231, through the end of that day), a wall-clock time
-// (20261231T090000), or an instant in UTC (20261231T090000Z).
-func (r *rrule) parseUntil(v string) error {
-	form := map[int]string{8: "20060102", 15: "20060102T150405", 16: "20060102T150405Z"}[len(v)]
-	t, err := time.Parse(form, v)
-	if form == "" || err != nil {
-		return errors.New("must be a date (20261231), a date-time (20261231T090000) or one in " +
-			"UTC (20261231T090000Z)")
-	}
-	r.until, r.untilEnd = v, t
-	if form == "20060102" {
-		r.untilEnd = t.Add(24*time.Hour - time.Microsecond)
-	}
-	return nil
+// String is the entry's one spelling: 1MO, -1FR, or WE without an ordinal.
+func (d byDay) String() string {
+	return strings.TrimPrefix(strconv.Itoa(d.n), "0") + weekdays[d.day]
 }
 
-// String is the rule's one spelling: its parts in a fixed order, lists sorted, INTERVAL=1 and
-// WKST=MO (the defaults) left out.
+// String is the rule's one spelling: its parts in a fixed order, INTERVAL=1 and WKST=MO left out.
 func (r rrule) String() string {
-	parts := []string{"FREQ=" + frequencies[r.freq]}
-	if r.interval != 1 {
-		parts = append(parts, "INTERVAL="+strconv.Itoa(r.interval))
-	}
-	join := func(name string, n int, item func(i int) string) {
-		if n > 0 {
-			items := make([]string, n)
-			for i := range items {
-				items[i] = item(i)
-			}
-			parts = append(parts, name+"="+strings.Join(items, ","))
+	var parts []string
+	for _, name := range strings.Fields("FREQ INTERVAL BYMONTH BYMONTHDAY BYDAY WKST COUNT UNTIL") {
+		part := name + "=" + r.spelling[name]
+		if part != name+"=" && part != "INTERVAL=1" && part != "WKST=MO" {
+			parts = append(parts, part)
 		}
-	}
-	join("BYMONTH", len(r.byMonth), func(i int) string { return strconv.Itoa(r.byMonth[i]) })
-	join("BYMONTHDAY", len(r.byMonthDay), func(i int) string { return strconv.Itoa(r.byMonthDay[i]) })
-	join("BYDAY", len(r.byDay), func(i int) string {
-		if d := r.byDay[i]; d.n != 0 {
-			return strconv.Itoa(d.n) + weekdays[d.day]
-		}
-		return weekdays[r.byDay[i].day]
-	})
-	if r.wkst != time.Monday {
-		parts = append(parts, "WKST="+weekdays[r.wkst])
-	}
-	if r.count > 0 {
-		parts = append(parts, "COUNT="+strconv.Itoa(r.count))
-	}
-	if r.until != "" {
-		parts = append(parts, "UNTIL="+r.until)
 	}
 	return strings.Join(parts, ";")
 }
@@ -238,11 +203,11 @@ func (r rrule) next(start time.Time, loc *time.Location) (time.Time, bool) {
 			if !t.After(start) || !r.matches(day, start) {
 				continue
 			}
-			end := t // what UNTIL limits: an instant for an UNTIL in UTC, else the wall clock
-			if strings.HasSuffix(r.until, "Z") {
+			end, until := t, r.spelling["UNTIL"] // UNTIL limits an instant if in UTC, else a wall clock
+			if strings.HasSuffix(until, "Z") {
 				end = wallToInstant(t, loc)
 			}
-			if t.Year() > 9999 || r.until != "" && end.After(r.untilEnd) {
+			if t.Year() > 9999 || until != "" && end.After(r.untilEnd) {
 				return time.Time{}, false
 			}
 			return t, true
@@ -335,7 +300,9 @@ func nextDue(t Task, now time.Time) (*Due, time.Time, string) {
 	if t.DueDate.Kind == dueInstant {
 		next = wallToInstant(wall, loc)
 	}
-	r.count = max(r.count-1, 0) // 0 is no COUNT
+	if r.count > 0 {
+		r.spelling["COUNT"] = strconv.Itoa(r.count - 1)
+	}
 	return &Due{next, t.DueDate.Kind}, wall, r.String()
 }
 
