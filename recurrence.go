@@ -95,7 +95,7 @@ func parseRRule(s string) (rrule, error) {
 	longest := 0 // days in the longest of BYMONTH's months (of all, without it) in a leap year
 	for m := 1; m <= 12; m++ {
 		if r.byMonth == nil || slices.Contains(r.byMonth, m) {
-			longest = max(longest, daysIn(time.Date(2028, time.Month(m), 1, 0, 0, 0, 0, time.UTC)))
+			longest = max(longest, time.Date(2028, time.Month(m+1), 0, 0, 0, 0, 0, time.UTC).Day())
 		}
 	}
 	fits := slices.ContainsFunc(r.byMonthDay, func(d int) bool { return abs(d) <= longest })
@@ -193,12 +193,8 @@ func (r rrule) next(start time.Time, loc *time.Location) (time.Time, bool) {
 		return day0.AddDate(0, 0, i)
 	}
 	last := period(0).AddDate(400*r.interval, 0, 0) // the Gregorian calendar repeats in 400 years
-	for i := 0; ; i += r.interval {
-		from, to := period(i), period(i+1)
-		if from.After(last) || from.Year() > 9999 {
-			return time.Time{}, false
-		}
-		for day := from; day.Before(to); day = day.AddDate(0, 0, 1) {
+	for i := 0; !period(i).After(last) && period(i).Year() <= 9999; i += r.interval {
+		for day, to := period(i), period(i+1); day.Before(to); day = day.Add(24 * time.Hour) {
 			t := day.Add(start.Sub(day0))
 			if !t.After(start) || !r.matches(day, start) {
 				continue
@@ -207,12 +203,10 @@ func (r rrule) next(start time.Time, loc *time.Location) (time.Time, bool) {
 			if strings.HasSuffix(until, "Z") {
 				end = wallToInstant(t, loc)
 			}
-			if t.Year() > 9999 || until != "" && end.After(r.untilEnd) {
-				return time.Time{}, false
-			}
-			return t, true
+			return t, t.Year() <= 9999 && (until == "" || !end.After(r.untilEnd))
 		}
 	}
+	return time.Time{}, false
 }
 
 // matches reports whether day, in a period of the series that starts at start, is one of its
@@ -220,19 +214,16 @@ func (r rrule) next(start time.Time, loc *time.Location) (time.Time, bool) {
 // start's month, day or weekday as the frequency needs.
 func (r rrule) matches(day, start time.Time) bool {
 	_, m, d := day.Date()
-	days := daysIn(day)
-	isDay := func(n int) bool { return n == d || n == d-days-1 } // -1 is the month's last day
-	none := r.byMonthDay == nil && r.byDay == nil
+	days := time.Date(day.Year(), m+1, 0, 0, 0, 0, 0, time.UTC).Day() // day 0 is the month's last
+	isDay := func(n int) bool { return n == d || n == d-days-1 }      // -1 is the month's last day
 	switch {
 	case r.byMonth != nil && !slices.Contains(r.byMonth, int(m)):
 		return false
+	case r.byMonthDay == nil && r.byDay == nil: // start's weekday, day, or day and month
+		return r.freq == daily || r.freq == weekly && day.Weekday() == start.Weekday() ||
+			r.freq == monthly && d == start.Day() ||
+			r.freq == yearly && d == start.Day() && (r.byMonth != nil || m == start.Month())
 	case r.byMonthDay != nil && !slices.ContainsFunc(r.byMonthDay, isDay):
-		return false
-	case none && r.freq == yearly && r.byMonth == nil && m != start.Month():
-		return false
-	case none && r.freq >= monthly && d != start.Day():
-		return false
-	case none && r.freq == weekly && day.Weekday() != start.Weekday():
 		return false
 	case r.byDay == nil:
 		return true
@@ -242,11 +233,6 @@ func (r rrule) matches(day, start time.Time) bool {
 	return slices.ContainsFunc(r.byDay, func(b byDay) bool {
 		return b.day == day.Weekday() && (b.n == 0 || b.n == (d-1)/7+1 || b.n == -(days-d)/7-1)
 	})
-}
-
-// daysIn is the number of days in day's month.
-func daysIn(day time.Time) int {
-	return time.Date(day.Year(), day.Month()+1, 0, 0, 0, 0, 0, time.UTC).Day()
 }
 
 // wallToInstant reads wall, a wall clock held as UTC, in loc, as RFC 5545 §3.3.5 says: a time
