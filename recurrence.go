@@ -259,20 +259,21 @@ func instantToWall(t time.Time, loc *time.Location) time.Time {
 // instant recurs on its zone's wall clock (UTC's without one) from due_wall where it reads the
 // due date, a date or floating time on its own, and recur_from "completion" starts on now's day.
 func nextDue(t Task, now time.Time) (*Due, time.Time, string) {
-	zone := "UTC"
-	if t.Timezone != nil {
-		zone = *t.Timezone
-	}
 	r, err := parseRRule(*t.Recurrence) // stored in its one spelling
-	loc, ok := loadZone(zone)
+	loc, ok := time.UTC, true
+	if t.Timezone != nil {
+		loc, ok = loadZone(*t.Timezone)
+	}
 	if err != nil || !ok || r.count == 1 {
 		return nil, time.Time{}, *t.Recurrence
 	}
-	start := t.DueDate.At
-	if t.DueDate.Kind == dueInstant { // the series' own wall clock, where a gap read it otherwise
-		if start = instantToWall(start, loc); t.dueWall != nil && wallToInstant(*t.dueWall, loc).Equal(t.DueDate.At) {
-			start = *t.dueWall
-		}
+	at := time.UTC // the due date's zone: an instant's is loc; a date or floating time is held as UTC
+	if t.DueDate.Kind == dueInstant {
+		at = loc
+	}
+	start := instantToWall(t.DueDate.At, at) // or the series' own wall clock where a gap moved it
+	if t.dueWall != nil && wallToInstant(*t.dueWall, at).Equal(t.DueDate.At) {
+		start = *t.dueWall
 	}
 	if t.RecurFrom == "completion" { // at the due date's time of day
 		day := instantToWall(now, loc).Truncate(24 * time.Hour)
@@ -280,16 +281,12 @@ func nextDue(t Task, now time.Time) (*Due, time.Time, string) {
 	}
 	wall, ok := r.next(start, loc)
 	if !ok {
-		return nil, wall, *t.Recurrence
-	}
-	next := wall
-	if t.DueDate.Kind == dueInstant {
-		next = wallToInstant(wall, loc)
+		return nil, time.Time{}, *t.Recurrence
 	}
 	if r.count > 0 {
 		r.spelling["COUNT"] = strconv.Itoa(r.count - 1)
 	}
-	return &Due{next, t.DueDate.Kind}, wall, r.String()
+	return &Due{wallToInstant(wall, at), t.DueDate.Kind}, wall, r.String()
 }
 
 // zones caches loadZone's time zones by name: time.LoadLocation reads a zoneinfo file each time.
