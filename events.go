@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"strconv"
 	"time"
@@ -21,15 +22,15 @@ const (
 )
 
 // handleEvents serves GET /api/{user_id}/events: the user's change feed as server-sent
-// events, each with a feed cursor as its id and a page of the feed as its data.
-// Last-Event-ID resumes after that cursor; without it the stream starts with a first
-// sync. A cursor the feed cannot go on from ends the stream with an event "reset",
-// data {"detail": ...}: the client syncs from scratch. The stream reads the feed when
-// the watcher says it moved, sends a comment after streamHeartbeat of silence, and
-// ends when the client goes, the server shuts down, the token expires (until: its exp
-// and clockLeeway), streamMaxAge has passed (so that a token revoked since stops
-// reading), or the database has failed it for streamSafety: the client reconnects
-// with Last-Event-ID and a fresh token.
+// events, each with a feed cursor as its id and a page of the feed as its data
+// (compact JSON: one line, as a data field must be). Last-Event-ID resumes after that
+// cursor; without it the stream starts with a first sync. A cursor the feed cannot go
+// on from ends the stream with an event "reset", data {"detail": ...}: the client
+// syncs from scratch. The stream reads the feed when the watcher says it moved, sends
+// a comment after streamHeartbeat of silence, and ends when the client goes, the
+// server shuts down, the token expires (until: its exp and clockLeeway), streamMaxAge
+// has passed (so that a token revoked since stops reading), or the database has failed
+// it for streamSafety: the client reconnects with Last-Event-ID and a fresh token.
 func handleEvents(db *store, live *streams) streamHandler {
 	return func(w http.ResponseWriter, r *http.Request, userID string, until time.Time) {
 		now := time.Now()
@@ -92,7 +93,7 @@ func handleEvents(db *store, live *streams) streamHandler {
 				page, err := readFeed(ctx, db, userID, cursor, first, maxFeedLimit, time.Now(), live.retention)
 				if gone, ok := errors.AsType[*statusError](err); ok && gone.status == http.StatusGone {
 					detail, _ := json.Marshal(map[string]string{"detail": gone.detail}) // cannot fail: a string
-					send(appendEvent(nil, "reset", "", detail))
+					send(fmt.Appendf(nil, "event: reset\ndata: %s\n\n", detail))
 					return
 				}
 				if err != nil { // the database is away: try again in a second; past streamSafety,
@@ -111,7 +112,7 @@ func handleEvents(db *store, live *streams) streamHandler {
 				// Nothing new: an event only for a first sync (so the client holds a
 				// cursor), or to renew a cursor past half the retention before it expires.
 				if len(page.changes) > 0 || first || time.Since(cursor.Issued) > live.retention/2 {
-					if !send(appendEvent(nil, "", page.next.String(), page.appendJSON(nil))) {
+					if !send(fmt.Appendf(nil, "id: %s\ndata: %s\n\n", page.next, page.appendJSON(nil))) {
 						return
 					}
 					cursor = page.next
@@ -131,17 +132,4 @@ func handleEvents(db *store, live *streams) streamHandler {
 			}
 		}
 	}
-}
-
-// appendEvent appends one server-sent event: an event type (none for a
-// message), an id (none: ""), and data, which holds no newline.
-func appendEvent(b []byte, event, id string, data []byte) []byte {
-	if event != "" {
-		b = append(b, "event: "+event+"\n"...)
-	}
-	if id != "" {
-		b = append(b, "id: "+id+"\n"...)
-	}
-	b = append(append(b, "data: "...), data...)
-	return append(b, "\n\n"...)
 }
