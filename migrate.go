@@ -2,6 +2,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	_ "embed"
@@ -105,10 +106,11 @@ func foreign(err error) bool {
 
 // applyMigrations records and runs, inside tx, each migration the database has not recorded.
 func applyMigrations(ctx context.Context, tx pgx.Tx, migrations []migration, log *slog.Logger) error {
-	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(7031945862)`); err != nil {
-		return err
-	}
-	_, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+	// The simple protocol throughout (pgx's Exec without arguments uses it, and runs these
+	// two statements in order): no named statement is left on a server connection that a
+	// transaction-mode pooler would hand to another replica.
+	_, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(7031945862);
+		CREATE TABLE IF NOT EXISTS schema_migrations (
 		version    integer     PRIMARY KEY,
 		name       text        NOT NULL,
 		sha256     bytea       NOT NULL,
@@ -116,31 +118,26 @@ func applyMigrations(ctx context.Context, tx pgx.Tx, migrations []migration, log
 	if err != nil {
 		return err
 	}
-	// The simple protocol throughout: no named statement is left on a server
-	// connection that a transaction-mode pooler would hand to another replica.
 	rows, _ := tx.Query(ctx, `SELECT version, sha256 FROM schema_migrations ORDER BY version`, pgx.QueryExecModeSimpleProtocol)
-	applied, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (migration, error) {
-		var m migration
-		var sum []byte
-		err := row.Scan(&m.version, &sum)
-		copy(m.sha256[:], sum)
-		return m, err
-	})
-	if foreign(err) || len(applied) > 0 && (applied[0].version != 1 || applied[0].sha256 != migrations[0].sha256) {
-		return errPreRelease
-	}
-	if err != nil {
-		return err
-	}
 	done := map[int]bool{}
-	for _, a := range applied {
-		done[a.version] = true
+	var version int
+	var sum []byte
+	_, err = pgx.ForEachRow(rows, []any{&version, &sum}, func() error {
 		switch {
-		case a.version > len(migrations):
-			log.Warn("the database has a migration this binary does not know; serving anyway", "version", a.version)
-		case a.sha256 != migrations[a.version-1].sha256:
-			log.Warn("a migration was edited after it was applied; edits never reach a database, add a new migration instead", "version", a.version)
+		case len(done) == 0 && (version != 1 || !bytes.Equal(sum, migrations[0].sha256[:])): // the lowest
+			return errPreRelease
+		case version > len(migrations):
+			log.Warn("the database has a migration this binary does not know; serving anyway", "version", version)
+		case !bytes.Equal(sum, migrations[version-1].sha256[:]):
+			log.Warn("a migration was edited after it was applied; edits never reach a database, add a new migration instead", "version", version)
 		}
+		done[version] = true
+		return nil
+	})
+	if foreign(err) {
+		return errPreRelease
+	} else if err != nil {
+		return err
 	}
 	for _, m := range migrations {
 		if done[m.version] {
