@@ -31,11 +31,15 @@ func newRateLimiter(rate, burst int) *rateLimiter {
 }
 
 // allow takes a token from the user's bucket; when there is none it says how long until there is.
+// Once a minute it forgets the users whose buckets have refilled: a full bucket is what an
+// unknown user gets anyway, so idle users cost no memory.
 func (l *rateLimiter) allow(userID string, now time.Time) (bool, time.Duration) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if now.Sub(l.swept) > time.Minute {
-		l.sweep(now)
+		refill := time.Duration(l.burst / l.rate * float64(time.Second))
+		maps.DeleteFunc(l.buckets, func(_ string, b bucket) bool { return now.Sub(b.at) >= refill })
+		l.swept = now
 	}
 	b := l.buckets[userID] // an unknown user's is empty as of year 1, so full by now
 	b.tokens, b.at = min(l.burst, b.tokens+now.Sub(b.at).Seconds()*l.rate), now
@@ -46,12 +50,4 @@ func (l *rateLimiter) allow(userID string, now time.Time) (bool, time.Duration) 
 	b.tokens--
 	l.buckets[userID] = b
 	return true, 0
-}
-
-// sweep forgets the users whose buckets have refilled: a full bucket is what
-// an unknown user gets anyway, so idle users cost no memory.
-func (l *rateLimiter) sweep(now time.Time) {
-	refill := time.Duration(l.burst / l.rate * float64(time.Second))
-	maps.DeleteFunc(l.buckets, func(_ string, b bucket) bool { return now.Sub(b.at) >= refill })
-	l.swept = now
 }
