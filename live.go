@@ -262,8 +262,13 @@ func (s *streams) session(ctx context.Context, cfg *pgx.ConnConfig, trusted func
 				trusted = nil
 			}
 			token, deadline = "", time.Now().Add(listenPing)
-		case err == nil:
-			s.notified(n.Payload)
+		case err == nil: // a write's wakes its user's streams; others (anyone's NOTIFY) are ignored
+			version, userID, _ := strings.Cut(n.Payload, " ")
+			if v, err := strconv.ParseInt(version, 10, 64); err == nil && v >= 0 {
+				s.mu.Lock()
+				s.wake(userID, v)
+				s.mu.Unlock()
+			}
 		case ctx.Err() != nil || !errors.Is(err, context.DeadlineExceeded):
 			return err
 		case token != "":
@@ -324,15 +329,4 @@ func (s *streams) checkNotify(ctx context.Context, directURL string, log *slog.L
 		log.Warn("live updates poll the database every "+s.poll.String()+" until they can listen", "err", err.Error())
 	}
 	return nil
-}
-
-// notified wakes the streams of the user a write's notification names;
-// others (a session's own check, or anyone's NOTIFY) are ignored.
-func (s *streams) notified(payload string) {
-	version, userID, _ := strings.Cut(payload, " ")
-	if v, err := strconv.ParseInt(version, 10, 64); err == nil && v >= 0 {
-		s.mu.Lock()
-		s.wake(userID, v)
-		s.mu.Unlock()
-	}
 }
