@@ -148,11 +148,10 @@ func isUnavailable(err error) bool {
 	if pgErr, ok := errors.AsType[*pgconn.PgError](err); ok {
 		return slices.Contains([]string{"08", "53", "57"}, pgErr.Code[:min(2, len(pgErr.Code))]) // the classes above
 	}
+	// A net.Error includes context.DeadlineExceeded; SafeToRetry: pgx sent nothing (no connection, or a closed one).
 	_, isNet := errors.AsType[net.Error](err)
-	// SafeToRetry: pgx failed before it sent anything (no connection, or one it had closed).
 	return isNet || pgconn.Timeout(err) || pgconn.SafeToRetry(err) || errors.Is(err, pgconn.ErrConnClosed) ||
-		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) ||
-		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
+		errors.Is(err, context.Canceled) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
 }
 
 // bound is ctx for one statement, or one transaction: at most s.timeout, and not
