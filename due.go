@@ -42,18 +42,12 @@ func dueColumns(d *Due) (*time.Time, *string) {
 	return &d.At, &dueKinds[d.Kind]
 }
 
+// dueLayouts are the kinds' one spelling each; At is UTC (or read as UTC) in all three.
+var dueLayouts = [...]string{dueInstant: time.RFC3339Nano, dueDate: time.DateOnly, dueLocal: "2006-01-02T15:04:05.999999999"}
+
 // appendDue appends d as a JSON string in its kind's one spelling.
 func appendDue(b []byte, d Due) []byte {
-	b = append(b, '"')
-	switch d.Kind {
-	case dueDate:
-		b = d.At.AppendFormat(b, time.DateOnly)
-	case dueLocal:
-		b = d.At.AppendFormat(b, "2006-01-02T15:04:05.999999999")
-	default:
-		b = d.At.UTC().AppendFormat(b, time.RFC3339Nano)
-	}
-	return append(b, '"')
+	return append(d.At.UTC().AppendFormat(append(b, '"'), dueLayouts[d.Kind]), '"')
 }
 
 // parseDue reads a due date in the spellings pydantic v2 accepts for a date or a
@@ -76,7 +70,7 @@ func parseDue(s string) (Due, bool) {
 	clock = date + "T" + clock + cmp.Or(m[3], ":00")
 	switch {
 	case zone == "":
-		d, err := time.Parse("2006-01-02T15:04:05.999999999", clock)
+		d, err := time.Parse(dueLayouts[dueLocal], clock)
 		return Due{d, dueLocal}, err == nil && d.Year() >= 1
 	case zone == "Z" || zone == "z":
 		zone = "Z"
