@@ -18,18 +18,15 @@ func handleOpenAPI(w http.ResponseWriter, r *http.Request) {
 	w.Write(openAPI)
 }
 
-// docsPage renders /openapi.json with Swagger UI from a CDN, as FastAPI's /docs does.
-const docsPage = `<!doctype html>
+// handleDocs serves GET /docs: /openapi.json rendered with Swagger UI from a CDN, as FastAPI's /docs does.
+func handleDocs(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	io.WriteString(w, `<!doctype html>
 <html><head><meta charset="utf-8"><title>Tasks API</title>
 <link rel="stylesheet" href="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui.css"></head>
 <body><div id="swagger-ui"></div>
 <script src="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui-bundle.js"></script>
 <script>SwaggerUIBundle({url: "/openapi.json", dom_id: "#swagger-ui"})</script>
 </body></html>
-`
-
-// handleDocs serves GET /docs.
-func handleDocs(w http.ResponseWriter, r *http.Request) {
-	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	io.WriteString(w, docsPage)
+`)
 }
