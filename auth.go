@@ -280,9 +280,6 @@ func authenticateStream(v *verifier, limit *rateLimiter, h streamHandler) http.H
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		userID, until, err := admit(v, limit, w, r)
 		if err != nil {
-			if refused, ok := errors.AsType[*tokenRefused](err); ok {
-				logLine(w).tokenRefused = refused.reason
-			}
 			writeError(w, r, err)
 			return
 		}

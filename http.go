@@ -66,7 +66,9 @@ func writeError(w http.ResponseWriter, r *http.Request, err error) {
 		w.Header().Set("Retry-After", "1")
 		status, detail = http.StatusServiceUnavailable, "Service temporarily unavailable, try again shortly"
 	}
-	if _, refused := errors.AsType[*tokenRefused](err); status >= 500 && !refused { // a refused token's line says why (jwks logs a failed fetch)
+	if refused, ok := errors.AsType[*tokenRefused](err); ok { // its line says why (jwks logs a failed fetch)
+		logLine(w).tokenRefused = refused.reason
+	} else if status >= 500 {
 		noteError(w, err)
 	}
 	writeJSON(w, status, map[string]any{"detail": detail})
