@@ -33,15 +33,14 @@ const (
 // it for streamSafety: the client reconnects with Last-Event-ID and a fresh token.
 func handleEvents(db *store, live *streams) streamHandler {
 	return func(w http.ResponseWriter, r *http.Request, userID string, until time.Time) {
-		now := time.Now()
-		cursor, first := feedCursor{-1, now, -1, userTag(userID)}, true
-		if id := r.Header.Get("Last-Event-ID"); id != "" {
+		now, id := time.Now(), r.Header.Get("Last-Event-ID")
+		cursor, first := feedCursor{-1, now, -1, userTag(userID)}, id == ""
+		if !first {
 			var msg string
 			if cursor, msg = parseFeedCursor(id, userID, now); msg != "" {
 				writeError(w, r, validationError{{[]any{"header", "Last-Event-ID"}, msg, "cursor_invalid"}})
 				return
 			}
-			first = false
 		}
 		h := w.Header()
 		h.Set("Content-Type", "text/event-stream")
