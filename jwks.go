@@ -50,12 +50,10 @@ type keySet struct {
 // ready answers an error, a 503 for /readyz, while no fetch of the key set has
 // succeeded: Better Auth's tokens cannot be checked.
 func (j *jwks) ready() error {
-	set := j.set.Load()
-	if set.keys == nil {
-		set = j.refresh(true)
-	}
-	if set.keys == nil {
-		return fmt.Errorf("%w: %s: %w", errNoKeySet, j.url, set.err)
+	if set := j.set.Load(); set.keys == nil { // none yet: try a fetch (at most one a jwksRefetchEvery)
+		if set = j.refresh(true); set.keys == nil {
+			return fmt.Errorf("%w: %s: %w", errNoKeySet, j.url, set.err)
+		}
 	}
 	return nil
 }
