@@ -63,7 +63,7 @@ type streams struct {
 }
 
 // watchedUser is a user with open streams: how many, the channel that closes when their
-// version moves (nil until a stream waits on it), and the last version seen (-1: none yet).
+// version moves (a new one each time), and the last version seen (-1: none yet).
 type watchedUser struct {
 	streams int
 	changed chan struct{}
@@ -92,7 +92,7 @@ func (s *streams) open(userID string) *statusError {
 	case s.total >= s.maxAll:
 		return errStreamsFull
 	case u == nil:
-		s.users[userID] = &watchedUser{streams: 1, version: -1}
+		s.users[userID] = &watchedUser{streams: 1, changed: make(chan struct{}), version: -1}
 	default:
 		u.streams++
 	}
@@ -131,11 +131,7 @@ func (s *streams) release(userID string) {
 func (s *streams) changedFor(userID string) <-chan struct{} {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	u := s.users[userID]
-	if u.changed == nil {
-		u.changed = make(chan struct{})
-	}
-	return u.changed
+	return s.users[userID].changed
 }
 
 // wake wakes the streams of the user, if any, unless the watcher has seen
@@ -143,10 +139,8 @@ func (s *streams) changedFor(userID string) <-chan struct{} {
 func (s *streams) wake(userID string, version int64) {
 	if u := s.users[userID]; u != nil && (version < 0 || u.version != version) {
 		u.version = max(version, u.version)
-		if u.changed != nil {
-			close(u.changed)
-			u.changed = nil
-		}
+		close(u.changed)
+		u.changed = make(chan struct{})
 	}
 }
 
