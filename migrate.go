@@ -106,9 +106,8 @@ func foreign(err error) bool {
 
 // applyMigrations records and runs, inside tx, each migration the database has not recorded.
 func applyMigrations(ctx context.Context, tx pgx.Tx, migrations []migration, log *slog.Logger) error {
-	// The simple protocol throughout (pgx's Exec without arguments uses it, and runs these
-	// two statements in order): no named statement is left on a server connection that a
-	// transaction-mode pooler would hand to another replica.
+	// The simple protocol throughout (an Exec without arguments, its statements in order): no named
+	// statement is left on a server connection that a transaction-mode pooler would hand to another replica.
 	_, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(7031945862);
 		CREATE TABLE IF NOT EXISTS schema_migrations (
 		version    integer     PRIMARY KEY,
