@@ -3,6 +3,7 @@ package main
 
 import (
 	"strconv"
+	"strings"
 	"time"
 	"unicode/utf8"
 )
@@ -89,15 +90,9 @@ func appendString(b []byte, s string) []byte {
 			}
 		}
 		b = append(b, s[start:i]...)
-		switch {
-		case c == '"' || c == '\\':
-			b = append(b, '\\', c)
-		case c == '\n':
-			b = append(b, '\\', 'n')
-		case c == '\r':
-			b = append(b, '\\', 'r')
-		case c == '\t':
-			b = append(b, '\\', 't')
+		switch j := strings.IndexByte("\"\\\n\r\t", c); {
+		case j >= 0: // the short escapes
+			b = append(b, '\\', `"\nrt`[j])
 		case r == utf8.RuneError: // invalid UTF-8
 			b = append(b, `\ufffd`...)
 		default: // other control characters, U+2028, U+2029
