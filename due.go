@@ -62,16 +62,14 @@ func parseDue(s string) (Due, bool) {
 	if m == nil {
 		return Due{}, false
 	}
-	date, clock, zone := m[1], m[2], m[4]
-	if clock == "" {
-		d, err := time.Parse(time.DateOnly, date)
-		return Due{d, dueDate}, err == nil && d.Year() >= 1
+	kind, text, zone := dueDate, m[1], m[4] // an offset comes only after a clock
+	if m[2] != "" {
+		kind, text = dueLocal, m[1]+"T"+m[2]+cmp.Or(m[3], ":00")
 	}
-	clock = date + "T" + clock + cmp.Or(m[3], ":00")
 	switch {
 	case zone == "":
-		d, err := time.Parse(dueLayouts[dueLocal], clock)
-		return Due{d, dueLocal}, err == nil && d.Year() >= 1
+		d, err := time.Parse(dueLayouts[kind], text)
+		return Due{d, kind}, err == nil && d.Year() >= 1
 	case zone == "Z" || zone == "z":
 		zone = "Z"
 	case zone[3] != ':':
@@ -80,7 +78,7 @@ func parseDue(s string) (Due, bool) {
 	if zone != "Z" && (zone[1:3] > "23" || zone[4:6] > "59") { // time.Parse does not check an offset's range
 		return Due{}, false
 	}
-	d, err := time.Parse(time.RFC3339Nano, clock+zone)
+	d, err := time.Parse(time.RFC3339Nano, text+zone)
 	d = d.UTC()
 	return Due{d, dueInstant}, err == nil && d.Year() >= 1 && d.Year() <= 9999
 }
