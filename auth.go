@@ -278,7 +278,10 @@ func authenticate(v *verifier, limit *rateLimiter, h userHandler) http.Handler {
 // authenticateStream is authenticate for a streamHandler.
 func authenticateStream(v *verifier, limit *rateLimiter, h streamHandler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		userID, until, err := admit(v, limit, w, r)
+		userID, until, err := admit(v.verify, limit, w, r)
+		if err == nil && r.PathValue("user_id") != userID {
+			err = errForbidden
+		}
 		if err != nil {
 			writeError(w, r, err)
 			return
@@ -287,13 +290,17 @@ func authenticateStream(v *verifier, limit *rateLimiter, h streamHandler) http.H
 	})
 }
 
-// admit checks the request's token, rate and path, and returns its user id and until when the token is valid.
-func admit(v *verifier, limit *rateLimiter, w http.ResponseWriter, r *http.Request) (userID string, until time.Time, err error) {
+// admit checks the request's token with verify, and the rate of its user, and returns the user
+// id and until when the token is valid; the log line says why a token was refused.
+func admit(verify func(string) (string, time.Time, error), limit *rateLimiter, w http.ResponseWriter, r *http.Request) (userID string, until time.Time, err error) {
 	token, err := bearerToken(r)
-	if err != nil {
-		return "", until, err
+	if err == nil {
+		userID, until, err = verify(token)
 	}
-	if userID, until, err = v.verify(token); err != nil {
+	if err != nil {
+		if refused, ok := errors.AsType[*tokenRefused](err); ok {
+			logLine(w).tokenRefused = refused.reason
+		}
 		if errors.Is(err, errNoKeySet) {
 			w.Header().Set("Retry-After", "1") // jwks tries a fetch at most once a second
 		}
@@ -305,9 +312,6 @@ func admit(v *verifier, limit *rateLimiter, w http.ResponseWriter, r *http.Reque
 			w.Header().Set("Retry-After", strconv.Itoa(int(wait/time.Second)+1))
 			return "", until, errTooMany
 		}
-	}
-	if r.PathValue("user_id") != userID {
-		return "", until, errForbidden
 	}
 	return userID, until, nil
 }

@@ -174,6 +174,14 @@ func (s *store) one(ctx context.Context, q querier, sql string, args ...any) (Ta
 	return t, storeError(err)
 }
 
+// inTransaction runs fn in one transaction on q (a savepoint if q is one), bound as one
+// statement: its writes commit together or not at all.
+func (s *store) inTransaction(ctx context.Context, q querier, fn func(ctx context.Context, tx querier) error) error {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
+	return storeError(pgx.BeginFunc(ctx, q, func(tx pgx.Tx) error { return fn(ctx, tx) }))
+}
+
 // querier runs a write's statements: the pool, or the transaction of a write under an Idempotency-Key (store.writeOnce).
 type querier interface {
 	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)

@@ -51,6 +51,8 @@ type config struct {
 	RateBurst      int           // requests a user may make at once
 	VAPID          *vapidKey     // Web Push's key and subject; nil: Web Push is off
 	PushPrivate    bool          // WEB_PUSH_ALLOW_PRIVATE=1: push endpoints may be http, and private addresses (tests, development)
+	MCPURL         string        // MCP_URL: /mcp as clients reach it, the audience of Better Auth's OAuth tokens for it; "": no OAuth tokens
+	OAuthIssuer    string        // Better Auth's issuer of OAuth tokens: JWT_ISSUER, or its base URL; "" without BETTER_AUTH_URL
 }
 
 // loadConfig reads and checks the environment; each error is one line saying what to set.
@@ -85,8 +87,14 @@ func loadConfig(getenv func(string) string) (config, error) {
 		if err != nil {
 			return c, fmt.Errorf("BETTER_AUTH_URL: %w", err)
 		}
-		c.Auth.JWKSURL = betterAuthJWKS(base)
+		c.OAuthIssuer = cmp.Or(c.Auth.Issuer, betterAuthBase(base))
+		c.Auth.JWKSURL = betterAuthBase(base) + "/jwks"
 		c.Auth.BetterAuthOrigin = origin
+	}
+	if c.MCPURL = getenv("MCP_URL"); c.MCPURL != "" {
+		if _, err := parseOrigin(c.MCPURL, true); err != nil || !strings.HasSuffix(c.MCPURL, "/mcp") {
+			return c, errors.New("MCP_URL must be the http:// or https:// URL of /mcp as clients reach it, such as https://api.example.com/mcp")
+		}
 	}
 	if u := getenv("JWKS_URL"); u != "" {
 		if _, err := parseOrigin(u, true); err != nil {
@@ -181,11 +189,11 @@ func parseOrigin(s string, withPath bool) (string, error) {
 	return u.Scheme + "://" + host, nil
 }
 
-// betterAuthJWKS is where Better Auth serves its JWKS for base, a valid http(s) URL read as
-// better-auth's withPath reads it: a path in it is the base path, /api/auth without one.
-func betterAuthJWKS(base string) string {
+// betterAuthBase is Better Auth's base URL (the issuer of its OAuth tokens, and where its JWKS is) for base, a valid
+// http(s) URL read as better-auth's withPath reads it: a path in it is the base path, /api/auth without one.
+func betterAuthBase(base string) string {
 	u, _ := url.Parse(base)
-	return u.Scheme + "://" + u.Host + cmp.Or(strings.TrimRight(u.Path, "/"), "/api/auth") + "/jwks"
+	return u.Scheme + "://" + u.Host + cmp.Or(strings.TrimRight(u.Path, "/"), "/api/auth")
 }
 
 // run is the whole program: `tasks` serves the API, `tasks token USER_ID` prints a token,
@@ -352,5 +360,8 @@ func newServer(log *slog.Logger, db *store, cfg config) *middleware {
 	handle("GET /api/vapid-public-key", handleVAPIDKey(cfg.VAPID))
 	handle("POST /api/{user_id}/push-subscriptions", auth(handleSubscription(db, cfg.VAPID, cfg.PushPrivate, true)))
 	handle("DELETE /api/{user_id}/push-subscriptions", auth(handleSubscription(db, cfg.VAPID, cfg.PushPrivate, false)))
+	mcp := newMCPServer(v, limit, db, cfg)
+	handle("POST /mcp", http.HandlerFunc(mcp.handle))
+	handle("GET /.well-known/oauth-protected-resource", http.HandlerFunc(mcp.handleMetadata))
 	return m
 }

@@ -1,0 +1,306 @@
+// mcptools.go holds /mcp's tools: their schemas, made of openapi.json's, and their calls, which run the API's own handlers and store statements.
+package main
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"fmt"
+	"maps"
+	"net/http"
+	"net/url"
+	"path"
+	"strconv"
+	"strings"
+)
+
+// maxAddTasks is how many tasks one add_tasks call creates at most.
+const maxAddTasks = 50
+
+// apiDoc is what the tools' schemas are made of: openapi.json's schemas and parameters, so that a
+// tool takes what the API takes, within the same limits (TestOpenAPILimits holds them to validate.go's).
+type apiDoc struct {
+	Components struct {
+		Schemas    map[string]any
+		Parameters map[string]struct {
+			Description string
+			Schema      map[string]any
+		}
+	}
+}
+
+// inline returns schema s with each $ref replaced by the schema it names, so that a tool's schema
+// stands alone; arrays are kept, not copied, as openapi.json has no $ref in one.
+func (d *apiDoc) inline(s any) any {
+	switch v := s.(type) {
+	case map[string]any:
+		if ref, ok := v["$ref"].(string); ok {
+			return d.inline(d.Components.Schemas[path.Base(ref)])
+		}
+		out := map[string]any{}
+		for k, x := range v {
+			out[k] = d.inline(x)
+		}
+		return out
+	}
+	return s
+}
+
+// param is the schema of the API's parameter name, with its description.
+func (d *apiDoc) param(name string) map[string]any {
+	p := d.Components.Parameters[name]
+	s := d.inline(p.Schema).(map[string]any)
+	if p.Description != "" {
+		s["description"] = p.Description
+	}
+	return s
+}
+
+// object is the schema of a JSON object with only the properties props, some required.
+func object(props map[string]any, required ...string) map[string]any {
+	return map[string]any{"type": "object", "additionalProperties": false, "properties": props, "required": append([]string{}, required...)}
+}
+
+// newMCPServer builds /mcp's server, its tools, and with BETTER_AUTH_URL and MCP_URL a verifier of
+// Better Auth's OAuth access tokens for MCP_URL, on the key set of v, the API's verifier.
+func newMCPServer(v *verifier, limit *rateLimiter, db *store, cfg config) *mcpServer {
+	s := &mcpServer{tools: map[string]func(*toolCall) (any, *rpcError){}, db: db, maxTasks: cfg.MaxTasks, api: v, limit: limit, cors: cfg.CORSOrigins, resource: cfg.MCPURL, issuer: cfg.OAuthIssuer}
+	if v.jwks != nil && cfg.MCPURL != "" && cfg.OAuthIssuer != "" {
+		s.oauth = newVerifier(authConfig{JWKSURL: cfg.Auth.JWKSURL, Issuer: cfg.OAuthIssuer, Audience: cfg.MCPURL}, nil, nil)
+		s.oauth.jwks = v.jwks // one key set, fetched once
+	}
+	var d apiDoc
+	if err := json.Unmarshal(openAPI, &d); err != nil {
+		panic("openapi.json, embedded: " + err.Error())
+	}
+	add := func(name, title, about string, in, out map[string]any, readOnly, destructive, idempotent bool, call func(*toolCall) (any, *rpcError)) {
+		s.list = append(s.list, map[string]any{"name": name, "title": title, "description": about, "inputSchema": in, "outputSchema": out,
+			"annotations": map[string]any{"readOnlyHint": readOnly, "destructiveHint": destructive, "idempotentHint": idempotent, "openWorldHint": false}})
+		s.tools[name] = call
+	}
+	task, id, key := d.inline(d.Components.Schemas["Task"]).(map[string]any), d.param("TaskID"), d.param("IdempotencyKey")
+	key["description"] = "Any unique string: a retry with the same key and arguments answers as the first call did and changes nothing"
+	tasks, byID := map[string]any{"type": "array", "items": task}, object(map[string]any{"id": id, "idempotency_key": key}, "id")
+	list := map[string]any{}
+	for _, name := range []string{"Status", "Q", "Tag", "Sort", "Order", "Limit", "Cursor"} {
+		list[strings.ToLower(name)] = d.param(name)
+	}
+	list["cursor"].(map[string]any)["description"] = "next_cursor of the page before"
+	add("list_tasks", "List tasks", "List the user's tasks, filtered and sorted as asked (newest first by default); next_cursor continues a list cut at limit.",
+		object(list), object(map[string]any{"tasks": tasks, "next_cursor": map[string]any{"type": []string{"string", "null"}},
+			"total": map[string]any{"type": []string{"integer", "null"}, "description": "How many tasks match in all, when known"}}, "tasks", "next_cursor", "total"),
+		true, false, true, s.listTasks)
+	add("get_task", "Get a task", "Read one of the user's tasks.", object(map[string]any{"id": id}, "id"), task, true, false, true,
+		s.route(handleGetTask(s.db), "GET /api/{user_id}/tasks/{id}", nil))
+	add("add_tasks", "Add tasks", "Create 1 to "+strconv.Itoa(maxAddTasks)+" tasks, each with a title at least: all of them or, if one is refused, none.",
+		object(map[string]any{"tasks": map[string]any{"type": "array", "minItems": 1, "maxItems": maxAddTasks, "items": d.inline(d.Components.Schemas["TaskCreate"])},
+			"idempotency_key": key}, "tasks"), object(map[string]any{"tasks": tasks}, "tasks"), false, false, false, s.addTasks)
+	update := d.inline(d.Components.Schemas["TaskUpdate"]).(map[string]any)
+	update["properties"].(map[string]any)["id"], update["properties"].(map[string]any)["idempotency_key"], update["required"] = id, key, []string{"id"}
+	add("update_task", "Update a task", "Change the fields given of one task; the others stay. null clears description, due_date, recurrence, timezone, reminders or tags.",
+		update, task, false, false, false, s.route(handleUpdateTask(s.db, s.maxTasks), "PATCH /api/{user_id}/tasks/{id}", nil))
+	add("complete_task", "Complete a task", "Mark a task completed; one that is stays so. A recurring task moves to its next occurrence instead, "+
+		"each time it is completed: give an idempotency_key when you may retry.", byID, task, false, false, false,
+		s.route(handleUpdateTask(s.db, s.maxTasks), "PATCH /api/{user_id}/tasks/{id}", []byte(`{"completed":true}`)))
+	add("reopen_task", "Reopen a task", "Mark a task open (not completed); one that is stays so.", byID, task, false, false, true,
+		s.route(handleUpdateTask(s.db, s.maxTasks), "PATCH /api/{user_id}/tasks/{id}", []byte(`{"completed":false}`)))
+	add("delete_task", "Delete a task", "Delete one task for good.", byID, object(map[string]any{"deleted": id}, "deleted"), false, true, true,
+		s.route(handleDeleteTask(s.db), "DELETE /api/{user_id}/tasks/{id}", nil))
+	return s
+}
+
+// toolCall is one tools/call: its user and arguments, and the request it came in, whose log line it shares.
+type toolCall struct {
+	w      http.ResponseWriter
+	r      *http.Request
+	userID string
+	args   map[string]json.RawMessage
+}
+
+// call runs tools/call's tool: a JSON-RPC error for a call that names no tool, a tool result
+// otherwise, with isError: true when the API refuses its arguments.
+func (s *mcpServer) call(w http.ResponseWriter, r *http.Request, userID string, params map[string]json.RawMessage) (any, *rpcError) {
+	c, tool, err := &toolCall{w: w, r: r, userID: userID}, s.tools[text(params["name"])], error(nil)
+	if c.args, err = decodeObject([]byte(cmp.Or(string(params["arguments"]), "{}"))); tool == nil || err != nil { // an object, naming each argument once
+		return nil, &rpcError{rpcInvalidParams, "Invalid params: name must be one of tools/list's, and arguments an object"}
+	}
+	return tool(c)
+}
+
+// text is a JSON value's text: a string's, or the value as written; the API checks it as it checks a path's or a header's.
+func text(v json.RawMessage) string {
+	var s string
+	if json.Unmarshal(v, &s) != nil {
+		return string(v)
+	}
+	return s
+}
+
+// request is the API request a call makes: its id argument as the path's task id, its idempotency_key as the Idempotency-Key.
+func (c *toolCall) request(method, pattern string, query url.Values, body []byte) *http.Request {
+	r, _ := http.NewRequestWithContext(c.r.Context(), method, "/?"+query.Encode(), bytes.NewReader(body))
+	r.Pattern, r.Header["Content-Type"] = pattern, []string{"application/json"}
+	r.SetPathValue("id", cmp.Or(string(c.args["id"]), "null")) // a number's text, or taskID refuses it
+	if key, ok := c.args["idempotency_key"]; ok {
+		r.Header.Set("Idempotency-Key", text(key))
+	}
+	return r
+}
+
+// record runs serve with a writer that keeps its answer for the tool's; a server-side error goes on the call's log line.
+func (c *toolCall) record(serve func(w http.ResponseWriter)) *recorder {
+	rec := &recorder{header: http.Header{}, status: http.StatusOK}
+	rw := &responseWriter{ResponseWriter: rec, status: http.StatusOK}
+	if serve(rw); rw.err != nil {
+		noteError(c.w, rw.err)
+	}
+	return rec
+}
+
+// failed is the tool's answer to err, made of the API's answer to it.
+func (c *toolCall) failed(err error) (any, *rpcError) {
+	return c.record(func(w http.ResponseWriter) { writeError(w, c.r, err) }).result(nil)
+}
+
+// route is a tool that runs the API's handler h for pattern on body (nil: the arguments but id and idempotency_key).
+func (s *mcpServer) route(h userHandler, pattern string, body []byte) func(*toolCall) (any, *rpcError) {
+	method, _, _ := strings.Cut(pattern, " ")
+	return func(c *toolCall) (any, *rpcError) {
+		send := body
+		if send == nil && method == http.MethodPatch {
+			rest := maps.Clone(c.args)
+			delete(rest, "id")
+			delete(rest, "idempotency_key")
+			send, _ = json.Marshal(rest)
+		}
+		r := c.request(method, pattern, nil, send)
+		return c.record(func(w http.ResponseWriter) { h(w, r, c.userID) }).result(func(rec *recorder) (any, string) {
+			if method == http.MethodDelete {
+				return map[string]json.RawMessage{"deleted": c.args["id"]}, "Deleted task " + string(c.args["id"])
+			}
+			return json.RawMessage(rec.body.Bytes()), briefs(rec.body.Bytes())
+		})
+	}
+}
+
+// listTasks is list_tasks: the list route's handler, with the arguments as its query.
+func (s *mcpServer) listTasks(c *toolCall) (any, *rpcError) {
+	query := url.Values{}
+	for name, v := range c.args {
+		var values []string
+		if json.Unmarshal(v, &values) != nil { // tag's list, or else one value's text
+			values = []string{text(v)}
+		}
+		query[name] = values
+	}
+	r := c.request(http.MethodGet, "GET /api/{user_id}/tasks", query, nil)
+	return c.record(func(w http.ResponseWriter) { handleListTasks(s.db)(w, r, c.userID) }).result(func(rec *recorder) (any, string) {
+		var cursor, total any
+		text := briefs(rec.body.Bytes())
+		if link := rec.header.Get("Link"); link != "" { // </api/…/tasks?…&cursor=…>; rel="next"
+			u, _ := url.Parse(link[1:strings.IndexByte(link, '>')])
+			cursor, text = u.Query().Get("cursor"), text+"\nMore follow: call list_tasks again with cursor "+u.Query().Get("cursor")
+		}
+		if n, err := strconv.Atoi(rec.header.Get("X-Total-Count")); err == nil {
+			total = n
+		}
+		return map[string]any{"tasks": json.RawMessage(rec.body.Bytes()), "next_cursor": cursor, "total": total}, text
+	})
+}
+
+// addTasks is add_tasks: each create body checked as the API checks one, then all of them created
+// by the API's statement in one transaction, once per idempotency_key, as the API's writes are (keyedWrite).
+func (s *mcpServer) addTasks(c *toolCall) (any, *rpcError) {
+	var items []json.RawMessage
+	var errs validationError
+	if json.Unmarshal(c.args["tasks"], &items); len(items) < 1 || len(items) > maxAddTasks {
+		errs = validationError{{[]any{"arguments", "tasks"}, "Input should be a list of 1 to " + strconv.Itoa(maxAddTasks) + " tasks", "list_type"}}
+	}
+	changes, hash := make([]taskChange, len(items)), sha256.New()
+	for i, item := range items {
+		var err error
+		changes[i], err = decodeTask(&recorder{header: http.Header{}}, c.request(http.MethodPost, "", nil, item), true)
+		invalid, ok := err.(validationError)
+		if err != nil && !ok {
+			return c.failed(err) // a body too large
+		}
+		for _, e := range invalid { // at ["tasks", i, field] rather than ["body", field]
+			errs = append(errs, fieldError{append([]any{"tasks", i}, e.Loc[1:]...), e.Msg, e.Type})
+		}
+		hash.Write(writeHash("add_tasks", 0, changes[i]))
+	}
+	var err error
+	if errs != nil {
+		err = errs
+	}
+	r := c.request(http.MethodPost, "add_tasks", nil, nil)
+	return c.record(func(w http.ResponseWriter) {
+		keyedWrite(w, r, s.db, c.userID, err, func() []byte { return hash.Sum(nil) }, func(ctx context.Context, q querier) (answer, error) {
+			b := []byte{'['}
+			err := s.db.inTransaction(ctx, q, func(ctx context.Context, tx querier) error {
+				for _, change := range changes {
+					task, err := s.db.createTask(ctx, tx, c.userID, change, s.maxTasks)
+					if err != nil {
+						return err
+					}
+					b = append(appendTask(b, &task), ',')
+				}
+				return nil
+			})
+			return answer{Status: http.StatusCreated, Body: append(bytes.TrimSuffix(b, []byte{','}), ']')}, err
+		})
+	}).result(func(rec *recorder) (any, string) {
+		return map[string]json.RawMessage{"tasks": rec.body.Bytes()}, "Added " + briefs(rec.body.Bytes())
+	})
+}
+
+// recorder keeps a handler's answer.
+type recorder struct {
+	header http.Header
+	status int
+	body   bytes.Buffer
+}
+
+func (rec *recorder) Header() http.Header         { return rec.header }
+func (rec *recorder) WriteHeader(status int)      { rec.status = status }
+func (rec *recorder) Write(b []byte) (int, error) { return rec.body.Write(b) }
+
+// result is the tool's answer to the API's: to a 2xx structured content and brief's text; to a 4xx an error result
+// with the API's answer, for the model to correct its call; to a 5xx a JSON-RPC error: the server failed, not the call.
+func (rec *recorder) result(brief func(*recorder) (any, string)) (any, *rpcError) {
+	var failure struct{ Detail string }
+	switch {
+	case rec.status < 300:
+		structured, text := brief(rec)
+		return map[string]any{"content": []map[string]string{{"type": "text", "text": text}}, "structuredContent": structured}, nil
+	case rec.status < 500:
+		text := "Refused (" + strconv.Itoa(rec.status) + "): " + strings.TrimSpace(rec.body.String())
+		return map[string]any{"content": []map[string]string{{"type": "text", "text": text}}, "isError": true}, nil
+	}
+	json.Unmarshal(rec.body.Bytes(), &failure)
+	return nil, &rpcError{rpcInternalError, failure.Detail}
+}
+
+// briefs is the text of a task, or of a list of tasks, as the API sent it: a line for each.
+func briefs(body []byte) string {
+	var tasks []struct {
+		ID                         int64
+		Title                      string
+		Completed                  bool
+		Priority, Recurrence, Tags json.RawMessage
+		DueDate                    json.RawMessage `json:"due_date"`
+	}
+	if body[0] == '{' {
+		body = append(append([]byte{'['}, body...), ']')
+	}
+	json.Unmarshal(body, &tasks)
+	var b strings.Builder
+	fmt.Fprintf(&b, "%d task(s):", len(tasks))
+	for _, t := range tasks {
+		fmt.Fprintf(&b, "\n#%d %q: %s, priority %s, due %s, recurrence %s, tags %s", t.ID, t.Title,
+			map[bool]string{false: "open", true: "completed"}[t.Completed], t.Priority, t.DueDate, t.Recurrence, t.Tags)
+	}
+	return b.String()
+}
