@@ -364,8 +364,8 @@ func TestMCPAuth(t *testing.T) {
 	// Without a valid token: 401, and the challenge that names the metadata.
 	for token, challenge := range map[string]string{"": `Bearer resource_metadata="https://tasks.example/.well-known/oauth-protected-resource"`,
 		"not-a-jwt": `Bearer resource_metadata="https://tasks.example/.well-known/oauth-protected-resource", error="invalid_token"`,
-		oauth(jwt.MapClaims{"aud": "https://other.example/mcp"}):     `Bearer resource_metadata="https://tasks.example/.well-known/oauth-protected-resource", error="invalid_token"`,
-		oauth(jwt.MapClaims{"iss": "https://impostor.example"}):      `Bearer resource_metadata="https://tasks.example/.well-known/oauth-protected-resource", error="invalid_token"`,
+		oauth(jwt.MapClaims{"aud": "https://other.example/mcp"}):       `Bearer resource_metadata="https://tasks.example/.well-known/oauth-protected-resource", error="invalid_token"`,
+		oauth(jwt.MapClaims{"iss": "https://impostor.example"}):        `Bearer resource_metadata="https://tasks.example/.well-known/oauth-protected-resource", error="invalid_token"`,
 		oauth(jwt.MapClaims{"exp": time.Now().Add(-time.Hour).Unix()}): `Bearer resource_metadata="https://tasks.example/.well-known/oauth-protected-resource", error="invalid_token"`,
 	} {
 		r := e.do("POST", "/mcp", token, ping)
@@ -426,6 +426,15 @@ func TestMCPOrigin(t *testing.T) {
 	}
 	if r := e.do("POST", "/mcp", "", ping, "Origin", "http://evil.example"); r.status != 403 {
 		t.Errorf("POST /mcp without a token from a foreign Origin = %s, want 403 before the 401", r)
+	}
+	// A page of an allowed origin may send what the SDK's transport sends, and read the challenge.
+	r := e.do("OPTIONS", "/mcp", "", nil, "Origin", "http://localhost:3000", "Access-Control-Request-Method", "POST",
+		"Access-Control-Request-Headers", "authorization,content-type,mcp-protocol-version")
+	if r.status != 204 || !strings.Contains(r.header.Get("Access-Control-Allow-Headers"), "MCP-Protocol-Version") {
+		t.Errorf("OPTIONS /mcp from an allowed origin = %s, Access-Control-Allow-Headers %q", r, r.header.Get("Access-Control-Allow-Headers"))
+	}
+	if r := e.do("POST", "/mcp", "", ping, "Origin", "http://localhost:3000"); !strings.Contains(r.header.Get("Access-Control-Expose-Headers"), "WWW-Authenticate") {
+		t.Errorf("a 401 from /mcp to an allowed origin does not expose WWW-Authenticate: %v", r.header)
 	}
 }
 

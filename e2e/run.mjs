@@ -5,7 +5,9 @@
 // through the typed client (client.mjs, lifecycle.mjs) that `npm run check`
 // type-checks against types generated from ../openapi.json. Reminders reach a
 // push service in miniature (the body decrypted by http_ece, web-push's code)
-// and, over an event stream, a page's Notification.
+// and, over an event stream, a page's Notification. An MCP client (the official
+// SDK) signs in through Better Auth's OAuth provider and uses /mcp's tools while
+// a page of the same user follows them on its event stream.
 //
 //   npm run check && node run.mjs      (needs Go, PostgreSQL at TEST_DATABASE_URL, /usr/bin/chromium)
 import { betterAuth } from "better-auth";
@@ -14,6 +16,10 @@ import { getMigrations } from "better-auth/db/migration";
 import { toNodeHandler } from "better-auth/node";
 import { createAuthClient } from "better-auth/client";
 import { jwtClient } from "better-auth/client/plugins";
+import { oauthProvider } from "@better-auth/oauth-provider";
+import { Client as MCPClient } from "@modelcontextprotocol/sdk/client/index.js";
+import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
+import { UnauthorizedError } from "@modelcontextprotocol/sdk/client/auth.js";
 import { SignJWT, decodeProtectedHeader, importJWK, jwtVerify } from "jose";
 import Ajv2020 from "ajv/dist/2020.js";
 import addFormats from "ajv-formats";
@@ -133,8 +139,9 @@ function listen(server, port = 0, host) {
 
 // startBetterAuth runs a real Better Auth server signing with alg, on its own database.
 // With basePath, its baseURL carries Better Auth's base path (http://host:port/api/auth),
-// a form Better Auth accepts and the API must read as Better Auth does.
-async function startBetterAuth(alg, dbURL, secret, basePath = "") {
+// a form Better Auth accepts and the API must read as Better Auth does; plugins are added
+// to its jwt plugin.
+async function startBetterAuth(alg, dbURL, secret, basePath = "", plugins = []) {
   const server = http.createServer();
   const port = await listen(server, 0, "127.0.0.1");
   const baseURL = `http://127.0.0.1:${port}${basePath}`;
@@ -146,7 +153,7 @@ async function startBetterAuth(alg, dbURL, secret, basePath = "") {
     database: pool,
     emailAndPassword: { enabled: true },
     trustedOrigins: [ALLOWED],
-    plugins: [jwt({ jwks: { keyPairConfig, ...(alg === "EdDSA" ? { rotationInterval: ROTATION_SECONDS } : {}) } })],
+    plugins: [jwt({ jwks: { keyPairConfig, ...(alg === "EdDSA" ? { rotationInterval: ROTATION_SECONDS } : {}) } }), ...plugins],
     telemetry: { enabled: false },
   });
   const { runMigrations } = await getMigrations(auth.options);
@@ -423,7 +430,8 @@ async function main() {
   } else {
     console.log("SKIP  a replica behind PgBouncer: set E2E_PGBOUNCER=host:port (CI does)");
   }
-  await browser(main.base, replicas, a, ta);
+  const mcp = await startMCP(bin, run, secret);
+  await browser(main.base, replicas, a, ta, mcp);
 
   const passed = results.filter(Boolean).length;
   console.log(`\n${validated} responses validated against openapi.json`);
@@ -432,7 +440,7 @@ async function main() {
 
 // browser opens a page from the allowed origin and one from another origin in
 // headless Chromium; each calls the API with fetch and a Bearer token.
-async function browser(base, replicas, user, token) {
+async function browser(base, replicas, user, token, mcp) {
   const html = (name) => readFileSync(new URL(`./${name}.html`, import.meta.url));
   const page = html("page");
   const pages = { "/sync": html("sync"), "/notify": html("notify") };
@@ -560,6 +568,136 @@ async function browser(base, replicas, user, token) {
     assert(r.error && r.steps.length === 0, `the page's fetch was not blocked: ${JSON.stringify(r)}`);
     const after = (await api(base, "GET", `/api/${user.id}/tasks`, token)).body.length;
     assert(after === before, "a blocked page still created a task");
+  });
+  await mcpChecks(b, mcp);
+}
+
+// ---------------------------------------------------------------- MCP
+// startMCP runs an API with MCP_URL (its /mcp, on a port chosen first) and a Better Auth whose
+// OAuth provider plugin issues access tokens for that resource to MCP clients it registers as they ask.
+async function startMCP(bin, run, secret) {
+  const free = http.createServer();
+  const port = await listen(free, 0, "127.0.0.1");
+  await new Promise((r) => free.close(r));
+  const url = `http://127.0.0.1:${port}/mcp`;
+  const db = await createDatabase(`${run}_mcp`);
+  const ba = await startBetterAuth("ES256", db, secret, "", [oauthProvider({ loginPage: "/sign-in", consentPage: "/consent", resources: [url],
+    clientRegistrationDefaultResources: [url], allowDynamicClientRegistration: true, allowUnauthenticatedClientRegistration: true })]);
+  const apiDB = new URL(db);
+  apiDB.searchParams.set("pool_max_conns", "4");
+  const base = await startAPI(bin, { PORT: String(port), DATABASE_URL: apiDB.toString(), BETTER_AUTH_URL: ba.baseURL, BETTER_AUTH_SECRET: secret, MCP_URL: url });
+  return { ...ba, base, url };
+}
+
+// OAuthClient is an MCP client's OAuth side as the SDK asks for one (OAuthClientProvider): a native app
+// registered dynamically with a loopback redirect, as Claude Code is, which keeps what it is given.
+class OAuthClient {
+  redirectUrl = "http://127.0.0.1:33418/callback";
+  clientMetadata = { application_type: "native", client_name: "tasks e2e agent", redirect_uris: [this.redirectUrl],
+    grant_types: ["authorization_code", "refresh_token"], response_types: ["code"], token_endpoint_auth_method: "none" };
+  clientInformation() { return this.client; }
+  saveClientInformation(client) { this.client = client; }
+  tokens() { return this.saved; }
+  saveTokens(tokens) { this.saved = tokens; }
+  redirectToAuthorization(url) { this.authorization = url; }
+  saveCodeVerifier(verifier) { this.verifier = verifier; }
+  codeVerifier() { return this.verifier; }
+}
+
+// signInMCP runs the OAuth flow of an MCP client with Better Auth: the SDK finds Better Auth from /mcp's 401
+// and metadata, registers, and sends the user to authorize; the user, signed in (by cookie), consents; the SDK
+// exchanges the code with its PKCE verifier for an access token. It returns the client's OAuth side.
+async function signInMCP(mcp, user) {
+  const provider = new OAuthClient();
+  let refused;
+  try {
+    await new MCPClient({ name: "tasks-e2e", version: "1" }).connect(new StreamableHTTPClientTransport(new URL(mcp.url), { authProvider: provider }));
+  } catch (err) {
+    refused = err;
+  }
+  assert(refused instanceof UnauthorizedError && provider.authorization, `connect without a token: ${refused}`);
+  assert(provider.authorization.searchParams.get("resource") === mcp.url, `authorize asks for ${provider.authorization}`);
+  // The user's browser: authorize (Better Auth answers a fetch with JSON), then the consent page's "allow".
+  const headers = { cookie: user.cookie, origin: ALLOWED, "Content-Type": "application/json" };
+  const consent = new URL((await (await fetch(provider.authorization, { headers })).json()).url, mcp.baseURL);
+  assert(consent.pathname === "/consent", `authorize sent the user to ${consent}`);
+  const allowed = await fetch(`${mcp.baseURL}/api/auth/oauth2/consent`, { method: "POST", headers, body: JSON.stringify({ accept: true, oauth_query: consent.search.slice(1) }) });
+  const back = new URL((await allowed.json()).url);
+  assert(back.origin + back.pathname === provider.redirectUrl && back.searchParams.get("code"), `consent sent the user to ${back}`);
+  await new StreamableHTTPClientTransport(new URL(mcp.url), { authProvider: provider }).finishAuth(back.searchParams.get("code"));
+  return provider;
+}
+
+// mcpChecks: the SDK's client, signed in through Better Auth's OAuth provider, lists the tools, adds three
+// tasks, completes one and lists the pending ones, while a page of the same user follows on its event stream.
+async function mcpChecks(b, mcp) {
+  const user = await signUp(mcp.client, "agent-user");
+  const token = await jwtOf(mcp.client, user);
+  let provider;
+  await check("MCP: Better Auth's OAuth provider signs the SDK's client in (metadata, registration, PKCE, consent); its JWT works at /mcp only", async () => {
+    const meta = await api(mcp.base, "GET", "/.well-known/oauth-protected-resource");
+    assert(meta.body.resource === mcp.url && meta.body.authorization_servers[0] === `${mcp.baseURL}/api/auth`, JSON.stringify(meta.body));
+    provider = await signInMCP(mcp, user);
+    const access = provider.tokens().access_token;
+    const claims = JSON.parse(Buffer.from(access.split(".")[1], "base64url"));
+    assert(decodeProtectedHeader(access).typ === "at+jwt" && claims.sub === user.id && [claims.aud].flat().includes(mcp.url) && claims.iss === `${mcp.baseURL}/api/auth`,
+      `the access token: ${JSON.stringify(decodeProtectedHeader(access))} ${JSON.stringify(claims)}`);
+    const r = await api(mcp.base, "GET", `/api/${user.id}/tasks`, access);
+    assert(r.status === 401, `the MCP client's token at the API: ${r.status}`);
+  });
+  await check("MCP: the SDK's client lists the tools, adds three tasks, completes one, lists the pending ones; a page's event stream shows each change", async () => {
+    const page = await b.newPage();
+    await page.goto(`${ALLOWED}/sync#` + new URLSearchParams({ api: mcp.base, user: user.id, token, role: "live" }));
+    await page.waitForFunction(() => window.synced || window.result !== undefined, null, { timeout: 15000 });
+    const transport = new StreamableHTTPClientTransport(new URL(mcp.url), { authProvider: provider });
+    const client = new MCPClient({ name: "tasks-e2e", version: "1" });
+    await client.connect(transport);
+    try {
+      assert(transport.protocolVersion === "2025-11-25", `negotiated ${transport.protocolVersion}`);
+      const { tools } = await client.listTools();
+      const names = tools.map((t) => t.name).join(",");
+      assert(names === "list_tasks,get_task,add_tasks,update_task,complete_task,reopen_task,delete_task" && tools.every((t) => t.outputSchema && t.annotations), names);
+      // callTool holds each result's structuredContent to the tool's outputSchema.
+      const added = await client.callTool({ name: "add_tasks", arguments: { tasks: [{ title: "Buy milk", priority: "high", tags: ["home"] },
+        { title: "Call mum", due_date: "2027-01-10" }, { title: "Water plants", due_date: "2027-01-10", recurrence: "FREQ=WEEKLY" }] } });
+      assert(!added.isError && added.structuredContent.tasks.length === 3, JSON.stringify(added));
+      const milk = added.structuredContent.tasks[0];
+      const done = await client.callTool({ name: "complete_task", arguments: { id: milk.id, idempotency_key: crypto.randomUUID() } });
+      assert(!done.isError && done.structuredContent.completed, JSON.stringify(done));
+      const pending = await client.callTool({ name: "list_tasks", arguments: { status: "pending", sort: "title", order: "asc" } });
+      const titles = pending.structuredContent.tasks.map((t) => t.title).join(",");
+      assert(titles === "Call mum,Water plants" && pending.content[0].text.includes("Call mum"), `pending: ${titles}; ${pending.content[0].text}`);
+    } finally {
+      await client.close();
+    }
+    const list = (await api(mcp.base, "GET", `/api/${user.id}/tasks`, token)).body;
+    const byID = (ts) => JSON.stringify([...ts].sort((x, y) => x.id - y.id));
+    await page.waitForFunction((want) => window.result !== undefined || window.copy?.() === want, byID(list), { timeout: 15000 });
+    await page.evaluate(() => (window.stopSync = true));
+    await page.waitForFunction(() => window.result !== undefined, null, { timeout: 15000 });
+    const got = await page.evaluate(() => window.result);
+    await page.close();
+    assert(!got.error && byID(got.tasks) === byID(list) && got.tasks.some((t) => t.title === "Buy milk" && t.completed), `the page holds ${byID(got.tasks)}\nthe list is ${byID(list)}`);
+  });
+  await check("MCP: an app's own agent with the user's jwt-plugin token; a token for another audience refused; 2025-06-18 negotiated", async () => {
+    const client = new MCPClient({ name: "app-agent", version: "1" });
+    await client.connect(new StreamableHTTPClientTransport(new URL(mcp.url), { requestInit: { headers: { Authorization: `Bearer ${token}` } } }));
+    try {
+      const all = await client.callTool({ name: "list_tasks", arguments: {} });
+      assert(all.structuredContent.tasks.length === 3, JSON.stringify(all.structuredContent));
+      const bad = await client.callTool({ name: "get_task", arguments: { id: 0 } });
+      assert(bad.isError && bad.content[0].text.includes("Input should be a positive integer"), JSON.stringify(bad));
+    } finally {
+      await client.close();
+    }
+    const post = (tok, body) => fetch(mcp.url, { method: "POST", body: JSON.stringify(body),
+      headers: { Authorization: `Bearer ${tok}`, "Content-Type": "application/json", Accept: "application/json, text/event-stream" } });
+    const other = (await mcp.auth.api.signJWT({ body: { payload: { sub: user.id, iss: `${mcp.baseURL}/api/auth`, aud: "https://other-service.example/mcp" } } })).token;
+    const r = await post(other, { jsonrpc: "2.0", id: 1, method: "ping" });
+    assert(r.status === 401 && r.headers.get("www-authenticate") === `Bearer resource_metadata="${new URL(mcp.url).origin}/.well-known/oauth-protected-resource", error="invalid_token"`,
+      `a token for another audience: ${r.status} ${r.headers.get("www-authenticate")}`);
+    const init = await (await post(token, { jsonrpc: "2.0", id: 1, method: "initialize", params: { protocolVersion: "2025-06-18", capabilities: {}, clientInfo: { name: "old", version: "1" } } })).json();
+    assert(init.result.protocolVersion === "2025-06-18", JSON.stringify(init));
   });
 }
 
