@@ -290,17 +290,13 @@ func authenticateStream(v *verifier, limit *rateLimiter, h streamHandler) http.H
 	})
 }
 
-// admit checks the request's token with verify, and the rate of its user, and returns the user
-// id and until when the token is valid; the log line says why a token was refused.
+// admit checks the request's token with verify, and its user's rate, and returns the user id and until when the token is valid.
 func admit(verify func(string) (string, time.Time, error), limit *rateLimiter, w http.ResponseWriter, r *http.Request) (userID string, until time.Time, err error) {
 	token, err := bearerToken(r)
-	if err == nil {
-		userID, until, err = verify(token)
-	}
 	if err != nil {
-		if refused, ok := errors.AsType[*tokenRefused](err); ok {
-			logLine(w).tokenRefused = refused.reason
-		}
+		return "", until, err
+	}
+	if userID, until, err = verify(token); err != nil {
 		if errors.Is(err, errNoKeySet) {
 			w.Header().Set("Retry-After", "1") // jwks tries a fetch at most once a second
 		}

@@ -45,7 +45,7 @@ func writeError(w http.ResponseWriter, r *http.Request, err error) {
 		status, detail = http.StatusUnprocessableEntity, invalid
 	case errors.As(err, &client):
 		status, detail = client.status, client.detail
-		if status == http.StatusUnauthorized {
+		if status == http.StatusUnauthorized && w.Header().Get("WWW-Authenticate") == "" { // /mcp sets its own challenge
 			w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
 		}
 	case errors.Is(err, errNotFound):

@@ -139,8 +139,8 @@ func (s *mcpServer) admit(w http.ResponseWriter, r *http.Request) (string, bool)
 			challenge += `, error="invalid_token"`
 		}
 		w.Header().Set("WWW-Authenticate", challenge)
-		writeJSON(w, http.StatusUnauthorized, map[string]string{"detail": status.detail})
-	} else if err != nil {
+	}
+	if err != nil {
 		writeError(w, r, err)
 	}
 	return userID, err == nil

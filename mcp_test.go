@@ -373,6 +373,9 @@ func TestMCPAuth(t *testing.T) {
 			t.Errorf("POST /mcp with token %.20q = %s, WWW-Authenticate %q; want 401 and %q", token, r, r.header.Get("WWW-Authenticate"), challenge)
 		}
 	}
+	if logs := e.logs.String(); !strings.Contains(logs, `"token_refused":"no token"`) || !strings.Contains(logs, `"token_refused":"wrong issuer or audience"`) {
+		t.Errorf("the 401s' log lines do not say why: %s", logs)
+	}
 	// Accepted: an OAuth access token for MCP_URL, and the API's own tokens; the OAuth one only here.
 	e.want(e.do("POST", "/mcp", oauth(nil), ping), 200, "an OAuth access token for MCP_URL")
 	e.want(e.do("POST", "/mcp", oauth(jwt.MapClaims{"aud": []string{"https://tasks.example/mcp", auth.URL + "/api/auth/oauth2/userinfo"}}), ping), 200, "an OAuth access token for MCP_URL and userinfo")
