@@ -24,7 +24,8 @@ type rpcError struct {
 	Message string `json:"message"`
 }
 
-// rpcResponse is a JSON-RPC response; ID is absent when the request's could not be read, as MCP's schema has it.
+// rpcResponse is a JSON-RPC response; ID is the request's, absent when it could not be read: 2025-11-25's schema has
+// no null id (JSON-RPC's), and 2025-06-18's has no error without an id.
 type rpcResponse struct {
 	JSONRPC string          `json:"jsonrpc"`
 	ID      json.RawMessage `json:"id,omitempty"`
@@ -50,8 +51,8 @@ type mcpServer struct {
 	resource, issuer string // MCP_URL ("": each request's own URL), and Better Auth's issuer ("": none)
 }
 
-// handle serves POST /mcp: 200 and the response to a request, 202 to a notification or a client's response, 400
-// to a body that is no message (a batch too); first 403 to an Origin outside CORS_ORIGINS (DNS rebinding).
+// handle serves POST /mcp: 200 and the response to a request, 202 to a notification or a client's response, 400 to a body
+// that is no message (a batch too) or to another MCP-Protocol-Version; first 403 to an Origin outside CORS_ORIGINS (DNS rebinding).
 func (s *mcpServer) handle(w http.ResponseWriter, r *http.Request) {
 	if origin := r.Header.Get("Origin"); origin != "" && !s.cors[origin] {
 		writeJSON(w, http.StatusForbidden, rpcFailure(nil, rpcInvalidRequest, "Origin not allowed by CORS_ORIGINS"))
@@ -59,10 +60,6 @@ func (s *mcpServer) handle(w http.ResponseWriter, r *http.Request) {
 	}
 	userID, ok := s.admit(w, r)
 	if !ok {
-		return
-	}
-	if v := r.Header.Get("MCP-Protocol-Version"); v != "" && !slices.Contains(mcpVersions, v) {
-		writeJSON(w, http.StatusBadRequest, rpcFailure(nil, rpcInvalidRequest, "Unsupported MCP-Protocol-Version "+strconv.Quote(v)+": this server speaks "+strings.Join(mcpVersions, " and ")))
 		return
 	}
 	raw, err := readObject(w, r)                                // Content-Type, size, UTF-8, one object naming each member once
@@ -77,7 +74,7 @@ func (s *mcpServer) handle(w http.ResponseWriter, r *http.Request) {
 	switch resp := s.answer(w, r, userID, raw); {
 	case resp == nil:
 		w.WriteHeader(http.StatusAccepted)
-	case resp.ID == nil:
+	case resp.Error != nil && resp.Error.Code == rpcInvalidRequest:
 		writeJSON(w, http.StatusBadRequest, resp)
 	default:
 		writeJSON(w, http.StatusOK, resp)
@@ -85,20 +82,25 @@ func (s *mcpServer) handle(w http.ResponseWriter, r *http.Request) {
 }
 
 // answer is the response to a message: nil for a notification (any method) or a client's response, an error
-// without an id for a message that is neither. The server keeps no session: each request stands on its own.
+// for a message that is neither, with its id if it has one. The server keeps no session: each request stands on its own.
 func (s *mcpServer) answer(w http.ResponseWriter, r *http.Request, userID string, raw map[string]json.RawMessage) *rpcResponse {
 	var method string
 	id, hasID := raw["id"]
-	switch {
+	if hasID && id[0] != '"' && id[0] != '-' && (id[0] < '0' || id[0] > '9') {
+		id = nil // neither a string nor a number: no id to answer
+	}
+	switch version := r.Header.Get("MCP-Protocol-Version"); {
+	case version != "" && !slices.Contains(mcpVersions, version):
+		return rpcFailure(id, rpcInvalidRequest, "Unsupported MCP-Protocol-Version "+strconv.Quote(version)+": this server speaks "+strings.Join(mcpVersions, " and "))
 	case string(raw["jsonrpc"]) != `"2.0"`:
-		return rpcFailure(nil, rpcInvalidRequest, `Invalid Request: "jsonrpc" must be "2.0"`)
+		return rpcFailure(id, rpcInvalidRequest, `Invalid Request: "jsonrpc" must be "2.0"`)
 	case raw["method"] == nil && hasID && (raw["result"] != nil || raw["error"] != nil):
 		return nil // a response: this server sends no request it would wait for
 	case json.Unmarshal(raw["method"], &method) != nil:
-		return rpcFailure(nil, rpcInvalidRequest, "Invalid Request: method must be a string")
+		return rpcFailure(id, rpcInvalidRequest, "Invalid Request: method must be a string")
 	case !hasID:
 		return nil // a notification: initialized, cancelled, or one this server does not know
-	case id[0] != '"' && id[0] != '-' && (id[0] < '0' || id[0] > '9'):
+	case id == nil:
 		return rpcFailure(nil, rpcInvalidRequest, "Invalid Request: id must be a string or a number")
 	}
 	params, err := decodeObject([]byte(cmp.Or(string(raw["params"]), "{}")))
