@@ -42,6 +42,7 @@ func rpcFailure(id json.RawMessage, code int, msg string) *rpcResponse {
 type mcpServer struct {
 	list             []map[string]any                            // the tools, as tools/list sends them
 	tools            map[string]func(*toolCall) (any, *rpcError) // what a call of each does, by name
+	args             map[string]map[string]any                   // the arguments each takes, by name: its inputSchema's properties
 	db               *store
 	maxTasks         int
 	api              *verifier    // the API's tokens

@@ -294,6 +294,24 @@ func TestMCPErrors(t *testing.T) {
 	refused("complete_task", map[string]any{"id": 1.5}, `"loc":["path","id"]`)
 	refused("delete_task", map[string]any{"id": 999999999}, "Task not found")
 	refused("list_tasks", map[string]any{"status": "done", "limit": 0, "sort": true}, `"loc":["query","status"]`, `"loc":["query","limit"]`, `"loc":["query","sort"]`)
+	// An argument the tool's inputSchema does not list is refused, by every tool, before anything is done.
+	extra := func(name string) string {
+		return `{"loc":["arguments","` + name + `"],"msg":"Extra inputs are not permitted","type":"extra_forbidden"}`
+	}
+	task := e.create(user, map[string]any{"title": "kept"})
+	refused("list_tasks", map[string]any{"stauts": "completed"}, extra("stauts"))
+	refused("list_tasks", map[string]any{"offset": 5, "tz": "UTC", "limit": 1}, extra("offset")+","+extra("tz")+"]")
+	refused("get_task", map[string]any{"id": task.ID, "user_id": "someone"}, extra("user_id"))
+	refused("add_tasks", map[string]any{"tasks": []any{map[string]any{"title": "x"}}, "bogus": 1}, extra("bogus"))
+	refused("add_tasks", map[string]any{"tasks": []any{map[string]any{"title": "x"}}, "idempotencyKey": "k1"}, extra("idempotencyKey"))
+	refused("update_task", map[string]any{"id": task.ID, "title": "y", "colour": "red"}, extra("colour"))
+	refused("complete_task", map[string]any{"id": task.ID, "title": "x"}, extra("title"))
+	refused("reopen_task", map[string]any{"id": task.ID, "completed": true}, extra("completed"))
+	refused("delete_task", map[string]any{"id": task.ID, "force": true}, extra("force"))
+	if list, _ := e.list(user, ""); len(list) != 1 || list[0].Title != "kept" || list[0].Completed || !list[0].UpdatedAt.Equal(task.UpdatedAt) {
+		t.Fatalf("refused calls changed the tasks: %+v", list)
+	}
+	e.tool(tok, "delete_task", map[string]any{"id": task.ID}, false)
 	// All of add_tasks or none: past the task limit, none is created.
 	refused("add_tasks", map[string]any{"tasks": slices.Repeat([]any{map[string]any{"title": "x"}}, 4)}, "409", "Task limit reached")
 	if list, _ := e.list(user, ""); len(list) != 0 {

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/url"
 	"path"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -66,7 +67,8 @@ func object(props map[string]any, required ...string) map[string]any {
 // newMCPServer builds /mcp's server, its tools, and with BETTER_AUTH_URL and MCP_URL a verifier of
 // Better Auth's OAuth access tokens for MCP_URL, on the key set of v, the API's verifier.
 func newMCPServer(v *verifier, limit *rateLimiter, db *store, cfg config) *mcpServer {
-	s := &mcpServer{tools: map[string]func(*toolCall) (any, *rpcError){}, db: db, maxTasks: cfg.MaxTasks, api: v, limit: limit, cors: cfg.CORSOrigins, resource: cfg.MCPURL, issuer: cfg.OAuthIssuer}
+	s := &mcpServer{tools: map[string]func(*toolCall) (any, *rpcError){}, args: map[string]map[string]any{}, db: db, maxTasks: cfg.MaxTasks,
+		api: v, limit: limit, cors: cfg.CORSOrigins, resource: cfg.MCPURL, issuer: cfg.OAuthIssuer}
 	if v.jwks != nil && cfg.MCPURL != "" && cfg.OAuthIssuer != "" {
 		s.oauth = newVerifier(authConfig{JWKSURL: cfg.Auth.JWKSURL, Issuer: cfg.OAuthIssuer, Audience: cfg.MCPURL}, nil, nil)
 		s.oauth.jwks = v.jwks // one key set, fetched once
@@ -78,7 +80,7 @@ func newMCPServer(v *verifier, limit *rateLimiter, db *store, cfg config) *mcpSe
 	add := func(name, title, about string, in, out map[string]any, readOnly, destructive, idempotent bool, call func(*toolCall) (any, *rpcError)) {
 		s.list = append(s.list, map[string]any{"name": name, "title": title, "description": about, "inputSchema": in, "outputSchema": out,
 			"annotations": map[string]any{"readOnlyHint": readOnly, "destructiveHint": destructive, "idempotentHint": idempotent, "openWorldHint": false}})
-		s.tools[name] = call
+		s.tools[name], s.args[name] = call, in["properties"].(map[string]any)
 	}
 	task, id, key := d.inline(d.Components.Schemas["Task"]).(map[string]any), d.param("TaskID"), d.param("IdempotencyKey")
 	key["description"] = "Any unique string: a retry with the same key and arguments answers as the first call did and changes nothing"
@@ -119,12 +121,22 @@ type toolCall struct {
 	args   map[string]json.RawMessage
 }
 
-// call runs tools/call's tool: a JSON-RPC error for a call that names no tool, a tool result
-// otherwise, with isError: true when the API refuses its arguments.
+// call runs tools/call's tool: a JSON-RPC error for a call that names no tool, a tool result otherwise, with isError:
+// true when the API refuses its arguments or one is not in the tool's inputSchema (whose additionalProperties is false).
 func (s *mcpServer) call(w http.ResponseWriter, r *http.Request, userID string, params map[string]json.RawMessage) (any, *rpcError) {
-	c, tool, err := &toolCall{w: w, r: r, userID: userID}, s.tools[text(params["name"])], error(nil)
+	name := text(params["name"])
+	c, tool, err := &toolCall{w: w, r: r, userID: userID}, s.tools[name], error(nil)
 	if c.args, err = decodeObject([]byte(cmp.Or(string(params["arguments"]), "{}"))); tool == nil || err != nil { // an object, naming each argument once
 		return nil, &rpcError{rpcInvalidParams, "Invalid params: name must be one of tools/list's, and arguments an object"}
+	}
+	var extra validationError
+	for _, arg := range slices.Sorted(maps.Keys(c.args)) {
+		if s.args[name][arg] == nil {
+			extra = append(extra, fieldError{[]any{"arguments", arg}, "Extra inputs are not permitted", "extra_forbidden"})
+		}
+	}
+	if extra != nil {
+		return c.failed(extra)
 	}
 	return tool(c)
 }
