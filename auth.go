@@ -42,7 +42,7 @@ const (
 // tokenRefused says why a token was refused, for the request's log line; the
 // client sees only the detail of err: a 401, or a 503 while the JWKS cannot be fetched.
 type tokenRefused struct {
-	reason string       // no token, more than one Authorization header, not the bearer scheme, too large, key set not fetched, malformed, bad signature, unknown kid, expired, not yet valid, wrong issuer or audience
+	reason string       // no token, more than one Authorization header, not the bearer scheme, too large, key set not fetched, malformed, bad signature, unknown kid, expired, not yet valid, wrong issuer or audience, not an access token
 	err    *statusError // errNoToken, errInvalidToken, errExpiredToken or errNoKeySet
 }
 
@@ -114,6 +114,7 @@ type authConfig struct {
 	Audience string // required aud of every token; "" to skip
 	// BETTER_AUTH_URL's origin: the iss and aud of JWKS tokens where Issuer, Audience are unset
 	BetterAuthOrigin string
+	AccessToken      bool // only OAuth access tokens, typ at+jwt (RFC 9068 §4); the API's own tokens are not
 }
 
 // verifier checks bearer tokens and returns their subject.
@@ -203,6 +204,9 @@ func (v *verifier) verify(token string) (sub string, until time.Time, err error)
 	t, err := v.parser.ParseWithClaims(token, &c, v.key)
 	if err != nil {
 		return "", until, refusal(err)
+	}
+	if typ, _ := t.Header["typ"].(string); v.cfg.AccessToken && !slices.Contains([]string{"at+jwt", "application/at+jwt"}, strings.ToLower(typ)) {
+		return "", until, refused("not an access token")
 	}
 	if _, hmac := t.Method.(*jwt.SigningMethodHMAC); !hmac && v.cfg.BetterAuthOrigin != "" { // Better Auth's defaults
 		if v.cfg.Issuer == "" && c.Issuer != v.cfg.BetterAuthOrigin ||

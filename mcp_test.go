@@ -379,14 +379,24 @@ func TestMCPAuth(t *testing.T) {
 	e := newEnvDB(t, testDB, cfg)
 	user := newUser(t)
 	ping := map[string]any{"jsonrpc": "2.0", "id": 1, "method": "ping"}
-	oauth := func(claims jwt.MapClaims) string {
+	// oauthTyped is an access token as Better Auth's OAuth provider signs it, with typ in its header ("": none) and claims changed.
+	oauthTyped := func(typ string, claims jwt.MapClaims) string {
 		c := jwt.MapClaims{"sub": user, "iss": auth.URL + "/api/auth", "aud": "https://tasks.example/mcp", "azp": "client", "scope": "openid",
 			"exp": time.Now().Add(time.Hour).Unix(), "iat": time.Now().Unix()}
 		for k, v := range claims {
 			c[k] = v
 		}
-		return signed(t, jwt.SigningMethodEdDSA, key, "ed", c)
+		tok := jwt.NewWithClaims(jwt.SigningMethodEdDSA, c)
+		if tok.Header["kid"], tok.Header["typ"] = "ed", typ; typ == "" {
+			delete(tok.Header, "typ")
+		}
+		s, err := tok.SignedString(key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
 	}
+	oauth := func(claims jwt.MapClaims) string { return oauthTyped("at+jwt", claims) }
 
 	// Without a valid token: 401, and the challenge that names the metadata.
 	for token, challenge := range map[string]string{"": `Bearer resource_metadata="https://tasks.example/.well-known/oauth-protected-resource"`,
@@ -394,6 +404,9 @@ func TestMCPAuth(t *testing.T) {
 		oauth(jwt.MapClaims{"aud": "https://other.example/mcp"}):       `Bearer resource_metadata="https://tasks.example/.well-known/oauth-protected-resource", error="invalid_token"`,
 		oauth(jwt.MapClaims{"iss": "https://impostor.example"}):        `Bearer resource_metadata="https://tasks.example/.well-known/oauth-protected-resource", error="invalid_token"`,
 		oauth(jwt.MapClaims{"exp": time.Now().Add(-time.Hour).Unix()}): `Bearer resource_metadata="https://tasks.example/.well-known/oauth-protected-resource", error="invalid_token"`,
+		// Not an access token (RFC 9068 §4): an ID token, or one without typ, signed with the same key for the same audience.
+		oauthTyped("JWT", nil): `Bearer resource_metadata="https://tasks.example/.well-known/oauth-protected-resource", error="invalid_token"`,
+		oauthTyped("", nil):    `Bearer resource_metadata="https://tasks.example/.well-known/oauth-protected-resource", error="invalid_token"`,
 	} {
 		r := e.do("POST", "/mcp", token, ping)
 		if r.status != 401 || r.header.Get("WWW-Authenticate") != challenge {
@@ -405,6 +418,7 @@ func TestMCPAuth(t *testing.T) {
 	}
 	// Accepted: an OAuth access token for MCP_URL, and the API's own tokens; the OAuth one only here.
 	e.want(e.do("POST", "/mcp", oauth(nil), ping), 200, "an OAuth access token for MCP_URL")
+	e.want(e.do("POST", "/mcp", oauthTyped("application/AT+JWT", nil), ping), 200, "an OAuth access token typed application/AT+JWT (case-insensitive)")
 	e.want(e.do("POST", "/mcp", oauth(jwt.MapClaims{"aud": []string{"https://tasks.example/mcp", auth.URL + "/api/auth/oauth2/userinfo"}}), ping), 200, "an OAuth access token for MCP_URL and userinfo")
 	e.want(e.do("GET", "/api/"+user+"/tasks", oauth(nil), nil), 401, "an OAuth access token for MCP_URL at the API")
 	apiToken := signed(t, jwt.SigningMethodEdDSA, key, "ed", jwt.MapClaims{"sub": user, "iss": auth.URL, "aud": auth.URL, "exp": time.Now().Add(time.Hour).Unix()})

@@ -70,7 +70,7 @@ func newMCPServer(v *verifier, limit *rateLimiter, db *store, cfg config) *mcpSe
 	s := &mcpServer{tools: map[string]func(*toolCall) (any, *rpcError){}, args: map[string]map[string]any{}, db: db, maxTasks: cfg.MaxTasks,
 		api: v, limit: limit, cors: cfg.CORSOrigins, resource: cfg.MCPURL, issuer: cfg.OAuthIssuer}
 	if v.jwks != nil && cfg.MCPURL != "" && cfg.OAuthIssuer != "" {
-		s.oauth = newVerifier(authConfig{JWKSURL: cfg.Auth.JWKSURL, Issuer: cfg.OAuthIssuer, Audience: cfg.MCPURL}, nil, nil)
+		s.oauth = newVerifier(authConfig{JWKSURL: cfg.Auth.JWKSURL, Issuer: cfg.OAuthIssuer, Audience: cfg.MCPURL, AccessToken: true}, nil, nil)
 		s.oauth.jwks = v.jwks // one key set, fetched once
 	}
 	var d apiDoc
