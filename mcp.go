@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/golang-jwt/jwt/v5"
 )
 
 // mcpVersions are the MCP revisions served, newest first (the answer to a client asking for another); neither has batches.
@@ -49,7 +51,8 @@ type mcpServer struct {
 	oauth            *verifier    // Better Auth's OAuth access tokens for MCP_URL; nil without BETTER_AUTH_URL and MCP_URL
 	limit            *rateLimiter // nil: no limit
 	cors             map[string]bool
-	resource, issuer string // MCP_URL ("": each request's own URL), and Better Auth's issuer ("": none)
+	audiences        []string // what an API token's aud may name at /mcp: MCP_URL, JWT_AUDIENCE, BETTER_AUTH_URL's origin ("": unset)
+	resource, issuer string   // MCP_URL ("": each request's own URL), and Better Auth's issuer ("": none)
 }
 
 // handle serves POST /mcp: 200 and the response to a request, 202 to a notification or a client's response, 400 to a body
@@ -149,10 +152,16 @@ func (s *mcpServer) admit(w http.ResponseWriter, r *http.Request) (string, bool)
 	return userID, err == nil
 }
 
-// verify checks a token as the API does, then, if the API refuses it, as Better Auth's OAuth access
-// token for MCP_URL. No token is ever passed on.
+// verify checks a token as the API does, and refuses one with an aud that names none of audiences (a token for
+// another service); if the API refuses it, it checks it as Better Auth's OAuth access token for MCP_URL. No token
+// is ever passed on. The API checks aud only where JWT_AUDIENCE or Better Auth's JWKS says what it must be.
 func (s *mcpServer) verify(token string) (string, time.Time, error) {
+	var c claims
 	sub, until, err := s.api.verify(token)
+	if _, _, errClaims := jwt.NewParser().ParseUnverified(token, &c); err == nil && errClaims == nil && len(c.Audience) > 0 &&
+		!slices.ContainsFunc(c.Audience, func(aud string) bool { return aud != "" && slices.Contains(s.audiences, aud) }) {
+		return "", until, refused("wrong issuer or audience") // the API has checked its signature: its claims are its issuer's
+	}
 	if err != nil && s.oauth != nil {
 		if sub, until, errOAuth := s.oauth.verify(token); errOAuth == nil {
 			return sub, until, nil

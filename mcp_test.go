@@ -407,6 +407,9 @@ func TestMCPAuth(t *testing.T) {
 		// Not an access token (RFC 9068 §4): an ID token, or one without typ, signed with the same key for the same audience.
 		oauthTyped("JWT", nil): `Bearer resource_metadata="https://tasks.example/.well-known/oauth-protected-resource", error="invalid_token"`,
 		oauthTyped("", nil):    `Bearer resource_metadata="https://tasks.example/.well-known/oauth-protected-resource", error="invalid_token"`,
+		// An HS256 token whose aud names another service: the API does not check HS256 tokens' aud without JWT_AUDIENCE, /mcp does.
+		hsToken(t, jwt.MapClaims{"sub": user, "aud": "https://other.example.com", "exp": time.Now().Add(time.Hour).Unix()}):       `Bearer resource_metadata="https://tasks.example/.well-known/oauth-protected-resource", error="invalid_token"`,
+		hsToken(t, jwt.MapClaims{"sub": user, "aud": []string{"", "https://x.example"}, "exp": time.Now().Add(time.Hour).Unix()}): `Bearer resource_metadata="https://tasks.example/.well-known/oauth-protected-resource", error="invalid_token"`,
 	} {
 		r := e.do("POST", "/mcp", token, ping)
 		if r.status != 401 || r.header.Get("WWW-Authenticate") != challenge {
@@ -424,6 +427,10 @@ func TestMCPAuth(t *testing.T) {
 	apiToken := signed(t, jwt.SigningMethodEdDSA, key, "ed", jwt.MapClaims{"sub": user, "iss": auth.URL, "aud": auth.URL, "exp": time.Now().Add(time.Hour).Unix()})
 	e.want(e.do("POST", "/mcp", apiToken, ping), 200, "the jwt plugin's token, as the API takes it")
 	e.want(e.do("POST", "/mcp", tokenFor(t, user), ping), 200, "an HS256 token")
+	for _, aud := range []any{"https://tasks.example/mcp", auth.URL, []string{"https://other.example.com", auth.URL}} {
+		hs := hsToken(t, jwt.MapClaims{"sub": user, "aud": aud, "exp": time.Now().Add(time.Hour).Unix()})
+		e.want(e.do("POST", "/mcp", hs, ping), 200, fmt.Sprintf("an HS256 token for %v (MCP_URL, or the API's audience)", aud))
+	}
 
 	// The metadata (RFC 9728): the resource, and Better Auth as its authorization server.
 	var doc struct {

@@ -69,6 +69,7 @@ func object(props map[string]any, required ...string) map[string]any {
 func newMCPServer(v *verifier, limit *rateLimiter, db *store, cfg config) *mcpServer {
 	s := &mcpServer{tools: map[string]func(*toolCall) (any, *rpcError){}, args: map[string]map[string]any{}, db: db, maxTasks: cfg.MaxTasks,
 		api: v, limit: limit, cors: cfg.CORSOrigins, resource: cfg.MCPURL, issuer: cfg.OAuthIssuer}
+	s.audiences = []string{cfg.MCPURL, cfg.Auth.Audience, cfg.Auth.BetterAuthOrigin}
 	if v.jwks != nil && cfg.MCPURL != "" && cfg.OAuthIssuer != "" {
 		s.oauth = newVerifier(authConfig{JWKSURL: cfg.Auth.JWKSURL, Issuer: cfg.OAuthIssuer, Audience: cfg.MCPURL, AccessToken: true}, nil, nil)
 		s.oauth.jwks = v.jwks // one key set, fetched once
