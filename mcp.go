@@ -26,8 +26,7 @@ type rpcError struct {
 	Message string `json:"message"`
 }
 
-// rpcResponse is a JSON-RPC response; ID is the request's, absent when it could not be read: 2025-11-25's schema has
-// no null id (JSON-RPC's), and 2025-06-18's has no error without an id.
+// rpcResponse is a JSON-RPC response; ID is the request's, absent (2025-11-25's schema has no null id) when unreadable.
 type rpcResponse struct {
 	JSONRPC string          `json:"jsonrpc"`
 	ID      json.RawMessage `json:"id,omitempty"`
@@ -51,19 +50,27 @@ type mcpServer struct {
 	oauth            *verifier    // Better Auth's OAuth access tokens for MCP_URL; nil without BETTER_AUTH_URL and MCP_URL
 	limit            *rateLimiter // nil: no limit
 	cors             map[string]bool
-	audiences        []string // what an API token's aud may name at /mcp: MCP_URL, JWT_AUDIENCE, BETTER_AUTH_URL's origin ("": unset)
-	resource, issuer string   // MCP_URL ("": each request's own URL), and Better Auth's issuer ("": none)
+	resource, issuer string // MCP_URL ("": each request's own URL), and Better Auth's issuer ("": none)
 }
 
-// handle serves POST /mcp: 200 and the response to a request, 202 to a notification or a client's response, 400 to a body
-// that is no message (a batch too) or to another MCP-Protocol-Version; first 403 to an Origin outside CORS_ORIGINS (DNS rebinding).
+// handle serves POST /mcp: 403 to an Origin outside CORS_ORIGINS (DNS rebinding), admit's 401 or 429, 400 to a body that is no
+// message (a batch too) or to another MCP-Protocol-Version, 202 to a notification or a client's response, else 200 and the response.
 func (s *mcpServer) handle(w http.ResponseWriter, r *http.Request) {
 	if origin := r.Header.Get("Origin"); origin != "" && !s.cors[origin] {
 		writeJSON(w, http.StatusForbidden, rpcFailure(nil, rpcInvalidRequest, "Origin not allowed by CORS_ORIGINS"))
 		return
 	}
-	userID, ok := s.admit(w, r)
-	if !ok {
+	userID, _, err := admit(s.verify, s.limit, w, r)
+	if status, _ := errors.AsType[*statusError](err); status != nil && status.status == http.StatusUnauthorized {
+		// the challenge that leads an MCP client to the metadata (MCP authorization, RFC 9728 §5.1)
+		challenge := `Bearer resource_metadata="` + strings.TrimSuffix(s.resourceURL(r), "mcp") + `.well-known/oauth-protected-resource"`
+		if !errors.Is(err, errNoToken) {
+			challenge += `, error="invalid_token"`
+		}
+		w.Header().Set("WWW-Authenticate", challenge)
+	}
+	if err != nil {
+		writeError(w, r, err)
 		return
 	}
 	raw, err := readObject(w, r)                                // Content-Type, size, UTF-8, one object naming each member once
@@ -93,6 +100,7 @@ func (s *mcpServer) answer(w http.ResponseWriter, r *http.Request, userID string
 	if hasID && id[0] != '"' && id[0] != '-' && (id[0] < '0' || id[0] > '9') {
 		id = nil // neither a string nor a number: no id to answer
 	}
+	params, errParams := decodeObject([]byte(cmp.Or(string(raw["params"]), "{}")))
 	switch version := r.Header.Get("MCP-Protocol-Version"); {
 	case version != "" && !slices.Contains(mcpVersions, version):
 		return rpcFailure(id, rpcInvalidRequest, "Unsupported MCP-Protocol-Version "+strconv.Quote(version)+": this server speaks "+strings.Join(mcpVersions, " and "))
@@ -106,9 +114,7 @@ func (s *mcpServer) answer(w http.ResponseWriter, r *http.Request, userID string
 		return nil // a notification: initialized, cancelled, or one this server does not know
 	case id == nil:
 		return rpcFailure(nil, rpcInvalidRequest, "Invalid Request: id must be a string or a number")
-	}
-	params, err := decodeObject([]byte(cmp.Or(string(raw["params"]), "{}")))
-	if err != nil {
+	case errParams != nil:
 		return rpcFailure(id, rpcInvalidParams, "Invalid params: params must be an object")
 	}
 	resp := &rpcResponse{JSONRPC: "2.0", ID: id}
@@ -135,31 +141,15 @@ func (s *mcpServer) answer(w http.ResponseWriter, r *http.Request, userID string
 	return resp
 }
 
-// admit checks a request's token and its user's rate (admit); without a valid token it answers 401 with the
-// challenge that leads an MCP client to the metadata (MCP authorization, RFC 9728 §5.1).
-func (s *mcpServer) admit(w http.ResponseWriter, r *http.Request) (string, bool) {
-	userID, _, err := admit(s.verify, s.limit, w, r)
-	if status, _ := errors.AsType[*statusError](err); status != nil && status.status == http.StatusUnauthorized {
-		challenge := `Bearer resource_metadata="` + strings.TrimSuffix(s.resourceURL(r), "mcp") + `.well-known/oauth-protected-resource"`
-		if !errors.Is(err, errNoToken) {
-			challenge += `, error="invalid_token"`
-		}
-		w.Header().Set("WWW-Authenticate", challenge)
-	}
-	if err != nil {
-		writeError(w, r, err)
-	}
-	return userID, err == nil
-}
-
-// verify checks a token as the API does, and refuses one with an aud that names none of audiences (a token for
+// verify checks a token as the API does, and refuses one whose aud names none of audiences (a token for
 // another service); if the API refuses it, it checks it as Better Auth's OAuth access token for MCP_URL. No token
 // is ever passed on. The API checks aud only where JWT_AUDIENCE or Better Auth's JWKS says what it must be.
 func (s *mcpServer) verify(token string) (string, time.Time, error) {
 	var c claims
 	sub, until, err := s.api.verify(token)
+	audiences := []string{s.resource, s.api.cfg.Audience, s.api.cfg.BetterAuthOrigin} // MCP_URL, JWT_AUDIENCE, the app's origin ("": unset)
 	if _, _, errClaims := jwt.NewParser().ParseUnverified(token, &c); err == nil && errClaims == nil && len(c.Audience) > 0 &&
-		!slices.ContainsFunc(c.Audience, func(aud string) bool { return aud != "" && slices.Contains(s.audiences, aud) }) {
+		!slices.ContainsFunc(c.Audience, func(aud string) bool { return aud != "" && slices.Contains(audiences, aud) }) {
 		return "", until, refused("wrong issuer or audience") // the API has checked its signature: its claims are its issuer's
 	}
 	if err != nil && s.oauth != nil {

@@ -35,8 +35,7 @@ type apiDoc struct {
 // inline returns schema s with each $ref replaced by the schema it names, so that a tool's schema
 // stands alone; arrays are kept, not copied, as openapi.json has no $ref in one.
 func (d *apiDoc) inline(s any) any {
-	switch v := s.(type) {
-	case map[string]any:
+	if v, ok := s.(map[string]any); ok {
 		if ref, ok := v["$ref"].(string); ok {
 			return d.inline(d.Components.Schemas[path.Base(ref)])
 		}
@@ -69,15 +68,12 @@ func object(props map[string]any, required ...string) map[string]any {
 func newMCPServer(v *verifier, limit *rateLimiter, db *store, cfg config) *mcpServer {
 	s := &mcpServer{tools: map[string]func(*toolCall) (any, *rpcError){}, args: map[string]map[string]any{}, db: db, maxTasks: cfg.MaxTasks,
 		api: v, limit: limit, cors: cfg.CORSOrigins, resource: cfg.MCPURL, issuer: cfg.OAuthIssuer}
-	s.audiences = []string{cfg.MCPURL, cfg.Auth.Audience, cfg.Auth.BetterAuthOrigin}
 	if v.jwks != nil && cfg.MCPURL != "" && cfg.OAuthIssuer != "" {
 		s.oauth = newVerifier(authConfig{JWKSURL: cfg.Auth.JWKSURL, Issuer: cfg.OAuthIssuer, Audience: cfg.MCPURL, AccessToken: true}, nil, nil)
 		s.oauth.jwks = v.jwks // one key set, fetched once
 	}
 	var d apiDoc
-	if err := json.Unmarshal(openAPI, &d); err != nil {
-		panic("openapi.json, embedded: " + err.Error())
-	}
+	json.Unmarshal(openAPI, &d) // embedded, and read by TestOpenAPILimits: a valid document
 	add := func(name, title, about string, in, out map[string]any, readOnly, destructive, idempotent bool, call func(*toolCall) (any, *rpcError)) {
 		s.list = append(s.list, map[string]any{"name": name, "title": title, "description": about, "inputSchema": in, "outputSchema": out,
 			"annotations": map[string]any{"readOnlyHint": readOnly, "destructiveHint": destructive, "idempotentHint": idempotent, "openWorldHint": false}})
@@ -125,9 +121,8 @@ type toolCall struct {
 // call runs tools/call's tool: a JSON-RPC error for a call that names no tool, a tool result otherwise, with isError:
 // true when the API refuses its arguments or one is not in the tool's inputSchema (whose additionalProperties is false).
 func (s *mcpServer) call(w http.ResponseWriter, r *http.Request, userID string, params map[string]json.RawMessage) (any, *rpcError) {
-	name := text(params["name"])
-	c, tool, err := &toolCall{w: w, r: r, userID: userID}, s.tools[name], error(nil)
-	if c.args, err = decodeObject([]byte(cmp.Or(string(params["arguments"]), "{}"))); tool == nil || err != nil { // an object, naming each argument once
+	c, name, err := &toolCall{w: w, r: r, userID: userID}, text(params["name"]), error(nil)
+	if c.args, err = decodeObject([]byte(cmp.Or(string(params["arguments"]), "{}"))); s.tools[name] == nil || err != nil { // an object, naming each argument once
 		return nil, &rpcError{rpcInvalidParams, "Invalid params: name must be one of tools/list's, and arguments an object"}
 	}
 	var extra validationError
@@ -139,7 +134,7 @@ func (s *mcpServer) call(w http.ResponseWriter, r *http.Request, userID string, 
 	if extra != nil {
 		return c.failed(extra)
 	}
-	return tool(c)
+	return s.tools[name](c)
 }
 
 // text is a JSON value's text: a string's, or the value as written; the API checks it as it checks a path's or a header's.
@@ -177,14 +172,13 @@ func (c *toolCall) failed(err error) (any, *rpcError) {
 	return c.record(func(w http.ResponseWriter) { writeError(w, c.r, err) }).result(nil)
 }
 
-// route is a tool that runs the API's handler h for pattern on body (nil: the arguments but id and idempotency_key).
+// route is a tool that runs the API's handler h for pattern on body (nil: the arguments but idempotency_key).
 func (s *mcpServer) route(h userHandler, pattern string, body []byte) func(*toolCall) (any, *rpcError) {
 	method, _, _ := strings.Cut(pattern, " ")
 	return func(c *toolCall) (any, *rpcError) {
 		send := body
 		if send == nil && method == http.MethodPatch {
-			rest := maps.Clone(c.args)
-			delete(rest, "id")
+			rest := maps.Clone(c.args) // id stays: a body's id is ignored, as the task's own
 			delete(rest, "idempotency_key")
 			send, _ = json.Marshal(rest)
 		}
@@ -193,7 +187,7 @@ func (s *mcpServer) route(h userHandler, pattern string, body []byte) func(*tool
 			if method == http.MethodDelete {
 				return map[string]json.RawMessage{"deleted": c.args["id"]}, "Deleted task " + string(c.args["id"])
 			}
-			return json.RawMessage(rec.body.Bytes()), briefs(rec.body.Bytes())
+			return json.RawMessage(rec.Bytes()), briefs(rec.Bytes())
 		})
 	}
 }
@@ -210,16 +204,14 @@ func (s *mcpServer) listTasks(c *toolCall) (any, *rpcError) {
 	}
 	r := c.request(http.MethodGet, "GET /api/{user_id}/tasks", query, nil)
 	return c.record(func(w http.ResponseWriter) { handleListTasks(s.db)(w, r, c.userID) }).result(func(rec *recorder) (any, string) {
-		var cursor, total any
-		text := briefs(rec.body.Bytes())
+		var cursor any
+		text := briefs(rec.Bytes())
 		if link := rec.header.Get("Link"); link != "" { // </api/…/tasks?…&cursor=…>; rel="next"
 			u, _ := url.Parse(link[1:strings.IndexByte(link, '>')])
 			cursor, text = u.Query().Get("cursor"), text+"\nMore follow: call list_tasks again with cursor "+u.Query().Get("cursor")
 		}
-		if n, err := strconv.Atoi(rec.header.Get("X-Total-Count")); err == nil {
-			total = n
-		}
-		return map[string]any{"tasks": json.RawMessage(rec.body.Bytes()), "next_cursor": cursor, "total": total}, text
+		total := json.RawMessage(cmp.Or(rec.header.Get("X-Total-Count"), "null")) // the API's count of all, when it sends one
+		return map[string]any{"tasks": json.RawMessage(rec.Bytes()), "next_cursor": cursor, "total": total}, text
 	})
 }
 
@@ -244,13 +236,12 @@ func (s *mcpServer) addTasks(c *toolCall) (any, *rpcError) {
 		}
 		hash.Write(writeHash("add_tasks", 0, changes[i]))
 	}
-	var err error
 	if errs != nil {
-		err = errs
+		return c.failed(errs)
 	}
 	r := c.request(http.MethodPost, "add_tasks", nil, nil)
 	return c.record(func(w http.ResponseWriter) {
-		keyedWrite(w, r, s.db, c.userID, err, func() []byte { return hash.Sum(nil) }, func(ctx context.Context, q querier) (answer, error) {
+		keyedWrite(w, r, s.db, c.userID, nil, func() []byte { return hash.Sum(nil) }, func(ctx context.Context, q querier) (answer, error) {
 			b := []byte{'['}
 			err := s.db.inTransaction(ctx, q, func(ctx context.Context, tx querier) error {
 				for _, change := range changes {
@@ -265,20 +256,19 @@ func (s *mcpServer) addTasks(c *toolCall) (any, *rpcError) {
 			return answer{Status: http.StatusCreated, Body: append(bytes.TrimSuffix(b, []byte{','}), ']')}, err
 		})
 	}).result(func(rec *recorder) (any, string) {
-		return map[string]json.RawMessage{"tasks": rec.body.Bytes()}, "Added " + briefs(rec.body.Bytes())
+		return map[string]json.RawMessage{"tasks": rec.Bytes()}, "Added " + briefs(rec.Bytes())
 	})
 }
 
-// recorder keeps a handler's answer.
+// recorder keeps a handler's answer: its status, header and body (the Buffer, whose Write it is).
 type recorder struct {
 	header http.Header
 	status int
-	body   bytes.Buffer
+	bytes.Buffer
 }
 
-func (rec *recorder) Header() http.Header         { return rec.header }
-func (rec *recorder) WriteHeader(status int)      { rec.status = status }
-func (rec *recorder) Write(b []byte) (int, error) { return rec.body.Write(b) }
+func (rec *recorder) Header() http.Header    { return rec.header }
+func (rec *recorder) WriteHeader(status int) { rec.status = status }
 
 // result is the tool's answer to the API's: to a 2xx structured content and brief's text; to a 4xx an error result
 // with the API's answer, for the model to correct its call; to a 5xx a JSON-RPC error: the server failed, not the call.
@@ -289,10 +279,10 @@ func (rec *recorder) result(brief func(*recorder) (any, string)) (any, *rpcError
 		structured, text := brief(rec)
 		return map[string]any{"content": []map[string]string{{"type": "text", "text": text}}, "structuredContent": structured}, nil
 	case rec.status < 500:
-		text := "Refused (" + strconv.Itoa(rec.status) + "): " + strings.TrimSpace(rec.body.String())
+		text := "Refused (" + strconv.Itoa(rec.status) + "): " + strings.TrimSpace(rec.String())
 		return map[string]any{"content": []map[string]string{{"type": "text", "text": text}}, "isError": true}, nil
 	}
-	json.Unmarshal(rec.body.Bytes(), &failure)
+	json.Unmarshal(rec.Bytes(), &failure)
 	return nil, &rpcError{rpcInternalError, failure.Detail}
 }
 
