@@ -218,7 +218,7 @@ func TestMCPTools(t *testing.T) {
 		t.Fatalf("list_tasks pending, tag home, q MILK = %+v", page)
 	}
 	var seen []int64
-	args := map[string]any{"sort": "title", "order": "asc", "limit": 2}
+	args := map[string]any{"sort": "title", "order": "asc", "limit": json.RawMessage("2.0")} // 2.0 and 2e0 are JSON Schema integers
 	for {
 		res := e.tool(tok, "list_tasks", args, false)
 		page.NextCursor = nil
@@ -245,7 +245,7 @@ func TestMCPTools(t *testing.T) {
 		t.Errorf("the feed holds %d tasks, want 4", len(feed.Tasks))
 	}
 
-	res = e.tool(tok, "delete_task", map[string]any{"id": taxes.ID}, false)
+	res = e.tool(tok, "delete_task", map[string]any{"id": json.RawMessage(fmt.Sprintf("%de0", taxes.ID))}, false)
 	if string(res.StructuredContent) != fmt.Sprintf(`{"deleted":%d}`, taxes.ID) {
 		t.Errorf("delete_task = %s", res.StructuredContent)
 	}
@@ -292,6 +292,7 @@ func TestMCPErrors(t *testing.T) {
 	refused("get_task", map[string]any{"id": "abc"}, `"loc":["path","id"],"msg":"Input should be a positive integer"`)
 	refused("get_task", map[string]any{}, `"loc":["path","id"]`)
 	refused("complete_task", map[string]any{"id": 1.5}, `"loc":["path","id"]`)
+	refused("reopen_task", map[string]any{"id": json.RawMessage("9007199254740993.0")}, `"loc":["path","id"]`) // not rounded to a whole number
 	refused("delete_task", map[string]any{"id": 999999999}, "Task not found")
 	refused("list_tasks", map[string]any{"status": "done", "limit": 0, "sort": true}, `"loc":["query","status"]`, `"loc":["query","limit"]`, `"loc":["query","sort"]`)
 	// An argument the tool's inputSchema does not list is refused, by every tool, before anything is done.

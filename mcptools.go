@@ -129,6 +129,8 @@ func (s *mcpServer) call(w http.ResponseWriter, r *http.Request, userID string, 
 	for _, arg := range slices.Sorted(maps.Keys(c.args)) {
 		if s.args[name][arg] == nil {
 			extra = append(extra, fieldError{[]any{"arguments", arg}, "Extra inputs are not permitted", "extra_forbidden"})
+		} else if f, err := strconv.ParseFloat(string(c.args[arg]), 64); err == nil && -1<<53 < f && f < 1<<53 && f == float64(int64(f)) {
+			c.args[arg] = strconv.AppendInt(nil, int64(f), 10) // 1.0 or 1e3, a JSON Schema integer, as the API's 1 or 1000 (exact within ±2^53)
 		}
 	}
 	if extra != nil {
