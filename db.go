@@ -185,6 +185,7 @@ func (s *store) inTransaction(ctx context.Context, q querier, fn func(ctx contex
 // querier runs a write's statements: the pool, or the transaction of a write under an Idempotency-Key (store.writeOnce).
 type querier interface {
 	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
 	SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults
 	Begin(ctx context.Context) (pgx.Tx, error) // on a transaction, a savepoint
 }

@@ -37,9 +37,7 @@ func (s *store) moveSeries(ctx context.Context, tx querier, userID string, id in
 // locked runs fn in a transaction on q (a savepoint if q is one) that first takes the
 // user's row lock, then reads their task id as it is, with its due_wall (errNotFound if they have none).
 func (s *store) locked(ctx context.Context, q querier, userID string, id int64, fn func(tx querier, t Task) error) error {
-	ctx, cancel := s.bound(ctx)
-	defer cancel()
-	return storeError(pgx.BeginFunc(ctx, q, func(tx pgx.Tx) error {
+	return s.inTransaction(ctx, q, func(ctx context.Context, tx querier) error {
 		if _, err := tx.Exec(ctx, `SELECT FROM task_counts WHERE user_id = $1 FOR NO KEY UPDATE`, userID); err != nil {
 			return err
 		}
@@ -49,7 +47,7 @@ func (s *store) locked(ctx context.Context, q querier, userID string, id int64, 
 			return err
 		}
 		return fn(tx, t)
-	}))
+	})
 }
 
 // dueWork returns when the first reminder is due to fire and the first push to
