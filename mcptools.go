@@ -290,13 +290,7 @@ func (rec *recorder) result(brief func(*recorder) (any, string)) (any, *rpcError
 
 // briefs is the text of a task, or of a list of tasks, as the API sent it: a line for each.
 func briefs(body []byte) string {
-	var tasks []struct {
-		ID                         int64
-		Title                      string
-		Completed                  bool
-		Priority, Recurrence, Tags json.RawMessage
-		DueDate                    json.RawMessage `json:"due_date"`
-	}
+	var tasks []map[string]json.RawMessage
 	if body[0] == '{' {
 		body = append(append([]byte{'['}, body...), ']')
 	}
@@ -304,8 +298,9 @@ func briefs(body []byte) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%d task(s):", len(tasks))
 	for _, t := range tasks {
-		fmt.Fprintf(&b, "\n#%d %q: %s, priority %s, due %s, recurrence %s, tags %s", t.ID, t.Title,
-			map[bool]string{false: "open", true: "completed"}[t.Completed], t.Priority, t.DueDate, t.Recurrence, t.Tags)
+		state := map[string]string{"false": "open", "true": "completed"}[string(t["completed"])]
+		fmt.Fprintf(&b, "\n#%s %q: %s, priority %s, due %s, recurrence %s, tags %s", t["id"], text(t["title"]),
+			state, t["priority"], t["due_date"], t["recurrence"], t["tags"])
 	}
 	return b.String()
 }
