@@ -92,21 +92,21 @@ func newMCPServer(v *verifier, limit *rateLimiter, db *store, cfg config) *mcpSe
 			"total": map[string]any{"type": []string{"integer", "null"}, "description": "How many tasks match in all, when known"}}, "tasks", "next_cursor", "total"),
 		true, false, true, s.listTasks)
 	add("get_task", "Get a task", "Read one of the user's tasks.", object(map[string]any{"id": id}, "id"), task, true, false, true,
-		s.route(handleGetTask(s.db), "GET /api/{user_id}/tasks/{id}", nil))
+		s.route(handleGetTask(s.db), "GET /api/{user_id}/tasks/{id}", ""))
 	add("add_tasks", "Add tasks", "Create 1 to "+strconv.Itoa(maxAddTasks)+" tasks, each with a title at least: all of them or, if one is refused, none.",
 		object(map[string]any{"tasks": map[string]any{"type": "array", "minItems": 1, "maxItems": maxAddTasks, "items": d.inline(d.Components.Schemas["TaskCreate"])},
 			"idempotency_key": key}, "tasks"), object(map[string]any{"tasks": tasks}, "tasks"), false, false, false, s.addTasks)
 	update := d.inline(d.Components.Schemas["TaskUpdate"]).(map[string]any)
 	update["properties"].(map[string]any)["id"], update["properties"].(map[string]any)["idempotency_key"], update["required"] = id, key, []string{"id"}
 	add("update_task", "Update a task", "Change the fields given of one task; the others stay. null clears description, due_date, recurrence, timezone, reminders or tags.",
-		update, task, false, false, false, s.route(handleUpdateTask(s.db, s.maxTasks), "PATCH /api/{user_id}/tasks/{id}", nil))
+		update, task, false, false, false, s.route(handleUpdateTask(s.db, s.maxTasks), "PATCH /api/{user_id}/tasks/{id}", ""))
 	add("complete_task", "Complete a task", "Mark a task completed; one that is stays so. A recurring task moves to its next occurrence instead, "+
 		"each time it is completed: give an idempotency_key when you may retry.", byID, task, false, false, false,
-		s.route(handleUpdateTask(s.db, s.maxTasks), "PATCH /api/{user_id}/tasks/{id}", []byte(`{"completed":true}`)))
+		s.route(handleUpdateTask(s.db, s.maxTasks), "PATCH /api/{user_id}/tasks/{id}", `{"completed":true}`))
 	add("reopen_task", "Reopen a task", "Mark a task open (not completed); one that is stays so.", byID, task, false, false, true,
-		s.route(handleUpdateTask(s.db, s.maxTasks), "PATCH /api/{user_id}/tasks/{id}", []byte(`{"completed":false}`)))
+		s.route(handleUpdateTask(s.db, s.maxTasks), "PATCH /api/{user_id}/tasks/{id}", `{"completed":false}`))
 	add("delete_task", "Delete a task", "Delete one task for good.", byID, object(map[string]any{"deleted": id}, "deleted"), false, true, true,
-		s.route(handleDeleteTask(s.db), "DELETE /api/{user_id}/tasks/{id}", nil))
+		s.route(handleDeleteTask(s.db), "DELETE /api/{user_id}/tasks/{id}", ""))
 	return s
 }
 
@@ -174,17 +174,14 @@ func (c *toolCall) failed(err error) (any, *rpcError) {
 	return c.record(func(w http.ResponseWriter) { writeError(w, c.r, err) }).result(nil)
 }
 
-// route is a tool that runs the API's handler h for pattern on body (nil: the arguments but idempotency_key).
-func (s *mcpServer) route(h userHandler, pattern string, body []byte) func(*toolCall) (any, *rpcError) {
+// route is a tool that runs the API's handler h for pattern on body ("": the arguments but idempotency_key).
+func (s *mcpServer) route(h userHandler, pattern, body string) func(*toolCall) (any, *rpcError) {
 	method, _, _ := strings.Cut(pattern, " ")
 	return func(c *toolCall) (any, *rpcError) {
-		send := body
-		if send == nil && method == http.MethodPatch {
-			rest := maps.Clone(c.args) // id stays: a body's id is ignored, as the task's own
-			delete(rest, "idempotency_key")
-			send, _ = json.Marshal(rest)
-		}
-		r := c.request(method, pattern, nil, send)
+		rest := maps.Clone(c.args) // id stays: a body's id is ignored, as the task's own
+		delete(rest, "idempotency_key")
+		send, _ := json.Marshal(rest) // read by PATCH alone: GET and DELETE take no body
+		r := c.request(method, pattern, nil, []byte(cmp.Or(body, string(send))))
 		return c.record(func(w http.ResponseWriter) { h(w, r, c.userID) }).result(func(rec *recorder) (any, string) {
 			if method == http.MethodDelete {
 				return map[string]json.RawMessage{"deleted": c.args["id"]}, "Deleted task " + string(c.args["id"])
