@@ -159,19 +159,30 @@ func (c *toolCall) request(method, pattern string, query url.Values, body []byte
 	return r
 }
 
-// record runs serve with a writer that keeps its answer for the tool's; a server-side error goes on the call's log line.
-func (c *toolCall) record(serve func(w http.ResponseWriter)) *recorder {
+// run is the tool's answer to what serve, an API handler, writes: to a 2xx structured content and brief's text; to a 4xx
+// an error result carrying it, for the model to correct its call; to a 5xx a JSON-RPC error, as the server failed.
+func (c *toolCall) run(serve func(w http.ResponseWriter), brief func(*recorder) (any, string)) (any, *rpcError) {
 	rec := &recorder{header: http.Header{}, status: http.StatusOK}
 	rw := &responseWriter{ResponseWriter: rec, status: http.StatusOK}
 	if serve(rw); rw.err != nil {
 		noteError(c.w, rw.err)
 	}
-	return rec
+	var failure struct{ Detail string }
+	switch {
+	case rec.status < 300:
+		structured, text := brief(rec)
+		return map[string]any{"content": []map[string]string{{"type": "text", "text": text}}, "structuredContent": structured}, nil
+	case rec.status < 500:
+		text := "Refused (" + strconv.Itoa(rec.status) + "): " + strings.TrimSpace(rec.String())
+		return map[string]any{"content": []map[string]string{{"type": "text", "text": text}}, "isError": true}, nil
+	}
+	json.Unmarshal(rec.Bytes(), &failure)
+	return nil, &rpcError{rpcInternalError, failure.Detail}
 }
 
 // failed is the tool's answer to err, made of the API's answer to it.
 func (c *toolCall) failed(err error) (any, *rpcError) {
-	return c.record(func(w http.ResponseWriter) { writeError(w, c.r, err) }).result(nil)
+	return c.run(func(w http.ResponseWriter) { writeError(w, c.r, err) }, nil)
 }
 
 // route is a tool that runs the API's handler h for pattern on body ("": the arguments but idempotency_key).
@@ -182,7 +193,7 @@ func (s *mcpServer) route(h userHandler, pattern, body string) func(*toolCall) (
 		delete(rest, "idempotency_key")
 		send, _ := json.Marshal(rest) // read by PATCH alone: GET and DELETE take no body
 		r := c.request(method, pattern, nil, []byte(cmp.Or(body, string(send))))
-		return c.record(func(w http.ResponseWriter) { h(w, r, c.userID) }).result(func(rec *recorder) (any, string) {
+		return c.run(func(w http.ResponseWriter) { h(w, r, c.userID) }, func(rec *recorder) (any, string) {
 			if method == http.MethodDelete {
 				return map[string]json.RawMessage{"deleted": c.args["id"]}, "Deleted task " + string(c.args["id"])
 			}
@@ -202,7 +213,7 @@ func (s *mcpServer) listTasks(c *toolCall) (any, *rpcError) {
 		query[name] = values
 	}
 	r := c.request(http.MethodGet, "GET /api/{user_id}/tasks", query, nil)
-	return c.record(func(w http.ResponseWriter) { handleListTasks(s.db)(w, r, c.userID) }).result(func(rec *recorder) (any, string) {
+	return c.run(func(w http.ResponseWriter) { handleListTasks(s.db)(w, r, c.userID) }, func(rec *recorder) (any, string) {
 		var cursor any
 		text := briefs(rec.Bytes())
 		if link := rec.header.Get("Link"); link != "" { // </api/…/tasks?…&cursor=…>; rel="next"
@@ -239,7 +250,7 @@ func (s *mcpServer) addTasks(c *toolCall) (any, *rpcError) {
 		return c.failed(errs)
 	}
 	r := c.request(http.MethodPost, "add_tasks", nil, nil)
-	return c.record(func(w http.ResponseWriter) {
+	return c.run(func(w http.ResponseWriter) {
 		keyedWrite(w, r, s.db, c.userID, nil, func() []byte { return hash.Sum(nil) }, func(ctx context.Context, q querier) (answer, error) {
 			b := []byte{'['}
 			err := s.db.inTransaction(ctx, q, func(ctx context.Context, tx querier) error {
@@ -254,7 +265,7 @@ func (s *mcpServer) addTasks(c *toolCall) (any, *rpcError) {
 			})
 			return answer{Status: http.StatusCreated, Body: append(bytes.TrimSuffix(b, []byte{','}), ']')}, err
 		})
-	}).result(func(rec *recorder) (any, string) {
+	}, func(rec *recorder) (any, string) {
 		return map[string]json.RawMessage{"tasks": rec.Bytes()}, "Added " + briefs(rec.Bytes())
 	})
 }
@@ -268,22 +279,6 @@ type recorder struct {
 
 func (rec *recorder) Header() http.Header    { return rec.header }
 func (rec *recorder) WriteHeader(status int) { rec.status = status }
-
-// result is the tool's answer to the API's: to a 2xx structured content and brief's text; to a 4xx an error result
-// with the API's answer, for the model to correct its call; to a 5xx a JSON-RPC error: the server failed, not the call.
-func (rec *recorder) result(brief func(*recorder) (any, string)) (any, *rpcError) {
-	var failure struct{ Detail string }
-	switch {
-	case rec.status < 300:
-		structured, text := brief(rec)
-		return map[string]any{"content": []map[string]string{{"type": "text", "text": text}}, "structuredContent": structured}, nil
-	case rec.status < 500:
-		text := "Refused (" + strconv.Itoa(rec.status) + "): " + strings.TrimSpace(rec.String())
-		return map[string]any{"content": []map[string]string{{"type": "text", "text": text}}, "isError": true}, nil
-	}
-	json.Unmarshal(rec.Bytes(), &failure)
-	return nil, &rpcError{rpcInternalError, failure.Detail}
-}
 
 // briefs is the text of a task, or of a list of tasks, as the API sent it: a line for each.
 func briefs(body []byte) string {
