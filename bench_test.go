@@ -38,8 +38,8 @@ func benchUsers(b *testing.B, users, tasks int) ([]string, []string) {
 		toks[u] = must(mintToken([]byte(testSecret), ids[u], time.Hour))
 	}
 	// As the API would have written them: each task a version, each user a count and a version.
-	_, err := testDB.pool.Exec(context.Background(), `WITH seeded AS (INSERT INTO tasks (user_id, title, description, tags, version)
-		SELECT ($1::text[])[u], 'Seed task ' || k, CASE WHEN k % 2 = 0 THEN 'description ' || k END, '{home}', k
+	_, err := testDB.pool.Exec(context.Background(), `WITH seeded AS (INSERT INTO tasks (user_id, title, description, tags, version, position)
+		SELECT ($1::text[])[u], 'Seed task ' || k, CASE WHEN k % 2 = 0 THEN 'description ' || k END, '{home}', k, task_position(k)
 		FROM generate_series(1, cardinality($1::text[])) u, generate_series(1, $2) k RETURNING user_id)
 		INSERT INTO task_counts (user_id, n, version) SELECT user_id, count(*), count(*) FROM seeded GROUP BY user_id`, ids, tasks)
 	if err != nil {
@@ -351,8 +351,8 @@ func BenchmarkRemindersDue10000(b *testing.B) {
 		for u := range users {
 			user := fmt.Sprintf("bench-%d", u)
 			_, err := db.pool.Exec(ctx, `INSERT INTO task_counts VALUES ($1, $3, 1);
-				INSERT INTO tasks (user_id, version, title, due_date, due_kind, reminders)
-				SELECT $1, 1, 'Task ' || g, $2, 'instant', json_build_array(json_build_object('at', $2::timestamptz))
+				INSERT INTO tasks (user_id, version, title, due_date, due_kind, reminders, position)
+				SELECT $1, 1, 'Task ' || g, $2, 'instant', json_build_array(json_build_object('at', $2::timestamptz)), task_position(g)
 				FROM generate_series(1, $3) g;
 				INSERT INTO push_subscriptions VALUES ($1, $4, $5, $6)`, pgx.QueryExecModeSimpleProtocol,
 				user, moment, perUser, service.URL+"/"+user, p256dh, auth)

@@ -35,6 +35,8 @@ var constraintErrors = map[string]error{
 	"tasks_recurrence_needs_due": validationError{{[]any{"body", "due_date"}, "A recurring task needs a due date: give it one, or set recurrence to null", "value_error"}},
 	"tasks_reminder_offsets_need_due": validationError{{[]any{"body", "reminders"},
 		"A reminder's offset needs a due date, and with a date or a floating time a timezone", "value_error"}},
+	"tasks_subtask_not_recurring": validationError{{[]any{"body", "recurrence"}, "A subtask cannot repeat: move it to the top level first", "value_error"}},
+	"tasks_parent":                treeRefusals["parent"],
 }
 
 // staleError says a precondition (If-Match) failed: the task has changed since.

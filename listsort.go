@@ -31,6 +31,7 @@ var listSorts = []listSort{
 		return t.DueDate.At
 	}},
 	{"priority", true, "array_position('{low,medium,high}', %s)", "priority", "text", false, priorities, func(t Task) any { return t.Priority }},
+	{"position", false, "%s", "position", "text", false, nil, func(t Task) any { return t.Position }},
 }
 
 // key is the SQL of the sort key of a row, or with n > 0 of the value of parameter $n.

@@ -355,6 +355,7 @@ func newServer(log *slog.Logger, db *store, cfg config) *middleware {
 	handle("PATCH /api/{user_id}/tasks/{id}", auth(handleUpdateTask(db, cfg.MaxTasks)))
 	handle("DELETE /api/{user_id}/tasks/{id}", auth(handleDeleteTask(db)))
 	handle("PATCH /api/{user_id}/tasks/{id}/complete", auth(handleToggleTask(db, cfg.MaxTasks)))
+	handle("POST /api/{user_id}/tasks/{id}/move", auth(handleMoveTask(db)))
 	handle("GET /api/{user_id}/changes", auth(handleChanges(db, cfg.SyncRetention)))
 	handle("GET /api/{user_id}/events", authenticateStream(v, limit, handleEvents(db, m.live)))
 	handle("GET /api/vapid-public-key", handleVAPIDKey(cfg.VAPID))

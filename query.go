@@ -66,7 +66,7 @@ func (c *queryCheck) choice(name, msg, typ string, choices ...string) string {
 func parseListQuery(r *http.Request) (listQuery, error) {
 	q := listQuery{Sort: listSorts[0], Desc: true, Limit: maxLimit} // created, newest first
 	c := readQuery(r)
-	c.single("status", "sort", "order", "q", "limit", "offset", "cursor", "total", "tz") // tag may repeat
+	c.single("status", "sort", "order", "q", "limit", "offset", "cursor", "total", "tz", "parent_id") // tag may repeat
 	switch c.choice("status", "'all', 'pending' or 'completed'", "enum", "all", "pending", "completed") {
 	case "pending":
 		q.Completed = new(false)
@@ -106,6 +106,13 @@ func parseListQuery(r *http.Request) (listQuery, error) {
 	}
 	if len(q.Tags) > maxTags {
 		c.fail("tag", "At most "+strconv.Itoa(maxTags)+" tags", "too_long")
+	}
+	if s := c.v.Get("parent_id"); s == "none" {
+		q.Parent = new(int64(0))
+	} else if id, err := strconv.ParseInt(s, 10, 64); s != "" && (err != nil || id < 1 || strconv.FormatInt(id, 10) != s) {
+		c.fail("parent_id", "Input should be the id of a task (a positive integer), or none", "int_parsing")
+	} else if s != "" {
+		q.Parent = &id
 	}
 	q.Total = c.choice("total", "'true' or 'false'", "bool_parsing", "true", "false") == "true"
 	c.integer("limit", 1, maxLimit, &q.Limit)

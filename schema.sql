@@ -199,3 +199,69 @@ CREATE TABLE push_outbox (
     FOREIGN KEY (user_id, endpoint) REFERENCES push_subscriptions ON DELETE CASCADE
 );
 CREATE INDEX push_outbox_due ON push_outbox (not_before);
+
+-- migration 3: subtasks and the user's own order
+-- parent_id is another task of the same user, or NULL at the top; a recurring
+-- task is never a subtask (nor a parent: store_tree.go). position orders a task
+-- among its siblings (same user and parent_id), unique among them: compared
+-- byte by byte (COLLATE "C", whatever the database's locale), 1 to 64
+-- characters of [0-9A-Za-z], never ending in 0, so that there is always room between two.
+CREATE DOMAIN task_position AS text COLLATE "C" CHECK (VALUE ~ '^[0-9A-Za-z]{0,63}[1-9A-Za-z]$');
+
+-- task_position_first(v) is the position of a task put first by the write of
+-- version v: v's digits in base 61, each counted down from z, after a first
+-- character that falls as they grow longer. A later version's sorts before
+-- every position given before it, so putting a task first reads no sibling.
+CREATE FUNCTION task_position_first(v bigint) RETURNS text LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
+DECLARE
+    digits CONSTANT text := '0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz';
+    key text := '';
+BEGIN
+    LOOP
+        key := substr(digits, 62 - (v % 61)::int, 1) || key;
+        v := v / 61;
+        EXIT WHEN v = 0;
+    END LOOP;
+    RETURN substr(digits, 13 - length(key), 1) || key;
+END $$;
+
+-- task_position_between(lo, hi) is a position after lo and before hi (NULL:
+-- the end): halfway, read as base-62 fractions, at the first digit where they
+-- differ by two or more; after the last sibling, lo's first digit that can be
+-- one more, so that adding at the end leaves the most room. NULL past 64 characters.
+CREATE FUNCTION task_position_between(lo text, hi text) RETURNS text LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
+DECLARE
+    digits CONSTANT text := '0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz';
+    a int;
+    b int;
+    above boolean := hi IS NULL; -- past a digit where hi is one more than lo: anything after lo
+BEGIN
+    FOR i IN 1..64 LOOP
+        a := CASE WHEN i <= length(lo) THEN strpos(digits, substr(lo, i, 1)) - 1 ELSE 0 END;
+        b := CASE WHEN above THEN 62 WHEN i <= length(hi) THEN strpos(digits, substr(hi, i, 1)) - 1 ELSE 0 END;
+        IF b - a > 1 THEN
+            RETURN left(lo, i - 1) || repeat('0', i - 1 - length(lo)) || substr(digits, CASE WHEN hi IS NULL THEN a + 2 ELSE (a + b) / 2 + 1 END, 1);
+        END IF;
+        above := above OR b > a;
+    END LOOP;
+    RETURN NULL;
+END $$;
+
+-- Each task is re-stamped with a new version, oldest first, and put first in
+-- turn (the newest-first order of the default list), so that every device's
+-- next pull brings it with its new fields.
+ALTER TABLE tasks ADD COLUMN parent_id bigint, ADD COLUMN position task_position;
+WITH ranked AS (SELECT user_id, id, row_number() OVER (PARTITION BY user_id ORDER BY created_at, id) AS r,
+        count(*) OVER (PARTITION BY user_id) AS n FROM tasks),
+    bumped AS (UPDATE task_counts c SET version = c.version + ranked.n FROM ranked
+        WHERE c.user_id = ranked.user_id AND ranked.r = 1 RETURNING c.user_id, c.version - ranked.n AS base)
+UPDATE tasks t SET version = base + r, position = task_position_first(base + r)
+FROM ranked JOIN bumped USING (user_id) WHERE t.user_id = ranked.user_id AND t.id = ranked.id;
+-- The parent's key includes user_id, so that a tree lives on one node when
+-- distributed by user. The sibling key's index finds a task's children and
+-- its neighbours; tasks_user_position serves sort=position.
+ALTER TABLE tasks ALTER COLUMN position SET NOT NULL,
+    ADD CONSTRAINT tasks_parent FOREIGN KEY (user_id, parent_id) REFERENCES tasks (user_id, id),
+    ADD CONSTRAINT tasks_subtask_not_recurring CHECK (parent_id IS NULL OR recurrence IS NULL),
+    ADD CONSTRAINT tasks_sibling_position UNIQUE NULLS NOT DISTINCT (user_id, parent_id, position);
+CREATE INDEX tasks_user_position ON tasks (user_id, position, id);

@@ -15,7 +15,7 @@ import (
 
 // taskColumns are a task's columns, in the order taskFromBinary reads them.
 const taskColumns = `id, user_id, title, description, completed, priority, due_date, tags, created_at, updated_at,
-	due_kind, completed_at, version, recurrence, recur_from, timezone, reminders, next_reminder_at`
+	due_kind, completed_at, version, recurrence, recur_from, timezone, reminders, next_reminder_at, parent_id, position`
 
 // selectTask reads the user's ($2) task $1.
 const selectTask = `SELECT ` + taskColumns + ` FROM tasks WHERE id = $1 AND user_id = $2`
@@ -23,24 +23,6 @@ const selectTask = `SELECT ` + taskColumns + ` FROM tasks WHERE id = $1 AND user
 // getTask returns the user's task id.
 func (s *store) getTask(ctx context.Context, userID string, id int64) (Task, error) {
 	return s.one(ctx, s.pool, selectTask, id, userID)
-}
-
-// createTask inserts a task for the user, unless they hold maxTasks already
-// (errTaskLimit), in one statement: the user's count goes up only while below
-// the limit, and its row lock makes one user's creates take turns.
-func (s *store) createTask(ctx context.Context, q querier, userID string, c taskChange, maxTasks int) (Task, error) {
-	dueAt, dueKind := dueColumns(c.DueDate)
-	t, err := s.one(ctx, q, `WITH slot AS (INSERT INTO task_counts (user_id, n, version) VALUES ($1, 1, 1)
-			ON CONFLICT (user_id) DO UPDATE SET n = task_counts.n + 1, version = task_counts.version + 1
-			WHERE task_counts.n < $8 RETURNING version)
-		INSERT INTO tasks (user_id, version, title, description, priority, due_date, due_kind, tags, recurrence, recur_from, timezone, reminders)
-		SELECT $1, version, $2::text, $3::text, coalesce($4::text, 'medium'), $5::timestamptz, $6::text, coalesce($7::text[], '{}'),
-			$9::text, coalesce($10::text, 'due'), $11::text, nullif($12::text, '[]')::json FROM slot
-		RETURNING `+taskColumns, userID, *c.Title, c.Description, c.Priority, dueAt, dueKind, c.Tags, maxTasks, c.Recurrence, c.RecurFrom, c.Timezone, c.Reminders)
-	if errors.Is(err, errNotFound) { // no slot, so no task
-		err = errTaskLimit
-	}
-	return t, err
 }
 
 // Every write moves the user's version (task_counts.version) and stamps the task
@@ -52,19 +34,14 @@ func (s *store) createTask(ctx context.Context, q querier, userID string, c task
 // 412 leaves the feed and every stream as they were. (The version's check runs
 // on the statement's snapshot: after a concurrent write to the task it can move
 // for nothing, which costs a stream a read, never a change.) An update or toggle
-// that would complete an open recurring task changes nothing: errSeries sends it
-// to store.moveSeries.
+// that would complete an open recurring task, or give recurrence to a task with
+// subtasks, changes nothing: errSeries sends it to completeSeries.
 const taskMatches = `tasks.id = $1 AND tasks.user_id = $2 AND ($3::bigint[] IS NULL OR tasks.version = ANY($3))`
 
-// versioned is a write that sets set on the user's ($2) task that matches where, and moves the version.
-func versioned(where, set string) string {
-	return `WITH next AS (UPDATE task_counts SET version = version + 1
-		WHERE user_id = $2 AND EXISTS (SELECT FROM tasks WHERE ` + where + `) RETURNING version AS v)
-		UPDATE tasks SET version = next.v, updated_at = now(), ` + set + ` FROM next WHERE ` + where + ` RETURNING ` + taskColumns
-}
-
-// updateSQL applies a partial change to a task, unless it completes an open recurring one.
-var updateSQL = versioned(taskMatches+` AND (tasks.recurrence IS NULL OR tasks.completed OR $7 IS NOT TRUE)`, `
+// updateSQL applies a partial change to a task, unless it completes an open recurring
+// one, or gives recurrence to one with subtasks (cascaded: a concurrent create may add one).
+var updateSQL = cascaded(taskMatches+` AND (tasks.recurrence IS NULL OR tasks.completed OR $7 IS NOT TRUE)
+	AND ($14::text IS NULL OR NOT EXISTS (SELECT FROM tasks c WHERE c.user_id = $2 AND c.parent_id = $1))`, `
 	title        = coalesce($4, title),
 	description  = CASE WHEN $5 THEN NULL ELSE coalesce($6, description) END,
 	completed    = coalesce($7, completed),
@@ -76,7 +53,8 @@ var updateSQL = versioned(taskMatches+` AND (tasks.recurrence IS NULL OR tasks.c
 	recurrence   = CASE WHEN $13 THEN NULL ELSE coalesce($14, recurrence) END,
 	recur_from   = coalesce($15, recur_from),
 	timezone     = CASE WHEN $16 THEN NULL ELSE coalesce($17, timezone) END,
-	reminders    = CASE WHEN $18::text IS NULL THEN reminders ELSE nullif($18::text, '[]')::json END`)
+	reminders    = CASE WHEN $18::text IS NULL THEN reminders ELSE nullif($18::text, '[]')::json END`,
+	`coalesce($7, completed)`, `$7 IS NULL AND $14::text IS NULL`)
 
 // updateTask applies a partial change to the user's task id, in one statement.
 func (s *store) updateTask(ctx context.Context, q querier, userID string, id int64, c taskChange, ifMatch []int64) (Task, error) {
@@ -87,8 +65,8 @@ func (s *store) updateTask(ctx context.Context, q querier, userID string, id int
 }
 
 // toggleSQL flips completed, unless it would complete an open recurring task.
-var toggleSQL = versioned(taskMatches+` AND (tasks.recurrence IS NULL OR tasks.completed)`,
-	`completed = NOT completed, completed_at = CASE WHEN completed THEN NULL ELSE now() END`)
+var toggleSQL = cascaded(taskMatches+` AND (tasks.recurrence IS NULL OR tasks.completed)`,
+	`completed = NOT completed, completed_at = CASE WHEN completed THEN NULL ELSE now() END`, `NOT completed`, `false`)
 
 // toggleTask flips completed in one statement, so concurrent toggles never lose one.
 func (s *store) toggleTask(ctx context.Context, q querier, userID string, id int64, ifMatch []int64) (Task, error) {
@@ -96,21 +74,25 @@ func (s *store) toggleTask(ctx context.Context, q querier, userID string, id int
 	return t, s.missed(ctx, q, userID, id, ifMatch, true, err)
 }
 
-// deleteTask removes the user's task id and leaves a tombstone for the feed, in two
-// statements sent at once, which PostgreSQL runs as one transaction: the first locks
-// the user's row; the second, on a snapshot taken after that lock, counts the task
-// out and moves the version only if it deleted the task, so the count never drifts.
+// deleteTask removes the user's task id with its subtasks, and leaves a tombstone
+// of each for the feed, in two statements sent at once, which PostgreSQL runs as one
+// transaction: the first locks the user's row; the second, on a snapshot taken after
+// that lock (so it sees every subtask any write added), counts the tasks out and
+// moves the version only for those it deleted, so the count never drifts.
 func (s *store) deleteTask(ctx context.Context, q querier, userID string, id int64, ifMatch []int64) error {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
 	var deleted int
 	b := &pgx.Batch{}
 	b.Queue(`SELECT FROM task_counts WHERE user_id = $1 FOR NO KEY UPDATE`, userID)
-	b.Queue(`WITH t AS (DELETE FROM tasks WHERE `+taskMatches+` RETURNING id),
-		counted AS (UPDATE task_counts SET n = n - 1, version = version + 1
-			WHERE user_id = $2 AND EXISTS (SELECT FROM t) RETURNING version),
-		tombstone AS (INSERT INTO task_tombstones (user_id, version, task_id) SELECT $2, version, $1 FROM counted)
-		SELECT count(*) FROM t`, id, userID, ifMatch).QueryRow(func(row pgx.Row) error { return row.Scan(&deleted) })
+	b.Queue(`WITH RECURSIVE subtree AS (SELECT id FROM tasks WHERE `+taskMatches+`
+			UNION SELECT t.id FROM subtree, tasks t WHERE t.user_id = $2 AND t.parent_id = subtree.id),
+		gone AS (DELETE FROM tasks WHERE user_id = $2 AND id IN (SELECT id FROM subtree) RETURNING id),
+		counted AS (UPDATE task_counts SET n = n - (SELECT count(*) FROM gone), version = version + (SELECT count(*) FROM gone)
+			WHERE user_id = $2 AND EXISTS (SELECT FROM gone) RETURNING version - (SELECT count(*) FROM gone) AS base),
+		tombstones AS (INSERT INTO task_tombstones (user_id, version, task_id)
+			SELECT $2, base + row_number() OVER (ORDER BY id), id FROM counted, gone)
+		SELECT count(*) FROM gone`, id, userID, ifMatch).QueryRow(func(row pgx.Row) error { return row.Scan(&deleted) })
 	err := storeError(q.SendBatch(ctx, b).Close())
 	if err == nil && deleted == 0 {
 		err = errNotFound
@@ -222,7 +204,7 @@ func (s *store) deleteOld(ctx context.Context, retention time.Duration, batch in
 // changes returns the user's changes after version since, in version order, at
 // most limit: the tasks written since, and tombstones and fired reminders (above
 // floor) since; and the user's version, up to which all was read if no more than
-// limit came back. Versions commit in the order they were given out (versioned),
+// limit came back. Versions commit in the order they were given out (taskMatches),
 // so a snapshot holding version v holds every one before it, and a read going on
 // from the last version returned skips nothing. With nothing new, it reads one row.
 func (s *store) changes(ctx context.Context, userID string, since, floor int64, limit int) ([]feedEntry, int64, error) {
@@ -242,10 +224,10 @@ func (s *store) changes(ctx context.Context, userID string, since, floor int64, 
 	rows, _ := s.pool.Query(ctx, `(SELECT `+taskColumns+`, 't'::"char" AS kind FROM tasks
 			WHERE user_id = $1 AND version > $2 ORDER BY version LIMIT $3)
 		UNION ALL
-		(SELECT task_id, user_id, '', NULL, false, '', NULL, '{}', deleted_at, deleted_at, NULL, NULL, version, NULL, 'due', NULL, NULL, NULL, 'd'
+		(SELECT task_id, user_id, '', NULL, false, '', NULL, '{}', deleted_at, deleted_at, NULL, NULL, version, NULL, 'due', NULL, NULL, NULL, NULL, '', 'd'
 			FROM task_tombstones WHERE user_id = $1 AND version > $2 AND version > $4 ORDER BY version LIMIT $3)
 		UNION ALL
-		(SELECT task_id, user_id, '', NULL, false, '', at, '{}', fired_at, fired_at, 'instant', NULL, version, NULL, 'due', NULL, NULL, NULL, 'r'
+		(SELECT task_id, user_id, '', NULL, false, '', at, '{}', fired_at, fired_at, 'instant', NULL, version, NULL, 'due', NULL, NULL, NULL, NULL, '', 'r'
 			FROM fired_reminders WHERE user_id = $1 AND version > $2 AND version > $4 ORDER BY version LIMIT $3)
 		ORDER BY version LIMIT $3`, userID, since, limit, floor)
 	entries, err := pgx.CollectRows(rows, scanFeedEntry)
@@ -323,6 +305,12 @@ func (s *store) listTasks(ctx context.Context, userID string, q listQuery) (task
 		args = append(args, q.Tags)
 		where += ` AND tags @> $` + strconv.Itoa(len(args))
 	}
+	if q.Parent != nil && *q.Parent == 0 {
+		where += ` AND parent_id IS NULL`
+	} else if q.Parent != nil {
+		args = append(args, *q.Parent)
+		where += ` AND parent_id = $` + strconv.Itoa(len(args))
+	}
 	op, dir := ">", ""
 	if q.Desc {
 		op, dir = "<", " DESC"
@@ -367,7 +355,7 @@ func (s *store) listTasks(ctx context.Context, userID string, q listQuery) (task
 	}
 	count := `SELECT count(*) FROM tasks ` + where
 	switch {
-	case n == 1: // no filter
+	case n == 1 && q.Parent == nil: // no filter
 		count = `SELECT coalesce((SELECT n FROM task_counts WHERE user_id = $1), 0)`
 	case !q.Total:
 		return tasks, -1, more, nil

@@ -22,6 +22,8 @@ type Task struct {
 	Reminders    json.RawMessage `json:"reminders"`        // a JSON array as parseReminders keeps it; [] for none
 	NextReminder *time.Time      `json:"next_reminder_at"` // when the next one fires; nil for none
 	Tags         []string        `json:"tags"`
+	ParentID     *int64          `json:"parent_id"` // the task it is a subtask of; nil at the top
+	Position     string          `json:"position"`  // orders it among its siblings, byte by byte (schema.sql's task_position)
 	CreatedAt    time.Time       `json:"created_at"`
 	UpdatedAt    time.Time       `json:"updated_at"`
 	Version      int64           `json:"-"` // the user's version when it was last written: its ETag
@@ -44,6 +46,8 @@ type taskChange struct {
 	ClearZone   bool            // set timezone to NULL
 	Reminders   json.RawMessage // a JSON array (parseReminders); nil leaves them, [] clears them
 	Tags        []string
+	ParentID    *int64 // a create's parent, or a move's: nil for the top
+	After       *int64 // the sibling a create or a move goes right after: nil for first
 }
 
 // listQuery is a validated list request.
@@ -58,6 +62,7 @@ type listQuery struct {
 	After     *listKey // keyset paging: only the tasks after this place (a cursor); nil for none
 	Total     bool     // count every matching task of a filtered list (total=true)
 	Zone      string   // sort=due_date: the IANA zone (tz=) dates and floating times are read in; "" for UTC
+	Parent    *int64   // parent_id=: only its subtasks, or with 0 (none) only top-level tasks; nil for all
 }
 
 // feedEntry is an entry of the change feed: a task in its latest state, or only

@@ -48,7 +48,11 @@ func appendTask(b []byte, t *Task) []byte {
 		}
 		b = appendString(b, tag)
 	}
-	b = append(b, `],"created_at":`...)
+	b = append(b, `],"parent_id":`...)
+	b = appendOrNull(b, t.ParentID, func(b []byte, id int64) []byte { return strconv.AppendInt(b, id, 10) })
+	b = append(b, `,"position":`...)
+	b = appendString(b, t.Position)
+	b = append(b, `,"created_at":`...)
 	b = appendTime(b, t.CreatedAt)
 	b = append(b, `,"updated_at":`...)
 	b = appendTime(b, t.UpdatedAt)

@@ -30,7 +30,7 @@ func scanTaskInto(rows pgx.CollectableRow, t *Task, extra ...any) error {
 	var kind pgtype.Text // NULL without a due date
 	err := rows.Scan(append([]any{&t.ID, &t.UserID, &t.Title, &t.Description, &t.Completed, &t.Priority,
 		&due, &t.Tags, &t.CreatedAt, &t.UpdatedAt, &kind, &t.CompletedAt, &t.Version,
-		&t.Recurrence, &t.RecurFrom, &t.Timezone, &t.Reminders, &t.NextReminder}, extra...)...)
+		&t.Recurrence, &t.RecurFrom, &t.Timezone, &t.Reminders, &t.NextReminder, &t.ParentID, &t.Position}, extra...)...)
 	if err != nil {
 		return err
 	}
@@ -70,7 +70,7 @@ func scanFeedEntry(rows pgx.CollectableRow) (feedEntry, error) {
 // taskColumnTypes are the type OIDs of taskColumns (domains are sent as their base types).
 var taskColumnTypes = [...]uint32{pgtype.Int8OID, pgtype.TextOID, pgtype.TextOID, pgtype.TextOID,
 	pgtype.BoolOID, pgtype.TextOID, pgtype.TimestamptzOID, pgtype.TextArrayOID, pgtype.TimestamptzOID, pgtype.TimestamptzOID, pgtype.TextOID, pgtype.TimestamptzOID,
-	pgtype.Int8OID, pgtype.TextOID, pgtype.TextOID, pgtype.TextOID, pgtype.JSONOID, pgtype.TimestamptzOID}
+	pgtype.Int8OID, pgtype.TextOID, pgtype.TextOID, pgtype.TextOID, pgtype.JSONOID, pgtype.TimestamptzOID, pgtype.Int8OID, pgtype.TextOID}
 
 // taskFromBinary decodes a row of taskColumns in the binary format; ok is false for
 // anything else (text format, other types, a value it does not expect), left to pgx.
@@ -80,14 +80,19 @@ func taskFromBinary(fields []pgconn.FieldDescription, raw [][]byte) (t Task, ok 
 	}
 	for i, f := range fields {
 		binaryOrText := f.Format == pgx.BinaryFormatCode || f.DataTypeOID == pgtype.TextOID || f.DataTypeOID == pgtype.JSONOID // these read the same in both
-		nullable := i == 3 || i == 6 || i == 10 || i == 11 || i == 13 || i >= 15                                               // description, due_date, due_kind, completed_at, recurrence, timezone, reminders, next_reminder_at
+		nullable := i == 3 || i == 6 || i == 10 || i == 11 || i == 13 || i >= 15 && i <= 18                                    // description, due_date, due_kind, completed_at, recurrence, timezone, reminders, next_reminder_at, parent_id
 		if !binaryOrText || f.DataTypeOID != taskColumnTypes[i] || raw[i] == nil && !nullable {
 			return t, false
 		}
 	}
-	if len(raw[0]) != 8 || len(raw[4]) != 1 || len(raw[12]) != 8 {
+	if len(raw[0]) != 8 || len(raw[4]) != 1 || len(raw[12]) != 8 || raw[18] != nil && len(raw[18]) != 8 {
 		return t, false
 	}
+	if raw[18] != nil {
+		parent := int64(binary.BigEndian.Uint64(raw[18]))
+		t.ParentID = &parent
+	}
+	t.Position = string(raw[19])
 	t.ID, t.Version = int64(binary.BigEndian.Uint64(raw[0])), int64(binary.BigEndian.Uint64(raw[12]))
 	t.UserID, t.Title = string(raw[1]), string(raw[2])
 	t.Description = textOrNil(raw[3])

@@ -21,11 +21,14 @@ import (
 func TestScanTaskFromBinary(t *testing.T) {
 	ctx := context.Background()
 	user := newUser(t)
-	_, err := testDB.pool.Exec(ctx, `INSERT INTO tasks (user_id, version, title, description, completed, priority, due_date, due_kind, tags, created_at) VALUES
-		($1, 1, 'plain', NULL, false, 'medium', NULL, NULL, '{}', now()),
+	_, err := testDB.pool.Exec(ctx, `INSERT INTO tasks (user_id, version, title, description, completed, priority, due_date, due_kind, tags, created_at, position) VALUES
+		($1, 1, 'plain', NULL, false, 'medium', NULL, NULL, '{}', now(), task_position(1)),
 		($1, 2, '日本語 "quoted" \ é 🎉', 'tab	and
-newline', true, 'high', '1969-07-20 20:17:40.5+00', 'instant', '{"a,b","c d","{e}","\"f\""}', '1999-12-31 23:59:59.999999+00'),
-		($1, 9223372036854775807, 't', '', false, 'low', '9999-12-31 23:59:59.999999+00', 'local', '{x}', '0001-01-01 00:00:00+00')`, user)
+newline', true, 'high', '1969-07-20 20:17:40.5+00', 'instant', '{"a,b","c d","{e}","\"f\""}', '1999-12-31 23:59:59.999999+00', 'z'),
+		($1, 9223372036854775807, 't', '', false, 'low', '9999-12-31 23:59:59.999999+00', 'local', '{x}', '0001-01-01 00:00:00+00', task_position(9223372036854775807))`, user)
+	if err == nil { // a subtask, the last created: the list's first
+		_, err = testDB.pool.Exec(ctx, `INSERT INTO tasks (user_id, version, title, parent_id, position) SELECT $1::text, 3, 'child', max(id), '0z' FROM tasks WHERE user_id = $1::text`, user)
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -39,7 +42,7 @@ newline', true, 'high', '1969-07-20 20:17:40.5+00', 'instant', '{"a,b","c d","{e
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(viaBinary) != 3 || !reflect.DeepEqual(viaBinary, viaPgx) {
+	if len(viaBinary) != 4 || !reflect.DeepEqual(viaBinary, viaPgx) || viaBinary[0].ParentID == nil || viaBinary[0].Position != "0z" {
 		t.Fatalf("binary decoding:\n%+v\npgx's Scan:\n%+v", viaBinary, viaPgx)
 	}
 	// And unless the test database is read in a mode whose results are text (exec,
@@ -72,9 +75,13 @@ func FuzzTaskFromBinary(f *testing.F) {
 	}
 	id := encode(pgtype.Int8OID, int64(7))
 	f.Fuzz(func(t *testing.T, tags, ts []byte) {
-		got, ok := taskFromBinary(fields, [][]byte{id, []byte("u"), []byte("t"), nil, {1}, []byte("low"), ts, tags, ts, ts, []byte("local"), ts})
+		got, ok := taskFromBinary(fields, [][]byte{id, []byte("u"), []byte("t"), nil, {1}, []byte("low"), ts, tags, ts, ts, []byte("local"), ts,
+			id, nil, []byte("due"), nil, nil, nil, id, []byte("V")})
 		if !ok {
 			return
+		}
+		if *got.ParentID != 7 || got.Position != "V" || got.Version != 7 {
+			t.Fatalf("parent_id, position, version decoded as %v %q %d", *got.ParentID, got.Position, got.Version)
 		}
 		var wantTags []string
 		var wantTime time.Time

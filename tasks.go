@@ -77,8 +77,10 @@ func writeHash(route string, id int64, c taskChange) []byte {
 		Timezone    *string         `json:"Timezone,omitempty"`
 		ClearZone   bool            `json:"ClearZone,omitempty"`
 		Reminders   json.RawMessage `json:"Reminders,omitempty"` // in their one spelling
+		ParentID    *int64          `json:"ParentID,omitempty"`
+		After       *int64          `json:"After,omitempty"`
 	}{c.Title, c.Description, c.ClearDesc, c.Completed, c.Priority, appendOrNull(nil, c.DueDate, appendDue), c.ClearDue, c.Tags,
-		c.Recurrence, c.ClearRecur, c.RecurFrom, c.Timezone, c.ClearZone, c.Reminders})
+		c.Recurrence, c.ClearRecur, c.RecurFrom, c.Timezone, c.ClearZone, c.Reminders, c.ParentID, c.After})
 	sum := sha256.Sum256(append([]byte(route+"\n"+strconv.FormatInt(id, 10)+"\n"), canonical...))
 	return sum[:]
 }
@@ -175,8 +177,8 @@ type writeRequest struct {
 	ifMatch []int64
 }
 
-// Bodies a write reads: none, a create's or an update's (decodeTask).
-const noBody, createBody, updateBody = 0, 1, 2
+// Bodies a write reads: none, a create's or an update's (decodeTask), a move's (decodeMove).
+const noBody, createBody, updateBody, moveBody = 0, 1, 2, 3
 
 // handleWrite serves a write on a task: it checks the path's task id, the body
 // (noBody, createBody or updateBody) and the Idempotency-Key, answering the first
@@ -188,7 +190,10 @@ func handleWrite(db *store, body int, write func(context.Context, querier, write
 		if r.PathValue("id") != "" {
 			req.id, err = taskID(r)
 		}
-		if err == nil && body != noBody {
+		switch {
+		case err == nil && body == moveBody:
+			req.change, err = decodeMove(w, r)
+		case err == nil && body != noBody:
 			req.change, err = decodeTask(w, r, body == createBody)
 		}
 		keyedWrite(w, r, db, userID, err, func() []byte { return writeHash(r.Pattern, req.id, req.change) },
@@ -264,7 +269,9 @@ func completeSeries(ctx context.Context, db *store, q querier, w writeRequest, t
 		rest := w.change
 		rest.Completed = nil
 		if !toggle && !reflect.ValueOf(rest).IsZero() {
-			if t, err = db.updateTask(ctx, tx, w.userID, w.id, rest, nil); err != nil {
+			if t, err = db.updateTask(ctx, tx, w.userID, w.id, rest, nil); errors.Is(err, errSeries) { // under the lock: subtasks
+				return errRecurringParent
+			} else if err != nil {
 				return err
 			}
 			t.dueWall = current.dueWall // nextDue takes it only where it still reads the due date

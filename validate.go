@@ -35,11 +35,12 @@ var priorities = []string{"low", "medium", "high"}
 
 // bodyFields are the fields a body may hold: those it sets, then those of a task a client read and sends back, ignored.
 var bodyFields = []string{"title", "description", "completed", "priority", "due_date", "tags", "recurrence", "recur_from", "timezone", "reminders",
-	"id", "user_id", "created_at", "updated_at", "completed_at", "next_reminder_at"}
+	"parent_id", "after", "id", "user_id", "created_at", "updated_at", "completed_at", "next_reminder_at", "position"}
 
 // decodeTask reads a JSON task body into a change. For a create, title is
 // required and completed is ignored (a new task starts open); for an update,
-// absent fields stay as they are and null clears description and due_date.
+// absent fields stay as they are, null clears description and due_date, and
+// parent_id is ignored (a move changes it) and after refused.
 func decodeTask(w http.ResponseWriter, r *http.Request, create bool) (taskChange, error) {
 	var c taskChange
 	raw, err := readObject(w, r)
@@ -156,6 +157,14 @@ func decodeTask(w http.ResponseWriter, r *http.Request, create bool) (taskChange
 				fail("Input should be an IANA time zone, such as Europe/Berlin", "value_error", "timezone")
 			}
 		}
+	}
+	if v, ok := raw["parent_id"]; ok && create {
+		c.ParentID = taskRef("parent_id", v, fail)
+	}
+	if v, ok := raw["after"]; ok && create {
+		c.After = taskRef("after", v, fail)
+	} else if ok {
+		fail("Extra inputs are not permitted: after places a new task, a move places one", "extra_forbidden", "after")
 	}
 	if v, ok := raw["reminders"]; ok { // schema.sql's CHECK refuses an offset without a due moment
 		c.Reminders = parseReminders(v, fail)

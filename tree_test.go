@@ -1,0 +1,304 @@
+// tree_test.go tests subtasks and the user's own order: the rules of the tree, positions, moves, and what completing and deleting do to a family.
+package main
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// move sends POST .../move for the user's task id with body.
+func (e *env) move(user string, id int64, body any, header ...string) result {
+	e.t.Helper()
+	return e.do("POST", fmt.Sprint("/api/", user, "/tasks/", id, "/move"), tokenFor(e.t, user), body, header...)
+}
+
+// moved is move that must answer 200, and returns the task.
+func (e *env) moved(user string, id int64, parent, after any) Task {
+	e.t.Helper()
+	r := e.move(user, id, map[string]any{"parent_id": parent, "after": after})
+	e.want(r, 200, fmt.Sprintf("move %d under %v after %v", id, parent, after))
+	return decode[Task](e.t, r)
+}
+
+// order is the user's tasks under parent (nil: the top level) as sort=position lists them: their titles.
+func (e *env) order(user string, parent *int64) []string {
+	e.t.Helper()
+	query := "?sort=position&parent_id=none"
+	if parent != nil {
+		query = fmt.Sprint("?sort=position&parent_id=", *parent)
+	}
+	list, _ := e.list(user, query)
+	var titles []string
+	for i, t := range list {
+		if i > 0 && t.Position <= list[i-1].Position {
+			e.t.Fatalf("sort=position lists %q after %q", t.Position, list[i-1].Position)
+		}
+		titles = append(titles, t.Title)
+	}
+	return titles
+}
+
+// must2 is the tasks of a list, without its count.
+func must2(tasks []Task, _ int) []Task { return tasks }
+
+// drawTree is how a client draws the tree from a copy of the tasks: each task's
+// title indented by its depth, children under their parent in position order (ties by id).
+func drawTree(tasks []Task) string {
+	children := map[int64][]Task{} // by parent id; 0 for the top level
+	for _, t := range tasks {
+		children[*cmp.Or(t.ParentID, new(int64(0)))] = append(children[*cmp.Or(t.ParentID, new(int64(0)))], t)
+	}
+	var b strings.Builder
+	var draw func(parent int64, depth int)
+	draw = func(parent int64, depth int) {
+		kids := children[parent]
+		slices.SortFunc(kids, func(a, b Task) int { return cmp.Or(strings.Compare(a.Position, b.Position), cmp.Compare(a.ID, b.ID)) })
+		for _, t := range kids {
+			fmt.Fprintf(&b, "%s%s %v\n", strings.Repeat("  ", depth), t.Title, t.Completed)
+			draw(t.ID, depth+1)
+		}
+	}
+	draw(0, 0)
+	return b.String()
+}
+
+// TestTaskPositionFunctions holds schema.sql's position functions to their promises:
+// task_position falls as the version grows; task_position_between is strictly
+// between its bounds, at most 64 characters, never ending in 0, or NULL past 64.
+func TestTaskPositionFunctions(t *testing.T) {
+	ctx := context.Background()
+	var bad int
+	err := testDB.pool.QueryRow(ctx, `SELECT count(*) FROM (SELECT task_position(v) AS p, lead(task_position(v)) OVER (ORDER BY v) AS next
+		FROM (SELECT generate_series(0, 300000, 7) AS v UNION ALL SELECT 9223372036854775807 - generate_series(0, 100)) AS vs) AS ps
+		WHERE next IS NOT NULL AND NOT next::task_position < p::task_position`).Scan(&bad)
+	if err != nil || bad != 0 {
+		t.Fatalf("task_position rises %d times with the version (%v)", bad, err)
+	}
+	rng := rand.New(rand.NewPCG(1, uint64(time.Now().UnixNano())))
+	digits := "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+	key := func() string { // a position: 1 to 64 digits, the last not 0
+		b := make([]byte, 1+rng.IntN(rng.IntN(64)+1))
+		for i := range b {
+			b[i] = digits[rng.IntN(62)]
+		}
+		b[len(b)-1] = digits[1+rng.IntN(61)]
+		return string(b)
+	}
+	var los, his []string
+	for range 3000 {
+		lo, hi := key(), key()
+		switch {
+		case rng.IntN(5) == 0:
+			hi = ""
+		case rng.IntN(5) == 0: // hi just past lo
+			hi = lo + digits[1:2]
+		case lo == hi:
+			continue
+		case lo > hi:
+			lo, hi = hi, lo
+		}
+		los, his = append(los, lo), append(his, hi)
+	}
+	rows, _ := testDB.pool.Query(ctx, `SELECT lo, hi, task_position_between(lo, nullif(hi, '')) FROM unnest($1::text[], $2::text[]) AS b(lo, hi)`, los, his)
+	for rows.Next() {
+		var lo, hi string
+		var mid *string
+		if err := rows.Scan(&lo, &hi, &mid); err != nil {
+			t.Fatal(err)
+		}
+		if mid == nil {
+			if len(lo) < 63 {
+				t.Errorf("no position between %q and %q", lo, hi)
+			}
+			continue
+		}
+		if m := *mid; m <= lo || hi != "" && m >= hi || len(m) > 64 || m[len(m)-1] == '0' || strings.Trim(m, digits) != "" {
+			t.Errorf("between %q and %q: %q", lo, hi, m)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestTreeRules: each rule of the tree, on create and on move, is a 422 at the field
+// that breaks it, and leaves the tree as it was.
+func TestTreeRules(t *testing.T) {
+	e := newEnv(t, hsAuth())
+	user, other := newUser(t), newUser(t)
+	tok := tokenFor(t, user)
+	a := e.create(user, map[string]any{"title": "a"})
+	b := e.create(user, map[string]any{"title": "b", "parent_id": a.ID})
+	c := e.create(user, map[string]any{"title": "c", "parent_id": b.ID})
+	d := e.create(user, map[string]any{"title": "d", "parent_id": c.ID}) // the fourth level
+	theirs := e.create(other, map[string]any{"title": "theirs"})
+	series := e.create(user, map[string]any{"title": "weekly", "due_date": "2027-01-04", "recurrence": "FREQ=WEEKLY"})
+	x := e.create(user, map[string]any{"title": "x", "parent_id": a.ID})
+	if *d.ParentID != c.ID || *b.ParentID != a.ID || a.ParentID != nil {
+		t.Fatalf("parents: %v %v %v", a.ParentID, b.ParentID, d.ParentID)
+	}
+	before := drawTree(must2(e.list(user, "")))
+	for _, c := range []struct {
+		what string
+		body map[string]any
+		loc  string
+	}{
+		{"a missing parent", map[string]any{"parent_id": d.ID + 1000000}, "parent_id"},
+		{"another user's parent", map[string]any{"parent_id": theirs.ID}, "parent_id"},
+		{"a fifth level", map[string]any{"parent_id": d.ID}, "parent_id"},
+		{"a recurring parent", map[string]any{"parent_id": series.ID}, "parent_id"},
+		{"a recurring subtask", map[string]any{"parent_id": a.ID, "due_date": "2027-01-04", "recurrence": "FREQ=DAILY"}, "recurrence"},
+		{"after a task under another parent", map[string]any{"parent_id": a.ID, "after": c.ID}, "after"},
+		{"after a subtask, at the top level", map[string]any{"after": b.ID}, "after"},
+		{"after another user's task", map[string]any{"after": theirs.ID}, "after"},
+		{"parent_id not a number", map[string]any{"parent_id": "1"}, "parent_id"},
+		{"parent_id zero", map[string]any{"parent_id": 0}, "parent_id"},
+		{"after a fraction", map[string]any{"after": 1.5}, "after"},
+	} {
+		c.body["title"] = "refused"
+		wantLoc(t, e.do("POST", "/api/"+user+"/tasks", tok, c.body), "body", c.loc)
+	}
+	for _, c := range []struct {
+		what string
+		id   int64
+		body map[string]any
+		loc  string
+	}{
+		{"under itself", a.ID, map[string]any{"parent_id": a.ID}, "parent_id"},
+		{"under its grandchild (a cycle)", a.ID, map[string]any{"parent_id": c.ID}, "parent_id"},
+		{"a subtree of three under a second level", b.ID, map[string]any{"parent_id": x.ID}, "parent_id"},
+		{"under another user's task", b.ID, map[string]any{"parent_id": theirs.ID}, "parent_id"},
+		{"under a recurring task", b.ID, map[string]any{"parent_id": series.ID}, "parent_id"},
+		{"a recurring task under a parent", series.ID, map[string]any{"parent_id": a.ID}, "parent_id"},
+		{"after itself", a.ID, map[string]any{"after": a.ID}, "after"},
+		{"after a task under another parent", b.ID, map[string]any{"parent_id": a.ID, "after": d.ID}, "after"},
+		{"an unknown field", b.ID, map[string]any{"before": a.ID}, "before"},
+		{"after negative", b.ID, map[string]any{"after": -3}, "after"},
+	} {
+		wantLoc(t, e.move(user, c.id, c.body), "body", c.loc)
+	}
+	e.want(e.move(user, d.ID+1000000, map[string]any{}), 404, "move a missing task")
+	e.want(e.move(other, a.ID, map[string]any{}), 404, "move another user's task")
+	e.want(e.do("POST", fmt.Sprint("/api/", user, "/tasks/", a.ID, "/move"), tok, "[]"), 422, "a move body that is not an object")
+	// A recurring task is neither a parent nor a subtask, whichever way it would become one.
+	wantLoc(t, e.do("PATCH", fmt.Sprint("/api/", user, "/tasks/", a.ID), tok, map[string]any{"due_date": "2027-01-04", "recurrence": "FREQ=DAILY"}), "body", "recurrence")
+	wantLoc(t, e.do("PATCH", fmt.Sprint("/api/", user, "/tasks/", d.ID), tok, map[string]any{"due_date": "2027-01-04", "recurrence": "FREQ=DAILY"}), "body", "recurrence")
+	// after is a create's and a move's; parent_id and position sent back on an update are ignored.
+	wantLoc(t, e.do("PATCH", fmt.Sprint("/api/", user, "/tasks/", b.ID), tok, map[string]any{"after": a.ID}), "body", "after")
+	r := e.do("PUT", fmt.Sprint("/api/", user, "/tasks/", b.ID), tok, map[string]any{"title": "b", "parent_id": nil, "position": "zzz"})
+	if got := decode[Task](t, r); r.status != 200 || got.ParentID == nil || *got.ParentID != a.ID || got.Position != b.Position {
+		t.Fatalf("PUT with parent_id and position sent back = %s, want them unchanged", r)
+	}
+	if got := drawTree(must2(e.list(user, ""))); got != before {
+		t.Fatalf("the tree changed under refusals:\n%s\nwas\n%s", got, before)
+	}
+	// The list's filters: one parent's children, and the top level.
+	if kids, total := e.list(user, fmt.Sprint("?parent_id=", a.ID, "&total=true")); len(kids) != 2 || total != 2 {
+		t.Fatalf("parent_id=%d: %d tasks, X-Total-Count %d, want 2", a.ID, len(kids), total)
+	}
+	if top, total := e.list(user, "?parent_id=none&limit=1"); len(top) != 1 || total != -1 {
+		t.Fatalf("parent_id=none&limit=1: %d tasks, X-Total-Count %d, want 1 and none (a filtered list)", len(top), total)
+	}
+	if top, _ := e.list(user, "?parent_id=none&total=true"); len(top) != 2 {
+		t.Fatalf("parent_id=none: %d tasks, want a and the weekly one", len(top))
+	}
+	for _, q := range []string{"0", "-1", "x", "01", "none&parent_id=none"} {
+		wantLoc(t, e.do("GET", "/api/"+user+"/tasks?parent_id="+q, tok, nil), "query", "parent_id")
+	}
+}
+
+// TestTreeOrder: a new task goes first among its siblings, or right after one
+// (after); the move route reorders and nests; sort=position pages by cursor in
+// byte order. On a database whose collation orders letters as people read them
+// (ICU en-US: a, A, b, B) and on one with LC_CTYPE C, the order is the same.
+func TestTreeOrder(t *testing.T) {
+	for _, options := range []string{"", "TEMPLATE template0 LC_COLLATE 'C' LC_CTYPE 'C'", "TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'en-US' LOCALE 'C.UTF-8'"} {
+		t.Run(cmp.Or(options, "default"), func(t *testing.T) {
+			db := testDB
+			if options != "" {
+				db = testStore(t, newDatabase(t, options), 5*time.Second)
+				if err := db.migrate(context.Background(), slog.New(slog.DiscardHandler)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			e := newEnvDB(t, db, testConfig(hsAuth()))
+			user := newUser(t)
+			ids := map[string]int64{}
+			for _, title := range []string{"one", "two", "three"} {
+				ids[title] = e.create(user, map[string]any{"title": title}).ID
+			}
+			if got := e.order(user, nil); !slices.Equal(got, []string{"three", "two", "one"}) {
+				t.Fatalf("new tasks, first among their siblings: %v", got)
+			}
+			ids["after two"] = e.create(user, map[string]any{"title": "after two", "after": ids["two"]}).ID
+			e.moved(user, ids["one"], nil, nil)
+			e.moved(user, ids["three"], nil, ids["after two"])
+			if got := e.order(user, nil); !slices.Equal(got, []string{"one", "two", "after two", "three"}) {
+				t.Fatalf("after moves: %v", got)
+			}
+			// Nesting: a task with its subtree moves under another, and back out.
+			parent := ids["two"]
+			ids["sub"] = e.create(user, map[string]any{"title": "sub", "parent_id": ids["one"]}).ID
+			e.moved(user, ids["one"], parent, nil)
+			e.moved(user, ids["three"], parent, ids["one"])
+			if got, top := e.order(user, &parent), e.order(user, nil); !slices.Equal(got, []string{"one", "three"}) || !slices.Equal(top, []string{"two", "after two"}) {
+				t.Fatalf("under two: %v, at the top: %v", got, top)
+			}
+			if sub := must2(e.list(user, fmt.Sprint("?parent_id=", ids["one"]))); len(sub) != 1 || sub[0].ID != ids["sub"] {
+				t.Fatalf("the moved task's subtask: %v", sub)
+			}
+			e.moved(user, ids["three"], nil, nil)
+			// Many moves to one place mix digits and both cases in positions; sort=position
+			// pages through them, by cursor, in byte order.
+			for i := range 40 {
+				ids[fmt.Sprint("m", i)] = e.create(user, map[string]any{"title": fmt.Sprint("m", i), "after": ids["three"]}).ID
+			}
+			var all []Task
+			for path := "/api/" + user + "/tasks?sort=position&limit=7"; path != ""; {
+				r := e.do("GET", path, tokenFor(t, user), nil)
+				e.want(r, 200, "a page of sort=position")
+				all = append(all, decode[[]Task](t, r)...)
+				path, _, _ = strings.Cut(strings.TrimPrefix(r.header.Get("Link"), "<"), ">")
+			}
+			positions := make([]string, len(all))
+			for i, task := range all {
+				positions[i] = task.Position
+			}
+			if len(all) != 45 || !slices.IsSorted(positions) || strings.ToLower(strings.Join(positions, "")) == strings.Join(positions, "") {
+				t.Fatalf("sort=position paged %d tasks, positions %v: want 45, in byte order, with capitals", len(all), positions)
+			}
+			if got := e.order(user, nil); !slices.Equal(got[:2], []string{"three", "m39"}) || got[40] != "m0" {
+				t.Fatalf("the top level: %v", got)
+			}
+			// Positions in both cases: the order is their bytes', not the collation's.
+			other := newUser(t)
+			_, err := db.pool.Exec(context.Background(), `INSERT INTO task_counts VALUES ($1, 5, 5);
+				INSERT INTO tasks (user_id, version, title, position) SELECT $1, v, p, p FROM unnest('{a,B,Z,b,1}'::text[]) WITH ORDINALITY AS x(p, v)`,
+				pgx.QueryExecModeSimpleProtocol, other)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := e.order(other, nil); !slices.Equal(got, []string{"1", "B", "Z", "a", "b"}) {
+				t.Fatalf("positions 1, B, Z, a, b listed as %v", got)
+			}
+			byTitle := map[string]int64{}
+			for _, task := range must2(e.list(other, "")) {
+				byTitle[task.Title] = task.ID
+			}
+			e.moved(other, byTitle["1"], nil, byTitle["B"])
+			e.create(other, map[string]any{"title": "new", "after": byTitle["Z"]})
+			if got := e.order(other, nil); !slices.Equal(got, []string{"B", "1", "Z", "new", "a", "b"}) {
+				t.Fatalf("after a move and a create: %v", got)
+			}
+		})
+	}
+}
