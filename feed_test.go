@@ -5,12 +5,14 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"net/url"
 	"reflect"
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -221,16 +223,24 @@ func json410(r result) bool {
 	return json.Unmarshal(r.body, &body) == nil && body.Detail != ""
 }
 
-// TestFeedConverges runs writers that create, update, toggle and delete one
-// user's tasks concurrently while a device follows the feed in small pages,
-// over many random schedules; when the writers stop, one more pull must leave
-// the device holding exactly the list.
+// TestFeedConverges runs writers that create (at the top, under a task, after a
+// sibling), update, toggle (completing a parent, reopening a subtask), move and
+// delete (a subtree) one user's tasks concurrently while a device follows the
+// feed in small pages, over many random schedules; when the writers stop, one
+// more pull must leave the device holding exactly the list, and so drawing the
+// same tree in the same order.
 func TestFeedConverges(t *testing.T) {
 	e := newEnv(t, hsAuth())
 	schedules := 12
 	if testing.Short() {
 		schedules = 3
 	}
+	var moved, nested atomic.Int64 // moves that landed, subtasks left at the end: the schedules grew trees
+	defer func() {
+		if moved.Load() == 0 || nested.Load() == 0 {
+			t.Errorf("%d moves landed and %d subtasks were left over %d schedules: the schedules grew no trees", moved.Load(), nested.Load(), schedules)
+		}
+	}()
 	for s := range schedules {
 		rng := rand.New(rand.NewPCG(uint64(s), uint64(time.Now().UnixNano())))
 		user := newUser(t) + strconv.Itoa(s)
@@ -244,9 +254,15 @@ func TestFeedConverges(t *testing.T) {
 				var mine []int64
 				for range ops {
 					path := func() string { return fmt.Sprint("/api/", user, "/tasks/", mine[rng.IntN(len(mine))]) }
-					switch op := rng.IntN(10); {
+					some := func() any { // one of mine, or null
+						if len(mine) == 0 || rng.IntN(2) == 0 {
+							return nil
+						}
+						return mine[rng.IntN(len(mine))]
+					}
+					switch op := rng.IntN(14); {
 					case op < 4 || len(mine) == 0:
-						r := e.do("POST", "/api/"+user+"/tasks", tok, map[string]any{"title": fmt.Sprint("w", w, " ", rng.Int())})
+						r := e.do("POST", "/api/"+user+"/tasks", tok, map[string]any{"title": fmt.Sprint("w", w, " ", rng.Int()), "parent_id": some()})
 						if r.status == 201 {
 							mine = append(mine, decode[Task](t, r).ID)
 						}
@@ -254,6 +270,12 @@ func TestFeedConverges(t *testing.T) {
 						e.do("PATCH", path(), tok, map[string]any{"title": fmt.Sprint("edit ", rng.Int()), "priority": "high"})
 					case op < 8:
 						e.do("PATCH", path()+"/complete", tok, nil)
+					case op < 9:
+						e.do("PATCH", path(), tok, map[string]any{"completed": false})
+					case op < 12:
+						if e.do("POST", path()+"/move", tok, map[string]any{"parent_id": some(), "after": some()}).status == 200 {
+							moved.Add(1)
+						}
 					default:
 						i := rng.IntN(len(mine))
 						e.do("DELETE", fmt.Sprint("/api/", user, "/tasks/", mine[i]), tok, nil)
@@ -275,7 +297,16 @@ func TestFeedConverges(t *testing.T) {
 			}
 		}
 		e.pull(user, d, limit)
-		e.wantSame(user, d, fmt.Sprintf("schedule %d (%d writers × %d writes, pages of %d)", s, writers, ops, limit))
+		what := fmt.Sprintf("schedule %d (%d writers × %d writes, pages of %d)", s, writers, ops, limit)
+		e.wantSame(user, d, what)
+		if got, want := drawTree(slices.Collect(maps.Values(d.tasks))), drawTree(must2(e.list(user, "?sort=position&limit=1000"))); got != want {
+			t.Fatalf("%s: the device draws\n%s\nthe database\n%s", what, got, want)
+		}
+		for _, task := range d.tasks {
+			if task.ParentID != nil {
+				nested.Add(1)
+			}
+		}
 	}
 }
 

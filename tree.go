@@ -27,7 +27,9 @@ func decodeMove(w http.ResponseWriter, r *http.Request) (taskChange, error) {
 		return c, err
 	}
 	var errs validationError
-	fail := func(msg, typ string, loc ...any) { errs = append(errs, fieldError{append([]any{"body"}, loc...), msg, typ}) }
+	fail := func(msg, typ string, loc ...any) {
+		errs = append(errs, fieldError{append([]any{"body"}, loc...), msg, typ})
+	}
 	names := make([]string, 0, len(raw))
 	for name := range raw {
 		names = append(names, name)
