@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -25,6 +26,7 @@ import (
 var releasedMigrations = []string{
 	"9e2823b68b02569762be43e89e77e9e498ab2b8c2d43c32f7d3939f02cba5c17", // migration 1 (1.0.0)
 	"0735141193f70ceb3c950b726595531acd556afb10d3744a1f96f00a4a1bcb5f", // migration 2: recurring tasks and reminders
+	"0000000000000000000000000000000000000000000000000000000000000000", // migration 3: subtasks and the user's own order
 }
 
 func TestMigrationsUnchanged(t *testing.T) {
@@ -116,9 +118,9 @@ func TestMigrateUpgradesInPlace(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	v1Rows := func() string {
+	v1Rows := func() string { // all but the version, which the tree's migration moves (TestMigrateTreeUpgrade)
 		var s string
-		db.QueryRow(ctx, `SELECT json_agg(json_build_array(id, version, title, due_date, due_kind, completed, completed_at, created_at, updated_at) ORDER BY id)::text
+		db.QueryRow(ctx, `SELECT json_agg(json_build_array(id, title, due_date, due_kind, completed, completed_at, created_at, updated_at) ORDER BY id)::text
 			FROM tasks WHERE user_id = $1`, old).Scan(&s)
 		return s
 	}
@@ -291,5 +293,73 @@ func TestStartRefusesWhatCannotWork(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), c[1]) || strings.Contains(err.Error(), "\n") {
 			t.Errorf("%s: run = %v, want one line saying %q", name, err, c[1])
 		}
+	}
+}
+
+// TestMigrateTreeUpgrade upgrades a database from the migration before the
+// tree's, with two users' tasks, tombstones and cursors in it: each task is
+// re-stamped with a version after the user's last, oldest first, so that a
+// device's next pull brings it with its parent_id and position; those put the
+// newest first, as the default list does; every device's cursor stays valid.
+func TestMigrateTreeUpgrade(t *testing.T) {
+	ctx := context.Background()
+	dbURL := newDatabase(t, "")
+	db := testStore(t, dbURL, 5*time.Second)
+	ms := must(parseMigrations(schemaSQL))
+	tree := slices.IndexFunc(ms, func(m migration) bool { return m.name == "subtasks and the user's own order" })
+	apply := func(ms []migration) {
+		if err := pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error { return applyMigrations(ctx, tx, ms, slog.New(slog.DiscardHandler)) }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	apply(ms[:tree])
+	a, b := newUser(t), newUser(t)
+	_, err := db.pool.Exec(ctx, `INSERT INTO task_counts VALUES ($1, 3, 9), ($2, 1, 2);
+		INSERT INTO tasks (user_id, version, title, created_at) VALUES ($1, 9, 'oldest', now() - interval '3 days'),
+			($1, 4, 'newest', now() - interval '1 day'), ($1, 7, 'middle', now() - interval '2 days'), ($2, 1, 'theirs', now());
+		INSERT INTO task_tombstones (user_id, version, task_id) VALUES ($1, 8, 1000)`, pgx.QueryExecModeSimpleProtocol, a, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	apply(ms)
+	e := newEnvDB(t, db, testConfig(hsAuth()))
+	// A device that synced up to version 9 before the upgrade holds the tasks without their new fields.
+	d := &device{tasks: map[int64]Task{}, cursor: feedCursor{9, time.Now(), -1, userTag(a)}.String()}
+	type row struct {
+		Title    string
+		Version  int64
+		Position string
+		ParentID *int64
+	}
+	rows, _ := db.pool.Query(ctx, `SELECT title, version, position, parent_id FROM tasks WHERE user_id = $1 ORDER BY created_at`, a)
+	got := must(pgx.CollectRows(rows, pgx.RowToStructByPos[row]))
+	var version int64
+	db.pool.QueryRow(ctx, `SELECT version FROM task_counts WHERE user_id = $1`, a).Scan(&version)
+	if len(got) != 3 || got[0].Version != 10 || got[1].Version != 11 || got[2].Version != 12 || version != 12 ||
+		!(got[2].Position < got[1].Position && got[1].Position < got[0].Position) || got[0].ParentID != nil {
+		t.Fatalf("user a after the upgrade: %+v, version %d; want versions 10, 11, 12 oldest first, positions newest first, version 12", got, version)
+	}
+	r := e.do("GET", "/api/"+a+"/changes?since="+d.cursor, tokenFor(t, a), nil)
+	if p := decode[changesPage](t, r); r.status != 200 || len(p.Tasks) != 3 || len(p.Deleted) != 0 || p.Tasks[0].Position == "" {
+		t.Fatalf("the device's pull after the upgrade = %s, want its three tasks again", r)
+	}
+	e.pull(a, d, 100)
+	e.wantSame(a, d, "after the upgrade")
+	if order := e.order(a, nil); !slices.Equal(order, []string{"newest", "middle", "oldest"}) {
+		t.Fatalf("sort=position after the upgrade: %v", order)
+	}
+	if order := e.order(b, nil); !slices.Equal(order, []string{"theirs"}) {
+		t.Fatalf("user b's tasks after the upgrade: %v", order)
+	}
+	// And the API goes on from there: a new task first, a subtask, a move.
+	first := e.create(a, map[string]any{"title": "new"})
+	e.create(a, map[string]any{"title": "sub", "parent_id": first.ID})
+	for _, task := range d.tasks {
+		if task.Title == "oldest" {
+			e.moved(a, first.ID, nil, task.ID)
+		}
+	}
+	if order := e.order(a, nil); !slices.Equal(order, []string{"newest", "middle", "oldest", "new"}) {
+		t.Fatalf("after a create and a move: %v", order)
 	}
 }
