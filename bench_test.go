@@ -39,7 +39,7 @@ func benchUsers(b *testing.B, users, tasks int) ([]string, []string) {
 	}
 	// As the API would have written them: each task a version, each user a count and a version.
 	_, err := testDB.pool.Exec(context.Background(), `WITH seeded AS (INSERT INTO tasks (user_id, title, description, tags, version, position)
-		SELECT ($1::text[])[u], 'Seed task ' || k, CASE WHEN k % 2 = 0 THEN 'description ' || k END, '{home}', k, task_position(k)
+		SELECT ($1::text[])[u], 'Seed task ' || k, CASE WHEN k % 2 = 0 THEN 'description ' || k END, '{home}', k, task_position_first(k)
 		FROM generate_series(1, cardinality($1::text[])) u, generate_series(1, $2) k RETURNING user_id)
 		INSERT INTO task_counts (user_id, n, version) SELECT user_id, count(*), count(*) FROM seeded GROUP BY user_id`, ids, tasks)
 	if err != nil {
@@ -67,6 +67,7 @@ func BenchmarkRoutes(b *testing.B) {
 		}
 		taskIDs = append(taskIDs, ids)
 	}
+	anchors := make([]int64, len(users)) // a task of each user besides taskIDs, for move_same_place
 	serve := func(b *testing.B, method string, path func(u int, id int64) string, body string, want int) {
 		var next atomic.Int64
 		b.ReportAllocs()
@@ -78,7 +79,11 @@ func BenchmarkRoutes(b *testing.B) {
 			for pb.Next() {
 				n := next.Add(1)
 				u := int(n % int64(len(users)))
-				req := httptest.NewRequest(method, path(u, taskIDs[u][n%20]), strings.NewReader(body))
+				sent := body
+				if strings.Contains(body, "%") { // the user's next task, and their anchor
+					sent = fmt.Sprintf(body, taskIDs[u][(n+1)%20], anchors[u])
+				}
+				req := httptest.NewRequest(method, path(u, taskIDs[u][n%20]), strings.NewReader(sent))
 				req.Header.Set("Authorization", "Bearer "+toks[u])
 				if body != "" {
 					req.Header.Set("Content-Type", "application/json")
@@ -107,6 +112,15 @@ func BenchmarkRoutes(b *testing.B) {
 		users, toks = bigUsers, bigToks
 		defer func() { users, toks = few, fewToks }()
 		serve(b, "GET", func(u int, _ int64) string { return "/api/" + users[u] + "/tasks?limit=20" }, "", 200)
+	})
+	b.Run("list20_position", func(b *testing.B) {
+		serve(b, "GET", func(u int, _ int64) string { return "/api/" + users[u] + "/tasks?sort=position" }, "", 200)
+	})
+	b.Run("list20_of_2000_position", func(b *testing.B) {
+		few, fewToks := users, toks
+		users, toks = bigUsers, bigToks
+		defer func() { users, toks = few, fewToks }()
+		serve(b, "GET", func(u int, _ int64) string { return "/api/" + users[u] + "/tasks?limit=20&sort=position" }, "", 200)
 	})
 	b.Run("get", func(b *testing.B) { serve(b, "GET", item, "", 200) })
 	b.Run("get_EdDSA", func(b *testing.B) { // the same with Better Auth's tokens, from a JWKS
@@ -145,6 +159,29 @@ func BenchmarkRoutes(b *testing.B) {
 	b.Run("create", func(b *testing.B) {
 		serve(b, "POST", list, `{"title":"Load task","description":"created under load"}`, 201)
 	})
+	b.Run("create_under_parent", func(b *testing.B) { // under the user's next task, which moves do not nest
+		serve(b, "POST", list, `{"title":"Load task","description":"created under load","parent_id":%[1]d}`, 201)
+	})
+	b.Run("move", func(b *testing.B) { // each task right after the next one, at the top level
+		serve(b, "POST", func(u int, id int64) string { return item(u, id) + "/move" }, `{"parent_id":null,"after":%[1]d}`, 200)
+	})
+	b.Run("move_same_place", func(b *testing.B) { // the worst pattern: always right after one task, so the room there halves each time
+		for u := range users {
+			req := httptest.NewRequest("POST", list(u, 0), strings.NewReader(`{"title":"Anchor"}`))
+			req.Header.Set("Authorization", "Bearer "+toks[u])
+			w := httptest.NewRecorder()
+			h.ServeHTTP(w, req)
+			anchors[u] = must(decodeTask201(w.Body.Bytes()))
+		}
+		serve(b, "POST", func(u int, id int64) string { return item(u, id) + "/move" }, `{"after":%[2]d}`, 200)
+	})
+}
+
+// decodeTask201 reads a created task's id.
+func decodeTask201(body []byte) (int64, error) {
+	var t Task
+	err := json.Unmarshal(body, &t)
+	return t.ID, err
 }
 
 // processCPU is the user and system CPU time this process has used.
@@ -273,7 +310,7 @@ func BenchmarkFastPaths(b *testing.B) {
 func TestBenchSQLIsTheStoresSQL(t *testing.T) {
 	flat := func(s string) string { return strings.Join(strings.Fields(s), " ") }
 	for file, sets := range map[string][]string{"get.sql": nil, "list.sql": {"LIMIT 1001"},
-		"create.sql":  {"due_kind, tags, recurrence, recur_from, timezone, reminders, parent_id, position)", "version, 'Load task'", "task_position(version)"},
+		"create.sql":  {"due_kind, tags, recurrence, recur_from, timezone, reminders, parent_id, position)", "version, 'Load task'", "task_position_first(version)"},
 		"toggle.sql":  {"completed_at =", "version = next.v", "WITH RECURSIVE target AS (SELECT", "OR tasks.completed)", "others AS (UPDATE tasks"},
 		"update.sql":  {"completed_at =", "due_kind =", "recurrence =", "reminders =", "version = next.v", "WITH RECURSIVE target AS (SELECT", "IS NOT TRUE)", "others AS (UPDATE tasks"},
 		"changes.sql": {"SELECT version FROM task_counts WHERE user_id ="}} {
@@ -353,7 +390,7 @@ func BenchmarkRemindersDue10000(b *testing.B) {
 			user := fmt.Sprintf("bench-%d", u)
 			_, err := db.pool.Exec(ctx, `INSERT INTO task_counts VALUES ($1, $3, 1);
 				INSERT INTO tasks (user_id, version, title, due_date, due_kind, reminders, position)
-				SELECT $1, 1, 'Task ' || g, $2, 'instant', json_build_array(json_build_object('at', $2::timestamptz)), task_position(g)
+				SELECT $1, 1, 'Task ' || g, $2, 'instant', json_build_array(json_build_object('at', $2::timestamptz)), task_position_first(g)
 				FROM generate_series(1, $3) g;
 				INSERT INTO push_subscriptions VALUES ($1, $4, $5, $6)`, pgx.QueryExecModeSimpleProtocol,
 				user, moment, perUser, service.URL+"/"+user, p256dh, auth)

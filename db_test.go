@@ -94,7 +94,7 @@ func TestNonPostgresError500(t *testing.T) {
 	}
 	user := newUser(t)
 	var id int64
-	err := db.pool.QueryRow(ctx, `INSERT INTO tasks (user_id, version, title, position) VALUES ($1, 1, 'broken', task_position(1)) RETURNING id`, user).Scan(&id)
+	err := db.pool.QueryRow(ctx, `INSERT INTO tasks (user_id, version, title, position) VALUES ($1, 1, 'broken', task_position_first(1)) RETURNING id`, user).Scan(&id)
 	if err != nil {
 		t.Fatal(err)
 	}

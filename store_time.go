@@ -21,7 +21,7 @@ func (s *store) moveSeries(ctx context.Context, tx querier, userID string, id in
 	t, err := s.one(ctx, tx, `WITH slot AS (UPDATE task_counts SET n = n + ($3::timestamptz IS NOT NULL)::int,
 			version = version + 1 + ($3::timestamptz IS NOT NULL)::int WHERE user_id = $2 AND (n < $5 OR $3::timestamptz IS NULL) RETURNING version AS v),
 		copy AS (INSERT INTO tasks (user_id, version, title, description, priority, due_date, due_kind, tags, completed, completed_at, position)
-			SELECT user_id, v, title, description, priority, due_date, due_kind, tags, true, now(), task_position(v)
+			SELECT user_id, v, title, description, priority, due_date, due_kind, tags, true, now(), task_position_first(v)
 			FROM tasks, slot WHERE id = $1 AND user_id = $2 AND $3::timestamptz IS NOT NULL)
 		UPDATE tasks SET version = v - ($3::timestamptz IS NOT NULL)::int, updated_at = now(), due_date = coalesce($3::timestamptz, due_date),
 			recurrence = $4, completed = $3::timestamptz IS NULL, due_wall = CASE WHEN $3::timestamptz IS NOT NULL THEN $6::timestamp END,

@@ -77,7 +77,7 @@ func createStatement(siblings string) string {
 			RETURNING version)
 		INSERT INTO tasks (user_id, version, title, description, priority, due_date, due_kind, tags, recurrence, recur_from, timezone, reminders, parent_id, position)
 		SELECT $1, version, $5::text, $6::text, coalesce($7::text, 'medium'), $8::timestamptz, $9::text, coalesce($10::text[], '{}'),
-			$12::text, coalesce($13::text, 'due'), $14::text, nullif($15::text, '[]')::json, $3, coalesce((SELECT position FROM place), task_position(version))
+			$12::text, coalesce($13::text, 'due'), $14::text, nullif($15::text, '[]')::json, $3, coalesce((SELECT position FROM place), task_position_first(version))
 		FROM slot RETURNING ` + taskColumns
 }
 
@@ -88,7 +88,7 @@ func moveStatement(siblings string) string {
 	return placeSQL(siblings) + `,
 		next AS (UPDATE task_counts SET version = version + 1 WHERE user_id = $1 AND ` + freshVersion + ` AND (SELECT refusal FROM place) IS NULL
 			AND EXISTS (SELECT FROM tasks WHERE id = $2 AND user_id = $1 AND ($5::bigint[] IS NULL OR version = ANY($5))) RETURNING version AS v)
-		UPDATE tasks SET version = v, updated_at = now(), parent_id = $3, position = coalesce((SELECT position FROM place), task_position(v))
+		UPDATE tasks SET version = v, updated_at = now(), parent_id = $3, position = coalesce((SELECT position FROM place), task_position_first(v))
 		FROM next WHERE id = $2 AND user_id = $1 RETURNING ` + taskColumns
 }
 
@@ -99,7 +99,7 @@ func renumberStatement(siblings string) string {
 	return `WITH ranked AS (SELECT id, row_number() OVER (ORDER BY position DESC) AS r FROM tasks WHERE user_id = $1 AND ` + siblings + `),
 		bumped AS (UPDATE task_counts SET version = version + (SELECT count(*) FROM ranked) WHERE user_id = $1
 			RETURNING version - (SELECT count(*) FROM ranked) AS base)
-		UPDATE tasks SET version = base + r, position = task_position(base + r) FROM ranked, bumped WHERE user_id = $1 AND tasks.id = ranked.id`
+		UPDATE tasks SET version = base + r, position = task_position_first(base + r) FROM ranked, bumped WHERE user_id = $1 AND tasks.id = ranked.id`
 }
 
 // treeRefusals are the 422s of a create or a move that placeSQL refuses, by refusal.

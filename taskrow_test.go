@@ -22,10 +22,10 @@ func TestScanTaskFromBinary(t *testing.T) {
 	ctx := context.Background()
 	user := newUser(t)
 	_, err := testDB.pool.Exec(ctx, `INSERT INTO tasks (user_id, version, title, description, completed, priority, due_date, due_kind, tags, created_at, position) VALUES
-		($1, 1, 'plain', NULL, false, 'medium', NULL, NULL, '{}', now(), task_position(1)),
+		($1, 1, 'plain', NULL, false, 'medium', NULL, NULL, '{}', now(), task_position_first(1)),
 		($1, 2, '日本語 "quoted" \ é 🎉', 'tab	and
 newline', true, 'high', '1969-07-20 20:17:40.5+00', 'instant', '{"a,b","c d","{e}","\"f\""}', '1999-12-31 23:59:59.999999+00', 'z'),
-		($1, 9223372036854775807, 't', '', false, 'low', '9999-12-31 23:59:59.999999+00', 'local', '{x}', '0001-01-01 00:00:00+00', task_position(9223372036854775807))`, user)
+		($1, 9223372036854775807, 't', '', false, 'low', '9999-12-31 23:59:59.999999+00', 'local', '{x}', '0001-01-01 00:00:00+00', task_position_first(9223372036854775807))`, user)
 	if err == nil { // a subtask, the last created: the list's first
 		_, err = testDB.pool.Exec(ctx, `INSERT INTO tasks (user_id, version, title, parent_id, position) SELECT $1::text, 3, 'child', max(id), '0z' FROM tasks WHERE user_id = $1::text`, user)
 	}

@@ -79,7 +79,7 @@ func drawTree(tasks []Task) string {
 func TestTaskPositionFunctions(t *testing.T) {
 	ctx := context.Background()
 	var bad int
-	err := testDB.pool.QueryRow(ctx, `SELECT count(*) FROM (SELECT task_position(v) AS p, lead(task_position(v)) OVER (ORDER BY v) AS next
+	err := testDB.pool.QueryRow(ctx, `SELECT count(*) FROM (SELECT task_position_first(v) AS p, lead(task_position_first(v)) OVER (ORDER BY v) AS next
 		FROM (SELECT generate_series(0, 300000, 7) AS v UNION ALL SELECT 9223372036854775807 - generate_series(0, 100)) AS vs) AS ps
 		WHERE next IS NOT NULL AND NOT next::task_position < p::task_position`).Scan(&bad)
 	if err != nil || bad != 0 {

@@ -39,7 +39,7 @@ TRUNCATE tasks, task_counts RESTART IDENTITY;
 INSERT INTO tasks (user_id, title, description, tags, created_at, updated_at, version, position)
 SELECT 'bench-u' || lpad(u::text, 5, '0'), 'Seed task ' || k, CASE WHEN k % 2 = 0 THEN 'Seeded description ' || k END,
        CASE WHEN k % 3 = 0 THEN '{home}'::text[] ELSE '{}' END,
-       now() - interval '1 hour' + k * interval '1 second', now() - interval '1 hour' + k * interval '1 second', k, task_position(k)
+       now() - interval '1 hour' + k * interval '1 second', now() - interval '1 hour' + k * interval '1 second', k, task_position_first(k)
 FROM generate_series(1, $1) u, generate_series(1, $2) k ORDER BY u, k;
 INSERT INTO task_counts (user_id, n, version) SELECT user_id, count(*), max(version) FROM tasks GROUP BY user_id;
 VACUUM ANALYZE tasks;

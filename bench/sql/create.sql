@@ -21,6 +21,6 @@ WITH RECURSIVE up AS (SELECT id, parent_id, recurrence FROM tasks WHERE user_id 
             RETURNING version)
         INSERT INTO tasks (user_id, version, title, description, priority, due_date, due_kind, tags, recurrence, recur_from, timezone, reminders, parent_id, position)
         SELECT 'bench-w' || lpad(:u::text, 5, '0'), version, 'Load task'::text, 'created under load by pgbench'::text, coalesce(NULL::text, 'medium'), NULL::timestamptz, NULL::text, coalesce(NULL::text[], '{}'),
-            NULL::text, coalesce(NULL::text, 'due'), NULL::text, nullif(NULL::text, '[]')::json, NULL, coalesce((SELECT position FROM place), task_position(version))
+            NULL::text, coalesce(NULL::text, 'due'), NULL::text, nullif(NULL::text, '[]')::json, NULL, coalesce((SELECT position FROM place), task_position_first(version))
         FROM slot RETURNING id, user_id, title, description, completed, priority, due_date, tags, created_at, updated_at,
     due_kind, completed_at, version, recurrence, recur_from, timezone, reminders, next_reminder_at, parent_id, position;
