@@ -26,7 +26,7 @@ import (
 var releasedMigrations = []string{
 	"9e2823b68b02569762be43e89e77e9e498ab2b8c2d43c32f7d3939f02cba5c17", // migration 1 (1.0.0)
 	"0735141193f70ceb3c950b726595531acd556afb10d3744a1f96f00a4a1bcb5f", // migration 2: recurring tasks and reminders
-	"0000000000000000000000000000000000000000000000000000000000000000", // migration 3: subtasks and the user's own order
+	"89e1e5092b0f783bb0d28f1f8517eb092e5756514747de71047e90019006d897", // migration 3: subtasks and the user's own order
 }
 
 func TestMigrationsUnchanged(t *testing.T) {
