@@ -39,7 +39,9 @@ func placeSQL(siblings string) string {
 			UNION SELECT t.id, t.parent_id, t.recurrence FROM up, tasks t WHERE t.user_id = $1 AND t.id = up.parent_id),
 		down AS (SELECT id, recurrence, 1 AS level FROM tasks WHERE user_id = $1 AND id = $2
 			UNION ALL SELECT t.id, t.recurrence, level + 1 FROM down, tasks t WHERE t.user_id = $1 AND t.parent_id = down.id AND level < 4),
-		after AS (SELECT position FROM tasks WHERE user_id = $1 AND id = $4 AND id <> $2 AND ` + siblings + `),
+		after AS (SELECT position, (SELECT position FROM tasks WHERE user_id = $1 AND ` + siblings + ` AND position > a.position AND id <> $2
+				ORDER BY parent_id, position LIMIT 1) AS next FROM tasks AS a WHERE user_id = $1 AND id = $4 AND id <> $2 AND parent_id IS NOT DISTINCT FROM $3),
+		gap AS (SELECT task_position_between(position, next) AS position FROM after),
 		place AS (SELECT CASE
 			WHEN $3::bigint IS NOT NULL AND NOT EXISTS (SELECT FROM up) THEN 'parent'
 			WHEN EXISTS (SELECT FROM up WHERE id = $2) THEN 'cycle'
@@ -47,9 +49,7 @@ func placeSQL(siblings string) string {
 			WHEN EXISTS (SELECT FROM up WHERE id = $3 AND recurrence IS NOT NULL) THEN 'recurring parent'
 			WHEN $3::bigint IS NOT NULL AND EXISTS (SELECT FROM down WHERE level = 1 AND recurrence IS NOT NULL) THEN 'recurring'
 			WHEN $4::bigint IS NOT NULL AND NOT EXISTS (SELECT FROM after) THEN 'after'
-			WHEN $4::bigint IS NOT NULL AND between.position IS NULL THEN 'full' END AS refusal, between.position
-			FROM (SELECT (SELECT task_position_between(after.position, (SELECT min(position) FROM tasks
-				WHERE user_id = $1 AND ` + siblings + ` AND position > after.position AND id <> $2)) FROM after) AS position) AS between)`
+			WHEN $4::bigint IS NOT NULL AND (SELECT position FROM gap) IS NULL THEN 'full' END AS refusal, (SELECT position FROM gap) AS position)`
 }
 
 // Statements of the tree, each in its two forms (treeSQL).
