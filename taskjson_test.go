@@ -35,6 +35,7 @@ func TestAppendTask(t *testing.T) {
 			Tags: []string{s, "x"}, CreatedAt: due, UpdatedAt: due.Add(time.Microsecond), Completed: i%2 == 1, CompletedAt: map[bool]*time.Time{true: &due}[i%2 == 1]})
 	}
 	checkAppendTask(t, Task{ID: 7, Tags: []string{}, CreatedAt: time.Unix(0, 0).UTC(), UpdatedAt: time.Unix(1, 0).UTC()})
+	checkAppendTask(t, Task{ID: 8, Tags: []string{}, ParentID: new(int64(7)), Position: "Bz0V", CreatedAt: time.Unix(0, 0).UTC(), UpdatedAt: time.Unix(1, 0).UTC()})
 }
 
 func FuzzAppendTask(f *testing.F) {

@@ -525,6 +525,33 @@ async function browser(base, replicas, user, token, mcp) {
     const lags = Object.entries(wrote.wrote).map(([id, at]) => (got.seen[id] ? `${got.seen[id] - at}` : "never (deleted first)"));
     console.log(`        created through replica 1, on ${name}'s stream after (ms): ${lags.join(", ")}`);
   });
+  await check("Chromium, two pages of one user: one nests a task and reorders three with the move route; the other's event stream draws the same tree", async () => {
+    const open = async (role) => {
+      const p = await b.newPage();
+      await p.goto(`${ALLOWED}/sync#` + new URLSearchParams({ api: base, user: user.id, token, role }));
+      return p;
+    };
+    const live = await open("live");
+    await live.waitForFunction(() => window.synced || window.result !== undefined, null, { timeout: 15000 });
+    const writer = await open("tree");
+    await writer.waitForFunction(() => window.result !== undefined, null, { timeout: 15000 });
+    const wrote = await writer.evaluate(() => window.result);
+    const list = (await api(base, "GET", `/api/${user.id}/tasks?sort=position`, token)).body;
+    const byID = (ts) => JSON.stringify([...ts].sort((x, y) => x.id - y.id));
+    await live.waitForFunction((want) => window.result !== undefined || window.copy?.() === want, byID(list), { timeout: 15000 });
+    await live.evaluate(() => (window.stopSync = true));
+    await live.waitForFunction(() => window.result !== undefined, null, { timeout: 15000 });
+    const got = await live.evaluate(() => window.result);
+    await Promise.all([writer.close(), live.close()]);
+    assert(!wrote.error && !got.error, `a page failed: ${wrote.error || got.error}`);
+    for (const step of wrote.steps) conform(step.method, base + step.path, step.status, new Headers(step.headers), step.body);
+    const statuses = wrote.steps.map((s) => s.status).join(",");
+    assert(statuses === "201,201,201,201,200,200,200,200,200", `the tree page's statuses: ${statuses}`);
+    const tree = draw(list);
+    assert(got.tree === tree, `the live page draws\n${got.tree}\nthe database's list\n${tree}`);
+    const mine = tree.split("\n").filter((l) => l.trim().startsWith("tree "));
+    assert(mine.join("|") === "tree C|tree A|  tree nested|tree B", `the moved tasks stand as ${mine.join("|")}`);
+  });
   await check("Chromium, notification permission granted: a reminder over the event stream shows one Notification", async () => {
     const context = await b.newContext();
     try {
@@ -699,6 +726,22 @@ async function mcpChecks(b, mcp) {
     const init = await (await post(token, { jsonrpc: "2.0", id: 1, method: "initialize", params: { protocolVersion: "2025-06-18", capabilities: {}, clientInfo: { name: "old", version: "1" } } })).json();
     assert(init.result.protocolVersion === "2025-06-18", JSON.stringify(init));
   });
+}
+
+// draw is the tree as the README's tree() orders it, as sync.html's draw.
+function draw(tasks) {
+  const kids = new Map();
+  for (const t of tasks) kids.set(t.parent_id ?? 0, [...(kids.get(t.parent_id ?? 0) ?? []), t]);
+  const lines = [];
+  const walk = (parent, depth) =>
+    (kids.get(parent) ?? [])
+      .sort((a, b) => (a.position < b.position ? -1 : a.position > b.position ? 1 : a.id - b.id))
+      .forEach((t) => {
+        lines.push("  ".repeat(depth) + t.title);
+        walk(t.id, depth + 1);
+      });
+  walk(0, 0);
+  return lines.join("\n");
 }
 
 let code = 1;
