@@ -25,7 +25,7 @@ var (
 	errTaskLimit         = errors.New("task limit reached")
 	errKeyReused         = errors.New("idempotency key reused with a different request")
 	errCursorAhead       = errors.New("feed cursor past the user's version")
-	errSeries            = errors.New("the write completes an open recurring task") // store.moveSeries's, under the user's lock
+	errSeries            = errors.New("the write needs the user's lock") // completeSeries's: it may complete an open recurring task (store.missed)
 	errSubscriptionLimit = errors.New("push subscription limit reached")
 )
 

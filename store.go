@@ -102,8 +102,10 @@ func (s *store) deleteTask(ctx context.Context, q querier, userID string, id int
 
 // missed tells why a write of the user's task id changed nothing (errNotFound): the
 // task is missing (errNotFound), ifMatch names none of its versions (*staleError, with
-// the task as it is), or, for an update or a toggle (series), the write may complete an
-// open recurring task (errSeries: completeSeries decides under the user's lock). Any
+// the task as it is), or, for an update or a toggle (series), the write must run under
+// the user's lock (errSeries: completeSeries decides there): it may complete an open
+// recurring task, give recurrence to a task with subtasks, or have read the tree as
+// another write left it before it committed (cascaded). Any
 // other err passes through. It reads on q: a keyed write never waits on a second connection.
 func (s *store) missed(ctx context.Context, q querier, userID string, id int64, ifMatch []int64, series bool, err error) error {
 	if !errors.Is(err, errNotFound) || !series && ifMatch == nil {

@@ -259,8 +259,9 @@ func handleToggleTask(db *store, maxTasks int) userHandler {
 
 // completeSeries runs, under the user's row lock, an update or a toggle that store
 // left to it (errSeries): If-Match checked on the task as it is, an update's other
-// fields written first, then the move to the next occurrence (store.moveSeries) if
-// the write completes an open recurring task, or else the write as it was asked.
+// fields written first (errRecurringParent if they give recurrence to a task with
+// subtasks), then the move to the next occurrence (store.moveSeries) if the write
+// completes an open recurring task, or else the write as it was asked.
 func completeSeries(ctx context.Context, db *store, q querier, w writeRequest, toggle bool, maxTasks int) (t Task, err error) {
 	err = db.locked(ctx, q, w.userID, w.id, func(tx querier, current Task) error {
 		if t = current; w.ifMatch != nil && !slices.Contains(w.ifMatch, t.Version) {
