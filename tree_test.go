@@ -547,3 +547,32 @@ func TestTreeRenumber(t *testing.T) {
 	e.pull(user, d, 50)
 	e.wantSame(user, d, "after renumbering")
 }
+
+// TestMoveHonoursIfMatchAndIdempotencyKey: a move under a stale If-Match is a 412
+// that moves nothing; one retried with its Idempotency-Key moves once, and the
+// key with another move is a 422.
+func TestMoveHonoursIfMatchAndIdempotencyKey(t *testing.T) {
+	e := newEnv(t, hsAuth())
+	user := newUser(t)
+	a, b, c := e.create(user, map[string]any{"title": "a"}), e.create(user, map[string]any{"title": "b"}), e.create(user, map[string]any{"title": "c"})
+	tag := e.do("GET", fmt.Sprint("/api/", user, "/tasks/", a.ID), tokenFor(t, user), nil).header.Get("ETag")
+	e.create(user, map[string]any{"title": "d", "parent_id": a.ID}) // a's version stays: a create under it writes the new task alone
+	r := e.move(user, a.ID, map[string]any{"after": c.ID}, "If-Match", `"999"`)
+	if e.want(r, 412, "a move under a stale If-Match"); r.header.Get("ETag") != tag {
+		t.Fatalf("412's ETag %q, want a's %q", r.header.Get("ETag"), tag)
+	}
+	if got := e.order(user, nil); !slices.Equal(got, []string{"c", "b", "a"}) {
+		t.Fatalf("after a refused move: %v", got)
+	}
+	first := e.move(user, a.ID, map[string]any{"after": c.ID}, "If-Match", tag, "Idempotency-Key", "move-a")
+	e.want(first, 200, "a move under If-Match and an Idempotency-Key")
+	e.moved(user, b.ID, nil, nil) // b, c, a, d under a
+	again := e.move(user, a.ID, map[string]any{"after": c.ID}, "If-Match", tag, "Idempotency-Key", "move-a")
+	if again.status != 200 || again.header.Get("Idempotent-Replayed") != "true" || string(again.body) != string(first.body) {
+		t.Fatalf("the move retried = %s %v, want the first answer replayed", again, again.header)
+	}
+	if got := e.order(user, nil); !slices.Equal(got, []string{"b", "c", "a"}) {
+		t.Fatalf("after a replayed move: %v", got)
+	}
+	wantLoc(t, e.move(user, a.ID, map[string]any{"after": b.ID}, "Idempotency-Key", "move-a"), "header", "Idempotency-Key")
+}
