@@ -177,6 +177,41 @@ func BenchmarkRoutes(b *testing.B) {
 	})
 }
 
+// BenchmarkMoveSamePlace moves a user's tasks in turn right after the same one,
+// the worst pattern for positions: the room there halves with each move, and runs
+// out every few hundred moves, when one move renumbers the group. rows/op is the
+// rows written per move (1, and the group's each renumbering); max-ms/op the
+// slowest move's time.
+//
+//	go test -run '^$' -bench MoveSamePlace -benchtime 3000x
+func BenchmarkMoveSamePlace(b *testing.B) {
+	h := testServer(slog.New(slog.NewJSONHandler(io.Discard, nil)), testDB, testConfig(hsAuth()))
+	for _, n := range []int{20, 1000} {
+		b.Run(fmt.Sprint(n, "_siblings"), func(b *testing.B) {
+			users, toks := benchUsers(b, 1, n)
+			rows, _ := testDB.pool.Query(context.Background(), `SELECT id FROM tasks WHERE user_id = $1 ORDER BY id`, users[0])
+			ids := must(pgx.CollectRows(rows, pgx.RowTo[int64]))
+			version := func() (v int64) {
+				testDB.pool.QueryRow(context.Background(), `SELECT version FROM task_counts WHERE user_id = $1`, users[0]).Scan(&v)
+				return v
+			}
+			before, cpu, slowest := version(), processCPU(), time.Duration(0)
+			for i := 0; b.Loop(); i++ {
+				req := httptest.NewRequest("POST", fmt.Sprintf("/api/%s/tasks/%d/move", users[0], ids[1+i%(n-1)]), strings.NewReader(fmt.Sprintf(`{"after":%d}`, ids[0])))
+				req.Header.Set("Authorization", "Bearer "+toks[0])
+				w, start := httptest.NewRecorder(), time.Now()
+				if h.ServeHTTP(w, req); w.Code != 200 {
+					b.Fatalf("move = %d %s", w.Code, w.Body)
+				}
+				slowest = max(slowest, time.Since(start))
+			}
+			b.ReportMetric(float64((processCPU()-cpu).Microseconds())/float64(b.N), "cpu-µs/op")
+			b.ReportMetric(float64(version()-before)/float64(b.N), "rows/op")
+			b.ReportMetric(float64(slowest.Microseconds())/1000, "max-ms/op")
+		})
+	}
+}
+
 // decodeTask201 reads a created task's id.
 func decodeTask201(body []byte) (int64, error) {
 	var t Task

@@ -31,7 +31,7 @@ func (s treeSQL) under(parent *int64) string {
 // subtree under parent $3 (NULL: the top; in siblings, its SQL), right after its
 // sibling $4 (NULL: first). place holds why it cannot (refusal, a key of
 // treeRefusals, or "full": no position is left between $4 and the next sibling)
-// and its position, after $4's (NULL for first: task_position of the write's own
+// and its position, after $4's (NULL for first: task_position_first of the write's own
 // version). It reads the tree on the statement's snapshot: a write must use it
 // only under the user's lock, or with the version guard (createSQL, moveSQL).
 func placeSQL(siblings string) string {
@@ -93,7 +93,7 @@ func moveStatement(siblings string) string {
 }
 
 // renumberStatement gives the user's ($1) tasks under parent $2 new positions in their
-// order, and each a version of its own: task_position of versions counted down
+// order, and each a version of its own: task_position_first of versions counted down
 // from the first, so that each is before every position the group held.
 func renumberStatement(siblings string) string {
 	return `WITH ranked AS (SELECT id, row_number() OVER (ORDER BY position DESC) AS r FROM tasks WHERE user_id = $1 AND ` + siblings + `),

@@ -83,7 +83,7 @@ func TestTaskPositionFunctions(t *testing.T) {
 		FROM (SELECT generate_series(0, 300000, 7) AS v UNION ALL SELECT 9223372036854775807 - generate_series(0, 100)) AS vs) AS ps
 		WHERE next IS NOT NULL AND NOT next::task_position < p::task_position`).Scan(&bad)
 	if err != nil || bad != 0 {
-		t.Fatalf("task_position rises %d times with the version (%v)", bad, err)
+		t.Fatalf("task_position_first rises %d times with the version (%v)", bad, err)
 	}
 	rng := rand.New(rand.NewPCG(1, uint64(time.Now().UnixNano())))
 	digits := "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
