@@ -402,7 +402,7 @@ func TestFeedCommitOrder(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 		testDB.pool.QueryRow(ctx, `SELECT count(*) > 0 FROM pg_stat_activity
-			WHERE wait_event_type = 'Lock' AND query LIKE 'WITH RECURSIVE target AS%'`).Scan(&waiting)
+			WHERE wait_event_type = 'Lock' AND query LIKE '%UPDATE task_counts SET version%'`).Scan(&waiting)
 	}
 	e.pull(user, d, 10)
 	if d.tasks[a.ID].Title != "a" || d.tasks[b.ID].Title != "b" {

@@ -25,6 +25,37 @@ func (s *store) getTask(ctx context.Context, userID string, id int64) (Task, err
 	return s.one(ctx, s.pool, selectTask, id, userID)
 }
 
+// createTask inserts a task for the user, first among the top-level tasks, unless
+// they hold maxTasks already (errTaskLimit), in one statement: the user's count goes
+// up only while below the limit, and its row lock makes one user's creates take
+// turns. A create under a parent or after a sibling is createInTree's.
+func (s *store) createTask(ctx context.Context, q querier, userID string, c taskChange, maxTasks int) (Task, error) {
+	dueAt, dueKind := dueColumns(c.DueDate)
+	args := []any{userID, *c.Title, c.Description, c.Priority, dueAt, dueKind, c.Tags, maxTasks, c.Recurrence, c.RecurFrom, c.Timezone, c.Reminders}
+	if c.ParentID != nil || c.After != nil {
+		return s.createInTree(ctx, q, userID, c, append(args, c.ParentID, c.After))
+	}
+	t, err := s.one(ctx, q, createSQL, args...)
+	if errors.Is(err, errNotFound) { // no slot, so no task
+		err = errTaskLimit
+	}
+	return t, err
+}
+
+// createSQL is createTask's statement: $1 the user, $2 to $12 the fields as it sends them.
+var createSQL = `WITH slot AS (INSERT INTO task_counts (user_id, n, version) VALUES ($1, 1, 1)
+		ON CONFLICT (user_id) DO UPDATE SET n = task_counts.n + 1, version = task_counts.version + 1
+		WHERE task_counts.n < $8 RETURNING version) ` + insertTask("NULL", "task_position_first(version)")
+
+// insertTask inserts a task as createTask's statements do, after a CTE slot that
+// gives its version, under parent (SQL) at position (SQL).
+func insertTask(parent, position string) string {
+	return `INSERT INTO tasks (user_id, version, title, description, priority, due_date, due_kind, tags, recurrence, recur_from, timezone, reminders, parent_id, position)
+		SELECT $1, version, $2::text, $3::text, coalesce($4::text, 'medium'), $5::timestamptz, $6::text, coalesce($7::text[], '{}'),
+			$9::text, coalesce($10::text, 'due'), $11::text, nullif($12::text, '[]')::json, ` + parent + `, ` + position + ` FROM slot
+		RETURNING ` + taskColumns
+}
+
 // Every write moves the user's version (task_counts.version) and stamps the task
 // or its tombstone with it, taking the user's row lock, held until commit, before
 // the task's: one user's versions commit in the order they were given out
@@ -34,14 +65,29 @@ func (s *store) getTask(ctx context.Context, userID string, id int64) (Task, err
 // 412 leaves the feed and every stream as they were. (The version's check runs
 // on the statement's snapshot: after a concurrent write to the task it can move
 // for nothing, which costs a stream a read, never a change.) An update or toggle
-// that would complete an open recurring task, or give recurrence to a task with
-// subtasks, changes nothing: errSeries sends it to completeSeries.
+// that would complete an open recurring task, change another task (complete one
+// with subtasks, reopen a subtask), or give recurrence to a task with subtasks,
+// changes nothing: errSeries sends it to completeSeries.
 const taskMatches = `tasks.id = $1 AND tasks.user_id = $2 AND ($3::bigint[] IS NULL OR tasks.version = ANY($3))`
 
+// versioned is a write that sets set on the user's ($2) task that matches where, and
+// moves the version. Unless calm (SQL, true when where reads no other task), it writes
+// only if no other write of the user came between its snapshot and its lock
+// (freshVersion): where read the tree as it is.
+func versioned(where, set, calm string) string {
+	return `WITH next AS (UPDATE task_counts SET version = version + 1 WHERE user_id = $2
+		AND EXISTS (SELECT FROM tasks WHERE ` + where + `) AND (` + calm + ` OR ` + freshVersion("$2") + `) RETURNING version AS v)
+		UPDATE tasks SET version = next.v, updated_at = now(), ` + set + ` FROM next WHERE ` + where + ` RETURNING ` + taskColumns
+}
+
+// leaf is true for a task $1 without subtasks.
+const leaf = `NOT EXISTS (SELECT FROM tasks c WHERE c.user_id = $2 AND c.parent_id = $1)`
+
 // updateSQL applies a partial change to a task, unless it completes an open recurring
-// one, or gives recurrence to one with subtasks (cascaded: a concurrent create may add one).
-var updateSQL = cascaded(taskMatches+` AND (tasks.recurrence IS NULL OR tasks.completed OR $7 IS NOT TRUE)
-	AND ($14::text IS NULL OR NOT EXISTS (SELECT FROM tasks c WHERE c.user_id = $2 AND c.parent_id = $1))`, `
+// one or changes another task (completes one with subtasks, reopens a subtask:
+// setCompleted's), or gives recurrence to one with subtasks.
+var updateSQL = versioned(taskMatches+` AND (tasks.recurrence IS NULL OR tasks.completed OR $7 IS NOT TRUE)
+	AND ($7 IS NULL OR $7 = tasks.completed OR $7 AND `+leaf+` OR NOT $7 AND tasks.parent_id IS NULL) AND ($14::text IS NULL OR `+leaf+`)`, `
 	title        = coalesce($4, title),
 	description  = CASE WHEN $5 THEN NULL ELSE coalesce($6, description) END,
 	completed    = coalesce($7, completed),
@@ -54,7 +100,7 @@ var updateSQL = cascaded(taskMatches+` AND (tasks.recurrence IS NULL OR tasks.co
 	recur_from   = coalesce($15, recur_from),
 	timezone     = CASE WHEN $16 THEN NULL ELSE coalesce($17, timezone) END,
 	reminders    = CASE WHEN $18::text IS NULL THEN reminders ELSE nullif($18::text, '[]')::json END`,
-	`coalesce($7, completed)`, `$7 IS NULL AND $14::text IS NULL`)
+	`$7 IS NULL AND $14::text IS NULL`)
 
 // updateTask applies a partial change to the user's task id, in one statement.
 func (s *store) updateTask(ctx context.Context, q querier, userID string, id int64, c taskChange, ifMatch []int64) (Task, error) {
@@ -64,9 +110,11 @@ func (s *store) updateTask(ctx context.Context, q querier, userID string, id int
 	return t, s.missed(ctx, q, userID, id, ifMatch, true, err)
 }
 
-// toggleSQL flips completed, unless it would complete an open recurring task.
-var toggleSQL = cascaded(taskMatches+` AND (tasks.recurrence IS NULL OR tasks.completed)`,
-	`completed = NOT completed, completed_at = CASE WHEN completed THEN NULL ELSE now() END`, `NOT completed`, `false`)
+// toggleSQL flips completed, unless it would complete an open recurring task, or
+// change another task (setCompleted's).
+var toggleSQL = versioned(taskMatches+` AND (tasks.recurrence IS NULL OR tasks.completed)
+	AND (tasks.completed AND tasks.parent_id IS NULL OR NOT tasks.completed AND `+leaf+`)`,
+	`completed = NOT completed, completed_at = CASE WHEN completed THEN NULL ELSE now() END`, `false`)
 
 // toggleTask flips completed in one statement, so concurrent toggles never lose one.
 func (s *store) toggleTask(ctx context.Context, q querier, userID string, id int64, ifMatch []int64) (Task, error) {
@@ -104,8 +152,8 @@ func (s *store) deleteTask(ctx context.Context, q querier, userID string, id int
 // task is missing (errNotFound), ifMatch names none of its versions (*staleError, with
 // the task as it is), or, for an update or a toggle (series), the write must run under
 // the user's lock (errSeries: completeSeries decides there): it may complete an open
-// recurring task, give recurrence to a task with subtasks, or have read the tree as
-// another write left it before it committed (cascaded). Any
+// recurring task or change another task (setCompleted), give recurrence to a task with
+// subtasks, or have read the tree before another write committed (versioned). Any
 // other err passes through. It reads on q: a keyed write never waits on a second connection.
 func (s *store) missed(ctx context.Context, q querier, userID string, id int64, ifMatch []int64, series bool, err error) error {
 	if !errors.Is(err, errNotFound) || !series && ifMatch == nil {
@@ -206,7 +254,7 @@ func (s *store) deleteOld(ctx context.Context, retention time.Duration, batch in
 // changes returns the user's changes after version since, in version order, at
 // most limit: the tasks written since, and tombstones and fired reminders (above
 // floor) since; and the user's version, up to which all was read if no more than
-// limit came back. Versions commit in the order they were given out (taskMatches),
+// limit came back. Versions commit in the order they were given out (versioned),
 // so a snapshot holding version v holds every one before it, and a read going on
 // from the last version returned skips nothing. With nothing new, it reads one row.
 func (s *store) changes(ctx context.Context, userID string, since, floor int64, limit int) ([]feedEntry, int64, error) {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -14,9 +15,14 @@ import (
 // a comparison), so that each finds its siblings in tasks_sibling_position.
 type treeSQL [2]string
 
-// newTreeSQL makes statement's two forms, with the parent the parameter $n.
-func newTreeSQL(statement func(siblings string) string, n string) treeSQL {
-	return treeSQL{statement(`parent_id IS NULL AND $` + n + `::bigint IS NULL`), statement(`parent_id = $` + n)}
+// newTreeSQL makes statement's two forms, in which :siblings is the SQL of being
+// a child of the parent, and :task, :parent and :after stand for task (SQL: a
+// parameter, or 0 for a new task), parent and after (parameters).
+func newTreeSQL(statement, task, parent, after string) treeSQL {
+	form := func(siblings string) string {
+		return strings.NewReplacer(":task", task, ":parent", parent, ":after", after).Replace(strings.ReplaceAll(statement, ":siblings", siblings))
+	}
+	return treeSQL{form(`parent_id IS NULL AND :parent::bigint IS NULL`), form(`parent_id = :parent`)}
 }
 
 // under is the form for parent (nil: the top level).
@@ -27,79 +33,58 @@ func (s treeSQL) under(parent *int64) string {
 	return s[1]
 }
 
-// placeSQL reads how to put the user's ($1) task $2 (0 for a new one) with its
-// subtree under parent $3 (NULL: the top; in siblings, its SQL), right after its
-// sibling $4 (NULL: first). place holds why it cannot (refusal, a key of
-// treeRefusals, or "full": no position is left between $4 and the next sibling)
-// and its position, after $4's (NULL for first: task_position_first of the write's own
-// version). It reads the tree on the statement's snapshot: a write must use it
-// only under the user's lock, or with the version guard (createSQL, moveSQL).
-func placeSQL(siblings string) string {
-	return `WITH RECURSIVE up AS (SELECT id, parent_id, recurrence FROM tasks WHERE user_id = $1 AND id = $3
-			UNION SELECT t.id, t.parent_id, t.recurrence FROM up, tasks t WHERE t.user_id = $1 AND t.id = up.parent_id),
-		down AS (SELECT id, recurrence, 1 AS level FROM tasks WHERE user_id = $1 AND id = $2
-			UNION ALL SELECT t.id, t.recurrence, level + 1 FROM down, tasks t WHERE t.user_id = $1 AND t.parent_id = down.id AND level < 4),
-		after AS (SELECT position, (SELECT position FROM tasks WHERE user_id = $1 AND ` + siblings + ` AND position > a.position AND id <> $2
-				ORDER BY parent_id, position LIMIT 1) AS next FROM tasks AS a WHERE user_id = $1 AND id = $4 AND id <> $2 AND parent_id IS NOT DISTINCT FROM $3),
-		gap AS (SELECT task_position_between(position, next) AS position FROM after),
-		place AS (SELECT CASE
-			WHEN $3::bigint IS NOT NULL AND NOT EXISTS (SELECT FROM up) THEN 'parent'
-			WHEN EXISTS (SELECT FROM up WHERE id = $2) THEN 'cycle'
-			WHEN (SELECT count(*) FROM up) + (SELECT coalesce(max(level), 1) FROM down) > 4 THEN 'depth'
-			WHEN EXISTS (SELECT FROM up WHERE id = $3 AND recurrence IS NOT NULL) THEN 'recurring parent'
-			WHEN $3::bigint IS NOT NULL AND EXISTS (SELECT FROM down WHERE level = 1 AND recurrence IS NOT NULL) THEN 'recurring'
-			WHEN $4::bigint IS NOT NULL AND NOT EXISTS (SELECT FROM after) THEN 'after'
-			WHEN $4::bigint IS NOT NULL AND (SELECT position FROM gap) IS NULL THEN 'full' END AS refusal, (SELECT position FROM gap) AS position)`
-}
+// placeSQL reads how to put the user's ($1) :task with its subtree under :parent
+// (NULL: the top) right after its sibling :after (NULL: first). place holds why
+// it cannot (refusal: a key of treeRefusals, or "full": no position is left
+// between :after and the next sibling) and its position after :after's (NULL for
+// first: task_position_first of the write's own version). It reads the tree on
+// the statement's snapshot: a write uses it under the user's lock, or with
+// freshVersion.
+const placeSQL = `WITH RECURSIVE up AS (SELECT id, parent_id, recurrence FROM tasks WHERE user_id = $1 AND id = :parent
+		UNION SELECT t.id, t.parent_id, t.recurrence FROM up, tasks t WHERE t.user_id = $1 AND t.id = up.parent_id),
+	down AS (SELECT id, recurrence, 1 AS level FROM tasks WHERE user_id = $1 AND id = :task
+		UNION ALL SELECT t.id, t.recurrence, level + 1 FROM down, tasks t WHERE t.user_id = $1 AND t.parent_id = down.id AND level < 4),
+	after AS (SELECT position, (SELECT position FROM tasks WHERE user_id = $1 AND :siblings AND position > a.position AND id <> :task
+			ORDER BY parent_id, position LIMIT 1) AS next FROM tasks AS a WHERE user_id = $1 AND id = :after AND id <> :task AND parent_id IS NOT DISTINCT FROM :parent),
+	gap AS (SELECT task_position_between(position, next) AS position FROM after),
+	place AS (SELECT CASE
+		WHEN :parent::bigint IS NOT NULL AND NOT EXISTS (SELECT FROM up) THEN 'parent'
+		WHEN EXISTS (SELECT FROM up WHERE id = :task) THEN 'cycle'
+		WHEN (SELECT count(*) FROM up) + (SELECT coalesce(max(level), 1) FROM down) > 4 THEN 'depth'
+		WHEN EXISTS (SELECT FROM up WHERE id = :parent AND recurrence IS NOT NULL) THEN 'recurring parent'
+		WHEN :parent::bigint IS NOT NULL AND EXISTS (SELECT FROM down WHERE level = 1 AND recurrence IS NOT NULL) THEN 'recurring'
+		WHEN :after::bigint IS NOT NULL AND NOT EXISTS (SELECT FROM after) THEN 'after'
+		WHEN :after::bigint IS NOT NULL AND (SELECT position FROM gap) IS NULL THEN 'full' END AS refusal, (SELECT position FROM gap) AS position)`
 
-// Statements of the tree, each in its two forms (treeSQL).
+// Statements of the tree, each in its two forms (treeSQL). createInTreeSQL takes
+// createSQL's parameters, then the parent and the sibling after; moveSQL the user,
+// the task, the parent, the sibling after, and If-Match; placeRefusal the first
+// four of moveSQL's; renumberSQL the user and the parent.
 var (
-	placeRefusal = newTreeSQL(func(siblings string) string { return placeSQL(siblings) + ` SELECT refusal FROM place` }, "3")
-	createSQL    = newTreeSQL(createStatement, "3")
-	moveSQL      = newTreeSQL(moveStatement, "3")
-	renumberSQL  = newTreeSQL(renumberStatement, "2")
-)
-
-// freshVersion is true while no other write of the user ($1) has committed since
-// the statement's snapshot was taken: in a write's UPDATE of task_counts, which
-// waits for the user's row lock and then sees the row as that write left it.
-const freshVersion = `task_counts.version = (SELECT version FROM task_counts WHERE user_id = $1)`
-
-// createStatement inserts a task as createTask tells, first among its siblings
-// or after $4, with $5 to $15 its fields and maxTasks: a create under a parent or
-// after a sibling reads the tree, so it writes only if no other write of the
-// user came between its snapshot and its lock (freshVersion).
-func createStatement(siblings string) string {
-	return placeSQL(siblings) + `,
-		slot AS (INSERT INTO task_counts (user_id, n, version) SELECT $1, 1, 1 WHERE (SELECT refusal FROM place) IS NULL
-			ON CONFLICT (user_id) DO UPDATE SET n = task_counts.n + 1, version = task_counts.version + 1
-			WHERE task_counts.n < $11 AND (SELECT refusal FROM place) IS NULL AND ($3::bigint IS NULL AND $4::bigint IS NULL OR ` + freshVersion + `)
-			RETURNING version)
-		INSERT INTO tasks (user_id, version, title, description, priority, due_date, due_kind, tags, recurrence, recur_from, timezone, reminders, parent_id, position)
-		SELECT $1, version, $5::text, $6::text, coalesce($7::text, 'medium'), $8::timestamptz, $9::text, coalesce($10::text[], '{}'),
-			$12::text, coalesce($13::text, 'due'), $14::text, nullif($15::text, '[]')::json, $3, coalesce((SELECT position FROM place), task_position_first(version))
-		FROM slot RETURNING ` + taskColumns
-}
-
-// moveStatement moves the user's task $2, if its version is one of $5 (If-Match; NULL
-// for any), as placeSQL places it: one row, unless no other write of the user
-// came between its snapshot and its lock (freshVersion).
-func moveStatement(siblings string) string {
-	return placeSQL(siblings) + `,
-		next AS (UPDATE task_counts SET version = version + 1 WHERE user_id = $1 AND ` + freshVersion + ` AND (SELECT refusal FROM place) IS NULL
+	createInTreeSQL = newTreeSQL(placeSQL+`,
+		slot AS (UPDATE task_counts SET n = n + 1, version = version + 1 WHERE user_id = $1 AND n < $8 AND `+freshVersion("$1")+`
+			AND (SELECT refusal FROM place) IS NULL RETURNING version) `+
+		insertTask(":parent", "coalesce((SELECT position FROM place), task_position_first(version))"), "0", "$13", "$14")
+	moveSQL = newTreeSQL(placeSQL+`,
+		next AS (UPDATE task_counts SET version = version + 1 WHERE user_id = $1 AND `+freshVersion("$1")+` AND (SELECT refusal FROM place) IS NULL
 			AND EXISTS (SELECT FROM tasks WHERE id = $2 AND user_id = $1 AND ($5::bigint[] IS NULL OR version = ANY($5))) RETURNING version AS v)
 		UPDATE tasks SET version = v, updated_at = now(), parent_id = $3, position = coalesce((SELECT position FROM place), task_position_first(v))
-		FROM next WHERE id = $2 AND user_id = $1 RETURNING ` + taskColumns
-}
-
-// renumberStatement gives the user's ($1) tasks under parent $2 new positions in their
-// order, and each a version of its own: task_position_first of versions counted down
-// from the first, so that each is before every position the group held.
-func renumberStatement(siblings string) string {
-	return `WITH ranked AS (SELECT id, row_number() OVER (ORDER BY position DESC) AS r FROM tasks WHERE user_id = $1 AND ` + siblings + `),
+		FROM next WHERE id = $2 AND user_id = $1 RETURNING `+taskColumns, "$2", "$3", "$4")
+	placeRefusal = newTreeSQL(placeSQL+` SELECT refusal FROM place`, "$2", "$3", "$4")
+	// renumberSQL gives the tasks in a group new positions in their order, and each
+	// a version of its own: task_position_first of versions counted down from the
+	// first, so that each is before every position the group held.
+	renumberSQL = newTreeSQL(`WITH ranked AS (SELECT id, row_number() OVER (ORDER BY position DESC) AS r FROM tasks WHERE user_id = $1 AND :siblings),
 		bumped AS (UPDATE task_counts SET version = version + (SELECT count(*) FROM ranked) WHERE user_id = $1
 			RETURNING version - (SELECT count(*) FROM ranked) AS base)
-		UPDATE tasks SET version = base + r, position = task_position_first(base + r) FROM ranked, bumped WHERE user_id = $1 AND tasks.id = ranked.id`
+		UPDATE tasks SET version = base + r, position = task_position_first(base + r) FROM ranked, bumped WHERE user_id = $1 AND tasks.id = ranked.id`, "", "$2", "")
+)
+
+// freshVersion is true while no other write of the user has committed since the
+// statement's snapshot was taken: in a write's UPDATE of task_counts, which waits
+// for the user's row lock, then sees the row as that write left it.
+func freshVersion(user string) string {
+	return `task_counts.version = (SELECT version FROM task_counts WHERE user_id = ` + user + `)`
 }
 
 // treeRefusals are the 422s of a create or a move that placeSQL refuses, by refusal.
@@ -115,29 +100,21 @@ var treeRefusals = map[string]error{
 // errRecurringParent refuses recurrence to a task that has subtasks.
 var errRecurringParent = validationError{{[]any{"body", "recurrence"}, "A task with subtasks cannot repeat: move them out first", "value_error"}}
 
-// createTask inserts a task for the user, first among its siblings (under
-// c.ParentID) or right after c.After, unless they hold maxTasks already
-// (errTaskLimit) or the tree forbids it (treeRefusals), in one statement: the
-// user's count goes up only while below the limit, and its row lock makes one
-// user's creates take turns. When a create in the tree wrote nothing (a refusal,
-// the limit, or another write in between), place runs it under the lock.
-func (s *store) createTask(ctx context.Context, q querier, userID string, c taskChange, maxTasks int) (Task, error) {
-	dueAt, dueKind := dueColumns(c.DueDate)
-	sql := createSQL.under(c.ParentID)
-	args := []any{userID, int64(0), c.ParentID, c.After, *c.Title, c.Description, c.Priority, dueAt, dueKind, c.Tags, maxTasks,
-		c.Recurrence, c.RecurFrom, c.Timezone, c.Reminders}
+// createInTree is createTask for a task under c.ParentID, or after c.After, with
+// args createInTreeSQL's: one statement, or, when it wrote nothing (a refusal, the
+// limit, or another write of the user in between), place under the user's lock.
+func (s *store) createInTree(ctx context.Context, q querier, userID string, c taskChange, args []any) (Task, error) {
+	sql := createInTreeSQL.under(c.ParentID)
 	t, err := s.one(ctx, q, sql, args...)
-	switch {
-	case !errors.Is(err, errNotFound):
+	if !errors.Is(err, errNotFound) {
 		return t, err
-	case c.ParentID == nil && c.After == nil: // no slot, so no task
-		return t, errTaskLimit
 	}
 	anchor, missing := c.After, treeRefusals["after"] // the task the new one hangs on
 	if c.ParentID != nil {
 		anchor, missing = c.ParentID, treeRefusals["parent"]
 	}
-	if t, err = s.place(ctx, q, userID, *anchor, nil, errTaskLimit, c.ParentID, sql, args); errors.Is(err, errNotFound) {
+	t, err = s.place(ctx, q, userID, *anchor, nil, errTaskLimit, c.ParentID, sql, args, []any{userID, int64(0), c.ParentID, c.After})
+	if errors.Is(err, errNotFound) {
 		err = missing
 	}
 	return t, err
@@ -155,15 +132,16 @@ func (s *store) moveTask(ctx context.Context, q querier, userID string, id int64
 	if !errors.Is(err, errNotFound) {
 		return t, err
 	}
-	return s.place(ctx, q, userID, id, ifMatch, errNotFound, to.ParentID, sql, args)
+	return s.place(ctx, q, userID, id, ifMatch, errNotFound, to.ParentID, sql, args, args[:4])
 }
 
-// place runs sql, createSQL or moveSQL with args, which wrote nothing on q, again
-// under the user's lock, where it reads the tree as every earlier write of the user
-// left it, after checking If-Match on the task anchor as it is there (errNotFound if
-// the user has none). If the positions under parent ran out, it renumbers them first;
-// if placeSQL refuses, it answers treeRefusals' error; if neither, none.
-func (s *store) place(ctx context.Context, q querier, userID string, anchor int64, ifMatch []int64, none error, parent *int64, sql string, args []any) (t Task, err error) {
+// place runs sql, createInTreeSQL's or moveSQL's with args, which wrote nothing on
+// q, again under the user's lock, where it reads the tree as every earlier write of
+// the user left it, after checking If-Match on the task anchor as it is there
+// (errNotFound if the user has none). If the positions under parent ran out, it
+// renumbers them first; if placeRefusal (with placeArgs) refuses, it answers
+// treeRefusals' error; if neither, none.
+func (s *store) place(ctx context.Context, q querier, userID string, anchor int64, ifMatch []int64, none error, parent *int64, sql string, args, placeArgs []any) (t Task, err error) {
 	err = s.locked(ctx, q, userID, anchor, func(tx querier, current Task) error {
 		if ifMatch != nil && !slices.Contains(ifMatch, current.Version) {
 			return &staleError{Current: current}
@@ -172,7 +150,7 @@ func (s *store) place(ctx context.Context, q querier, userID string, anchor int6
 			if t, err = s.one(ctx, tx, sql, args...); !errors.Is(err, errNotFound) {
 				return err
 			}
-			rows, _ := tx.Query(ctx, placeRefusal.under(parent), args[:4]...)
+			rows, _ := tx.Query(ctx, placeRefusal.under(parent), placeArgs...)
 			refusal, readErr := pgx.CollectOneRow(rows, pgx.RowTo[*string])
 			switch {
 			case readErr != nil:
@@ -192,26 +170,26 @@ func (s *store) place(ctx context.Context, q querier, userID string, anchor int6
 	return t, err
 }
 
-// cascaded is the statement of a write that sets set on the user's ($2) task that
-// matches where and moves the version, and that may complete or reopen the task:
-// done is its completed after the write, as SQL of its row. Completing it completes
-// its open descendants; reopening it reopens its completed ancestors; each with a
-// version of its own. Those are read on the statement's snapshot: unless calm (SQL,
-// true when the write can change neither), it writes only if no other write of the
-// user came between that snapshot and its lock (freshVersion), else nothing, and
-// store.missed sends it to completeSeries, which runs it under the lock.
-func cascaded(where, set, done, calm string) string {
-	return `WITH RECURSIVE target AS (SELECT id, parent_id, completed, ` + done + ` AS done FROM tasks WHERE ` + where + `),
-		down AS (SELECT t.id, t.completed FROM target, tasks t WHERE target.done AND NOT target.completed AND t.user_id = $2 AND t.parent_id = target.id
-			UNION SELECT t.id, t.completed FROM down, tasks t WHERE t.user_id = $2 AND t.parent_id = down.id),
-		up AS (SELECT t.id, t.parent_id, t.completed FROM target, tasks t WHERE target.completed AND NOT target.done AND t.user_id = $2 AND t.id = target.parent_id
-			UNION SELECT t.id, t.parent_id, t.completed FROM up, tasks t WHERE t.user_id = $2 AND t.id = up.parent_id),
-		family AS (SELECT id, row_number() OVER () AS i FROM (SELECT id, completed FROM down UNION ALL SELECT id, completed FROM up) AS f
-			WHERE completed <> (SELECT done FROM target)),
-		next AS (UPDATE task_counts SET version = version + 1 + (SELECT count(*) FROM family)
-			WHERE user_id = $2 AND EXISTS (SELECT FROM target) AND (` + calm + ` OR task_counts.version = (SELECT version FROM task_counts WHERE user_id = $2))
-			RETURNING version AS v),
-		others AS (UPDATE tasks SET version = v - i, updated_at = now(), completed = NOT completed,
-			completed_at = CASE WHEN completed THEN NULL ELSE now() END FROM family, next WHERE tasks.user_id = $2 AND tasks.id = family.id)
-		UPDATE tasks SET version = next.v, updated_at = now(), ` + set + ` FROM next WHERE ` + where + ` RETURNING ` + taskColumns
+// completeSQL sets completed to $3 on the user's ($2) task $1: completing it
+// completes its open descendants, reopening it reopens its completed ancestors,
+// each with a version of its own. It reads the tree on its snapshot, so it runs
+// under the user's lock (completeSeries, for the writes versioned leaves to it).
+const completeSQL = `WITH RECURSIVE target AS (SELECT id, parent_id, completed FROM tasks WHERE id = $1 AND user_id = $2),
+	down AS (SELECT t.id, t.completed FROM target, tasks t WHERE $3 AND NOT target.completed AND t.user_id = $2 AND t.parent_id = target.id
+		UNION SELECT t.id, t.completed FROM down, tasks t WHERE t.user_id = $2 AND t.parent_id = down.id),
+	up AS (SELECT t.id, t.parent_id, t.completed FROM target, tasks t WHERE NOT $3 AND target.completed AND t.user_id = $2 AND t.id = target.parent_id
+		UNION SELECT t.id, t.parent_id, t.completed FROM up, tasks t WHERE t.user_id = $2 AND t.id = up.parent_id),
+	family AS (SELECT id, row_number() OVER () AS i FROM (SELECT id, completed FROM down UNION ALL SELECT id, completed FROM up) AS f
+		WHERE completed <> $3),
+	next AS (UPDATE task_counts SET version = version + 1 + (SELECT count(*) FROM family)
+		WHERE user_id = $2 AND EXISTS (SELECT FROM target) RETURNING version AS v),
+	others AS (UPDATE tasks SET version = v - i, updated_at = now(), completed = $3, completed_at = CASE WHEN $3 THEN now() END
+		FROM family, next WHERE tasks.user_id = $2 AND tasks.id = family.id)
+	UPDATE tasks SET version = v, updated_at = now(), completed = $3, completed_at = CASE WHEN completed = $3 THEN completed_at WHEN $3 THEN now() END
+	FROM next WHERE id = $1 AND user_id = $2 RETURNING ` + taskColumns
+
+// setCompleted sets the user's task id completed (done) or open, and its family
+// with it (completeSQL); under the user's lock.
+func (s *store) setCompleted(ctx context.Context, tx querier, userID string, id int64, done bool) (Task, error) {
+	return s.one(ctx, tx, completeSQL, id, userID, done)
 }

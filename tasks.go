@@ -283,9 +283,9 @@ func completeSeries(ctx context.Context, db *store, q querier, w writeRequest, t
 			next, wall, recurrence := nextDue(t, time.Now())
 			t, err = db.moveSeries(ctx, tx, w.userID, w.id, next, wall, recurrence, maxTasks)
 		case toggle:
-			t, err = db.toggleTask(ctx, tx, w.userID, w.id, nil)
+			t, err = db.setCompleted(ctx, tx, w.userID, w.id, !t.Completed)
 		case w.change.Completed != nil:
-			t, err = db.updateTask(ctx, tx, w.userID, w.id, taskChange{Completed: w.change.Completed}, nil)
+			t, err = db.setCompleted(ctx, tx, w.userID, w.id, *w.change.Completed)
 		}
 		return err
 	})
