@@ -1,4 +1,4 @@
-// store.go holds one method per SQL statement on tasks, the feed and Idempotency-Keys; store_time.go holds those of recurring series, reminders and Web Push.
+// store.go holds one method per SQL statement on tasks, the feed and Idempotency-Keys; store_time.go holds those of recurring series, reminders and Web Push, store_tree.go those of creates, moves and completions in the tree.
 package main
 
 import (
@@ -23,37 +23,6 @@ const selectTask = `SELECT ` + taskColumns + ` FROM tasks WHERE id = $1 AND user
 // getTask returns the user's task id.
 func (s *store) getTask(ctx context.Context, userID string, id int64) (Task, error) {
 	return s.one(ctx, s.pool, selectTask, id, userID)
-}
-
-// createTask inserts a task for the user, first among the top-level tasks, unless
-// they hold maxTasks already (errTaskLimit), in one statement: the user's count goes
-// up only while below the limit, and its row lock makes one user's creates take
-// turns. A create under a parent or after a sibling is createInTree's.
-func (s *store) createTask(ctx context.Context, q querier, userID string, c taskChange, maxTasks int) (Task, error) {
-	dueAt, dueKind := dueColumns(c.DueDate)
-	args := []any{userID, *c.Title, c.Description, c.Priority, dueAt, dueKind, c.Tags, maxTasks, c.Recurrence, c.RecurFrom, c.Timezone, c.Reminders}
-	if c.ParentID != nil || c.After != nil {
-		return s.createInTree(ctx, q, userID, c, append(args, c.ParentID, c.After))
-	}
-	t, err := s.one(ctx, q, createSQL, args...)
-	if errors.Is(err, errNotFound) { // no slot, so no task
-		err = errTaskLimit
-	}
-	return t, err
-}
-
-// createSQL is createTask's statement: $1 the user, $2 to $12 the fields as it sends them.
-var createSQL = `WITH slot AS (INSERT INTO task_counts (user_id, n, version) VALUES ($1, 1, 1)
-		ON CONFLICT (user_id) DO UPDATE SET n = task_counts.n + 1, version = task_counts.version + 1
-		WHERE task_counts.n < $8 RETURNING version) ` + insertTask("NULL", "task_position_first(version)")
-
-// insertTask inserts a task as createTask's statements do, after a CTE slot that
-// gives its version, under parent (SQL) at position (SQL).
-func insertTask(parent, position string) string {
-	return `INSERT INTO tasks (user_id, version, title, description, priority, due_date, due_kind, tags, recurrence, recur_from, timezone, reminders, parent_id, position)
-		SELECT $1, version, $2::text, $3::text, coalesce($4::text, 'medium'), $5::timestamptz, $6::text, coalesce($7::text[], '{}'),
-			$9::text, coalesce($10::text, 'due'), $11::text, nullif($12::text, '[]')::json, ` + parent + `, ` + position + ` FROM slot
-		RETURNING ` + taskColumns
 }
 
 // Every write moves the user's version (task_counts.version) and stamps the task
