@@ -34,7 +34,8 @@ func (s treeSQL) under(parent *int64) string {
 }
 
 // placeSQL reads how to put the user's ($1) :task with its subtree under :parent
-// (NULL: the top) right after its sibling :after (NULL: first). place holds why
+// (NULL: the top) right after its sibling :after (NULL: first): up is the parent's
+// ancestry, down the subtree (read only to go under a parent). place holds why
 // it cannot (refusal: a key of treeRefusals, or "full": no position is left
 // between :after and the next sibling) and its position after :after's (NULL for
 // first: task_position_first of the write's own version). It reads the tree on
@@ -42,7 +43,7 @@ func (s treeSQL) under(parent *int64) string {
 // freshVersion.
 const placeSQL = `WITH RECURSIVE up AS (SELECT id, parent_id, recurrence FROM tasks WHERE user_id = $1 AND id = :parent
 		UNION SELECT t.id, t.parent_id, t.recurrence FROM up, tasks t WHERE t.user_id = $1 AND t.id = up.parent_id),
-	down AS (SELECT id, recurrence, 1 AS level FROM tasks WHERE user_id = $1 AND id = :task
+	down AS (SELECT id, recurrence, 1 AS level FROM tasks WHERE user_id = $1 AND id = :task AND :parent::bigint IS NOT NULL
 		UNION ALL SELECT t.id, t.recurrence, level + 1 FROM down, tasks t WHERE t.user_id = $1 AND t.parent_id = down.id AND level < 4),
 	after AS (SELECT position, (SELECT position FROM tasks WHERE user_id = $1 AND :siblings AND position > a.position AND id <> :task
 			ORDER BY parent_id, position LIMIT 1) AS next FROM tasks AS a WHERE user_id = $1 AND id = :after AND id <> :task AND parent_id IS NOT DISTINCT FROM :parent),
