@@ -60,7 +60,7 @@ const placeSQL = `WITH RECURSIVE up AS (SELECT id, parent_id, recurrence FROM ta
 // Statements of the tree, each in its two forms (treeSQL). createInTreeSQL takes
 // createSQL's parameters, then the parent and the sibling after; moveSQL the user,
 // the task, the parent, the sibling after, and If-Match; placeRefusal the first
-// four of moveSQL's; renumberSQL the user and the parent.
+// four of moveSQL's; renumberSQL the user, the parent and the sibling after.
 var (
 	createInTreeSQL = newTreeSQL(placeSQL+`,
 		slot AS (UPDATE task_counts SET n = n + 1, version = version + 1 WHERE user_id = $1 AND n < $8 AND `+freshVersion("$1")+`
@@ -72,13 +72,15 @@ var (
 		UPDATE tasks SET version = v, updated_at = now(), parent_id = $3, position = coalesce((SELECT position FROM place), task_position_first(v))
 		FROM next WHERE id = $2 AND user_id = $1 RETURNING `+taskColumns, "$2", "$3", "$4")
 	placeRefusal = newTreeSQL(placeSQL+` SELECT refusal FROM place`, "$2", "$3", "$4")
-	// renumberSQL gives the tasks in a group new positions in their order, and each
-	// a version of its own: task_position_first of versions counted down from the
-	// first, so that each is before every position the group held.
-	renumberSQL = newTreeSQL(`WITH ranked AS (SELECT id, row_number() OVER (ORDER BY position DESC) AS r FROM tasks WHERE user_id = $1 AND :siblings),
+	// renumberSQL gives the tasks of a group up to :after new positions in their
+	// order, and each a version of its own: task_position_first of versions counted
+	// down from the first, so that each is before every position the group held, and
+	// :after's is far from the next's.
+	renumberSQL = newTreeSQL(`WITH ranked AS (SELECT id, row_number() OVER (ORDER BY position DESC) AS r FROM tasks
+			WHERE user_id = $1 AND :siblings AND position <= (SELECT position FROM tasks WHERE user_id = $1 AND id = :after)),
 		bumped AS (UPDATE task_counts SET version = version + (SELECT count(*) FROM ranked) WHERE user_id = $1
 			RETURNING version - (SELECT count(*) FROM ranked) AS base)
-		UPDATE tasks SET version = base + r, position = task_position_first(base + r) FROM ranked, bumped WHERE user_id = $1 AND tasks.id = ranked.id`, "", "$2", "")
+		UPDATE tasks SET version = base + r, position = task_position_first(base + r) FROM ranked, bumped WHERE user_id = $1 AND tasks.id = ranked.id`, "", "$2", "$3")
 )
 
 // freshVersion is true while no other write of the user has committed since the
@@ -170,9 +172,9 @@ func (s *store) moveTask(ctx context.Context, q querier, userID string, id int64
 // place runs sql, createInTreeSQL's or moveSQL's with args, which wrote nothing on
 // q, again under the user's lock, where it reads the tree as every earlier write of
 // the user left it, after checking If-Match on the task anchor as it is there
-// (errNotFound if the user has none). If the positions under parent ran out, it
-// renumbers them first; if placeRefusal (with placeArgs) refuses, it answers
-// treeRefusals' error; if neither, none.
+// (errNotFound if the user has none). If the positions under parent ran out after
+// the sibling after, it renumbers those up to it first; if placeRefusal (with
+// placeArgs) refuses, it answers treeRefusals' error; if neither, none.
 func (s *store) place(ctx context.Context, q querier, userID string, anchor int64, ifMatch []int64, none error, parent *int64, sql string, args, placeArgs []any) (t Task, err error) {
 	err = s.locked(ctx, q, userID, anchor, func(tx querier, current Task) error {
 		if ifMatch != nil && !slices.Contains(ifMatch, current.Version) {
@@ -192,7 +194,7 @@ func (s *store) place(ctx context.Context, q querier, userID string, anchor int6
 			case *refusal != "full":
 				return treeRefusals[*refusal]
 			}
-			rows, _ = tx.Query(ctx, renumberSQL.under(parent), userID, parent)
+			rows, _ = tx.Query(ctx, renumberSQL.under(parent), userID, parent, placeArgs[3])
 			if rows.Close(); rows.Err() != nil {
 				return rows.Err()
 			}

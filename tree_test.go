@@ -501,7 +501,7 @@ func TestTreeConcurrent(t *testing.T) {
 
 // TestTreeRenumber: always inserting at the same place, right after one task,
 // runs out of positions between it and the one moved before; the move then
-// renumbers that sibling group once (each sibling a write in the feed) and
+// renumbers that task and the siblings before it (each a write in the feed) and
 // lands, and the next few hundred moves write one row each.
 func TestTreeRenumber(t *testing.T) {
 	e := newEnv(t, hsAuth())
@@ -517,20 +517,20 @@ func TestTreeRenumber(t *testing.T) {
 		testDB.pool.QueryRow(context.Background(), `SELECT version FROM task_counts WHERE user_id = $1`, user).Scan(&v)
 		return v
 	}
-	first := ids[7] // first at the top level
+	anchor := ids[4] // fourth: t7, t6, t5, t4, then the others
 	var renumbered, moves int
 	for i := range 700 {
-		id := ids[i%7] // each in turn right after first
+		id := ids[i%4] // each of t0 to t3 in turn right after t4
 		before := version()
-		e.moved(user, id, nil, first)
+		e.moved(user, id, nil, anchor)
 		switch v := version(); v - before {
 		case 1:
-		case 1 + 8: // the top level's eight tasks, then the move
+		case 1 + 4: // t7 to t4, then the move
 			renumbered++
 		default:
 			t.Fatalf("move %d wrote %d versions", i, v-before)
 		}
-		if got := e.order(user, nil); got[0] != "t7" || got[1] != fmt.Sprint("t", i%7) {
+		if got := e.order(user, nil); !slices.Equal(got[:5], []string{"t7", "t6", "t5", "t4", fmt.Sprint("t", i%4)}) {
 			t.Fatalf("move %d: the order is %v", i, got)
 		}
 		moves++
