@@ -348,6 +348,7 @@ func TestBenchSQLIsTheStoresSQL(t *testing.T) {
 		"create.sql":  {"due_kind, tags, recurrence, recur_from, timezone, reminders, parent_id, position)", "version, 'Load task'", "task_position_first(version)"},
 		"toggle.sql":  {"completed_at =", "version = next.v", "AND EXISTS (SELECT FROM tasks WHERE tasks.id =", "OR tasks.completed)", "tasks.parent_id IS NULL"},
 		"update.sql":  {"completed_at =", "due_kind =", "recurrence =", "reminders =", "version = next.v", "AND EXISTS (SELECT FROM tasks WHERE tasks.id =", "IS NOT TRUE)", "tasks.parent_id IS NULL"},
+		"move.sql":    {"version = v, updated_at = now(), parent_id =", "task_position_between(position, next)", "AND EXISTS (SELECT FROM tasks WHERE id ="},
 		"changes.sql": {"SELECT version FROM task_counts WHERE user_id ="}} {
 		sql := string(must(os.ReadFile("bench/sql/" + file)))
 		if file != "changes.sql" { // the one statement that reads no task
@@ -363,7 +364,7 @@ func TestBenchSQLIsTheStoresSQL(t *testing.T) {
 		var lines []string // pgbench's \set lines out, its variables as user 1 and task 1
 		for line := range strings.Lines(sql) {
 			if !strings.HasPrefix(line, `\set`) {
-				lines = append(lines, strings.NewReplacer(":id", "1", ":u", "1").Replace(line))
+				lines = append(lines, strings.NewReplacer(":id", "1", ":u", "1", ":moved", "1", ":anchor", "2").Replace(line))
 			}
 		}
 		tx := must(testDB.pool.Begin(context.Background()))
