@@ -329,7 +329,7 @@ func BenchmarkFastPaths(b *testing.B) {
 			var due *time.Time
 			var kind *string
 			dst := []any{&t.ID, &t.UserID, &t.Title, &t.Description, &t.Completed, &t.Priority, &due, &t.Tags, &t.CreatedAt, &t.UpdatedAt, &kind, &t.CompletedAt,
-				&t.Version, &t.Recurrence, &t.RecurFrom, &t.Timezone, &t.Reminders, &t.NextReminder}
+				&t.Version, &t.Recurrence, &t.RecurFrom, &t.Timezone, &t.Reminders, &t.NextReminder, &t.ParentID, &t.Position}
 			for i, f := range fields {
 				if err := m.Scan(f.DataTypeOID, f.Format, raw[i], dst[i]); err != nil {
 					b.Fatal(err)

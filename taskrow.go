@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -92,9 +93,15 @@ func taskFromBinary(fields []pgconn.FieldDescription, raw [][]byte) (t Task, ok 
 		parent := int64(binary.BigEndian.Uint64(raw[18]))
 		t.ParentID = &parent
 	}
-	t.Position = string(raw[19])
 	t.ID, t.Version = int64(binary.BigEndian.Uint64(raw[0])), int64(binary.BigEndian.Uint64(raw[12]))
-	t.UserID, t.Title = string(raw[1]), string(raw[2])
+	// user_id, title and position in one allocation, not three: a list decodes many rows.
+	var b strings.Builder
+	b.Grow(len(raw[1]) + len(raw[2]) + len(raw[19]))
+	b.Write(raw[1])
+	b.Write(raw[2])
+	b.Write(raw[19])
+	texts, user, title := b.String(), len(raw[1]), len(raw[1])+len(raw[2]) // where each ends
+	t.UserID, t.Title, t.Position = texts[:user], texts[user:title], texts[title:]
 	t.Description = textOrNil(raw[3])
 	t.Completed = raw[4][0] == 1
 	t.Recurrence, t.Timezone, t.Reminders = textOrNil(raw[13]), textOrNil(raw[15]), noReminders
