@@ -40,23 +40,24 @@ func (s *store) getTask(ctx context.Context, userID string, id int64) (Task, err
 const taskMatches = `tasks.id = $1 AND tasks.user_id = $2 AND ($3::bigint[] IS NULL OR tasks.version = ANY($3))`
 
 // versioned is a write that sets set on the user's ($2) task that matches where, and
-// moves the version. Unless calm (SQL, true when where reads no other task), it writes
-// only if no other write of the user came between its snapshot and its lock
-// (freshVersion): where read the tree as it is.
-func versioned(where, set, calm string) string {
-	return `WITH next AS (UPDATE task_counts SET version = version + 1 WHERE user_id = $2
-		AND EXISTS (SELECT FROM tasks WHERE ` + where + `) AND (` + calm + ` OR ` + freshVersion("$2") + `) RETURNING version AS v)
+// moves the version. When where reads other tasks (tree), it writes only if no other
+// write of the user came between its snapshot and its lock (freshVersion), so that
+// it read the tree as it is.
+func versioned(where, set string, tree bool) string {
+	fresh := ""
+	if tree {
+		fresh = ` AND ` + freshVersion("$2")
+	}
+	return `WITH next AS (UPDATE task_counts SET version = version + 1
+		WHERE user_id = $2 AND EXISTS (SELECT FROM tasks WHERE ` + where + `)` + fresh + ` RETURNING version AS v)
 		UPDATE tasks SET version = next.v, updated_at = now(), ` + set + ` FROM next WHERE ` + where + ` RETURNING ` + taskColumns
 }
 
 // leaf is true for a task $1 without subtasks.
 const leaf = `NOT EXISTS (SELECT FROM tasks c WHERE c.user_id = $2 AND c.parent_id = $1)`
 
-// updateSQL applies a partial change to a task, unless it completes an open recurring
-// one or changes another task (completes one with subtasks, reopens a subtask:
-// setCompleted's), or gives recurrence to one with subtasks.
-var updateSQL = versioned(taskMatches+` AND (tasks.recurrence IS NULL OR tasks.completed OR $7 IS NOT TRUE)
-	AND ($7 IS NULL OR $7 = tasks.completed OR $7 AND `+leaf+` OR NOT $7 AND tasks.parent_id IS NULL) AND ($14::text IS NULL OR `+leaf+`)`, `
+// updateSet is what an update sets (updateSQL, updateTreeSQL).
+const updateSet = `
 	title        = coalesce($4, title),
 	description  = CASE WHEN $5 THEN NULL ELSE coalesce($6, description) END,
 	completed    = coalesce($7, completed),
@@ -68,13 +69,27 @@ var updateSQL = versioned(taskMatches+` AND (tasks.recurrence IS NULL OR tasks.c
 	recurrence   = CASE WHEN $13 THEN NULL ELSE coalesce($14, recurrence) END,
 	recur_from   = coalesce($15, recur_from),
 	timezone     = CASE WHEN $16 THEN NULL ELSE coalesce($17, timezone) END,
-	reminders    = CASE WHEN $18::text IS NULL THEN reminders ELSE nullif($18::text, '[]')::json END`,
-	`$7 IS NULL AND $14::text IS NULL`)
+	reminders    = CASE WHEN $18::text IS NULL THEN reminders ELSE nullif($18::text, '[]')::json END`
+
+// updateSQL applies a partial change that sets neither completed nor recurrence.
+var updateSQL = versioned(taskMatches, updateSet, false)
+
+// updateTreeSQL applies a partial change that sets completed or recurrence, unless it
+// completes an open recurring task or changes another task (completes one with subtasks,
+// reopens a subtask: setCompleted's), or gives recurrence to one with subtasks. A statement
+// of its own, so that updateSQL keeps the generic plan PostgreSQL would not choose for this one.
+var updateTreeSQL = versioned(taskMatches+` AND (tasks.recurrence IS NULL OR tasks.completed OR $7 IS NOT TRUE)
+	AND (($7 IS NOT TRUE OR tasks.completed) AND $14::text IS NULL OR `+leaf+`) AND ($7 IS NOT FALSE OR NOT tasks.completed OR tasks.parent_id IS NULL)`,
+	updateSet, true)
 
 // updateTask applies a partial change to the user's task id, in one statement.
 func (s *store) updateTask(ctx context.Context, q querier, userID string, id int64, c taskChange, ifMatch []int64) (Task, error) {
 	dueAt, dueKind := dueColumns(c.DueDate)
-	t, err := s.one(ctx, q, updateSQL, id, userID, ifMatch, c.Title, c.ClearDesc, c.Description, c.Completed, c.Priority,
+	sql := updateSQL
+	if c.Completed != nil || c.Recurrence != nil {
+		sql = updateTreeSQL
+	}
+	t, err := s.one(ctx, q, sql, id, userID, ifMatch, c.Title, c.ClearDesc, c.Description, c.Completed, c.Priority,
 		c.ClearDue, dueAt, dueKind, c.Tags, c.ClearRecur, c.Recurrence, c.RecurFrom, c.ClearZone, c.Timezone, c.Reminders)
 	return t, s.missed(ctx, q, userID, id, ifMatch, true, err)
 }
@@ -83,7 +98,7 @@ func (s *store) updateTask(ctx context.Context, q querier, userID string, id int
 // change another task (setCompleted's).
 var toggleSQL = versioned(taskMatches+` AND (tasks.recurrence IS NULL OR tasks.completed)
 	AND (tasks.completed AND tasks.parent_id IS NULL OR NOT tasks.completed AND `+leaf+`)`,
-	`completed = NOT completed, completed_at = CASE WHEN completed THEN NULL ELSE now() END`, `false`)
+	`completed = NOT completed, completed_at = CASE WHEN completed THEN NULL ELSE now() END`, true)
 
 // toggleTask flips completed in one statement, so concurrent toggles never lose one.
 func (s *store) toggleTask(ctx context.Context, q querier, userID string, id int64, ifMatch []int64) (Task, error) {

@@ -1,9 +1,8 @@
 -- PUT /api/{user_id}/tasks/{id}: store.updateTask with title and description set
 \set u random(1, :users)
 \set id (:u - 1) * :tasks + random(1, :tasks)
-WITH next AS (UPDATE task_counts SET version = version + 1 WHERE user_id = 'bench-u' || lpad(:u::text, 5, '0')
-        AND EXISTS (SELECT FROM tasks WHERE tasks.id = :id AND tasks.user_id = 'bench-u' || lpad(:u::text, 5, '0') AND (NULL::bigint[]::bigint[] IS NULL OR tasks.version = ANY(NULL::bigint[])) AND (tasks.recurrence IS NULL OR tasks.completed OR NULL::boolean IS NOT TRUE)
-    AND (NULL::boolean IS NULL OR NULL::boolean = tasks.completed OR NULL::boolean AND NOT EXISTS (SELECT FROM tasks c WHERE c.user_id = 'bench-u' || lpad(:u::text, 5, '0') AND c.parent_id = :id) OR NOT NULL::boolean AND tasks.parent_id IS NULL) AND (NULL::text IS NULL OR NOT EXISTS (SELECT FROM tasks c WHERE c.user_id = 'bench-u' || lpad(:u::text, 5, '0') AND c.parent_id = :id))) AND (NULL::boolean IS NULL AND NULL::text IS NULL OR task_counts.version = (SELECT version FROM task_counts WHERE user_id = 'bench-u' || lpad(:u::text, 5, '0'))) RETURNING version AS v)
+WITH next AS (UPDATE task_counts SET version = version + 1
+        WHERE user_id = 'bench-u' || lpad(:u::text, 5, '0') AND EXISTS (SELECT FROM tasks WHERE tasks.id = :id AND tasks.user_id = 'bench-u' || lpad(:u::text, 5, '0') AND (NULL::bigint[]::bigint[] IS NULL OR tasks.version = ANY(NULL::bigint[]))) RETURNING version AS v)
         UPDATE tasks SET version = next.v, updated_at = now(),
     title        = coalesce('Updated under load', title),
     description  = CASE WHEN false THEN NULL ELSE coalesce('changed by pgbench', description) END,
@@ -16,6 +15,5 @@ WITH next AS (UPDATE task_counts SET version = version + 1 WHERE user_id = 'benc
     recurrence   = CASE WHEN false THEN NULL ELSE coalesce(NULL, recurrence) END,
     recur_from   = coalesce(NULL, recur_from),
     timezone     = CASE WHEN false THEN NULL ELSE coalesce(NULL, timezone) END,
-    reminders    = CASE WHEN NULL::text::text IS NULL THEN reminders ELSE nullif(NULL::text::text, '[]')::json END FROM next WHERE tasks.id = :id AND tasks.user_id = 'bench-u' || lpad(:u::text, 5, '0') AND (NULL::bigint[]::bigint[] IS NULL OR tasks.version = ANY(NULL::bigint[])) AND (tasks.recurrence IS NULL OR tasks.completed OR NULL::boolean IS NOT TRUE)
-    AND (NULL::boolean IS NULL OR NULL::boolean = tasks.completed OR NULL::boolean AND NOT EXISTS (SELECT FROM tasks c WHERE c.user_id = 'bench-u' || lpad(:u::text, 5, '0') AND c.parent_id = :id) OR NOT NULL::boolean AND tasks.parent_id IS NULL) AND (NULL::text IS NULL OR NOT EXISTS (SELECT FROM tasks c WHERE c.user_id = 'bench-u' || lpad(:u::text, 5, '0') AND c.parent_id = :id)) RETURNING id, user_id, title, description, completed, priority, due_date, tags, created_at, updated_at,
+    reminders    = CASE WHEN NULL::text::text IS NULL THEN reminders ELSE nullif(NULL::text::text, '[]')::json END FROM next WHERE tasks.id = :id AND tasks.user_id = 'bench-u' || lpad(:u::text, 5, '0') AND (NULL::bigint[]::bigint[] IS NULL OR tasks.version = ANY(NULL::bigint[])) RETURNING id, user_id, title, description, completed, priority, due_date, tags, created_at, updated_at,
     due_kind, completed_at, version, recurrence, recur_from, timezone, reminders, next_reminder_at, parent_id, position;
