@@ -12,17 +12,21 @@ import (
 
 // treeSQL is a statement of the tree in its two forms: for the top level, and
 // under a parent. Their SQL of being a child of the parent differs (NULL's is not
-// a comparison), so that each finds its siblings in tasks_sibling_position.
+// a comparison), so that each finds its siblings in tasks_sibling_position, and
+// only a task going under a parent is held to the rules of depth, cycles and
+// recurrence (parentRules), which read the parent's ancestry and the subtree.
 type treeSQL [2]string
 
 // newTreeSQL makes statement's two forms, in which :siblings is the SQL of being
-// a child of the parent, and :task, :parent and :after stand for task (SQL: a
-// parameter, or 0 for a new task), parent and after (parameters).
+// a child of the parent, :rules and :refusals parentRules' parts, and :task,
+// :parent and :after stand for task (SQL: a parameter, or 0 for a new task),
+// parent and after (parameters).
 func newTreeSQL(statement, task, parent, after string) treeSQL {
-	form := func(siblings string) string {
-		return strings.NewReplacer(":task", task, ":parent", parent, ":after", after).Replace(strings.ReplaceAll(statement, ":siblings", siblings))
+	form := func(siblings, rules, refusals string) string {
+		s := strings.NewReplacer(":siblings", siblings, ":rules", rules, ":refusals", refusals).Replace(statement)
+		return strings.NewReplacer(":task", task, ":parent", parent, ":after", after).Replace(s)
 	}
-	return treeSQL{form(`parent_id IS NULL AND :parent::bigint IS NULL`), form(`parent_id = :parent`)}
+	return treeSQL{form(`parent_id IS NULL AND :parent::bigint IS NULL`, "", ""), form(`parent_id = :parent`, parentRules[0], parentRules[1])}
 }
 
 // under is the form for parent (nil: the top level).
@@ -33,27 +37,30 @@ func (s treeSQL) under(parent *int64) string {
 	return s[1]
 }
 
+// parentRules are the CTEs and the refusals of placeSQL for a task going under
+// :parent: up is the parent's ancestry, down the subtree.
+var parentRules = [2]string{`up AS (SELECT id, parent_id, recurrence FROM tasks WHERE user_id = $1 AND id = :parent
+		UNION SELECT t.id, t.parent_id, t.recurrence FROM up, tasks t WHERE t.user_id = $1 AND t.id = up.parent_id),
+	down AS (SELECT id, recurrence, 1 AS level FROM tasks WHERE user_id = $1 AND id = :task
+		UNION ALL SELECT t.id, t.recurrence, level + 1 FROM down, tasks t WHERE t.user_id = $1 AND t.parent_id = down.id AND level < 4),`, `
+		WHEN NOT EXISTS (SELECT FROM up) THEN 'parent'
+		WHEN EXISTS (SELECT FROM up WHERE id = :task) THEN 'cycle'
+		WHEN (SELECT count(*) FROM up) + (SELECT coalesce(max(level), 1) FROM down) > 4 THEN 'depth'
+		WHEN EXISTS (SELECT FROM up WHERE id = :parent AND recurrence IS NOT NULL) THEN 'recurring parent'
+		WHEN EXISTS (SELECT FROM down WHERE level = 1 AND recurrence IS NOT NULL) THEN 'recurring'`}
+
 // placeSQL reads how to put the user's ($1) :task with its subtree under :parent
-// (NULL: the top) right after its sibling :after (NULL: first): up is the parent's
-// ancestry, down the subtree (read only to go under a parent). place holds why
+// (NULL: the top) right after its sibling :after (NULL: first). place holds why
 // it cannot (refusal: a key of treeRefusals, or "full": no position is left
 // between :after and the next sibling) and its position after :after's (NULL for
 // first: task_position_first of the write's own version). It reads the tree on
 // the statement's snapshot: a write uses it under the user's lock, or with
 // freshVersion.
-const placeSQL = `WITH RECURSIVE up AS (SELECT id, parent_id, recurrence FROM tasks WHERE user_id = $1 AND id = :parent
-		UNION SELECT t.id, t.parent_id, t.recurrence FROM up, tasks t WHERE t.user_id = $1 AND t.id = up.parent_id),
-	down AS (SELECT id, recurrence, 1 AS level FROM tasks WHERE user_id = $1 AND id = :task AND :parent::bigint IS NOT NULL
-		UNION ALL SELECT t.id, t.recurrence, level + 1 FROM down, tasks t WHERE t.user_id = $1 AND t.parent_id = down.id AND level < 4),
+const placeSQL = `WITH RECURSIVE :rules
 	after AS (SELECT position, (SELECT position FROM tasks WHERE user_id = $1 AND :siblings AND position > a.position AND id <> :task
 			ORDER BY parent_id, position LIMIT 1) AS next FROM tasks AS a WHERE user_id = $1 AND id = :after AND id <> :task AND parent_id IS NOT DISTINCT FROM :parent),
 	gap AS (SELECT task_position_between(position, next) AS position FROM after),
-	place AS (SELECT CASE
-		WHEN :parent::bigint IS NOT NULL AND NOT EXISTS (SELECT FROM up) THEN 'parent'
-		WHEN EXISTS (SELECT FROM up WHERE id = :task) THEN 'cycle'
-		WHEN (SELECT count(*) FROM up) + (SELECT coalesce(max(level), 1) FROM down) > 4 THEN 'depth'
-		WHEN EXISTS (SELECT FROM up WHERE id = :parent AND recurrence IS NOT NULL) THEN 'recurring parent'
-		WHEN :parent::bigint IS NOT NULL AND EXISTS (SELECT FROM down WHERE level = 1 AND recurrence IS NOT NULL) THEN 'recurring'
+	place AS (SELECT CASE :refusals
 		WHEN :after::bigint IS NOT NULL AND NOT EXISTS (SELECT FROM after) THEN 'after'
 		WHEN :after::bigint IS NOT NULL AND (SELECT position FROM gap) IS NULL THEN 'full' END AS refusal, (SELECT position FROM gap) AS position)`
 

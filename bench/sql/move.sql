@@ -2,19 +2,11 @@
 \set u random(1, :users)
 \set moved (:u - 1) * :tasks + random(1, :tasks)
 \set anchor (:u - 1) * :tasks + 1 + (:moved - (:u - 1) * :tasks) % :tasks
-WITH RECURSIVE up AS (SELECT id, parent_id, recurrence FROM tasks WHERE user_id = 'bench-u' || lpad(:u::text, 5, '0') AND id = NULL::bigint
-        UNION SELECT t.id, t.parent_id, t.recurrence FROM up, tasks t WHERE t.user_id = 'bench-u' || lpad(:u::text, 5, '0') AND t.id = up.parent_id),
-    down AS (SELECT id, recurrence, 1 AS level FROM tasks WHERE user_id = 'bench-u' || lpad(:u::text, 5, '0') AND id = :moved AND NULL::bigint::bigint IS NOT NULL
-        UNION ALL SELECT t.id, t.recurrence, level + 1 FROM down, tasks t WHERE t.user_id = 'bench-u' || lpad(:u::text, 5, '0') AND t.parent_id = down.id AND level < 4),
+WITH RECURSIVE
     after AS (SELECT position, (SELECT position FROM tasks WHERE user_id = 'bench-u' || lpad(:u::text, 5, '0') AND parent_id IS NULL AND NULL::bigint::bigint IS NULL AND position > a.position AND id <> :moved
             ORDER BY parent_id, position LIMIT 1) AS next FROM tasks AS a WHERE user_id = 'bench-u' || lpad(:u::text, 5, '0') AND id = :anchor AND id <> :moved AND parent_id IS NOT DISTINCT FROM NULL::bigint),
     gap AS (SELECT task_position_between(position, next) AS position FROM after),
     place AS (SELECT CASE
-        WHEN NULL::bigint::bigint IS NOT NULL AND NOT EXISTS (SELECT FROM up) THEN 'parent'
-        WHEN EXISTS (SELECT FROM up WHERE id = :moved) THEN 'cycle'
-        WHEN (SELECT count(*) FROM up) + (SELECT coalesce(max(level), 1) FROM down) > 4 THEN 'depth'
-        WHEN EXISTS (SELECT FROM up WHERE id = NULL::bigint AND recurrence IS NOT NULL) THEN 'recurring parent'
-        WHEN NULL::bigint::bigint IS NOT NULL AND EXISTS (SELECT FROM down WHERE level = 1 AND recurrence IS NOT NULL) THEN 'recurring'
         WHEN :anchor::bigint IS NOT NULL AND NOT EXISTS (SELECT FROM after) THEN 'after'
         WHEN :anchor::bigint IS NOT NULL AND (SELECT position FROM gap) IS NULL THEN 'full' END AS refusal, (SELECT position FROM gap) AS position),
         next AS (UPDATE task_counts SET version = version + 1 WHERE user_id = 'bench-u' || lpad(:u::text, 5, '0') AND task_counts.version = (SELECT version FROM task_counts WHERE user_id = 'bench-u' || lpad(:u::text, 5, '0')) AND (SELECT refusal FROM place) IS NULL
