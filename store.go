@@ -53,9 +53,6 @@ func versioned(where, set string, tree bool) string {
 		UPDATE tasks SET version = next.v, updated_at = now(), ` + set + ` FROM next WHERE ` + where + ` RETURNING ` + taskColumns
 }
 
-// leaf is true for a task $1 without subtasks.
-const leaf = `NOT EXISTS (SELECT FROM tasks c WHERE c.user_id = $2 AND c.parent_id = $1)`
-
 // updateSet is what an update sets (updateSQL, updateTreeSQL).
 const updateSet = `
 	title        = coalesce($4, title),

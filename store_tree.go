@@ -90,6 +90,9 @@ var (
 		UPDATE tasks SET version = base + r, position = task_position_first(base + r) FROM ranked, bumped WHERE user_id = $1 AND tasks.id = ranked.id`, "", "$2", "$3")
 )
 
+// leaf is true for the user's ($2) task $1 without subtasks (updateTreeSQL, toggleSQL).
+const leaf = `NOT EXISTS (SELECT FROM tasks c WHERE c.user_id = $2 AND c.parent_id = $1)`
+
 // freshVersion is true while no other write of the user has committed since the
 // statement's snapshot was taken: in a write's UPDATE of task_counts, which waits
 // for the user's row lock, then sees the row as that write left it.
