@@ -143,13 +143,13 @@ func TestMCPTools(t *testing.T) {
 		names = append(names, tool["name"].(string))
 		name, hints := tool["name"].(string), tool["annotations"].(map[string]any)
 		in, out := tool["inputSchema"].(map[string]any), tool["outputSchema"].(map[string]any)
-		readOnly, idempotent := name == "list_tasks" || name == "get_task", slices.Contains([]string{"list_tasks", "get_task", "reopen_task", "delete_task"}, name)
+		readOnly, idempotent := name == "list_tasks" || name == "get_task", slices.Contains([]string{"list_tasks", "get_task", "reopen_task", "delete_task", "move_task"}, name)
 		if in["type"] != "object" || out["type"] != "object" || strings.Contains(fmt.Sprint(in, out), "$ref") || tool["description"] == "" ||
 			hints["readOnlyHint"] != readOnly || hints["destructiveHint"] != (name == "delete_task") || hints["idempotentHint"] != idempotent {
 			t.Errorf("tool %v", tool)
 		}
 	}
-	if want := []string{"list_tasks", "get_task", "add_tasks", "update_task", "complete_task", "reopen_task", "delete_task"}; !slices.Equal(names, want) {
+	if want := []string{"list_tasks", "get_task", "add_tasks", "update_task", "complete_task", "reopen_task", "delete_task", "move_task"}; !slices.Equal(names, want) {
 		t.Fatalf("tools/list names %v, want %v", names, want)
 	}
 	items := listed.Tools[2]["inputSchema"].(map[string]any)["properties"].(map[string]any)["tasks"].(map[string]any)
@@ -193,6 +193,16 @@ func TestMCPTools(t *testing.T) {
 		if got.Completed || got.CompletedAt != nil {
 			t.Fatalf("reopen_task = %+v", got)
 		}
+	}
+	// move_task nests a task as the move route does; list_tasks takes parent_id; a recurring parent is the API's 422.
+	json.Unmarshal(e.tool(tok, "move_task", map[string]any{"id": taxes.ID, "parent_id": milk.ID, "idempotency_key": "nest"}, false).StructuredContent, &got)
+	var children struct{ Tasks []Task }
+	json.Unmarshal(e.tool(tok, "list_tasks", map[string]any{"parent_id": milk.ID}, false).StructuredContent, &children)
+	if got.ParentID == nil || *got.ParentID != milk.ID || len(children.Tasks) != 1 || children.Tasks[0].ID != taxes.ID {
+		t.Fatalf("move_task under %d = %+v, list_tasks parent_id = %+v", milk.ID, got, children)
+	}
+	if res := e.tool(tok, "move_task", map[string]any{"id": taxes.ID, "parent_id": plants.ID}, true); !strings.Contains(res.Content[0].Text, "parent_id") {
+		t.Errorf("move_task under a recurring task = %q, want the API's 422 on parent_id", res.Content[0].Text)
 	}
 	// A recurring task completes as through the API: it moves to its next occurrence, the one done is kept.
 	json.Unmarshal(e.tool(tok, "complete_task", map[string]any{"id": plants.ID, "idempotency_key": "plants-1"}, false).StructuredContent, &got)

@@ -86,7 +86,7 @@ func newMCPServer(v *verifier, limit *rateLimiter, db *store, cfg config) *mcpSe
 	for _, name := range []string{"Status", "Q", "Tag", "Sort", "Order", "Limit", "Cursor"} {
 		list[strings.ToLower(name)] = d.param(name)
 	}
-	list["cursor"].(map[string]any)["description"] = "next_cursor of the page before"
+	list["cursor"].(map[string]any)["description"], list["parent_id"] = "next_cursor of the page before", d.param("ParentID")
 	add("list_tasks", "List tasks", "List the user's tasks, filtered and sorted as asked (newest first by default); next_cursor continues a list cut at limit.",
 		object(list), object(map[string]any{"tasks": tasks, "next_cursor": map[string]any{"type": []string{"string", "null"}},
 			"total": map[string]any{"type": []string{"integer", "null"}, "description": "How many tasks match in all, when known"}}, "tasks", "next_cursor", "total"),
@@ -105,8 +105,12 @@ func newMCPServer(v *verifier, limit *rateLimiter, db *store, cfg config) *mcpSe
 		s.route(handleUpdateTask(s.db, s.maxTasks), "PATCH /api/{user_id}/tasks/{id}", `{"completed":true}`))
 	add("reopen_task", "Reopen a task", "Mark a task open (not completed); one that is stays so.", byID, task, false, false, true,
 		s.route(handleUpdateTask(s.db, s.maxTasks), "PATCH /api/{user_id}/tasks/{id}", `{"completed":false}`))
-	add("delete_task", "Delete a task", "Delete one task for good.", byID, object(map[string]any{"deleted": id}, "deleted"), false, true, true,
+	add("delete_task", "Delete a task", "Delete one task, with its subtasks, for good.", byID, object(map[string]any{"deleted": id}, "deleted"), false, true, true,
 		s.route(handleDeleteTask(s.db), "DELETE /api/{user_id}/tasks/{id}", ""))
+	move := d.inline(d.Components.Schemas["TaskMove"]).(map[string]any)
+	move["properties"].(map[string]any)["id"], move["properties"].(map[string]any)["idempotency_key"], move["required"] = id, key, []string{"id"}
+	add("move_task", "Move a task", "Put a task, with its subtasks, under parent_id (null: the top level), right after its child after (null: first).",
+		move, task, false, false, true, s.route(handleMoveTask(s.db), "POST /api/{user_id}/tasks/{id}/move", ""))
 	return s
 }
 
@@ -189,9 +193,10 @@ func (c *toolCall) failed(err error) (any, *rpcError) {
 func (s *mcpServer) route(h userHandler, pattern, body string) func(*toolCall) (any, *rpcError) {
 	method, _, _ := strings.Cut(pattern, " ")
 	return func(c *toolCall) (any, *rpcError) {
-		rest := maps.Clone(c.args) // id stays: a body's id is ignored, as the task's own
+		rest := maps.Clone(c.args) // the path's id and the header's key are not the body's
+		delete(rest, "id")
 		delete(rest, "idempotency_key")
-		send, _ := json.Marshal(rest) // read by PATCH alone: GET and DELETE take no body
+		send, _ := json.Marshal(rest) // read by PATCH and POST alone: GET and DELETE take no body
 		r := c.request(method, pattern, nil, []byte(cmp.Or(body, string(send))))
 		return c.run(func(w http.ResponseWriter) { h(w, r, c.userID) }, func(rec *recorder) (any, string) {
 			if method == http.MethodDelete {

@@ -4,6 +4,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"maps"
 	"net/http"
 	"slices"
 )
@@ -30,12 +31,7 @@ func decodeMove(w http.ResponseWriter, r *http.Request) (taskChange, error) {
 	fail := func(msg, typ string, loc ...any) {
 		errs = append(errs, fieldError{append([]any{"body"}, loc...), msg, typ})
 	}
-	names := make([]string, 0, len(raw))
-	for name := range raw {
-		names = append(names, name)
-	}
-	slices.Sort(names)
-	for _, name := range names {
+	for _, name := range slices.Sorted(maps.Keys(raw)) {
 		switch name {
 		case "parent_id":
 			c.ParentID = taskRef(name, raw[name], fail)

@@ -683,7 +683,7 @@ async function mcpChecks(b, mcp) {
       assert(transport.protocolVersion === "2025-11-25", `negotiated ${transport.protocolVersion}`);
       const { tools } = await client.listTools();
       const names = tools.map((t) => t.name).join(",");
-      assert(names === "list_tasks,get_task,add_tasks,update_task,complete_task,reopen_task,delete_task" && tools.every((t) => t.outputSchema && t.annotations), names);
+      assert(names === "list_tasks,get_task,add_tasks,update_task,complete_task,reopen_task,delete_task,move_task" && tools.every((t) => t.outputSchema && t.annotations), names);
       // callTool holds each result's structuredContent to the tool's outputSchema.
       const added = await client.callTool({ name: "add_tasks", arguments: { tasks: [{ title: "Buy milk", priority: "high", tags: ["home"] },
         { title: "Call mum", due_date: "2027-01-10" }, { title: "Water plants", due_date: "2027-01-10", recurrence: "FREQ=WEEKLY" }] } });
