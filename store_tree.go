@@ -38,16 +38,19 @@ func (s treeSQL) under(parent *int64) string {
 }
 
 // parentRules are the CTEs and the refusals of placeSQL for a task going under
-// :parent: up is the parent's ancestry, down the subtree.
-var parentRules = [2]string{`up AS (SELECT id, parent_id, recurrence FROM tasks WHERE user_id = $1 AND id = :parent
-		UNION SELECT t.id, t.parent_id, t.recurrence FROM up, tasks t WHERE t.user_id = $1 AND t.id = up.parent_id),
+// :parent: up is the parent's ancestry, down the subtree. An open task does not go
+// under a completed one, whose subtasks completing it completed.
+var parentRules = [2]string{`up AS (SELECT id, parent_id, recurrence, completed FROM tasks WHERE user_id = $1 AND id = :parent
+		UNION SELECT t.id, t.parent_id, t.recurrence, t.completed FROM up, tasks t WHERE t.user_id = $1 AND t.id = up.parent_id),
 	down AS (SELECT id, recurrence, 1 AS level FROM tasks WHERE user_id = $1 AND id = :task
 		UNION ALL SELECT t.id, t.recurrence, level + 1 FROM down, tasks t WHERE t.user_id = $1 AND t.parent_id = down.id AND level < 4),`, `
 		WHEN NOT EXISTS (SELECT FROM up) THEN 'parent'
 		WHEN EXISTS (SELECT FROM up WHERE id = :task) THEN 'cycle'
 		WHEN (SELECT count(*) FROM up) + (SELECT coalesce(max(level), 1) FROM down) > 4 THEN 'depth'
 		WHEN EXISTS (SELECT FROM up WHERE id = :parent AND recurrence IS NOT NULL) THEN 'recurring parent'
-		WHEN EXISTS (SELECT FROM down WHERE level = 1 AND recurrence IS NOT NULL) THEN 'recurring'`}
+		WHEN EXISTS (SELECT FROM down WHERE level = 1 AND recurrence IS NOT NULL) THEN 'recurring'
+		WHEN EXISTS (SELECT FROM up WHERE id = :parent AND completed) AND NOT EXISTS (SELECT FROM tasks
+			WHERE user_id = $1 AND id = :task AND completed) THEN 'completed parent'`}
 
 // placeSQL reads how to put the user's ($1) :task with its subtree under :parent
 // (NULL: the top) right after its sibling :after (NULL: first). place holds why
@@ -107,6 +110,7 @@ var treeRefusals = map[string]error{
 	"depth":            validationError{{[]any{"body", "parent_id"}, "Tasks nest at most 4 levels deep: a top-level task and three below it", "value_error"}},
 	"recurring parent": validationError{{[]any{"body", "parent_id"}, "A recurring task cannot have subtasks", "value_error"}},
 	"recurring":        validationError{{[]any{"body", "parent_id"}, "A recurring task cannot be a subtask", "value_error"}},
+	"completed parent": validationError{{[]any{"body", "parent_id"}, "An open task cannot go under a completed one: reopen it first", "value_error"}},
 	"after":            validationError{{[]any{"body", "after"}, "Input should be the id of another task under parent_id, or null", "value_error"}},
 }
 
@@ -176,7 +180,8 @@ func (s *store) moveTask(ctx context.Context, q querier, userID string, id int64
 	if !errors.Is(err, errNotFound) {
 		return t, err
 	}
-	return s.place(ctx, q, userID, id, ifMatch, errNotFound, to.ParentID, sql, args, args[:4])
+	// place checks If-Match under the lock, so its statement does not: a renumbering it runs first may move the task's own version.
+	return s.place(ctx, q, userID, id, ifMatch, errNotFound, to.ParentID, sql, append(args[:4:4], nil), args[:4])
 }
 
 // place runs sql, createInTreeSQL's or moveSQL's with args, which wrote nothing on

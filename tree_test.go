@@ -357,6 +357,11 @@ func TestTreeCompletion(t *testing.T) {
 	if d.tasks[p.ID].Completed || !d.tasks[g1.ID].Completed {
 		t.Fatalf("completing c1: %s", state())
 	}
+	// An open task does not go under a completed one, by a create or a move; a completed one does.
+	wantLoc(t, e.do("POST", "/api/"+user+"/tasks", tok, map[string]any{"title": "late", "parent_id": c1.ID}), "body", "parent_id")
+	wantLoc(t, e.do("POST", path(other.ID)+"/move", tok, map[string]any{"parent_id": c1.ID}), "body", "parent_id")
+	e.want(e.do("POST", path(c2.ID)+"/move", tok, map[string]any{"parent_id": c1.ID}), 200, "move the completed c2 under the completed c1")
+	changed("moving c2 under c1", c2.ID)
 	// Completing what is completed, and reopening what is open, touch no family.
 	e.want(e.do("PATCH", path(c1.ID), tok, map[string]any{"completed": true}), 200, "complete c1 again")
 	changed("completing c1 again", c1.ID)
@@ -575,4 +580,26 @@ func TestMoveHonoursIfMatchAndIdempotencyKey(t *testing.T) {
 		t.Fatalf("after a replayed move: %v", got)
 	}
 	wantLoc(t, e.move(user, a.ID, map[string]any{"after": b.ID}, "Idempotency-Key", "move-a"), "header", "Idempotency-Key")
+}
+
+// TestMoveRenumberingKeepsIfMatch: a move under a current If-Match that must first
+// renumber its group, the task itself among the renumbered, lands (200, not 404).
+func TestMoveRenumberingKeepsIfMatch(t *testing.T) {
+	e := newEnv(t, hsAuth())
+	user := newUser(t)
+	tok := tokenFor(t, user)
+	a := e.create(user, map[string]any{"title": "A"})
+	task := e.create(user, map[string]any{"title": "T"}) // first, so before A
+	for i := 0; ; i++ {                                  // until the positions right after A run out
+		if n := e.create(user, map[string]any{"title": "x", "after": a.ID}); len(n.Position) == 64 && strings.HasSuffix(n.Position, "01") {
+			break
+		} else if i > 3000 {
+			t.Fatalf("the positions after A never ran out: %q", n.Position)
+		}
+	}
+	one := "/api/" + user + "/tasks/" + fmt.Sprint(task.ID)
+	r := e.do("POST", one+"/move", tok, map[string]any{"after": a.ID}, "If-Match", e.do("GET", one, tok, nil).header.Get("ETag"))
+	if e.want(r, 200, "a move under a current If-Match that renumbers its group"); e.order(user, nil)[1] != "T" {
+		t.Fatalf("after the move the order is %v, want T right after A", e.order(user, nil)[:3])
+	}
 }
