@@ -296,8 +296,8 @@ func briefs(body []byte) string {
 	fmt.Fprintf(&b, "%d task(s):", len(tasks))
 	for _, t := range tasks {
 		state := map[string]string{"false": "open", "true": "completed"}[string(t["completed"])]
-		fmt.Fprintf(&b, "\n#%s %q: %s, priority %s, due %s, recurrence %s, tags %s", t["id"], text(t["title"]),
-			state, t["priority"], t["due_date"], t["recurrence"], t["tags"])
+		fmt.Fprintf(&b, "\n#%s %q: %s, priority %s, due %s, recurrence %s, tags %s, parent %s", t["id"], text(t["title"]),
+			state, t["priority"], t["due_date"], t["recurrence"], t["tags"], t["parent_id"])
 	}
 	return b.String()
 }
