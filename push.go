@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
-	"sync"
 	"time"
 )
 
@@ -32,41 +31,26 @@ var errPushOff = &statusError{http.StatusNotImplemented, "Web Push is off on thi
 // errNoSubscription answers a DELETE of an endpoint the user holds no subscription to.
 var errNoSubscription = &statusError{http.StatusNotFound, "Push subscription not found"}
 
-// pusher sends the outbox's pushes (store.claimPushes), at most pushesAtOnce at a time.
+// pusher sends the outbox's pushes (store.claimPushes).
 type pusher struct {
 	db     *store
 	log    *slog.Logger
 	key    *vapidKey
 	client *http.Client
-	wg     sync.WaitGroup
 }
 
-// run sends the pushes due each time kick says some are, until none is left, and
-// ends with ctx. Each of pushesAtOnce senders claims one push at a time, with a
-// lease (pushLease), so that one slow push service holds up one sender only.
-func (p *pusher) run(ctx context.Context, kick <-chan struct{}) {
-	for {
-		select {
-		case <-ctx.Done():
+// drain sends the pushes due, claiming one at a time with a lease (pushLease), until
+// none is left or ctx ends: at shutdown, a claimed push goes back when its lease ends.
+func (p *pusher) drain(ctx context.Context) {
+	for ctx.Err() == nil {
+		jobs, err := p.db.claimPushes(ctx, 1, pushLease)
+		if err != nil {
+			p.log.Warn("claiming pushes", "err", err.Error())
+		}
+		if len(jobs) == 0 {
 			return
-		case <-kick:
 		}
-		var senders sync.WaitGroup
-		for range pushesAtOnce {
-			senders.Go(func() {
-				for ctx.Err() == nil { // at shutdown, a claimed push goes back when its lease ends
-					jobs, err := p.db.claimPushes(ctx, 1, pushLease)
-					if err != nil {
-						p.log.Warn("claiming pushes", "err", err.Error())
-					}
-					if len(jobs) == 0 {
-						return
-					}
-					p.send(ctx, jobs[0])
-				}
-			})
-		}
-		senders.Wait()
+		p.send(ctx, jobs[0])
 	}
 }
 

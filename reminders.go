@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -86,15 +87,15 @@ func spellOffset(s string) (string, bool) {
 const fireBatch = 500
 
 // remind fires reminders (store.fireReminders) and, with p, has their pushes
-// sent (pusher.run) until ctx ends, then waits for the pushes in flight. Each
-// round reads when the next of each is due, one indexed statement, and waits
-// until then, a second at most: another replica may have written one sooner.
+// sent until ctx ends, then waits for the pushes in flight. Each round reads
+// when the next of each is due, one indexed statement, and waits until then, a
+// second at most: another replica may have written one sooner. While a push is
+// due, senders (pusher.drain) run beside the rounds, pushesAtOnce at most, so
+// that firing never waits on a push service and a slow one holds up one sender.
 func remind(ctx context.Context, db *store, p *pusher, log *slog.Logger) {
-	kick := make(chan struct{}, 1)
-	if p != nil {
-		p.wg.Go(func() { p.run(ctx, kick) })
-		defer p.wg.Wait()
-	}
+	var senders sync.WaitGroup
+	defer senders.Wait()
+	sending := make(chan struct{}, pushesAtOnce) // one token a sender
 	for {
 		wait := time.Second
 		reminder, push, err := db.dueWork(ctx)
@@ -114,11 +115,9 @@ func remind(ctx context.Context, db *store, p *pusher, log *slog.Logger) {
 		case reminder != nil:
 			wait = min(wait, reminder.Sub(now))
 		}
-		if err == nil && push != nil && !push.After(now) {
-			select {
-			case kick <- struct{}{}:
-			default: // pusher.run has one waiting already
-			}
+		for p != nil && push != nil && !push.After(now) && len(sending) < cap(sending) {
+			sending <- struct{}{}
+			senders.Go(func() { p.drain(ctx); <-sending })
 		}
 		select {
 		case <-ctx.Done():
