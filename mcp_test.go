@@ -375,12 +375,9 @@ func TestMCPIsolation(t *testing.T) {
 func TestMCPAuth(t *testing.T) {
 	// Better Auth with its OAuth provider: JWT access tokens from its JWKS, for the resource MCP_URL.
 	_, key, _ := ed25519.GenerateKey(rand.Reader)
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /api/auth/jwks", func(w http.ResponseWriter, r *http.Request) {
-		json.NewEncoder(w).Encode(map[string]any{"keys": []any{jwkOf(t, "ed", key.Public())}})
-	})
-	auth := httptest.NewServer(mux)
-	t.Cleanup(auth.Close)
+	keys := newKeyServer(t)
+	keys.add(jwkOf(t, "ed", key.Public()))
+	auth := keys.srv
 	env := map[string]string{"BETTER_AUTH_URL": auth.URL, "BETTER_AUTH_SECRET": testSecret, "MCP_URL": "https://tasks.example/mcp"}
 	cfg, err := loadConfig(func(k string) string { return env[k] })
 	if err != nil {
