@@ -70,16 +70,14 @@ func (s *store) dueWork(ctx context.Context) (reminder, push *time.Time, err err
 // under a topic of its own. The locks come first, so the second statement's snapshot
 // sees what another replica fired before it let go of them.
 func (s *store) fireReminders(ctx context.Context, batch int, push bool) (fired int, err error) {
-	ctx, cancel := s.bound(ctx)
-	defer cancel()
-	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+	err = s.inTransaction(ctx, s.pool, func(ctx context.Context, tx querier) error {
 		rows, _ := tx.Query(ctx, `SELECT user_id FROM task_counts WHERE user_id IN (SELECT user_id FROM tasks
 			WHERE next_reminder_at <= now() ORDER BY next_reminder_at LIMIT $1) ORDER BY user_id FOR NO KEY UPDATE SKIP LOCKED`, batch)
 		users, err := pgx.CollectRows(rows, pgx.RowTo[string])
 		if err != nil || len(users) == 0 {
 			return err
 		}
-		return tx.QueryRow(ctx, `WITH due AS (SELECT user_id, id, next_reminder_at AS at, title, due_date, due_kind, reminders, timezone,
+		rows, _ = tx.Query(ctx, `WITH due AS (SELECT user_id, id, next_reminder_at AS at, title, due_date, due_kind, reminders, timezone,
 				row_number() OVER w AS i, count(*) OVER w AS k FROM tasks
 				WHERE user_id = ANY($1) AND next_reminder_at <= now() WINDOW w AS (PARTITION BY user_id)),
 			bumped AS (UPDATE task_counts c SET version = version + 2 * d.k FROM (SELECT DISTINCT user_id, k FROM due) d
@@ -96,9 +94,11 @@ func (s *store) fireReminders(ctx context.Context, batch int, push bool) (fired 
 						WHEN 'instant' THEN to_json((to_json(timezone('UTC', due_date)) #>> '{}') || 'Z') END),
 					'at', (to_json(timezone('UTC', at)) #>> '{}') || 'Z')::text
 				FROM due JOIN push_subscriptions USING (user_id) WHERE $2)
-			SELECT count(*) FROM due`, users, push).Scan(&fired)
+			SELECT count(*) FROM due`, users, push)
+		fired, err = pgx.CollectOneRow(rows, pgx.RowTo[int])
+		return err
 	})
-	return fired, storeError(err)
+	return fired, err
 }
 
 // pushJob is a push to send: its row in the outbox, and the keys of its subscription.
