@@ -115,6 +115,8 @@ type authConfig struct {
 	// BETTER_AUTH_URL's origin: the iss and aud of JWKS tokens where Issuer, Audience are unset
 	BetterAuthOrigin string
 	AccessToken      bool // only OAuth access tokens, typ at+jwt (RFC 9068 §4); the API's own tokens are not
+	// a token with an aud must name one of these (/mcp's rule; "" names none); nil: any aud
+	Audiences []string
 }
 
 // verifier checks bearer tokens and returns their subject.
@@ -207,6 +209,10 @@ func (v *verifier) verify(token string) (sub string, until time.Time, err error)
 	}
 	if typ, _ := t.Header["typ"].(string); v.cfg.AccessToken && !slices.Contains([]string{"at+jwt", "application/at+jwt"}, strings.ToLower(typ)) {
 		return "", until, refused("not an access token")
+	}
+	named := func(aud string) bool { return aud != "" && slices.Contains(v.cfg.Audiences, aud) }
+	if v.cfg.Audiences != nil && len(c.Audience) > 0 && !slices.ContainsFunc(c.Audience, named) {
+		return "", until, refused("wrong issuer or audience")
 	}
 	if _, hmac := t.Method.(*jwt.SigningMethodHMAC); !hmac && v.cfg.BetterAuthOrigin != "" { // Better Auth's defaults
 		if v.cfg.Issuer == "" && c.Issuer != v.cfg.BetterAuthOrigin ||

@@ -10,8 +10,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/golang-jwt/jwt/v5"
 )
 
 // mcpVersions are the MCP revisions served, newest first (the answer to a client asking for another); neither has batches.
@@ -46,7 +44,7 @@ type mcpServer struct {
 	args             map[string]map[string]any                   // the arguments each takes, by name: its inputSchema's properties
 	db               *store
 	maxTasks         int
-	api              *verifier    // the API's tokens
+	api              *verifier    // the API's tokens, whose aud must name this service (newMCPServer)
 	oauth            *verifier    // Better Auth's OAuth access tokens for MCP_URL; nil without BETTER_AUTH_URL and MCP_URL
 	limit            *rateLimiter // nil: no limit
 	cors             map[string]bool
@@ -141,17 +139,11 @@ func (s *mcpServer) answer(w http.ResponseWriter, r *http.Request, userID string
 	return resp
 }
 
-// verify checks a token as the API does, and refuses one whose aud names none of audiences (a token for
-// another service); if the API refuses it, it checks it as Better Auth's OAuth access token for MCP_URL. No token
-// is ever passed on. The API checks aud only where JWT_AUDIENCE or Better Auth's JWKS says what it must be.
+// verify checks a token as the API does, but one whose aud names none of MCP_URL, JWT_AUDIENCE and the
+// app's origin (a token for another service) is refused (newMCPServer's api); if that refuses it, it checks
+// it as Better Auth's OAuth access token for MCP_URL. No token is ever passed on.
 func (s *mcpServer) verify(token string) (string, time.Time, error) {
-	var c claims
 	sub, until, err := s.api.verify(token)
-	audiences := []string{s.resource, s.api.cfg.Audience, s.api.cfg.BetterAuthOrigin} // MCP_URL, JWT_AUDIENCE, the app's origin ("": unset)
-	if _, _, errClaims := jwt.NewParser().ParseUnverified(token, &c); err == nil && errClaims == nil && len(c.Audience) > 0 &&
-		!slices.ContainsFunc(c.Audience, func(aud string) bool { return aud != "" && slices.Contains(audiences, aud) }) {
-		return "", until, refused("wrong issuer or audience") // the API has checked its signature: its claims are its issuer's
-	}
 	if err != nil && s.oauth != nil {
 		if sub, until, errOAuth := s.oauth.verify(token); errOAuth == nil {
 			return sub, until, nil

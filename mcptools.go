@@ -67,7 +67,11 @@ func object(props map[string]any, required ...string) map[string]any {
 // Better Auth's OAuth access tokens for MCP_URL, on the key set of v, the API's verifier.
 func newMCPServer(v *verifier, limit *rateLimiter, db *store, cfg config) *mcpServer {
 	s := &mcpServer{tools: map[string]func(*toolCall) (any, *rpcError){}, args: map[string]map[string]any{}, db: db, maxTasks: cfg.MaxTasks,
-		api: v, limit: limit, cors: cfg.CORSOrigins, resource: cfg.MCPURL, issuer: cfg.OAuthIssuer}
+		limit: limit, cors: cfg.CORSOrigins, resource: cfg.MCPURL, issuer: cfg.OAuthIssuer}
+	api := v.cfg // the API's tokens, but an aud must name MCP_URL, JWT_AUDIENCE or the app's origin ("": unset)
+	api.Audiences = []string{cfg.MCPURL, v.cfg.Audience, v.cfg.BetterAuthOrigin}
+	s.api = newVerifier(api, nil, nil)
+	s.api.jwks = v.jwks // one key set, fetched once
 	if v.jwks != nil && cfg.MCPURL != "" && cfg.OAuthIssuer != "" {
 		s.oauth = newVerifier(authConfig{JWKSURL: cfg.Auth.JWKSURL, Issuer: cfg.OAuthIssuer, Audience: cfg.MCPURL, AccessToken: true}, nil, nil)
 		s.oauth.jwks = v.jwks // one key set, fetched once
