@@ -57,12 +57,10 @@ func parseRRule(s string) (rrule, error) {
 			if r.freq = slices.Index(frequencies, v); r.freq < 0 {
 				err = errors.New("must be DAILY, WEEKLY, MONTHLY or YEARLY")
 			}
-		case "INTERVAL":
-			r.interval, err = ruleNumber(1, 1000, false)(v)
-			v = strconv.Itoa(r.interval)
-		case "COUNT":
-			r.count, err = ruleNumber(1, 1000, false)(v)
-			v = strconv.Itoa(r.count)
+		case "INTERVAL", "COUNT":
+			n := map[string]*int{"INTERVAL": &r.interval, "COUNT": &r.count}[name]
+			*n, err = ruleNumber(1, 1000, false)(v)
+			v = strconv.Itoa(*n)
 		case "UNTIL": // a date (through the end of that day), a wall clock, or an instant in UTC
 			form := map[int]string{8: "20060102", 15: "20060102T150405", 16: "20060102T150405Z"}[len(v)]
 			if r.untilEnd, err = time.Parse(form, v); form == "" || err != nil {
