@@ -90,13 +90,11 @@ func parseRRule(s string) (rrule, error) {
 		}
 		r.spelling[name] = v
 	}
-	longest := 0 // days in the longest of BYMONTH's months (of all, without it) in a leap year
-	for m := 1; m <= 12; m++ {
-		if r.byMonth == nil || slices.Contains(r.byMonth, m) {
-			longest = max(longest, time.Date(2028, time.Month(m+1), 0, 0, 0, 0, 0, time.UTC).Day())
-		}
+	longest := 0 // days in the longest of BYMONTH's months in a leap year; without BYMONTH, any day fits
+	for _, m := range r.byMonth {
+		longest = max(longest, time.Date(2028, time.Month(m+1), 0, 0, 0, 0, 0, time.UTC).Day())
 	}
-	fits := slices.ContainsFunc(r.byMonthDay, func(d int) bool { return abs(d) <= longest })
+	fits := r.byMonth == nil || slices.ContainsFunc(r.byMonthDay, func(d int) bool { return abs(d) <= longest })
 	switch {
 	case r.freq < 0:
 		return r, errors.New("FREQ is required")
