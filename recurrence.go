@@ -191,15 +191,13 @@ func (r rrule) next(start time.Time, loc *time.Location) (time.Time, bool) {
 	last := period(0).AddDate(400*r.interval, 0, 0) // the Gregorian calendar repeats in 400 years
 	for i := 0; !period(i).After(last) && period(i).Year() <= 9999; i += r.interval {
 		for day, to := period(i), period(i+1); day.Before(to); day = day.Add(24 * time.Hour) {
-			t := day.Add(start.Sub(day0))
-			if !t.After(start) || !r.matches(day, start) {
-				continue
+			if t := day.Add(start.Sub(day0)); t.After(start) && r.matches(day, start) {
+				end, until := t, r.spelling["UNTIL"] // UNTIL limits an instant if in UTC, else a wall clock
+				if strings.HasSuffix(until, "Z") {
+					end = wallToInstant(t, loc)
+				}
+				return t, t.Year() <= 9999 && (until == "" || !end.After(r.untilEnd))
 			}
-			end, until := t, r.spelling["UNTIL"] // UNTIL limits an instant if in UTC, else a wall clock
-			if strings.HasSuffix(until, "Z") {
-				end = wallToInstant(t, loc)
-			}
-			return t, t.Year() <= 9999 && (until == "" || !end.After(r.untilEnd))
 		}
 	}
 	return time.Time{}, false
