@@ -39,8 +39,7 @@ func parseReminders(v json.RawMessage, fail func(msg, typ string, loc ...any)) j
 	for i, e := range entries {
 		var s string
 		offset, isOffset := e["offset"]
-		at, isAt := e["at"]
-		if len(e) != 1 || json.Unmarshal(append(offset, at...), &s) != nil {
+		if len(e) != 1 || json.Unmarshal(append(offset, e["at"]...), &s) != nil { // else its one key is offset or at
 			fail(`Input should be {"offset": "-PT15M"} or {"at": "2026-12-01T08:45:00Z"}`, "value_error", "reminders", i)
 			continue
 		}
@@ -51,7 +50,7 @@ func parseReminders(v json.RawMessage, fail func(msg, typ string, loc ...any)) j
 				fail("An offset should be an ISO 8601 duration from -P28D to P1D, such as -PT15M", "value_error", "reminders", i, "offset")
 				continue
 			}
-		} else if d, ok := parseDue(s); ok && isAt && d.Kind == dueInstant {
+		} else if d, ok := parseDue(s); ok && d.Kind == dueInstant {
 			s = `{"at":` + string(appendDue(nil, d)) + `}`
 		} else {
 			fail("at should be a date-time with an offset, such as 2026-12-01T08:45:00Z", "value_error", "reminders", i, "at")
