@@ -21,11 +21,10 @@ const maxReminders = 5
 var isoDuration = regexp.MustCompile(`^([+-]?)P(?:([0-9]{1,3})W|(?:([0-9]{1,3})D)?` +
 	`(?:T(?:([0-9]{1,4})H)?(?:([0-9]{1,6})M)?(?:([0-9]{1,8})S)?)?)$`)
 
-// parseReminders reads a body's reminders: null or an array of up to maxReminders
-// objects, each {"offset": "-PT15M"}, an ISO 8601 duration from the due moment
-// from -P28D to P1D, or {"at": "2026-12-01T08:45:00Z"}, an instant. It returns
-// them as a JSON array (offsets as spellOffset keeps them, instants in UTC),
-// repeats dropped, and a message for each entry that is wrong.
+// parseReminders reads a body's reminders: null or an array of up to maxReminders objects, each
+// {"offset": "-PT15M"}, an ISO 8601 duration from the due moment from -P28D to P1D, or
+// {"at": "2026-12-01T08:45:00Z"}, an instant. It returns them as a JSON array (offsets as
+// spellOffset keeps them, instants in UTC), repeats dropped, and a message for each entry that is wrong.
 func parseReminders(v json.RawMessage, fail func(msg, typ string, loc ...any)) json.RawMessage {
 	var entries []map[string]json.RawMessage
 	if string(v) == "null" {
@@ -85,12 +84,11 @@ func spellOffset(s string) (string, bool) {
 // fireBatch bounds the due reminders whose users one round of the scheduler locks and fires.
 const fireBatch = 500
 
-// remind fires reminders (store.fireReminders) and, with p, has their pushes
-// sent until ctx ends, then waits for the pushes in flight. Each round reads
-// when the next of each is due, one indexed statement, and waits until then, a
-// second at most: another replica may have written one sooner. While a push is
-// due, senders (pusher.drain) run beside the rounds, pushesAtOnce at most, so
-// that firing never waits on a push service and a slow one holds up one sender.
+// remind fires reminders (store.fireReminders) and, with p, has their pushes sent until ctx ends,
+// then waits for the pushes in flight. Each round reads when the next of each is due, one indexed
+// statement, and waits until then, a second at most: another replica may have written one sooner.
+// While a push is due, senders (pusher.drain) run beside the rounds, pushesAtOnce at most, so that
+// firing never waits on a push service and a slow one holds up one sender.
 func remind(ctx context.Context, db *store, p *pusher, log *slog.Logger) {
 	var senders sync.WaitGroup
 	defer senders.Wait()
