@@ -208,8 +208,7 @@ func (r rrule) next(start time.Time, loc *time.Location) (time.Time, bool) {
 // start's month, day or weekday as the frequency needs.
 func (r rrule) matches(day, start time.Time) bool {
 	_, m, d := day.Date()
-	days := time.Date(day.Year(), m+1, 0, 0, 0, 0, 0, time.UTC).Day() // day 0 is the month's last
-	isDay := func(n int) bool { return n == d || n == d-days-1 }      // -1 is the month's last day
+	days := time.Date(day.Year(), m+1, 0, 0, 0, 0, 0, time.UTC).Day() // day 0 is the month's last (BYMONTHDAY's -1)
 	switch {
 	case r.byMonth != nil && !slices.Contains(r.byMonth, int(m)):
 		return false
@@ -217,7 +216,7 @@ func (r rrule) matches(day, start time.Time) bool {
 		return r.freq == daily || r.freq == weekly && day.Weekday() == start.Weekday() ||
 			r.freq == monthly && d == start.Day() ||
 			r.freq == yearly && d == start.Day() && (r.byMonth != nil || m == start.Month())
-	case r.byMonthDay != nil && !slices.ContainsFunc(r.byMonthDay, isDay):
+	case r.byMonthDay != nil && !slices.Contains(r.byMonthDay, d) && !slices.Contains(r.byMonthDay, d-days-1):
 		return false
 	case r.byDay == nil:
 		return true
