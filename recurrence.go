@@ -269,8 +269,7 @@ func nextDue(t Task, now time.Time) (*Due, time.Time, string) {
 		start = *t.dueWall
 	}
 	if t.RecurFrom == "completion" { // at the due date's time of day
-		day := instantToWall(now, loc).Truncate(24 * time.Hour)
-		start = day.Add(start.Sub(start.Truncate(24 * time.Hour)))
+		start = instantToWall(now, loc).Truncate(24 * time.Hour).Add(start.Sub(start.Truncate(24 * time.Hour)))
 	}
 	wall, ok := r.next(start, loc)
 	if !ok {
