@@ -59,7 +59,7 @@ func parseRRule(s string) (rrule, error) {
 			}
 		case "INTERVAL", "COUNT":
 			n := map[string]*int{"INTERVAL": &r.interval, "COUNT": &r.count}[name]
-			*n, err = ruleNumber(1, 1000, false)(v)
+			*n, err = ruleNumber(1000, false)(v)
 			v = strconv.Itoa(*n)
 		case "UNTIL": // a date (through the end of that day), a wall clock, or an instant in UTC
 			form := map[int]string{8: "20060102", 15: "20060102T150405", 16: "20060102T150405Z"}[len(v)]
@@ -74,9 +74,9 @@ func parseRRule(s string) (rrule, error) {
 				err = errors.New("must be a day: MO, TU, WE, TH, FR, SA or SU")
 			}
 		case "BYMONTH":
-			r.byMonth, v, err = ruleList(v, ruleNumber(1, 12, false), cmp.Compare)
+			r.byMonth, v, err = ruleList(v, ruleNumber(12, false), cmp.Compare)
 		case "BYMONTHDAY":
-			r.byMonthDay, v, err = ruleList(v, ruleNumber(1, 31, true), cmp.Compare)
+			r.byMonthDay, v, err = ruleList(v, ruleNumber(31, true), cmp.Compare)
 		case "BYDAY":
 			r.byDay, v, err = ruleList(v, parseByDay, func(a, b byDay) int { // MO first
 				return cmp.Or(cmp.Compare((a.day+6)%7, (b.day+6)%7), cmp.Compare(a.n, b.n))
@@ -113,17 +113,17 @@ func parseRRule(s string) (rrule, error) {
 	return r, nil
 }
 
-// ruleNumber is a parser of decimals from lo to hi, or if signed ±lo to ±hi; errors say the range.
-func ruleNumber(lo, hi int, signed bool) func(string) (int, error) {
+// ruleNumber is a parser of decimals from 1 to hi, or if signed ±1 to ±hi; errors say the range.
+func ruleNumber(hi int, signed bool) func(string) (int, error) {
 	return func(v string) (int, error) {
 		n, err := strconv.Atoi(v)
-		if err == nil && lo <= abs(n) && abs(n) <= hi && (signed || v[0] != '+' && v[0] != '-') {
+		if err == nil && 1 <= abs(n) && abs(n) <= hi && (signed || v[0] != '+' && v[0] != '-') {
 			return n, nil
 		}
 		if signed {
-			return 0, fmt.Errorf("must be %d to %d or -%d to -%d", lo, hi, lo, hi)
+			return 0, fmt.Errorf("must be 1 to %d or -1 to -%d", hi, hi)
 		}
-		return 0, fmt.Errorf("must be %d to %d", lo, hi)
+		return 0, fmt.Errorf("must be 1 to %d", hi)
 	}
 }
 
@@ -147,8 +147,8 @@ func ruleList[T any](s string, read func(string) (T, error), order func(T, T) in
 
 // parseByDay reads a BYDAY entry: a day (WE), optionally after a signed ordinal (1MO, -1FR).
 func parseByDay(v string) (byDay, error) {
-	i := max(len(v)-2, 0)                    // where the day begins
-	n, err := ruleNumber(1, 53, true)(v[:i]) // 0 without one
+	i := max(len(v)-2, 0)                 // where the day begins
+	n, err := ruleNumber(53, true)(v[:i]) // 0 without one
 	if day := slices.Index(weekdays, v[i:]); day >= 0 && (i == 0 || err == nil) {
 		return byDay{n, time.Weekday(day)}, nil
 	}
