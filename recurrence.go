@@ -281,7 +281,7 @@ func nextDue(t Task, now time.Time) (*Due, time.Time, string) {
 	return &Due{wallToInstant(wall, at), t.DueDate.Kind}, wall, r.String()
 }
 
-// zones caches loadZone's time zones by name: time.LoadLocation reads a zoneinfo file each time.
+// zones caches loadZone's time zones by name: time.LoadLocation reads and parses a zone's data each time.
 var zones sync.Map
 
 // zoneName is the shape of an IANA zone's name, Area/Location (Europe/Berlin, Etc/GMT+5) or UTC:
