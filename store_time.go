@@ -160,11 +160,10 @@ func (s *store) subscribe(ctx context.Context, q querier, userID, endpoint, p256
 	return created, err
 }
 
-// unsubscribe deletes the user's push subscription to endpoint (errNotFound if none), and its queued pushes.
+// unsubscribe deletes the user's push subscription to endpoint, if any, and its queued pushes.
 func (s *store) unsubscribe(ctx context.Context, q querier, userID, endpoint string) error {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
-	rows, _ := q.Query(ctx, `DELETE FROM push_subscriptions WHERE user_id = $1 AND endpoint = $2 RETURNING true`, userID, endpoint)
-	_, err := pgx.CollectOneRow(rows, pgx.RowTo[bool])
+	_, err := q.Exec(ctx, `DELETE FROM push_subscriptions WHERE user_id = $1 AND endpoint = $2`, userID, endpoint)
 	return storeError(err)
 }
