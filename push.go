@@ -28,9 +28,6 @@ const (
 // errPushOff answers the subscription routes of a service without VAPID_PRIVATE_KEY.
 var errPushOff = &statusError{http.StatusNotImplemented, "Web Push is off on this service: it needs VAPID_PRIVATE_KEY and VAPID_SUBJECT"}
 
-// errNoSubscription answers a DELETE of an endpoint the user holds no subscription to.
-var errNoSubscription = &statusError{http.StatusNotFound, "Push subscription not found"}
-
 // pusher sends the outbox's pushes (store.claimPushes).
 type pusher struct {
 	db     *store
@@ -108,7 +105,8 @@ func handleVAPIDKey(key *vapidKey) http.HandlerFunc {
 // handleSubscription serves POST /api/{user_id}/push-subscriptions, which takes what
 // PushSubscription.toJSON() gives ({"endpoint", "expirationTime", "keys": {"p256dh",
 // "auth"}}) and answers 201, or 200 for an endpoint held already, and DELETE on the
-// same path, which takes {"endpoint"} and answers 204. Both honour Idempotency-Key.
+// same path, which takes {"endpoint"} and answers 204, held or not (a browser may unsubscribe
+// after a push service's 404 or 410 removed it). Both honour Idempotency-Key.
 func handleSubscription(db *store, key *vapidKey, allowPrivate, subscribe bool) userHandler {
 	return func(w http.ResponseWriter, r *http.Request, userID string) {
 		if key == nil {
@@ -120,11 +118,7 @@ func handleSubscription(db *store, key *vapidKey, allowPrivate, subscribe bool) 
 		hash := sha256.Sum256(append([]byte(r.Pattern+"\n"), body...))
 		keyedWrite(w, r, db, userID, err, func() []byte { return hash[:] }, func(ctx context.Context, q querier) (answer, error) {
 			if !subscribe {
-				err := db.unsubscribe(ctx, q, userID, sub.Endpoint)
-				if errors.Is(err, errNotFound) {
-					err = errNoSubscription
-				}
-				return answer{Status: http.StatusNoContent}, err
+				return answer{Status: http.StatusNoContent}, db.unsubscribe(ctx, q, userID, sub.Endpoint)
 			}
 			created, err := db.subscribe(ctx, q, userID, sub.Endpoint, sub.Keys.P256dh, sub.Keys.Auth, maxSubscriptions)
 			return answer{Status: map[bool]int{true: http.StatusCreated, false: http.StatusOK}[created], Body: append(body, '\n')}, err
@@ -149,18 +143,15 @@ func decodeSubscription(w http.ResponseWriter, r *http.Request, subscribe, allow
 	if err != nil {
 		return sub, err
 	}
-	for name := range raw {
-		if name != "endpoint" && name != "keys" && name != "expirationTime" {
-			return sub, validationError{{[]any{"body", name}, "Extra inputs are not permitted", "extra_forbidden"}}
-		}
-	}
 	var expires *float64 // read, to refuse what is not a number of milliseconds or null, and not kept
-	if v, ok := raw["expirationTime"]; ok && json.Unmarshal(v, &expires) != nil {
-		return sub, validationError{{[]any{"body", "expirationTime"}, "Input should be a number or null", "float_type"}}
-	}
-	delete(raw, "expirationTime")
-	if b, _ := json.Marshal(raw); json.Unmarshal(b, &sub) != nil {
-		return sub, validationError{{[]any{"body"}, `Input should be {"endpoint": "https://...", "keys": {"p256dh": "...", "auth": "..."}}`, "model_attributes_type"}}
+	members := map[string]any{"endpoint": &sub.Endpoint, "expirationTime": &expires, "keys": &sub.Keys}
+	for name, v := range raw {
+		if members[name] == nil {
+			return sub, validationError{{[]any{"body", name}, "Extra inputs are not permitted", "extra_forbidden"}}
+		} else if json.Unmarshal(v, members[name]) != nil {
+			return sub, validationError{{[]any{"body", name}, `Input should be as PushSubscription.toJSON() gives it: ` +
+				`{"endpoint": "https://...", "expirationTime": null, "keys": {"p256dh": "...", "auth": "..."}}`, "model_attributes_type"}}
+		}
 	}
 	if _, err = checkPushEndpoint(sub.Endpoint, allowPrivate); err == nil && subscribe {
 		_, _, err = parseSubscriptionKeys(sub.Keys.P256dh, sub.Keys.Auth)

@@ -59,16 +59,13 @@ func (s *store) dueWork(ctx context.Context) (reminder, push *time.Time, err err
 	return reminder, push, storeError(err)
 }
 
-// fireReminders fires the reminders due now of the users of up to batch of them (all
-// of those users' due reminders), each once however many replicas run, in one
-// transaction, and returns how many fired. It takes the users' row locks without
-// waiting (one another replica holds is that replica's to fire), moves each due
-// task's next_reminder_at past the moment, records each firing for the feed (two
-// versions each: the task's, then the record's), and, with push, queues for each of
-// the user's subscriptions the push {"type": "reminder", "task": {"id", "title",
-// "due_date"}, "at"}, its instants and due date spelled as the API spells them (due.go),
-// under a topic of its own. The locks come first, so the second statement's snapshot
-// sees what another replica fired before it let go of them.
+// fireReminders fires, in one transaction, each due reminder of up to batch users whose row
+// locks it takes without waiting (a lock another replica holds is that replica's to fire), and
+// returns how many fired: each task's next_reminder_at moves past the moment, each firing is
+// recorded for the feed (two versions: the task's, then the record's) and, with push, queued
+// for each of the user's subscriptions under a topic of its own as {"type": "reminder", "task":
+// {"id", "title", "due_date"}, "at"}, spelled as the API spells them (due.go). The locks come
+// first, so that the second statement's snapshot sees what another replica fired before it let go.
 func (s *store) fireReminders(ctx context.Context, batch int, push bool) (fired int, err error) {
 	err = s.inTransaction(ctx, s.pool, func(ctx context.Context, tx querier) error {
 		rows, _ := tx.Query(ctx, `SELECT user_id FROM task_counts WHERE user_id IN (SELECT user_id FROM tasks
@@ -160,11 +157,10 @@ func (s *store) subscribe(ctx context.Context, q querier, userID, endpoint, p256
 	return created, err
 }
 
-// unsubscribe deletes the user's push subscription to endpoint (errNotFound if none), and its queued pushes.
+// unsubscribe deletes the user's push subscription to endpoint, if any, and its queued pushes.
 func (s *store) unsubscribe(ctx context.Context, q querier, userID, endpoint string) error {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
-	rows, _ := q.Query(ctx, `DELETE FROM push_subscriptions WHERE user_id = $1 AND endpoint = $2 RETURNING true`, userID, endpoint)
-	_, err := pgx.CollectOneRow(rows, pgx.RowTo[bool])
+	_, err := q.Exec(ctx, `DELETE FROM push_subscriptions WHERE user_id = $1 AND endpoint = $2`, userID, endpoint)
 	return storeError(err)
 }
