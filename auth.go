@@ -151,10 +151,8 @@ func newVerifier(cfg authConfig, client *http.Client, log *slog.Logger) *verifie
 		v.jwks = &jwks{url: cfg.JWKSURL, client: client, log: log}
 		v.jwks.set.Store(&keySet{}) // no keys, never tried
 	}
-	opts := []jwt.ParserOption{jwt.WithValidMethods(algs), jwt.WithExpirationRequired(), jwt.WithLeeway(clockLeeway)}
-	if cfg.Issuer != "" {
-		opts = append(opts, jwt.WithIssuer(cfg.Issuer))
-	}
+	opts := []jwt.ParserOption{jwt.WithValidMethods(algs), jwt.WithExpirationRequired(), jwt.WithLeeway(clockLeeway),
+		jwt.WithIssuer(cfg.Issuer)} // "" checks no iss (jwt.Validator), but WithAudience("") would require an aud of ""
 	if cfg.Audience != "" {
 		opts = append(opts, jwt.WithAudience(cfg.Audience))
 	}
