@@ -130,13 +130,7 @@ type verifier struct {
 	// EdDSA or RSA check costs several HS256 ones (BenchmarkVerify). So a key
 	// removed from the JWKS stops working when its tokens expire (15 minutes for Better Auth's).
 	mu       sync.RWMutex
-	verified map[string]verifiedToken
-}
-
-// verifiedToken is what a verified token said.
-type verifiedToken struct {
-	sub                string
-	notBefore, expires time.Time
+	verified map[string]*claims
 }
 
 // newVerifier builds the one parser: the algorithms it admits follow from the keys configured.
@@ -145,16 +139,14 @@ func newVerifier(cfg authConfig, client *http.Client, log *slog.Logger) *verifie
 	if cfg.Secret != nil {
 		algs = append(algs, "HS256")
 	}
-	v := &verifier{cfg: cfg, verified: map[string]verifiedToken{}}
+	v := &verifier{cfg: cfg, verified: map[string]*claims{}}
 	if cfg.JWKSURL != "" {
 		algs = append(algs, "EdDSA", "ES256", "ES512", "RS256", "PS256") // what Better Auth's jwt plugin can sign with
 		v.jwks = &jwks{url: cfg.JWKSURL, client: client, log: log}
 		v.jwks.set.Store(&keySet{}) // no keys, never tried
 	}
-	opts := []jwt.ParserOption{jwt.WithValidMethods(algs), jwt.WithExpirationRequired(), jwt.WithLeeway(clockLeeway)}
-	if cfg.Issuer != "" {
-		opts = append(opts, jwt.WithIssuer(cfg.Issuer))
-	}
+	opts := []jwt.ParserOption{jwt.WithValidMethods(algs), jwt.WithExpirationRequired(), jwt.WithLeeway(clockLeeway),
+		jwt.WithIssuer(cfg.Issuer)} // "" checks no iss (jwt.Validator), but WithAudience("") would require an aud of ""
 	if cfg.Audience != "" {
 		opts = append(opts, jwt.WithAudience(cfg.Audience))
 	}
@@ -189,8 +181,9 @@ func (v *verifier) verify(token string) (sub string, until time.Time, err error)
 	v.mu.RLock()
 	known, ok := v.verified[token]
 	v.mu.RUnlock()
-	if ok && now.Before(known.expires.Add(clockLeeway)) && now.After(known.notBefore.Add(-clockLeeway)) {
-		return known.sub, known.expires.Add(clockLeeway), nil
+	if ok && now.Before(known.ExpiresAt.Add(clockLeeway)) &&
+		(known.NotBefore == nil || now.After(known.NotBefore.Add(-clockLeeway))) {
+		return known.Subject, known.ExpiresAt.Add(clockLeeway), nil
 	}
 	if len(token) > maxTokenBytes {
 		return "", until, refused("too large")
@@ -224,22 +217,18 @@ func (v *verifier) verify(token string) (sub string, until time.Time, err error)
 		return "", until, refused("malformed")
 	}
 	if len(token) <= maxCachedToken {
-		entry := verifiedToken{sub: c.Subject, expires: c.ExpiresAt.Time} // exp is required
-		if c.NotBefore != nil {
-			entry.notBefore = c.NotBefore.Time
-		}
-		v.remember(token, entry, now)
+		v.remember(token, &c, now)
 	}
-	return c.Subject, c.ExpiresAt.Add(clockLeeway), nil
+	return c.Subject, c.ExpiresAt.Add(clockLeeway), nil // exp is required
 }
 
 // remember keeps a verified token; when the cache is full it first drops the
 // expired ones, then, if it must, any tenth of the rest.
-func (v *verifier) remember(token string, t verifiedToken, now time.Time) {
+func (v *verifier) remember(token string, c *claims, now time.Time) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if len(v.verified) >= maxVerified {
-		maps.DeleteFunc(v.verified, func(_ string, e verifiedToken) bool { return now.After(e.expires.Add(clockLeeway)) })
+		maps.DeleteFunc(v.verified, func(_ string, e *claims) bool { return now.After(e.ExpiresAt.Add(clockLeeway)) })
 		for k := range v.verified {
 			if len(v.verified) < maxVerified*9/10 {
 				break
@@ -247,7 +236,7 @@ func (v *verifier) remember(token string, t verifiedToken, now time.Time) {
 			delete(v.verified, k) // map order is random: an arbitrary one
 		}
 	}
-	v.verified[token] = t
+	v.verified[token] = c
 }
 
 // validUserID accepts what can be a user id: 1-255 bytes of printable UTF-8.

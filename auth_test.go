@@ -170,12 +170,12 @@ func TestPreviousSecret(t *testing.T) {
 func TestVerifiedTokenCacheExpires(t *testing.T) {
 	v := newVerifier(hsAuth(), http.DefaultClient, slog.New(slog.DiscardHandler))
 	expired := hsToken(t, jwt.MapClaims{"sub": "u1", "exp": time.Now().Add(-time.Minute).Unix()})
-	v.verified[expired] = verifiedToken{sub: "u1", expires: time.Now().Add(-time.Minute)}
+	v.verified[expired] = &claims{jwt.RegisteredClaims{Subject: "u1", ExpiresAt: jwt.NewNumericDate(time.Now().Add(-time.Minute))}}
 	if _, _, err := v.verify(expired); !errors.Is(err, errExpiredToken) {
 		t.Fatalf("an expired token the cache remembers: verify = %v, want %v", err, errExpiredToken)
 	}
 	fresh := tokenFor(t, "u2")
-	if sub, _, err := v.verify(fresh); err != nil || sub != "u2" || v.verified[fresh].sub != "u2" {
+	if sub, _, err := v.verify(fresh); err != nil || sub != "u2" || v.verified[fresh] == nil || v.verified[fresh].Subject != "u2" {
 		t.Fatalf("a fresh token: verify = %q, %v; remembered %+v", sub, err, v.verified[fresh])
 	}
 }

@@ -154,10 +154,8 @@ func (m *middleware) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// A redirect of /tasks/ to /tasks would lose Authorization in browsers (across
 	// origins): both spellings are served instead. An escaped %2F belongs to its segment.
 	if p := r.URL.EscapedPath(); len(p) > 1 && strings.HasSuffix(p, "/") {
-		u := *r.URL
-		u.Path, u.RawPath = strings.TrimSuffix(u.Path, "/"), strings.TrimSuffix(u.RawPath, "/")
-		r2 := *r
-		r2.URL, r = &u, &r2
+		r = r.Clone(r.Context())
+		r.URL.Path, r.URL.RawPath = strings.TrimSuffix(r.URL.Path, "/"), strings.TrimSuffix(r.URL.RawPath, "/")
 	}
 	m.mux.ServeHTTP(rw, r)
 }

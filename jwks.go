@@ -47,8 +47,7 @@ type keySet struct {
 	err            error                // the last try's failure, if it failed
 }
 
-// ready answers an error, a 503 for /readyz, while no fetch of the key set has
-// succeeded: Better Auth's tokens cannot be checked.
+// ready answers errNoKeySet, with the URL and the last try's failure, while no fetch of the key set has succeeded.
 func (j *jwks) ready() error {
 	if set := j.set.Load(); set.keys == nil { // none yet: try a fetch (at most one a jwksRefetchEvery)
 		if set = j.refresh(true); set.keys == nil {

@@ -14,8 +14,7 @@ var openAPI []byte
 
 // handleOpenAPI serves GET /openapi.json.
 func handleOpenAPI(w http.ResponseWriter, r *http.Request) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Write(openAPI)
+	writeBody(w, http.StatusOK, openAPI)
 }
 
 // handleDocs serves GET /docs: /openapi.json rendered with Swagger UI from a CDN, as FastAPI's /docs does.

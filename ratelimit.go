@@ -12,14 +12,8 @@ import (
 type rateLimiter struct {
 	rate, burst float64
 	mu          sync.Mutex
-	buckets     map[string]bucket
+	buckets     map[string]time.Time // when each user's bucket is full again; a user not here has a full one
 	swept       time.Time
-}
-
-// bucket is one user's tokens as of a time.
-type bucket struct {
-	tokens float64
-	at     time.Time
 }
 
 // newRateLimiter returns nil, no limit, when rate is 0.
@@ -27,27 +21,23 @@ func newRateLimiter(rate, burst int) *rateLimiter {
 	if rate <= 0 {
 		return nil
 	}
-	return &rateLimiter{rate: float64(rate), burst: float64(max(burst, 1)), buckets: map[string]bucket{}}
+	return &rateLimiter{rate: float64(rate), burst: float64(max(burst, 1)), buckets: map[string]time.Time{}}
 }
 
 // allow takes a token from the user's bucket; when there is none it says how long until there is.
-// Once a minute it forgets the users whose buckets have refilled: a full bucket is what an
+// Once a minute it forgets the users whose buckets are full: a full bucket is what an
 // unknown user gets anyway, so idle users cost no memory.
 func (l *rateLimiter) allow(userID string, now time.Time) (bool, time.Duration) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if now.Sub(l.swept) > time.Minute {
-		refill := time.Duration(l.burst / l.rate * float64(time.Second))
-		maps.DeleteFunc(l.buckets, func(_ string, b bucket) bool { return now.Sub(b.at) >= refill })
+		maps.DeleteFunc(l.buckets, func(_ string, full time.Time) bool { return !full.After(now) })
 		l.swept = now
 	}
-	b := l.buckets[userID] // an unknown user's is empty as of year 1, so full by now
-	b.tokens, b.at = min(l.burst, b.tokens+now.Sub(b.at).Seconds()*l.rate), now
-	if b.tokens < 1 {
-		l.buckets[userID] = b
-		return false, time.Duration((1 - b.tokens) / l.rate * float64(time.Second))
+	lacks := max(0, l.buckets[userID].Sub(now).Seconds()) * l.rate // the tokens the user's bucket lacks, fractions included
+	if lacks > l.burst-1 {
+		return false, time.Duration((lacks + 1 - l.burst) / l.rate * float64(time.Second))
 	}
-	b.tokens--
-	l.buckets[userID] = b
+	l.buckets[userID] = now.Add(time.Duration((lacks + 1) / l.rate * float64(time.Second)))
 	return true, 0
 }
