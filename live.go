@@ -54,8 +54,8 @@ type streams struct {
 	mu            sync.Mutex
 	users         map[string]*watchedUser // the users with open streams
 	total, maxAll int
-	stopWatch     context.CancelFunc // ends the watcher; nil while none runs
-	idle          *time.Timer        // ends the watcher linger after the last stream
+	stopWatch     context.CancelFunc // ends the watcher
+	idle          *time.Timer        // calls stopWatch linger after the last stream; open stops it
 	shutdown      context.Context    // done once close is called
 	close         context.CancelFunc
 	// streamPoll, streamHeartbeat, watchLinger, SYNC_RETENTION and streamWriteWait; tests shorten some
@@ -96,10 +96,7 @@ func (s *streams) open(userID string) *statusError {
 	default:
 		u.streams++
 	}
-	if s.idle != nil {
-		s.idle.Stop()
-	}
-	if s.total++; s.stopWatch == nil {
+	if s.total++; s.total == 1 && (s.idle == nil || !s.idle.Stop()) { // no watcher lingers: none yet, or idle ended it
 		var ctx context.Context
 		ctx, s.stopWatch = context.WithCancel(context.Background())
 		go s.watch(ctx)
@@ -116,14 +113,7 @@ func (s *streams) release(userID string) {
 		delete(s.users, userID)
 	}
 	if s.total--; s.total == 0 {
-		s.idle = time.AfterFunc(s.linger, func() {
-			s.mu.Lock()
-			defer s.mu.Unlock()
-			if s.total == 0 && s.stopWatch != nil {
-				s.stopWatch()
-				s.stopWatch = nil
-			}
-		})
+		s.idle = time.AfterFunc(s.linger, s.stopWatch)
 	}
 }
 
