@@ -3,7 +3,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -89,8 +88,7 @@ func handleEvents(db *store, live *streams) streamHandler {
 			for more := true; more && ctx.Err() == nil; { // every page there is now
 				page, err := readFeed(ctx, db, userID, cursor, first, maxFeedLimit, time.Now(), live.retention)
 				if gone, ok := errors.AsType[*statusError](err); ok && gone.status == http.StatusGone {
-					detail, _ := json.Marshal(map[string]string{"detail": gone.detail}) // cannot fail: a string
-					send(fmt.Appendf(nil, "event: reset\ndata: %s\n\n", detail))
+					send(fmt.Appendf(nil, "event: reset\ndata: {\"detail\":%s}\n\n", appendString(nil, gone.detail)))
 					return
 				}
 				if err != nil { // the database is away: try again in a second; past streamSafety,
