@@ -2,6 +2,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -91,14 +92,12 @@ func handleEvents(db *store, live *streams) streamHandler {
 					send(fmt.Appendf(nil, "event: reset\ndata: {\"detail\":%s}\n\n", appendString(nil, gone.detail)))
 					return
 				}
-				if err != nil { // the database is away: try again in a second; past streamSafety,
+				if err != nil { // the database is away: try again in a second
 					if !errors.Is(err, errUnavailable) {
 						noteError(w, err) // a bug: on the stream's log line
 					}
-					if failingSince.IsZero() { // end the stream, so the client tries another replica
-						failingSince = time.Now()
-					} else if time.Since(failingSince) > streamSafety {
-						return
+					if failingSince = cmp.Or(failingSince, time.Now()); time.Since(failingSince) > streamSafety {
+						return // so that the client tries another replica
 					}
 					retry = time.After(time.Second)
 					break
