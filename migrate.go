@@ -39,12 +39,11 @@ func parseMigrations(schema string) ([]migration, error) {
 	bodies := migrationHeader.Split(schema, -1)[1:]
 	var ms []migration
 	for i, h := range migrationHeader.FindAllStringSubmatch(schema, -1) {
-		version, err := strconv.Atoi(h[1])
-		if err != nil || version != i+1 {
+		if h[1] != strconv.Itoa(i+1) {
 			return nil, fmt.Errorf("schema.sql: migration %q should be number %d", h[1], i+1)
 		}
 		sql := strings.TrimSpace(bodies[i])
-		ms = append(ms, migration{version, h[2], sql, sha256.Sum256([]byte(sql))})
+		ms = append(ms, migration{i + 1, h[2], sql, sha256.Sum256([]byte(sql))})
 	}
 	if len(ms) == 0 {
 		return nil, fmt.Errorf("schema.sql: no migrations")
