@@ -72,7 +72,7 @@ func serversShared(ctx context.Context, cfg *pgx.ConnConfig) (bool, error) {
 		if err != nil {
 			return false, err
 		}
-		if a1 != a2 || a1 == b1 || a2 == b1 {
+		if a1 != a2 || a1 == b1 {
 			return true, nil
 		}
 	}
