@@ -91,8 +91,7 @@ func (s *store) migrate(ctx context.Context, log *slog.Logger) error {
 	return nil
 }
 
-// errPreRelease refuses a database holding tables this service did not make, a build's
-// before 1.0 or another program's: no path leads from them, so nothing in it is changed.
+// errPreRelease refuses a database holding tables this service did not make: no path leads from them.
 var errPreRelease = errors.New("the database holds tables this version of the tasks API did not make (a build before 1.0, or another program: its schema_migrations, if any, does not match 1.0's); nothing was changed: point DATABASE_URL at a new, empty database")
 
 // foreign reports whether err, reading schema_migrations or applying migration 1
