@@ -43,8 +43,7 @@ func queryMode(timeout time.Duration, found *atomic.Bool) func(context.Context, 
 }
 
 // serversShared reports whether two connections of cfg run on server sessions that
-// move or are shared, as only a transaction-mode pooler makes them: it asks each
-// one's backend process id, the first's twice, in up to five rounds. Directly or in
+// move or are shared, as only a transaction-mode pooler makes them. Directly or in
 // session mode, a connection keeps its own backend; PgBouncer hands out the server
 // connection released last (so both get the same one) or, with server_round_robin,
 // the next one (so the first's moves); other clients' traffic only adds movement.
