@@ -270,10 +270,8 @@ func (s *streams) session(ctx context.Context, cfg *pgx.ConnConfig, trusted func
 // session of its settings will do: it did not hear its own NOTIFY, or the
 // password or role was refused (SQLSTATE class 28), or there is no such database (3D).
 func verdict(err error) bool {
-	if pgErr, ok := errors.AsType[*pgconn.PgError](err); ok {
-		return strings.HasPrefix(pgErr.Code, "28") || strings.HasPrefix(pgErr.Code, "3D")
-	}
-	return errors.Is(err, errNotifyLost)
+	pgErr, ok := errors.AsType[*pgconn.PgError](err)
+	return errors.Is(err, errNotifyLost) || ok && (strings.HasPrefix(pgErr.Code, "28") || strings.HasPrefix(pgErr.Code, "3D"))
 }
 
 // pollForGood makes the watcher poll from now on, and logs why.
