@@ -2,8 +2,8 @@
 package main
 
 import (
+	"cmp"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -14,7 +14,7 @@ import (
 // Stream timings.
 const (
 	streamPoll      = 500 * time.Millisecond // how often live.go's watcher reads the versions of users with open streams when it cannot listen
-	streamSafety    = 30 * time.Second       // how often a stream reads the feed when not woken
+	streamSafety    = 30 * time.Second       // how long a stream's reads of the feed may fail before it ends
 	streamMaxAge    = 5 * time.Minute        // how long a stream lasts: its client reconnects with a fresh token
 	streamHeartbeat = 15 * time.Second       // the silence after which a comment keeps proxies from cutting a stream (the EventSource spec suggests about 15 s)
 	streamWriteWait = 10 * time.Second       // how long one write may take
@@ -26,8 +26,8 @@ const (
 // (compact JSON: one line, as a data field must be). Last-Event-ID resumes after that
 // cursor; without it the stream starts with a first sync. A cursor the feed cannot go
 // on from ends the stream with an event "reset", data {"detail": ...}: the client
-// syncs from scratch. The stream reads the feed when the watcher says it moved, sends
-// a comment after streamHeartbeat of silence, and ends when the client goes, the
+// syncs from scratch. The stream reads the feed when the watcher says it moved, and after
+// each comment it sends at streamHeartbeat of silence. It ends when the client goes, the
 // server shuts down, the token expires (until: its exp and clockLeeway), streamMaxAge
 // has passed (so that a token revoked since stops reading), or the database has failed
 // it for streamSafety: the client reconnects with Last-Event-ID and a fresh token.
@@ -82,8 +82,6 @@ func handleEvents(db *store, live *streams) streamHandler {
 		if !send([]byte("retry: " + strconv.Itoa(int(streamRetry/time.Millisecond)) + "\n\n")) {
 			return
 		}
-		safety := time.NewTicker(streamSafety) // if the watcher cannot read the versions
-		defer safety.Stop()
 		var retry <-chan time.Time // after a failed read
 		var failingSince time.Time
 		for {
@@ -91,18 +89,15 @@ func handleEvents(db *store, live *streams) streamHandler {
 			for more := true; more && ctx.Err() == nil; { // every page there is now
 				page, err := readFeed(ctx, db, userID, cursor, first, maxFeedLimit, time.Now(), live.retention)
 				if gone, ok := errors.AsType[*statusError](err); ok && gone.status == http.StatusGone {
-					detail, _ := json.Marshal(map[string]string{"detail": gone.detail}) // cannot fail: a string
-					send(fmt.Appendf(nil, "event: reset\ndata: %s\n\n", detail))
+					send(fmt.Appendf(nil, "event: reset\ndata: {\"detail\":%s}\n\n", appendString(nil, gone.detail)))
 					return
 				}
-				if err != nil { // the database is away: try again in a second; past streamSafety,
+				if err != nil { // the database is away: try again in a second
 					if !errors.Is(err, errUnavailable) {
 						noteError(w, err) // a bug: on the stream's log line
 					}
-					if failingSince.IsZero() { // end the stream, so the client tries another replica
-						failingSince = time.Now()
-					} else if time.Since(failingSince) > streamSafety {
-						return
+					if failingSince = cmp.Or(failingSince, time.Now()); time.Since(failingSince) > streamSafety {
+						return // so that the client tries another replica
 					}
 					retry = time.After(time.Second)
 					break
@@ -123,8 +118,7 @@ func handleEvents(db *store, live *streams) streamHandler {
 				return
 			case <-changed:
 			case <-retry:
-			case <-safety.C:
-			case <-heartbeat.C:
+			case <-heartbeat.C: // then a read, as after a wake: the watcher may have failed
 				if !send([]byte(": keep-alive\n\n")) {
 					return
 				}

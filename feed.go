@@ -57,9 +57,8 @@ func errGone(why string) error {
 	return &statusError{http.StatusGone, why + ": sync from scratch (the feed without since, or the stream without Last-Event-ID)"}
 }
 
-// readFeed reads the page of the user's feed after cursor (first: a first
-// sync), at most limit changes; a cursor older than retention, or ahead of the
-// user's version, is errGone.
+// readFeed reads the page of the user's feed after cursor (first: a first sync), at
+// most limit changes; a cursor it cannot go on from (too old, or ahead) is errGone.
 func readFeed(ctx context.Context, db *store, userID string, cursor feedCursor, first bool, limit int, now time.Time, retention time.Duration) (feedPage, error) {
 	if now.Sub(cursor.Issued) > retention {
 		return feedPage{}, errGone("This cursor is older than the feed keeps deletions (SYNC_RETENTION)")

@@ -54,8 +54,8 @@ type streams struct {
 	mu            sync.Mutex
 	users         map[string]*watchedUser // the users with open streams
 	total, maxAll int
-	stopWatch     context.CancelFunc // ends the watcher; nil while none runs
-	idle          *time.Timer        // ends the watcher linger after the last stream
+	stopWatch     context.CancelFunc // ends the watcher
+	idle          *time.Timer        // calls stopWatch linger after the last stream; open stops it
 	shutdown      context.Context    // done once close is called
 	close         context.CancelFunc
 	// streamPoll, streamHeartbeat, watchLinger, SYNC_RETENTION and streamWriteWait; tests shorten some
@@ -96,10 +96,7 @@ func (s *streams) open(userID string) *statusError {
 	default:
 		u.streams++
 	}
-	if s.idle != nil {
-		s.idle.Stop()
-	}
-	if s.total++; s.stopWatch == nil {
+	if s.total++; s.total == 1 && (s.idle == nil || !s.idle.Stop()) { // no watcher lingers: none yet, or idle ended it
 		var ctx context.Context
 		ctx, s.stopWatch = context.WithCancel(context.Background())
 		go s.watch(ctx)
@@ -116,14 +113,7 @@ func (s *streams) release(userID string) {
 		delete(s.users, userID)
 	}
 	if s.total--; s.total == 0 {
-		s.idle = time.AfterFunc(s.linger, func() {
-			s.mu.Lock()
-			defer s.mu.Unlock()
-			if s.total == 0 && s.stopWatch != nil {
-				s.stopWatch()
-				s.stopWatch = nil
-			}
-		})
+		s.idle = time.AfterFunc(s.linger, s.stopWatch)
 	}
 }
 
@@ -280,10 +270,8 @@ func (s *streams) session(ctx context.Context, cfg *pgx.ConnConfig, trusted func
 // session of its settings will do: it did not hear its own NOTIFY, or the
 // password or role was refused (SQLSTATE class 28), or there is no such database (3D).
 func verdict(err error) bool {
-	if pgErr, ok := errors.AsType[*pgconn.PgError](err); ok {
-		return strings.HasPrefix(pgErr.Code, "28") || strings.HasPrefix(pgErr.Code, "3D")
-	}
-	return errors.Is(err, errNotifyLost)
+	pgErr, ok := errors.AsType[*pgconn.PgError](err)
+	return errors.Is(err, errNotifyLost) || ok && (strings.HasPrefix(pgErr.Code, "28") || strings.HasPrefix(pgErr.Code, "3D"))
 }
 
 // pollForGood makes the watcher poll from now on, and logs why.

@@ -39,12 +39,11 @@ func parseMigrations(schema string) ([]migration, error) {
 	bodies := migrationHeader.Split(schema, -1)[1:]
 	var ms []migration
 	for i, h := range migrationHeader.FindAllStringSubmatch(schema, -1) {
-		version, err := strconv.Atoi(h[1])
-		if err != nil || version != i+1 {
+		if h[1] != strconv.Itoa(i+1) {
 			return nil, fmt.Errorf("schema.sql: migration %q should be number %d", h[1], i+1)
 		}
 		sql := strings.TrimSpace(bodies[i])
-		ms = append(ms, migration{version, h[2], sql, sha256.Sum256([]byte(sql))})
+		ms = append(ms, migration{i + 1, h[2], sql, sha256.Sum256([]byte(sql))})
 	}
 	if len(ms) == 0 {
 		return nil, fmt.Errorf("schema.sql: no migrations")
@@ -92,8 +91,7 @@ func (s *store) migrate(ctx context.Context, log *slog.Logger) error {
 	return nil
 }
 
-// errPreRelease refuses a database holding tables this service did not make, a build's
-// before 1.0 or another program's: no path leads from them, so nothing in it is changed.
+// errPreRelease refuses a database holding tables this service did not make: no path leads from them.
 var errPreRelease = errors.New("the database holds tables this version of the tasks API did not make (a build before 1.0, or another program: its schema_migrations, if any, does not match 1.0's); nothing was changed: point DATABASE_URL at a new, empty database")
 
 // foreign reports whether err, reading schema_migrations or applying migration 1

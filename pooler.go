@@ -16,27 +16,26 @@ import (
 // Neon's -pooler endpoint) loses when it moves the connection to another server
 // session, unless it tracks names (PgBouncer 1.21+ with max_prepared_statements
 // above 0): most statements then fail (SQLSTATE 26000 or 42P05). So the first
-// connect probes (serversShared, within 4 × timeout), and behind such a pooler every
-// connection uses cache_describe: unnamed statements, which any pooler passes. A
-// failed probe fails its connect (a 503); the next connect probes again. found gets
-// the finding, for checkNotify, which then need not wait for a NOTIFY.
+// connect probes (serversShared, within 4 × timeout), and found gets the finding:
+// behind such a pooler every connection uses cache_describe, unnamed statements,
+// which any pooler passes. A failed probe fails its connect (a 503); the next probes again.
 func queryMode(timeout time.Duration, found *atomic.Bool) func(context.Context, *pgx.ConnConfig) error {
 	var mu sync.Mutex
-	var known, pooled bool
+	var known bool
 	return func(ctx context.Context, cfg *pgx.ConnConfig) error {
 		mu.Lock()
 		defer mu.Unlock()
 		if !known {
 			ctx, cancel := context.WithTimeout(ctx, 4*timeout)
 			defer cancel()
-			var err error
-			if pooled, err = serversShared(ctx, cfg); err != nil {
+			pooled, err := serversShared(ctx, cfg)
+			if err != nil {
 				return err
 			}
 			known = true
 			found.Store(pooled)
 		}
-		if pooled {
+		if found.Load() {
 			cfg.DefaultQueryExecMode = pgx.QueryExecModeCacheDescribe
 		}
 		return nil
@@ -44,8 +43,7 @@ func queryMode(timeout time.Duration, found *atomic.Bool) func(context.Context, 
 }
 
 // serversShared reports whether two connections of cfg run on server sessions that
-// move or are shared, as only a transaction-mode pooler makes them: it asks each
-// one's backend process id, the first's twice, in up to five rounds. Directly or in
+// move or are shared, as only a transaction-mode pooler makes them. Directly or in
 // session mode, a connection keeps its own backend; PgBouncer hands out the server
 // connection released last (so both get the same one) or, with server_round_robin,
 // the next one (so the first's moves); other clients' traffic only adds movement.
@@ -73,7 +71,7 @@ func serversShared(ctx context.Context, cfg *pgx.ConnConfig) (bool, error) {
 		if err != nil {
 			return false, err
 		}
-		if a1 != a2 || a1 == b1 || a2 == b1 {
+		if a1 != a2 || a1 == b1 {
 			return true, nil
 		}
 	}
