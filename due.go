@@ -29,6 +29,9 @@ type Due struct {
 	Kind dueKind
 }
 
+// MarshalJSON writes d as the API spells it (appendDue).
+func (d Due) MarshalJSON() ([]byte, error) { return appendDue(nil, d), nil }
+
 // dueKindOf reads the due_kind column, which a due date always has; anything else reads as an instant.
 func dueKindOf(name string) dueKind {
 	return dueKind(max(slices.Index(dueKinds[:], name), int(dueInstant)))

@@ -157,13 +157,8 @@ func checkDueFaithful(t *testing.T, sent string, d Due) {
 	}
 }
 
-// The API writes and reads due dates by hand (appendDue, parseDue); tests
-// decode and encode whole tasks with encoding/json, through these.
-
-// MarshalJSON writes d as appendDue does.
-func (d Due) MarshalJSON() ([]byte, error) { return appendDue(nil, d), nil }
-
-// UnmarshalJSON reads any spelling parseDue accepts.
+// UnmarshalJSON reads any spelling parseDue accepts: the API reads due dates by hand
+// (parseDue), and tests decode whole tasks with encoding/json, through it.
 func (d *Due) UnmarshalJSON(b []byte) error {
 	s := strings.Trim(string(b), `"`)
 	due, ok := parseDue(s)

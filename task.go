@@ -31,23 +31,25 @@ type Task struct {
 }
 
 // taskChange is a validated create or partial update; nil pointers leave a field as it is.
+// Its JSON is what writeHash hashes: the names and order of its fields stay, and a field
+// added later is left out while unset.
 type taskChange struct {
-	Title       *string
-	Description *string
-	ClearDesc   bool // set description to NULL
-	Completed   *bool
-	Priority    *string
-	DueDate     *Due
-	ClearDue    bool // set due_date to NULL
-	Recurrence  *string
-	ClearRecur  bool // set recurrence to NULL
-	RecurFrom   *string
-	Timezone    *string
-	ClearZone   bool            // set timezone to NULL
-	Reminders   json.RawMessage // a JSON array (parseReminders); nil leaves them, [] clears them
-	Tags        []string
-	ParentID    *int64 // a create's parent, or a move's: nil for the top
-	After       *int64 // the sibling a create or a move goes right after: nil for first
+	Title       *string         `json:"Title"`
+	Description *string         `json:"Description"`
+	ClearDesc   bool            `json:"ClearDesc"` // set description to NULL
+	Completed   *bool           `json:"Completed"`
+	Priority    *string         `json:"Priority"`
+	DueDate     *Due            `json:"DueDate"`
+	ClearDue    bool            `json:"ClearDue"` // set due_date to NULL
+	Tags        []string        `json:"Tags"`
+	Recurrence  *string         `json:"Recurrence,omitempty"`
+	ClearRecur  bool            `json:"ClearRecur,omitempty"` // set recurrence to NULL
+	RecurFrom   *string         `json:"RecurFrom,omitempty"`
+	Timezone    *string         `json:"Timezone,omitempty"`
+	ClearZone   bool            `json:"ClearZone,omitempty"` // set timezone to NULL
+	Reminders   json.RawMessage `json:"Reminders,omitempty"` // a JSON array (parseReminders); nil leaves them, [] clears them
+	ParentID    *int64          `json:"ParentID,omitempty"`  // a create's parent, or a move's: nil for the top
+	After       *int64          `json:"After,omitempty"`     // the sibling a create or a move goes right after: nil for first
 }
 
 // listQuery is a validated list request.

@@ -58,29 +58,11 @@ func idempotencyKey(r *http.Request) (string, error) {
 
 // writeHash is the SHA-256 of a write's route, task id (0 for a create) and change,
 // stored with its Idempotency-Key: the same key with another of the three is another
-// request. The change's form is spelled out here: the same however its JSON was
-// spelled, and kept by a rename of a taskChange field, so that a key stored before
-// a deploy still matches its retry (TestWriteHashGolden pins it).
+// request. The change is taskChange's JSON, the same however the body was spelled and
+// named by its tags, so that a key stored before a deploy still matches its retry
+// (TestWriteHashGolden pins it).
 func writeHash(route string, id int64, c taskChange) []byte {
-	canonical, _ := json.Marshal(struct { // cannot fail: strings, bools, pointers to them, and JSON
-		Title       *string         `json:"Title"`
-		Description *string         `json:"Description"`
-		ClearDesc   bool            `json:"ClearDesc"`
-		Completed   *bool           `json:"Completed"`
-		Priority    *string         `json:"Priority"`
-		DueDate     json.RawMessage `json:"DueDate"` // as it is returned, or null
-		ClearDue    bool            `json:"ClearDue"`
-		Tags        []string        `json:"Tags"`
-		Recurrence  *string         `json:"Recurrence,omitempty"` // omitted when unset, as before they were
-		ClearRecur  bool            `json:"ClearRecur,omitempty"`
-		RecurFrom   *string         `json:"RecurFrom,omitempty"`
-		Timezone    *string         `json:"Timezone,omitempty"`
-		ClearZone   bool            `json:"ClearZone,omitempty"`
-		Reminders   json.RawMessage `json:"Reminders,omitempty"` // in their one spelling
-		ParentID    *int64          `json:"ParentID,omitempty"`
-		After       *int64          `json:"After,omitempty"`
-	}{c.Title, c.Description, c.ClearDesc, c.Completed, c.Priority, appendOrNull(nil, c.DueDate, appendDue), c.ClearDue, c.Tags,
-		c.Recurrence, c.ClearRecur, c.RecurFrom, c.Timezone, c.ClearZone, c.Reminders, c.ParentID, c.After})
+	canonical, _ := json.Marshal(c) // cannot fail: strings, bools, pointers to them, and JSON
 	sum := sha256.Sum256(append([]byte(route+"\n"+strconv.FormatInt(id, 10)+"\n"), canonical...))
 	return sum[:]
 }

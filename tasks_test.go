@@ -583,6 +583,13 @@ func TestWriteHashGolden(t *testing.T) {
 			"9cea0d1199e74a4a774eb73821a3b25200e4297f05d54b752d120d2096264060"},
 		{"POST /api/{user_id}/tasks", 0, taskChange{Title: &title, Reminders: json.RawMessage(`[{"offset":"-PT15M"},{"at":"2026-12-01T08:45:00Z"}]`)},
 			"f8f966a9f6927bfcb1c805d5e8cc605506e43e9ff32a49ddbf09090b3ccdecdf"},
+		{"PATCH /api/{user_id}/tasks/{id}", 7, taskChange{Title: &title, Completed: new(true), DueDate: &Due{time.Date(2026, 12, 1, 9, 30, 0, 0, time.UTC), dueLocal},
+			Recurrence: new("FREQ=WEEKLY;BYDAY=MO"), RecurFrom: new("completion"), Timezone: new("Europe/Berlin")},
+			"38a9494451534412d5c2fe35c855e814e45e7616599bc8fb482b61866b3fcd15"},
+		{"PATCH /api/{user_id}/tasks/{id}", 7, taskChange{ClearRecur: true, ClearZone: true, Reminders: json.RawMessage(`[]`)},
+			"ce15ae71abfe2656a9ce114529f9dcaf883fba2f4535dfdfc6b5aeb3b49cd05f"},
+		{"PATCH /api/{user_id}/tasks/{id}", 7, taskChange{Title: &title, ParentID: new(int64(3)), After: new(int64(9))},
+			"e1940e846201df88095306645a6f333192af8480e74030e73e715b386754b21f"},
 	} {
 		if got := hex.EncodeToString(writeHash(c.route, c.id, c.change)); got != c.want {
 			t.Errorf("writeHash(%s, %d, %+v) = %s, want %s", c.route, c.id, c.change, got, c.want)
